@@ -1,0 +1,63 @@
+"""percepmetric: perceptual image distances and the harness that checks them against people.
+
+Public surface::
+
+    percepmetric.distance(x, y, metric="lpips", net="alex")   # lower = more alike
+    percepmetric.create_metric("ssim", convention="matlab")    # a torch.nn.Module, (N,C,H,W) x2 -> (N,)
+    percepmetric.list_metrics()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .errors import InputError, PercepmetricError, WeightsNotFoundError
+from .io import ImageLike, as_batch, load_image
+from .registry import create_metric, describe_metric, list_metrics
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "distance",
+    "create_metric",
+    "list_metrics",
+    "describe_metric",
+    "load_image",
+    "PercepmetricError",
+    "InputError",
+    "WeightsNotFoundError",
+]
+
+_METRIC_CACHE: dict[tuple, torch.nn.Module] = {}
+
+
+def _cached_metric(name: str, options: dict[str, Any]):
+    # Building LPIPS loads weights from disk: keep one instance per (name, options).
+    key = (name, tuple(sorted((k, repr(v)) for k, v in options.items())))
+    if key not in _METRIC_CACHE:
+        _METRIC_CACHE[key] = create_metric(name, **options)
+    return _METRIC_CACHE[key]
+
+
+def distance(x: ImageLike, y: ImageLike, metric: str = "lpips", **options: Any) -> torch.Tensor:
+    """Perceptual distance between ``x`` and ``y``: an ``(N,)`` tensor, lower = more alike, 0 for x == y.
+
+    ``x`` and ``y`` may be tensors ``(N,C,H,W)``/``(C,H,W)``/``(H,W)``, NumPy arrays or PIL
+    images (channel-last; uint8 scaled to [0, 1]) or image paths. ``options`` go to
+    :func:`create_metric` (e.g. ``net="vgg"``, ``data_range=255``, ``convention="matlab"``).
+
+    Metrics whose value is a similarity are turned into distances by the metric's
+    ``to_distance``: SSIM and MS-SSIM give ``(1 - s) / 2`` (the LPIPS paper's DSSIM),
+    FSIM gives ``1 - s``, PSNR gives ``MSE / data_range^2 = 10^(-PSNR/10)``.
+
+    Gradients flow when an input requires grad, so the result can serve as a loss.
+    """
+    xb, yb = as_batch(x, "x"), as_batch(y, "y")
+    if isinstance(y, torch.Tensor) and not isinstance(x, torch.Tensor):
+        xb = xb.to(device=yb.device, dtype=yb.dtype)
+    elif isinstance(x, torch.Tensor) and not isinstance(y, torch.Tensor):
+        yb = yb.to(device=xb.device, dtype=xb.dtype)
+    m = _cached_metric(metric, options).to(device=xb.device)
+    return m.to_distance(m(xb, yb))

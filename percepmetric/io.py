@@ -1,0 +1,136 @@
+"""Reading images and turning whatever the user holds into a float batch.
+
+Conventions (the only place they are decided):
+
+* **Tensors** are channel-first: ``(H,W)``, ``(C,H,W)`` or ``(N,C,H,W)``.
+* **NumPy arrays and PIL images** are channel-last, as NumPy, PIL and scikit-image use
+  them: ``(H,W)``, ``(H,W,C)`` or ``(N,H,W,C)``.
+* Integer data is scaled to [0, 1]: uint8 by 255, uint16 by 65535. Float data is taken
+  as it is (its range is checked later by the metric against its ``data_range``).
+* **Alpha** is dropped (RGBA -> RGB, LA -> L), as PIL's ``convert("RGB")`` does and as
+  the LPIPS and pyiqa loaders do, so numbers match theirs. Composite over a background
+  yourself before calling if transparency matters to you.
+* **Palette images** (GIF) are expanded; a palette whose entries are all grey gives a
+  one-channel image (MATLAB's ``imread`` + ``ind2gray`` view of e.g. goldhill.gif).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+ImageLike = Any  # torch.Tensor | np.ndarray | PIL.Image.Image | str | os.PathLike
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def read_image_array(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file to an ``(H,W,C)`` uint8/uint16 array, C in {1, 3}.
+
+    Raises :class:`InputError` naming the file when it is missing or not an image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not an image file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            array = _pil_to_array(img)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise InputError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
+    return array
+
+
+def _pil_to_array(img) -> np.ndarray:
+    mode = img.mode
+    if mode == "P" or mode == "PA":
+        img = img.convert("RGB")
+        array = np.asarray(img)
+        if np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2]):
+            array = array[..., :1]
+        return np.ascontiguousarray(array)
+    if mode in ("1", "L", "LA"):
+        return np.asarray(img.convert("L"))[..., None]
+    if mode.startswith("I;16") or mode == "I":
+        # 16-bit grey. PIL reports 16-bit PNG/TIFF as I;16* or I (32-bit container).
+        array = np.asarray(img).astype(np.int64)
+        if array.min() < 0 or array.max() > 65535:
+            raise InputError(f"{getattr(img, 'filename', 'image')}: integer values outside 0..65535")
+        return array.astype(np.uint16)[..., None]
+    if mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+        return np.asarray(img.convert("RGB"))
+    if mode == "F":
+        raise InputError(f"{getattr(img, 'filename', 'image')}: floating-point images are not supported; save as 8- or 16-bit")
+    return np.asarray(img.convert("RGB"))
+
+
+def _array_to_float(array: np.ndarray, name: str) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.floating):
+        return array
+    raise InputError(f"{name}: unsupported array dtype {array.dtype} (use uint8, uint16 or float)")
+
+
+def load_image(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Read an image file as a ``(1,C,H,W)`` tensor in [0, 1] (C = 1 for grey, 3 for colour)."""
+    array = _array_to_float(read_image_array(path), str(path))
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).to(dtype)[None]
+
+
+def as_batch(obj: ImageLike, name: str = "input") -> torch.Tensor:
+    """Turn a tensor, NumPy array, PIL image or image path into an ``(N,C,H,W)`` float tensor.
+
+    See the module docstring for layout and scaling rules. ``name`` appears in errors.
+    """
+    if isinstance(obj, (str, os.PathLike)):
+        return load_image(obj)
+    if isinstance(obj, torch.Tensor):
+        t = obj
+        if t.dtype == torch.uint8:
+            t = t.float() / 255.0
+        elif t.dtype == torch.bool:
+            t = t.float()
+        elif not t.is_floating_point():
+            raise InputError(f"{name}: unsupported tensor dtype {t.dtype} (use a float dtype or uint8)")
+        if t.ndim == 2:
+            return t[None, None]
+        if t.ndim == 3:
+            return t[None]
+        if t.ndim == 4:
+            return t
+        raise InputError(f"{name}: expected a tensor of 2, 3 or 4 dimensions (H,W / C,H,W / N,C,H,W), got shape {tuple(t.shape)}")
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a dependency
+        Image = None
+    if Image is not None and isinstance(obj, Image.Image):
+        obj = _pil_to_array(obj)
+    if isinstance(obj, np.ndarray):
+        array = _array_to_float(obj, name)
+        if array.ndim == 2:
+            array = array[None, ..., None]
+        elif array.ndim == 3:
+            array = array[None]
+        elif array.ndim != 4:
+            raise InputError(f"{name}: expected an array of 2, 3 or 4 dimensions (H,W / H,W,C / N,H,W,C), got shape {array.shape}")
+        if array.shape[-1] == 4:  # drop alpha, as for files
+            array = array[..., :3]
+        if array.shape[-1] not in (1, 3):
+            raise InputError(f"{name}: arrays are channel-last (H,W,C); got {array.shape[-1]} channels in shape {obj.shape}")
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2)))
+    raise InputError(f"{name}: cannot read an image from {type(obj).__name__} (give a tensor, NumPy array, PIL image or path)")

@@ -1,0 +1,136 @@
+"""The one interface every metric implements.
+
+A metric is a ``torch.nn.Module`` that maps two batches ``x, y`` of shape ``(N,C,H,W)``
+to an ``(N,)`` tensor of its own value (PSNR in dB, SSIM in [-1, 1], LPIPS distance, ...).
+Each carries its metadata as class attributes, so the registry, the CLI and the benchmark
+can treat all of them alike:
+
+``name``               registry name, e.g. ``"ssim"``
+``lower_is_better``    direction of the metric's own value
+``differentiable``     gradients flow to the inputs
+``min_size``           smallest H and W the metric accepts
+``channels``           accepted channel counts
+``input_range_doc``    the input range, in words, for listings
+
+Subclasses implement :meth:`compute` (inputs already validated) and, when higher is
+better, :meth:`to_distance`. Validation happens once, in :meth:`forward`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+
+
+def check_pair(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    channels: tuple[int, ...] = (1, 3),
+    min_size: int = 1,
+    metric: str = "metric",
+) -> None:
+    """Raise :class:`InputError` unless ``x`` and ``y`` are a valid pair of image batches.
+
+    Checks: tensors, floating dtype, 4 dimensions, equal shapes, accepted channel count,
+    ``H, W >= min_size``, finite values inside ``value_range`` (a relative slack of 1e-5
+    absorbs float rounding of e.g. ``x * 2 - 1``; anything beyond is refused rather than
+    silently giving a wrong number).
+    """
+    for label, t in (("x", x), ("y", y)):
+        if not isinstance(t, torch.Tensor):
+            raise InputError(f"{metric}: {label} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise InputError(f"{metric}: {label} must be a float tensor, got {t.dtype}")
+        if t.ndim != 4:
+            raise InputError(f"{metric}: {label} must have shape (N,C,H,W), got {tuple(t.shape)}")
+    if x.shape != y.shape:
+        raise InputError(f"{metric}: x and y differ in shape: {tuple(x.shape)} vs {tuple(y.shape)}")
+    if x.device != y.device:
+        raise InputError(f"{metric}: x and y are on different devices: {x.device} vs {y.device}")
+    n, c, h, w = x.shape
+    if n == 0:
+        raise InputError(f"{metric}: empty batch")
+    if c not in channels:
+        raise InputError(f"{metric}: expected {' or '.join(map(str, channels))} channels, got {c} (shape {tuple(x.shape)})")
+    if h < min_size or w < min_size:
+        raise InputError(f"{metric}: images of {h}x{w} are smaller than the {min_size}x{min_size} this metric needs")
+    lo, hi = value_range
+    slack = 1e-5 * (hi - lo)
+    for label, t in (("x", x), ("y", y)):
+        t = t.detach()
+        t_min, t_max = torch.aminmax(t)
+        if not (torch.isfinite(t_min) and torch.isfinite(t_max)):
+            raise InputError(f"{metric}: {label} contains NaN or infinite values")
+        if t_min < lo - slack or t_max > hi + slack:
+            raise InputError(
+                f"{metric}: {label} has values in [{t_min.item():.4g}, {t_max.item():.4g}], "
+                f"outside the declared input range [{lo:g}, {hi:g}] (set data_range / input_range to match your data)"
+            )
+
+
+class Metric(nn.Module):
+    """Base class: validated ``forward(x, y) -> (N,)``; subclasses implement ``compute``."""
+
+    name: ClassVar[str] = "metric"
+    lower_is_better: ClassVar[bool] = True
+    differentiable: ClassVar[bool] = True
+    min_size: ClassVar[int] = 1
+    channels: ClassVar[tuple[int, ...]] = (1, 3)
+    input_range_doc: ClassVar[str] = "[0, data_range], data_range=1 by default"
+
+    def __init__(self, data_range: float = 1.0) -> None:
+        super().__init__()
+        if not isinstance(data_range, (int, float)) or not data_range > 0:
+            raise InputError(f"{self.name}: data_range must be a positive number, got {data_range!r}")
+        self.data_range = float(data_range)
+        # Resolved options, defaults included: they make ``spec``, the metric's identity.
+        self.options: dict[str, Any] = {"data_range": self.data_range}
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """Range the inputs must lie in."""
+        return (0.0, self.data_range)
+
+    @property
+    def spec(self) -> str:
+        """Stable identity string, e.g. ``ssim(convention=matlab,data_range=1.0,downsample=True)``.
+
+        Caches and report rows are keyed by it, so changing any option never reuses a stale result.
+        """
+        args = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.name}({args})"
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in sorted(self.options.items()))
+
+    def check(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        check_pair(x, y, value_range=self.value_range, channels=self.channels, min_size=self.min_size, metric=self.name)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.check(x, y)
+        wants_grad = torch.is_grad_enabled() and (
+            x.requires_grad or y.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
+        if wants_grad:
+            return self.compute(x, y)
+        with torch.inference_mode():
+            return self.compute(x, y)
+
+    def compute(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The formula, on validated inputs. Returns ``(N,)``."""
+        raise NotImplementedError
+
+    def to_distance(self, value: torch.Tensor) -> torch.Tensor:
+        """Map the metric's own value to a distance: lower means more alike, 0 for x == y.
+
+        Identity for metrics whose value already is a distance; similarity metrics override it.
+        """
+        if self.lower_is_better:
+            return value
+        raise NotImplementedError(f"{self.name} must define to_distance")

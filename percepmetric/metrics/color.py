@@ -1,0 +1,59 @@
+"""Colour conversions shared by the traditional metrics, batched and differentiable.
+
+All take ``(N,3,H,W)`` RGB in [0, 1] and keep device and dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# MATLAB's rgb2gray (ITU-R BT.601 luma, rounded to 4 digits as MATLAB documents them).
+MATLAB_RGB2GRAY = (0.2989, 0.5870, 0.1140)
+# Luma of YIQ as the FSIM authors' code writes it.
+YIQ_Y = (0.299, 0.587, 0.114)
+
+# sRGB (D65) -> CIE XYZ, and the D65 2-degree white point: the constants of
+# scikit-image's rgb2lab, which the LPIPS paper's Lab baselines used.
+_RGB_TO_XYZ = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
+_D65_WHITE = (0.95047, 1.0, 1.08883)
+
+
+def weighted_channel_sum(x: torch.Tensor, weights: tuple[float, float, float]) -> torch.Tensor:
+    """``(N,3,H,W) -> (N,1,H,W)``: ``sum_c weights[c] * x[:, c]``."""
+    w = torch.tensor(weights, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True)
+
+
+def rgb_to_grey_matlab(x: torch.Tensor, quantize_8bit: bool = False) -> torch.Tensor:
+    """MATLAB's ``rgb2gray``. With ``quantize_8bit`` the result is rounded to 1/255 steps, as
+    MATLAB returns uint8 for uint8 input (the published SSIM numbers depend on that rounding).
+    The rounding has zero gradient; use it for parity, not as a training loss.
+    """
+    grey = weighted_channel_sum(x, MATLAB_RGB2GRAY)
+    if quantize_8bit:
+        grey = torch.round(grey * 255.0) / 255.0
+    return grey
+
+
+def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1] -> CIE Lab (L in [0, 100]), as ``skimage.color.rgb2lab`` computes it."""
+    linear = torch.where(
+        x > 0.04045,
+        ((x.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4,
+        x / 12.92,
+    )
+    m = torch.tensor(_RGB_TO_XYZ, dtype=x.dtype, device=x.device)
+    xyz = torch.einsum("ij,njhw->nihw", m, linear)
+    xyz = xyz / torch.tensor(_D65_WHITE, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    # The cube root's slope is infinite at 0; the clamp keeps the unused branch's gradient finite.
+    f = torch.where(
+        xyz > 0.008856,
+        xyz.clamp(min=0.008856) ** (1.0 / 3.0),
+        7.787 * xyz + 16.0 / 116.0,
+    )
+    fx, fy, fz = f[:, 0:1], f[:, 1:2], f[:, 2:3]
+    return torch.cat((116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)), dim=1)

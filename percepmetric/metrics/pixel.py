@@ -1,0 +1,110 @@
+"""Per-pixel metrics: L2 (mean squared error) and PSNR."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import InputError
+from ..registry import register
+from .base import Metric
+from .color import rgb_to_grey_matlab, rgb_to_lab
+
+COLORS = ("rgb", "grey", "lab")
+
+
+def to_color_space(x: torch.Tensor, color: str) -> torch.Tensor:
+    """``(N,C,H,W)`` in [0, 1] -> the representation a metric compares.
+
+    ``rgb``: unchanged; ``grey``: MATLAB rgb2gray luma (grey input passes through);
+    ``lab``: CIE Lab scaled by 1/100 (L in [0, 1]); grey input is repeated to RGB first.
+    """
+    if color == "rgb":
+        return x
+    if color == "grey":
+        return rgb_to_grey_matlab(x) if x.shape[1] == 3 else x
+    if color == "lab":
+        rgb = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        return rgb_to_lab(rgb) / 100.0
+    raise InputError(f"color must be one of {', '.join(COLORS)}, got {color!r}")
+
+
+def check_choice(metric: str, option: str, value, choices) -> None:
+    if value not in choices:
+        raise InputError(f"{metric}: option {option} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def mean_squared_error(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(N,C,H,W) x2 -> (N,)``: mean over C, H, W of ``(x - y)^2``."""
+    return (x - y).pow(2).flatten(1).mean(dim=1)
+
+
+def l2_distance(
+    x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, color: str = "rgb", convention: str = "plain"
+) -> torch.Tensor:
+    """L2 distance ``(N,)`` of two batches in ``[0, data_range]``.
+
+    ``convention="plain"``: ``mean((f(x) - f(y))^2)`` with ``f`` the colour representation of
+    :func:`to_color_space` applied to ``x / data_range``.
+
+    ``convention="lpips"``: the LPIPS code's L2 baseline (Zhang et al. 2018): in ``rgb`` the
+    mean squared difference of the images scaled to [-1, 1] (4x the plain value); in ``lab``
+    ``0.5 * mean(((Lab(x) - Lab(y)) / 100)^2)`` with Lab computed from the 8-bit image
+    (inputs rounded to 1/255 steps first, as that code goes through uint8).
+    """
+    x, y = x / data_range, y / data_range
+    if convention == "lpips":
+        if color == "rgb":
+            return 4.0 * mean_squared_error(x, y)
+        if color == "lab":
+            x8, y8 = torch.round(x * 255.0) / 255.0, torch.round(y * 255.0) / 255.0
+            return 0.5 * mean_squared_error(to_color_space(x8, "lab"), to_color_space(y8, "lab"))
+        raise InputError(f"l2: convention 'lpips' takes color 'rgb' or 'lab', got {color!r}")
+    return mean_squared_error(to_color_space(x, color), to_color_space(y, color))
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio ``10 log10(data_range^2 / MSE)`` in dB, per image ``(N,)``.
+
+    Same value as ``skimage.metrics.peak_signal_noise_ratio(y, x, data_range=data_range)``;
+    ``+inf`` for identical images, with a zero (finite) gradient there.
+    """
+    mse = mean_squared_error(x, y)
+    finite = 10.0 * (2.0 * math.log10(data_range) - torch.log10(mse.clamp(min=torch.finfo(mse.dtype).tiny)))
+    return torch.where(mse > 0, finite, torch.full_like(finite, math.inf))
+
+
+@register
+class L2(Metric):
+    """Mean squared error in RGB, grey or Lab; conventions plain or lpips (see :func:`l2_distance`)."""
+
+    name = "l2"
+    lower_is_better = True
+
+    def __init__(self, data_range: float = 1.0, color: str = "rgb", convention: str = "plain") -> None:
+        super().__init__(data_range)
+        check_choice(self.name, "color", color, COLORS)
+        check_choice(self.name, "convention", convention, ("plain", "lpips"))
+        if convention == "lpips" and color == "grey":
+            raise InputError("l2: convention 'lpips' takes color 'rgb' or 'lab', got 'grey'")
+        self.color, self.convention = color, convention
+        self.options.update(color=color, convention=convention)
+
+    def compute(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return l2_distance(x, y, self.data_range, self.color, self.convention)
+
+
+@register
+class PSNR(Metric):
+    """Peak signal-to-noise ratio in dB (higher is better); distance = MSE / data_range^2."""
+
+    name = "psnr"
+    lower_is_better = False
+
+    def compute(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return psnr(x, y, self.data_range)
+
+    def to_distance(self, value: torch.Tensor) -> torch.Tensor:
+        # 10^(-PSNR/10) = MSE / data_range^2: monotone in PSNR and 0 for identical images.
+        return torch.pow(10.0, -value / 10.0)
