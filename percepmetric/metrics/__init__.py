@@ -1,5 +1,5 @@
 """Metric families, one module each: ``pixel`` (l2, psnr), ``ssim`` (ssim, ms_ssim),
-``fsim`` (fsim, fsimc), ``lpips`` (the LPIPS family). ``base`` holds the :class:`Metric`
+``fsim`` (fsim; FSIMc with chromatic=True), ``lpips`` (the LPIPS family). ``base`` holds the :class:`Metric`
 interface. The registry imports the families on first use (their ``@register`` decorators
 fill it), so importing this package stays cheap.
 """
