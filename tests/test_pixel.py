@@ -49,12 +49,26 @@ def test_l2_plain_and_lpips_conventions(pair):
     mse = ((x - y) ** 2).flatten(1).mean(1)
     assert torch.allclose(create_metric("l2")(x, y), mse)
     assert torch.allclose(create_metric("l2", convention="lpips", color="rgb")(x, y), 4 * mse)
-    # Lab, as the LPIPS code computes it: 8-bit image -> skimage rgb2lab -> 0.5 * mean((d / 100)^2)
-    x8 = np.round(x.numpy() * 255).astype(np.uint8).transpose(0, 2, 3, 1)
-    y8 = np.round(y.numpy() * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    # Lab, as the LPIPS code computes it: [-1, 1] float32 tensor -> truncated uint8 -> skimage rgb2lab
+    # -> 0.5 * mean((d / 100)^2)
+    def lpips_uint8(t):
+        t = ((t.float() - 0.5) / 0.5).numpy().transpose(0, 2, 3, 1)
+        return ((t + 1.0) * 127.5).astype(np.uint8)
+
+    x8, y8 = lpips_uint8(x), lpips_uint8(y)
     expected = [0.5 * np.mean((rgb2lab(a) / 100 - rgb2lab(b) / 100) ** 2) for a, b in zip(x8, y8)]
     ours = create_metric("l2", convention="lpips", color="lab")(x.double(), y.double())
     assert np.allclose(ours.numpy(), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_lpips_code_8bit_truncates_like_the_original():
+    from percepmetric.metrics.color import lpips_code_8bit
+
+    v = torch.arange(256, dtype=torch.float32)
+    back = torch.round(lpips_code_8bit(v / 255) * 255)
+    # float32 rounding in (v/255 - 0.5)/0.5 then (t + 1) * 127.5 loses one step for 1..63
+    assert torch.equal(back[1:64], v[1:64] - 1)
+    assert back[0] == 0 and torch.equal(back[64:], v[64:])
 
 
 @pytest.mark.parametrize("name,options", [("l2", {}), ("l2", {"color": "lab"}), ("l2", {"color": "grey"}), ("psnr", {})])

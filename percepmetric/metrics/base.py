@@ -112,15 +112,35 @@ class Metric(nn.Module):
     def check(self, x: torch.Tensor, y: torch.Tensor) -> None:
         check_pair(x, y, value_range=self.value_range, channels=self.channels, min_size=self.min_size, metric=self.name)
 
+    def _wants_grad(self, *tensors: torch.Tensor) -> bool:
+        return torch.is_grad_enabled() and (
+            any(t.requires_grad for t in tensors) or any(p.requires_grad for p in self.parameters())
+        )
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.check(x, y)
-        wants_grad = torch.is_grad_enabled() and (
-            x.requires_grad or y.requires_grad or any(p.requires_grad for p in self.parameters())
-        )
-        if wants_grad:
+        if self._wants_grad(x, y):
             return self.compute(x, y)
         with torch.inference_mode():
             return self.compute(x, y)
+
+    def triplet_values(self, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(value(ref, p0), value(ref, p1))``, each ``(N,)``: the 2AFC benchmark's question.
+
+        Validated like :meth:`forward`. Metrics that can reuse work on ``ref`` (its colour
+        conversion, its network features) override :meth:`compute_triplet`.
+        """
+        self.check(ref, p0)
+        self.check(ref, p1)
+        if self._wants_grad(ref, p0, p1):
+            return self.compute_triplet(ref, p0, p1)
+        with torch.inference_mode():
+            return self.compute_triplet(ref, p0, p1)
+
+    def compute_triplet(self, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = ref.shape[0]
+        values = self.compute(torch.cat((ref, ref)), torch.cat((p0, p1)))
+        return values[:n], values[n:]
 
     def compute(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The formula, on validated inputs. Returns ``(N,)``."""

@@ -39,16 +39,24 @@ def rgb_to_grey_matlab(x: torch.Tensor, quantize_8bit: bool = False) -> torch.Te
     return grey
 
 
-def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
-    """sRGB in [0, 1] -> CIE Lab (L in [0, 100]), as ``skimage.color.rgb2lab`` computes it."""
-    linear = torch.where(
-        x > 0.04045,
-        ((x.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4,
-        x / 12.92,
-    )
-    m = torch.tensor(_RGB_TO_XYZ, dtype=x.dtype, device=x.device)
+def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
+    """sRGB gamma expansion, as scikit-image's ``rgb2xyz`` applies it."""
+    return torch.where(x > 0.04045, ((x.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, x / 12.92)
+
+
+def srgb8_to_linear(codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`srgb_to_linear` of ``codes / 255`` for integer-valued ``codes`` in 0..255, by table
+    look-up (no power function per pixel: the 8-bit benchmark path spends most of its time there).
+    """
+    table = srgb_to_linear(torch.arange(256, dtype=torch.float64, device=codes.device) / 255.0).to(dtype)
+    return table[codes.long()]
+
+
+def linear_to_lab(linear: torch.Tensor) -> torch.Tensor:
+    """Linear sRGB ``(N,3,H,W)`` -> CIE Lab (D65, 2 degrees), L in [0, 100]."""
+    m = torch.tensor(_RGB_TO_XYZ, dtype=linear.dtype, device=linear.device)
+    m = m / torch.tensor(_D65_WHITE, dtype=linear.dtype, device=linear.device)[:, None]
     xyz = torch.einsum("ij,njhw->nihw", m, linear)
-    xyz = xyz / torch.tensor(_D65_WHITE, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     # The cube root's slope is infinite at 0; the clamp keeps the unused branch's gradient finite.
     f = torch.where(
         xyz > 0.008856,
@@ -57,3 +65,26 @@ def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
     )
     fx, fy, fz = f[:, 0:1], f[:, 1:2], f[:, 2:3]
     return torch.cat((116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)), dim=1)
+
+
+def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1] -> CIE Lab (L in [0, 100]), as ``skimage.color.rgb2lab`` computes it."""
+    return linear_to_lab(srgb_to_linear(x))
+
+
+def lpips_code_8bit_values(x: torch.Tensor) -> torch.Tensor:
+    """The integer codes 0..255 behind :func:`lpips_code_8bit` (as float32)."""
+    t = (x.float() - 0.5) / 0.5
+    return torch.floor((t + 1.0) * 127.5)
+
+
+def lpips_code_8bit(x: torch.Tensor) -> torch.Tensor:
+    """The 8-bit image the LPIPS code's L2-Lab and SSIM baselines actually saw, back in [0, 1].
+
+    That code loads an image as ``v / 255``, maps it to [-1, 1] in float32 with
+    ``(x - 0.5) / 0.5``, and converts back with ``((t + 1) * 127.5).astype(uint8)``:
+    truncation, in float32, so every value v in 1..63 comes back as v - 1. Reproducing the
+    paper's baseline scores needs the same step. The gradient passes straight through.
+    """
+    back = lpips_code_8bit_values(x.detach()).to(x.dtype) / 255.0
+    return x + (back - x).detach() if x.requires_grad else back

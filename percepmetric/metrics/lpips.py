@@ -1,1 +1,579 @@
-"""Placeholder: filled in by its own work item."""
+"""LPIPS: the learned perceptual image patch similarity of Zhang et al. (CVPR 2018).
+
+Eq. 1 of the paper, for images ``x, y`` and a trunk with taps ``l = 1..L``::
+
+    d(x, y) = sum_l  1/(H_l W_l) sum_{h,w}  || w_l * (n^l_x[h,w] - n^l_y[h,w]) ||_2^2
+
+    n^l[h,w] = f^l[h,w] / (||f^l[h,w]||_2 + 1e-10)       (unit length along channels)
+
+with ``f^l`` the activations of tap ``l`` (:mod:`percepmetric.nets.backbones`) and ``w_l`` a
+non-negative weight per channel (``*`` is channel-wise). Variants (paper Sec. 3 and Table 4):
+
+``baseline``  ImageNet trunk, ``w_l = 1`` (no calibration)
+``lin``       ImageNet trunk, ``w_l`` calibrated on BAPPS 2AFC: the official v0.1 weights of the
+              ``lpips`` package by default, or a percepmetric checkpoint (``weights=...``)
+``tune``      trunk fine-tuned with ``w_l``: weights from a checkpoint file only
+``scratch``   trunk trained from random init with ``w_l``: weights from a checkpoint file only
+
+Inputs are ``(N,3,H,W)`` (grey ``(N,1,H,W)`` is repeated to RGB) in ``[0, 1]`` by default or
+LPIPS's own ``[-1, 1]`` with ``input_range="-1,1"``; before the trunk they are mapped to
+``[-1, 1]`` and scaled as LPIPS v0.1 does: ``(x - shift) / scale`` with
+``shift = (-0.030, -0.088, -0.188)``, ``scale = (0.458, 0.448, 0.450)`` (ImageNet mean/std in
+[-1, 1] units).
+
+The official v0.1 calibration weights are read at run time from the installed ``lpips``
+distribution (``lpips/weights/v0.1/{alex,vgg,squeeze}.pth``, BSD-2-Clause, (c) Richard Zhang,
+Phillip Isola, Alexei A. Efros, Eli Shechtman, Oliver Wang); its Python code is never imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError, WeightsNotFoundError
+from ..nets.backbones import (
+    NETS,
+    Trunk,
+    backbone_spec,
+    build_backbone,
+    canonical_net,
+    load_trunk,
+    tap_channels,
+)
+from ..registry import register
+from .base import Metric
+
+__all__ = [
+    "LPIPS",
+    "ChannelNormalizedDistance",
+    "VARIANTS",
+    "LPIPS_SHIFT",
+    "LPIPS_SCALE",
+    "normalize_channels",
+    "official_calibration_path",
+    "load_official_calibration",
+    "save_lpips_checkpoint",
+    "load_lpips_checkpoint",
+    "file_digest",
+]
+
+VARIANTS = ("baseline", "lin", "tune", "scratch")
+PRECISIONS = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+# LPIPS v0.1 input scaling (the ``ScalingLayer`` of the reference code): ImageNet's mean and
+# std, expressed for images in [-1, 1].
+LPIPS_SHIFT = (-0.030, -0.088, -0.188)
+LPIPS_SCALE = (0.458, 0.448, 0.450)
+NORM_EPS = 1e-10  # added to the channel norm, as in the reference code
+
+CHECKPOINT_FORMAT = "percepmetric-lpips"
+CHECKPOINT_VERSION = 1
+OFFICIAL_VERSION = "v0.1"
+
+
+# ---------------------------------------------------------------------------- Eq. 1
+
+
+def normalize_channels(f: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
+    """``(N,C,H,W) -> (N,C,H,W)``: each pixel's channel vector divided by ``(its L2 norm + eps)``.
+
+    The gradient is finite everywhere, including at all-zero vectors (the norm's gradient is
+    taken as 0 there).
+    """
+    norm = torch.linalg.vector_norm(f, ord=2, dim=1, keepdim=True)
+    return f / (norm + eps)
+
+
+class ChannelNormalizedDistance(nn.Module):
+    """Eq. 1 of the LPIPS paper over any list of feature pairs and channel weights.
+
+    ``forward(feats_x, feats_y, weights=None, spatial=False, out_size=None, per_layer=False)``:
+
+    - ``feats_x[l]``, ``feats_y[l]``: ``(N, C_l, H_l, W_l)`` activations of layer ``l``;
+    - ``weights[l]``: ``(C_l,)`` or ``(1, C_l, 1, 1)`` non-negative channel weights ``w_l``
+      (``None`` or a ``None`` entry: all ones, the *baseline*);
+    - returns ``(N,)`` = ``sum_l mean_{h,w} sum_c w_lc (n_x - n_y)^2``; with ``spatial=True``
+      the ``(N,1,H,W)`` map (each layer's map upsampled bilinearly, ``align_corners=False``,
+      to ``out_size``, default the first layer's size, then summed); with ``per_layer=True``
+      the layers' terms stacked on dim 1: ``(N, L)`` or ``(N, L, H, W)``.
+
+    ``dropout`` (a probability, 0 by default) drops squared differences in training mode,
+    as the reference code's calibration layers do while training.
+    """
+
+    def __init__(self, eps: float = NORM_EPS, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.eps = eps
+        self.dropout = dropout
+
+    def layer_map(self, fx: torch.Tensor, fy: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """One layer: ``(N,C,h,w) x2 -> (N,1,h,w)`` map of ``sum_c w_c (n_x - n_y)^2``."""
+        if torch.is_grad_enabled() and (fx.requires_grad or fy.requires_grad or (weight is not None and weight.requires_grad)):
+            d = normalize_channels(fx, self.eps) - normalize_channels(fy, self.eps)
+        else:
+            # No autograd: one feature-sized buffer, updated in place (less memory, fewer passes).
+            rx = 1.0 / (torch.linalg.vector_norm(fx, ord=2, dim=1, keepdim=True) + self.eps)
+            ry = 1.0 / (torch.linalg.vector_norm(fy, ord=2, dim=1, keepdim=True) + self.eps)
+            d = fx * rx
+            d.addcmul_(fy, ry, value=-1.0)
+        return self._weighted_square_sum(d, weight)
+
+    def _weighted_square_sum(self, d: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        sq = d.square_() if not d.requires_grad else d * d
+        if self.dropout and self.training:
+            sq = F.dropout(sq, p=self.dropout, training=True)
+        if weight is None:
+            return sq.sum(dim=1, keepdim=True)
+        # The channel-weighted sum as a 1x1 convolution (the reference's calibration layers).
+        return F.conv2d(sq, weight.reshape(1, -1, 1, 1).to(sq.dtype))
+
+    def forward(
+        self,
+        feats_x: Sequence[torch.Tensor],
+        feats_y: Sequence[torch.Tensor],
+        weights: Sequence[torch.Tensor | None] | None = None,
+        spatial: bool = False,
+        out_size: tuple[int, int] | None = None,
+        per_layer: bool = False,
+    ) -> torch.Tensor:
+        if len(feats_x) != len(feats_y):
+            raise InputError(f"feature lists differ in length: {len(feats_x)} vs {len(feats_y)}")
+        if weights is None:
+            weights = [None] * len(feats_x)
+        if spatial and out_size is None:
+            out_size = tuple(feats_x[0].shape[-2:])
+        terms = [
+            reduce_layer_map(self.layer_map(fx, fy, w), spatial, out_size)
+            for fx, fy, w in zip(feats_x, feats_y, weights)
+        ]
+        return combine_layers(terms, per_layer)
+
+
+def reduce_layer_map(m: torch.Tensor, spatial: bool, out_size: tuple[int, int] | None) -> torch.Tensor:
+    """``(N,1,h,w)`` layer map -> ``(N,)`` spatial mean, or ``(N,1,H,W)`` upsampled to ``out_size``."""
+    if spatial:
+        if tuple(m.shape[-2:]) == tuple(out_size):
+            return m
+        return F.interpolate(m, size=out_size, mode="bilinear", align_corners=False)
+    return m.mean(dim=(1, 2, 3))
+
+
+def combine_layers(terms: list[torch.Tensor], per_layer: bool) -> torch.Tensor:
+    """Sum of the layers' terms, or (``per_layer``) the terms stacked on dim 1."""
+    if per_layer:
+        return torch.cat(terms, dim=1) if terms[0].ndim == 4 else torch.stack(terms, dim=1)
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
+
+
+# ---------------------------------------------------------------------------- weight files
+
+
+def official_calibration_path(net: str, version: str = OFFICIAL_VERSION) -> Path:
+    """Path of the official calibration file ``lpips/weights/<version>/<net>.pth``.
+
+    Looked up in ``$PERCEPMETRIC_LPIPS_WEIGHTS/<version>/<net>.pth`` if that variable is set,
+    else in the installed ``lpips`` distribution (located with :mod:`importlib.metadata`;
+    its code is not imported). The file may not exist: see :func:`load_official_calibration`.
+    """
+    net = canonical_net(net)
+    override = os.environ.get("PERCEPMETRIC_LPIPS_WEIGHTS")
+    if override:
+        return Path(override) / version / f"{net}.pth"
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("lpips")
+    except metadata.PackageNotFoundError:
+        return Path("<lpips package not installed>") / "lpips" / "weights" / version / f"{net}.pth"
+    return Path(dist.locate_file(f"lpips/weights/{version}/{net}.pth"))
+
+
+def load_official_calibration(net: str, version: str = OFFICIAL_VERSION) -> list[torch.Tensor]:
+    """The official LPIPS calibration weights ``w_l`` of ``net``: a list of ``(C_l,)`` float32 tensors.
+
+    The reference files hold ``lin<l>.model.1.weight`` tensors of shape ``(1, C_l, 1, 1)``
+    (1x1 convolutions). Raises :class:`WeightsNotFoundError` when the file is absent.
+    """
+    net = canonical_net(net)
+    path = official_calibration_path(net, version)
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"LPIPS {version} calibration weights for {net} not found at {path}: they ship with the "
+            f"`lpips` package (BSD-2-Clause): pip install lpips==0.1.4, or set PERCEPMETRIC_LPIPS_WEIGHTS "
+            f"to a folder holding {version}/{net}.pth"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable LPIPS calibration file ({exc})") from None
+    channels = tap_channels(net)
+    weights = []
+    for layer, c in enumerate(channels):
+        w = state.get(f"lin{layer}.model.1.weight") if isinstance(state, dict) else None
+        if w is None or w.numel() != c:
+            raise InputError(f"{path}: no lin{layer}.model.1.weight of {c} channels for {net}")
+        weights.append(w.detach().reshape(c).float().clone())
+    return weights
+
+
+def file_digest(path: str | os.PathLike, length: int = 12) -> str:
+    """First ``length`` hex digits of the file's SHA-256 (identifies a weight file in ``spec``)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:length]
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def save_lpips_checkpoint(metric: "LPIPS", path: str | os.PathLike, meta: dict | None = None) -> Path:
+    """Write ``metric``'s weights to ``path`` atomically (temporary file + rename); returns the path.
+
+    Format (a ``torch.save``'d dict)::
+
+        {"format": "percepmetric-lpips", "version": 1, "net": "alex", "variant": "lin",
+         "calibration": state dict of metric.calibration ({"0": (C_0,), "1": (C_1,), ...}),
+         "trunk": state dict of metric.trunk, or None for lin/baseline on torchvision's ImageNet trunk,
+         "options": {...}, "meta": meta or {}}
+
+    ``meta`` should hold plain Python values (str, numbers, bools, lists, dicts) so the file
+    loads with ``torch.load(weights_only=True)``.
+    """
+    path = Path(path)
+    # Only lin and baseline keep torchvision's ImageNet trunk unchanged; tune trains it.
+    imagenet_trunk = metric.variant in ("lin", "baseline") and metric.trunk_source == "torchvision"
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "net": metric.net,
+        "variant": metric.variant,
+        "calibration": {k: v.float() for k, v in _cpu_state(metric.calibration).items()},
+        "trunk": None if imagenet_trunk else {k: v.float() for k, v in _cpu_state(metric.trunk).items()},
+        "options": {"eps": metric.distance.eps, "trunk_source": metric.trunk_source},
+        "meta": dict(meta or {}),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_lpips_checkpoint(path: str | os.PathLike) -> dict:
+    """Read and validate a file written by :func:`save_lpips_checkpoint`; returns its dict.
+
+    :class:`WeightsNotFoundError` if the file is absent; :class:`InputError` naming the file if
+    it is not a percepmetric LPIPS checkpoint (corrupt, foreign, newer version, wrong shapes).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"{path}: no such LPIPS weight file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable percepmetric LPIPS checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: not a percepmetric LPIPS checkpoint (no format {CHECKPOINT_FORMAT!r})")
+    if not isinstance(state.get("version"), int) or state["version"] > CHECKPOINT_VERSION:
+        raise InputError(f"{path}: checkpoint version {state.get('version')!r} is newer than this percepmetric reads ({CHECKPOINT_VERSION})")
+    net, variant = state.get("net"), state.get("variant")
+    if net not in NETS or variant not in VARIANTS:
+        raise InputError(f"{path}: checkpoint names an unknown net/variant {net!r}/{variant!r}")
+    calibration = state.get("calibration")
+    channels = tap_channels(net)
+    if not isinstance(calibration, dict) or sorted(calibration) != sorted(str(i) for i in range(len(channels))):
+        raise InputError(f"{path}: checkpoint calibration does not have the {len(channels)} layers of {net}")
+    for i, c in enumerate(channels):
+        w = calibration[str(i)]
+        if not isinstance(w, torch.Tensor) or w.numel() != c:
+            raise InputError(f"{path}: calibration layer {i} should hold {c} weights for {net}")
+    trunk = state.get("trunk")
+    if trunk is None and variant in ("tune", "scratch"):
+        raise InputError(f"{path}: a {variant} checkpoint must hold its trunk weights")
+    if trunk is not None and not isinstance(trunk, dict):
+        raise InputError(f"{path}: checkpoint trunk is not a state dict")
+    state.setdefault("options", {})
+    state.setdefault("meta", {})
+    return state
+
+
+# ---------------------------------------------------------------------------- the metric
+
+
+def _parse_input_range(value: Any) -> tuple[float, float]:
+    if isinstance(value, str):
+        text = value.strip().strip("[]()")
+        parts = [p for p in text.replace(" ", ",").split(",") if p]
+    elif isinstance(value, (tuple, list)):
+        parts = list(value)
+    else:
+        parts = []
+    try:
+        lo, hi = (float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise InputError(f"lpips: input_range must be '0,1', '-1,1' or a pair (lo, hi), got {value!r}") from None
+    if not hi > lo:
+        raise InputError(f"lpips: input_range needs lo < hi, got {value!r}")
+    return lo, hi
+
+
+@register
+class LPIPS(Metric):
+    """LPIPS distance (Zhang et al. 2018), v0.1: nets alex/vgg/squeeze, variants baseline/lin/tune/scratch.
+
+    ``LPIPS(net=None, variant=None, weights=None, input_range="0,1", spatial=False,
+    precision="auto", data_range=None)``
+
+    - ``net``: ``alex`` (default), ``vgg`` or ``squeeze``; ``variant``: ``lin`` (default),
+      ``baseline``, ``tune`` or ``scratch``. Left out, they come from ``weights``' file.
+    - ``weights``: ``None``/``"v0.1"`` = the official v0.1 calibration (``lin``); or the path
+      of a percepmetric checkpoint (:func:`save_lpips_checkpoint`), needed by tune/scratch.
+    - ``input_range``: ``"0,1"`` (default), ``"-1,1"`` (LPIPS's own convention) or ``(lo, hi)``;
+      inputs outside it are refused. ``data_range=R`` is shorthand for ``input_range=(0, R)``.
+    - ``spatial=True``: ``forward`` returns the ``(N,1,H,W)`` distance map at input resolution
+      instead of ``(N,)`` (its mean is close to, not equal to, the scalar distance).
+    - ``precision``: ``"auto"`` computes the trunk in the input's dtype; ``"float16"`` or
+      ``"bfloat16"`` runs the trunk in that dtype (the distance itself is summed in float32).
+
+    Attributes: ``trunk`` (:class:`~percepmetric.nets.backbones.Trunk`, ``trunk(z)`` -> list of
+    taps for LPIPS-scaled ``z``), ``calibration`` (``nn.ParameterList`` of ``(C_l,)`` channel
+    weights ``w_l``; all ones for baseline), ``distance`` (:class:`ChannelNormalizedDistance`).
+    All parameters are frozen; training sets ``requires_grad`` on what it trains.
+    """
+
+    name = "lpips"
+    lower_is_better = True
+    differentiable = True
+    min_size = 31  # AlexNet's; VGG needs 16, SqueezeNet 17 (per instance: ``self.min_size``)
+    channels = (1, 3)
+    input_range_doc = "[0, 1] by default; input_range='-1,1' for LPIPS's own [-1, 1]"
+
+    def __init__(
+        self,
+        net: str | None = None,
+        variant: str | None = None,
+        weights: str | os.PathLike | None = None,
+        input_range: Any = "0,1",
+        spatial: bool = False,
+        precision: str = "auto",
+        data_range: float | None = None,
+    ) -> None:
+        super().__init__()
+        if data_range is not None:
+            if input_range not in ("0,1", (0, 1), (0.0, 1.0)):
+                raise InputError("lpips: give either data_range or input_range, not both")
+            if not isinstance(data_range, (int, float)) or not data_range > 0:
+                raise InputError(f"lpips: data_range must be a positive number, got {data_range!r}")
+            input_range = (0.0, float(data_range))
+        lo, hi = _parse_input_range(input_range)
+        if precision not in PRECISIONS:
+            raise InputError(f"lpips: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if variant is not None and variant not in VARIANTS:
+            raise InputError(f"lpips: unknown variant {variant!r} (choose one of: {', '.join(VARIANTS)})")
+        net = canonical_net(net) if net is not None else None
+
+        if weights is None or str(weights) == OFFICIAL_VERSION:
+            net = net or "alex"
+            variant = variant or "lin"
+            if variant in ("tune", "scratch"):
+                raise InputError(
+                    f"lpips: variant {variant!r} needs a trained weight file (weights=PATH / --weights PATH); "
+                    f"make one with `percepmetric train --variant {variant} --net {net} ...`"
+                )
+            if variant == "baseline" and weights is not None:
+                raise InputError("lpips: the baseline variant has no calibration weights; leave weights out")
+            trunk = build_backbone(net, pretrained=True)
+            calibration = load_official_calibration(net) if variant == "lin" else None
+            weights_id = OFFICIAL_VERSION if variant == "lin" else "none"
+            trunk_source = "torchvision"
+        else:
+            ckpt = load_lpips_checkpoint(weights)
+            if net is not None and net != ckpt["net"]:
+                raise InputError(f"{weights}: this file was made for net {ckpt['net']!r}, not {net!r} (leave --net out)")
+            if variant is not None and variant != ckpt["variant"]:
+                raise InputError(
+                    f"{weights}: this file holds a {ckpt['variant']!r} model, not {variant!r} (leave --variant out)"
+                )
+            net, variant = ckpt["net"], ckpt["variant"]
+            if ckpt["trunk"] is None:
+                trunk, trunk_source = build_backbone(net, pretrained=True), "torchvision"
+            else:
+                trunk, trunk_source = load_trunk(net, ckpt["trunk"]), "file"
+            calibration = [ckpt["calibration"][str(i)].reshape(-1).float() for i in range(len(tap_channels(net)))]
+            weights_id = f"sha256:{file_digest(weights)}"
+        self._setup(net, variant, trunk, calibration, trunk_source, (lo, hi), bool(spatial), precision, weights_id)
+
+    # -- construction helpers
+
+    def _setup(self, net, variant, trunk: Trunk, calibration, trunk_source, input_range, spatial, precision, weights_id):
+        self.net = net
+        self.variant = variant
+        self.trunk_source = trunk_source  # "torchvision" (ImageNet), "file" or "random"
+        self.trunk = trunk
+        channels = tap_channels(net)
+        if calibration is None:
+            calibration = [torch.ones(c) for c in channels]
+        self.calibration = nn.ParameterList([nn.Parameter(w.detach().clone().float().reshape(c)) for w, c in zip(calibration, channels)])
+        self.distance = ChannelNormalizedDistance()
+        self.input_range = input_range
+        self.spatial = spatial
+        self.precision = precision
+        self.min_size = backbone_spec(net).min_size
+        lo, hi = input_range
+        # x in [lo, hi] -> [-1, 1] (as 2x - 1 for [0, 1], unchanged for [-1, 1]: same rounding as
+        # the reference code) -> (x - shift) / scale.
+        self._to_unit = (2.0 / (hi - lo), -2.0 * lo / (hi - lo) - 1.0)
+        self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1), persistent=False)
+        self.options = {
+            "net": net,
+            "variant": variant,
+            "weights": weights_id,
+            "input_range": f"{lo:g},{hi:g}",
+            "spatial": spatial,
+            "precision": precision,
+        }
+        if PRECISIONS[precision] is not None:
+            self.trunk.to(PRECISIONS[precision])
+        self.requires_grad_(False)
+        self.eval()
+
+    @classmethod
+    def untrained(
+        cls,
+        net: str = "alex",
+        variant: str = "lin",
+        *,
+        seed: int | None = None,
+        calibration: str = "ones",
+        input_range: Any = "0,1",
+        spatial: bool = False,
+        precision: str = "auto",
+    ) -> "LPIPS":
+        """A model to train: ``lin``/``tune``/``baseline`` start from the ImageNet trunk, ``scratch``
+        from torchvision's random init (reproducible with ``seed``).
+
+        ``calibration``: initial ``w_l``: ``"ones"``, ``"v0.1"`` (official), or ``"random"``
+        (uniform in [0, 1), from ``seed``). Parameters come frozen: the training code sets
+        ``requires_grad`` on ``calibration`` (and ``trunk`` for tune/scratch).
+        """
+        net = canonical_net(net)
+        if variant not in VARIANTS:
+            raise InputError(f"lpips: unknown variant {variant!r} (choose one of: {', '.join(VARIANTS)})")
+        if variant == "scratch":
+            trunk, source = build_backbone(net, pretrained=False, seed=seed), "random"
+        else:
+            trunk, source = build_backbone(net, pretrained=True), "torchvision"
+        channels = tap_channels(net)
+        if calibration == "ones":
+            weights = None
+        elif calibration == "v0.1":
+            weights = load_official_calibration(net)
+        elif calibration == "random":
+            gen = torch.Generator().manual_seed(seed if seed is not None else 0)
+            weights = [torch.rand(c, generator=gen) for c in channels]
+        else:
+            raise InputError(f"lpips: calibration init must be ones, v0.1 or random, got {calibration!r}")
+        obj = cls.__new__(cls)
+        Metric.__init__(obj)
+        if precision not in PRECISIONS:
+            raise InputError(f"lpips: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        obj._setup(net, variant, trunk, weights, source, _parse_input_range(input_range), bool(spatial), precision,
+                   f"untrained(seed={seed},calibration={calibration})")
+        return obj
+
+    # -- Metric interface
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        return self.input_range
+
+    def scale_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N,C,H,W)`` in ``input_range`` -> the trunk's input: ``([-1,1]-mapped x - shift) / scale``.
+
+        Grey input is repeated to three channels. Same rounding as the reference code.
+        """
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        a, b = self._to_unit
+        if (a, b) != (1.0, 0.0):
+            x = x * a + b
+        return (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
+
+    def _follow_input(self, x: torch.Tensor) -> torch.dtype:
+        """Move to ``x``'s device; run the trunk in ``precision`` or ``x``'s dtype. Returns that dtype."""
+        trunk_dtype = PRECISIONS[self.precision] or x.dtype
+        first = next(self.trunk.parameters())
+        if self.shift.device != x.device or first.dtype != trunk_dtype:
+            # Outside inference mode, or the moved parameters would be inference tensors
+            # that can never take part in a backward pass afterwards.
+            with torch.inference_mode(False), torch.no_grad():
+                self.to(x.device)
+                self.trunk.to(trunk_dtype)
+        return trunk_dtype
+
+    def layer_terms(self, x: torch.Tensor, y: torch.Tensor, spatial: bool | None = None) -> Iterator[torch.Tensor]:
+        """Each layer's term of Eq. 1, one at a time: ``(N,)``, or ``(N,1,H,W)`` maps if spatial.
+
+        ``x`` and ``y`` go through the trunk in ONE forward (concatenated on the batch axis);
+        each tap is reduced before the next is computed, so only one tap is alive at a time.
+        Inputs are assumed validated (see :meth:`forward`).
+        """
+        spatial = self.spatial if spatial is None else spatial
+        n = x.shape[0]
+        out_size = tuple(x.shape[-2:])
+        trunk_dtype = self._follow_input(x)
+        # The distance is summed in float32 at least, whatever the trunk's precision.
+        dist_dtype = torch.promote_types(x.dtype, torch.float32)
+        # channels_last: oneDNN's convolutions and pooling run 1.3-3x faster on CPU in that layout
+        # (and tensor cores want it on GPU); the channel norm then reads contiguous memory.
+        z = self.scale_input(torch.cat([x, y], dim=0)).to(trunk_dtype, memory_format=torch.channels_last)
+        # x and y share one batched forward, whose kernels may round a row differently by its
+        # position: pairs with x == y are set to exactly 0 (their gradient is 0 there anyway).
+        identical = (x == y).flatten(1).all(dim=1)
+        any_identical = bool(identical.any())
+        for f, w in zip(self.trunk.taps(z), self.calibration):
+            f = f.to(dist_dtype)
+            m = self.distance.layer_map(f[:n], f[n:], w)
+            term = reduce_layer_map(m, spatial, out_size)
+            if any_identical:
+                term = torch.where(identical.view(-1, *[1] * (term.ndim - 1)), torch.zeros_like(term), term)
+            yield term
+
+    def compute(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return combine_layers(list(self.layer_terms(x, y)), per_layer=False)
+
+    def layer_distances(self, x: torch.Tensor, y: torch.Tensor, spatial: bool | None = None) -> torch.Tensor:
+        """Per-layer contributions: ``(N, L)`` (they sum to ``forward``'s value), or ``(N, L, H, W)``
+        maps when spatial. Validates like :meth:`forward`."""
+        self.check(x, y)
+        wants_grad = torch.is_grad_enabled() and (
+            x.requires_grad or y.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
+        with contextlib.nullcontext() if wants_grad else torch.inference_mode():
+            return combine_layers(list(self.layer_terms(x, y, spatial)), per_layer=True)
+
+    def distance_map(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The ``(N,1,H,W)`` distance map at input resolution, whatever ``spatial`` was set to."""
+        return self.layer_distances(x, y, spatial=True).sum(dim=1, keepdim=True)

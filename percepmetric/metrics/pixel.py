@@ -9,7 +9,7 @@ import torch
 from ..errors import InputError
 from ..registry import register
 from .base import Metric
-from .color import rgb_to_grey_matlab, rgb_to_lab
+from .color import linear_to_lab, lpips_code_8bit, lpips_code_8bit_values, rgb_to_grey_matlab, rgb_to_lab, srgb8_to_linear
 
 COLORS = ("rgb", "grey", "lab")
 
@@ -40,6 +40,26 @@ def mean_squared_error(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x - y).pow(2).flatten(1).mean(dim=1)
 
 
+# The LPIPS code's L2 baselines differ from the plain MSE by a constant factor: in RGB it
+# works on images scaled to [-1, 1] (differences doubled, squares x4); in Lab it takes
+# 0.5 * mean(((Lab(x) - Lab(y)) / 100)^2).
+_LPIPS_L2_FACTOR = {"rgb": 4.0, "lab": 0.5}
+
+
+def l2_representation(x: torch.Tensor, data_range: float = 1.0, color: str = "rgb", convention: str = "plain") -> torch.Tensor:
+    """What :func:`l2_distance` compares: ``x / data_range`` in the chosen colour space; for the
+    ``lpips`` convention in Lab, of the 8-bit image that code derives from its [-1, 1] tensors
+    (see :func:`~percepmetric.metrics.color.lpips_code_8bit`)."""
+    x = x / data_range
+    if convention == "lpips" and color == "lab":
+        if x.requires_grad:  # straight-through rounding keeps the loss trainable
+            return to_color_space(lpips_code_8bit(x), "lab")
+        # Inference on 8-bit codes: a table replaces the per-pixel power function.
+        codes = lpips_code_8bit_values(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)
+        return linear_to_lab(srgb8_to_linear(codes, x.dtype)) / 100.0
+    return to_color_space(x, color)
+
+
 def l2_distance(
     x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, color: str = "rgb", convention: str = "plain"
 ) -> torch.Tensor:
@@ -50,18 +70,14 @@ def l2_distance(
 
     ``convention="lpips"``: the LPIPS code's L2 baseline (Zhang et al. 2018): in ``rgb`` the
     mean squared difference of the images scaled to [-1, 1] (4x the plain value); in ``lab``
-    ``0.5 * mean(((Lab(x) - Lab(y)) / 100)^2)`` with Lab computed from the 8-bit image
-    (inputs rounded to 1/255 steps first, as that code goes through uint8).
+    ``0.5 * mean(((Lab(x) - Lab(y)) / 100)^2)`` with Lab computed from the 8-bit image that
+    code derives from its [-1, 1] tensors (see :func:`l2_representation`).
     """
-    x, y = x / data_range, y / data_range
-    if convention == "lpips":
-        if color == "rgb":
-            return 4.0 * mean_squared_error(x, y)
-        if color == "lab":
-            x8, y8 = torch.round(x * 255.0) / 255.0, torch.round(y * 255.0) / 255.0
-            return 0.5 * mean_squared_error(to_color_space(x8, "lab"), to_color_space(y8, "lab"))
+    if convention == "lpips" and color not in _LPIPS_L2_FACTOR:
         raise InputError(f"l2: convention 'lpips' takes color 'rgb' or 'lab', got {color!r}")
-    return mean_squared_error(to_color_space(x, color), to_color_space(y, color))
+    factor = _LPIPS_L2_FACTOR[color] if convention == "lpips" else 1.0
+    rx, ry = (l2_representation(t, data_range, color, convention) for t in (x, y))
+    return factor * mean_squared_error(rx, ry)
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -93,6 +109,12 @@ class L2(Metric):
 
     def compute(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return l2_distance(x, y, self.data_range, self.color, self.convention)
+
+    def compute_triplet(self, ref, p0, p1):
+        # The reference's colour conversion is shared by both pairs.
+        factor = _LPIPS_L2_FACTOR[self.color] if self.convention == "lpips" else 1.0
+        r, a, b = (l2_representation(t, self.data_range, self.color, self.convention) for t in (ref, p0, p1))
+        return factor * mean_squared_error(r, a), factor * mean_squared_error(r, b)
 
 
 @register

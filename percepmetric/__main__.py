@@ -1,0 +1,5 @@
+"""``python -m percepmetric``: the same as the ``percepmetric`` command."""
+
+from .cli import main
+
+main()
