@@ -71,7 +71,16 @@ def test_lpips_code_8bit_truncates_like_the_original():
     assert back[0] == 0 and torch.equal(back[64:], v[64:])
 
 
-@pytest.mark.parametrize("name,options", [("l2", {}), ("l2", {"color": "lab"}), ("l2", {"color": "grey"}), ("psnr", {})])
+def test_l1_is_mean_absolute_error(pair):
+    x, y = pair
+    assert torch.allclose(create_metric("l1")(x, y), (x - y).abs().flatten(1).mean(1))
+
+
+@pytest.mark.parametrize(
+    "name,options",
+    [("l2", {}), ("l2", {"color": "lab"}), ("l2", {"color": "grey"}), ("l2", {"convention": "lpips", "color": "lab"}),
+     ("l1", {}), ("psnr", {})],
+)
 def test_properties(pair, name, options):
     x, y = pair
     m = create_metric(name, **options)

@@ -1,4 +1,4 @@
-"""Per-pixel metrics: L2 (mean squared error) and PSNR."""
+"""Per-pixel metrics: L2 (mean squared error), L1 (mean absolute error) and PSNR."""
 
 from __future__ import annotations
 
@@ -115,6 +115,25 @@ class L2(Metric):
         factor = _LPIPS_L2_FACTOR[self.color] if self.convention == "lpips" else 1.0
         r, a, b = (l2_representation(t, self.data_range, self.color, self.convention) for t in (ref, p0, p1))
         return factor * mean_squared_error(r, a), factor * mean_squared_error(r, b)
+
+
+@register
+class L1(Metric):
+    """Mean absolute error ``mean(|f(x) - f(y)|)`` in RGB, grey or Lab (as for ``l2``, plain convention)."""
+
+    name = "l1"
+    lower_is_better = True
+
+    def __init__(self, data_range: float = 1.0, color: str = "rgb") -> None:
+        super().__init__(data_range)
+        check_choice(self.name, "color", color, COLORS)
+        self.color = color
+        self.options.update(color=color)
+
+    def compute(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        rx, ry = (to_color_space(t / self.data_range, self.color) for t in (x, y))
+        # |.| has slope 0 at 0 in torch (sign(0) = 0): finite gradients at x == y.
+        return (rx - ry).abs().flatten(1).mean(dim=1)
 
 
 @register
