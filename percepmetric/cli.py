@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
-from typing import Any, Iterable
 
 import click
 
-from .cli_options import DEFAULT_METRICS, build_metrics, metric_option_flags
+from .cli_options import build_metrics, metric_option_flags
 from .errors import InputError, PercepmetricError
 
 

@@ -17,8 +17,10 @@ Conventions (the only place they are decided):
 from __future__ import annotations
 
 import os
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -134,3 +136,32 @@ def as_batch(obj: ImageLike, name: str = "input") -> torch.Tensor:
             raise InputError(f"{name}: arrays are channel-last (H,W,C); got {array.shape[-1]} channels in shape {obj.shape}")
         return torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2)))
     raise InputError(f"{name}: cannot read an image from {type(obj).__name__} (give a tensor, NumPy array, PIL image or path)")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` when the block succeeds.
+
+    Readers never see a half-written result, and a failed write leaves no stray file. The
+    file gets the permissions a plain ``open()`` would give. ``suffix`` matters to writers
+    that pick a format from the name (matplotlib's ``savefig``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # nothing left after a successful rename
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)

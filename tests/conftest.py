@@ -16,8 +16,10 @@ TORCH_HOME = SHARED / "torch_home"
 if "TORCH_HOME" not in os.environ and TORCH_HOME.is_dir():
     os.environ["TORCH_HOME"] = str(TORCH_HOME)
 
-# Two cores here: keep tests from oversubscribing them.
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Most test tensors are small: with two intra-op threads on a 2-core machine that is doing
+# anything else, each elementwise op waits on the other thread (measured: 6 ms instead of
+# 40 us). One thread keeps the suite fast and its timing steady; subprocess tests use defaults.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -74,3 +74,16 @@ def test_as_batch_layouts():
         as_batch(torch.zeros(1, 1, 1, 5, 6))
     with pytest.raises(InputError):
         as_batch(42)
+
+
+def test_atomic_path_never_leaves_half_written_files(tmp_path):
+    from percepmetric.io import atomic_path, atomic_write_text
+
+    target = tmp_path / "sub" / "result.json"
+    atomic_write_text(target, "first")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "first"  # the old complete result stays
+    assert sorted(p.name for p in target.parent.iterdir()) == ["result.json"]  # no stray temporary file

@@ -33,13 +33,6 @@ from percepmetric.registry import metric_options
 TID = REFERENCE / "tid2013-pair"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These images are small: one thread avoids waiting on a second one on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 LPIPS_TRIPLET = REFERENCE / "lpips-example-triplet"
 
 

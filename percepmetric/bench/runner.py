@@ -1,0 +1,409 @@
+"""Metric x split -> distances (batched, cached, resumable) -> scores.
+
+:func:`compute_distances` runs one registry :class:`~percepmetric.metrics.base.Metric` over
+one split in batches under ``torch.inference_mode()`` and returns its per-item distances
+``metric.to_distance(metric(x, y))``. With a cache folder, distances are stored per
+(metric identity, split identity): a finished split in ``<key>.npz``, an unfinished one in
+``<key>.partial.npz`` (written atomically every ``checkpoint_seconds`` and when the run is
+interrupted), so a second run reuses them and an interrupted one resumes where it stopped.
+Only the complete file counts as done.
+
+:func:`run_benchmark` validates every requested split first (before computing anything),
+then scores each metric on each split with 95% bootstrap intervals, the human ceiling and
+paired tests between metrics, and writes tables and figures (:mod:`percepmetric.bench.report`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..data.bapps import (
+    JNDSplit,
+    TwoAFCSplit,
+    default_cache_dir,
+    expand_splits,
+    is_jnd,
+    load_split,
+    resolve_root,
+    to_tensor,
+)
+from ..errors import InputError
+from . import scores
+from ..io import atomic_path
+
+DEFAULT_BATCH_SIZE = 100  # triplets (2AFC) or pairs (JND) per forward; a 2AFC batch is 2x this many pairs
+# Formula metrics (no weights) run a chain of elementwise steps: batches that stay in the CPU
+# cache run them several times faster than large ones (measured: 32 vs 256 patches, 3x).
+FORMULA_BATCH_SIZE = 32
+CHECKPOINT_SECONDS = 30.0
+
+
+# ---------------------------------------------------------------- identities and the distance store
+
+def _file_stamp(value: Any) -> str | None:
+    """size:mtime of an option that names an existing file (a weight file), so a retrained
+    checkpoint at the same path does not reuse stale distances."""
+    if isinstance(value, (str, os.PathLike)) and str(value) and os.path.isfile(value):
+        st = os.stat(value)
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    return None
+
+
+def metric_identity(metric) -> str:
+    """The metric's ``spec`` plus the size and time of any weight file it names."""
+    stamps = [f"{k}@{s}" for k, v in sorted(getattr(metric, "options", {}).items()) if (s := _file_stamp(v))]
+    return metric.spec + ("|" + ",".join(stamps) if stamps else "")
+
+
+def split_identity(split: TwoAFCSplit | JNDSplit) -> str:
+    """The split's name, size and data fingerprint (a hash of the arrays for in-memory splits)."""
+    fingerprint = split.fingerprint
+    if not fingerprint:
+        h = hashlib.sha1()
+        for arr in _images(split) + (_labels(split),):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        fingerprint = h.hexdigest()[:20]
+    return f"{split.name}|{len(split)}|{fingerprint}"
+
+
+def _images(split) -> tuple[np.ndarray, ...]:
+    return (split.p0, split.p1) if isinstance(split, JNDSplit) else (split.ref, split.p0, split.p1)
+
+
+def _labels(split) -> np.ndarray:
+    return split.same if isinstance(split, JNDSplit) else split.judge
+
+
+def _slug(text: str, limit: int = 60) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+    return keep.strip("_")[:limit] or "x"
+
+
+@dataclass
+class DistanceStore:
+    """Per-item distances on disk: ``folder/<split>/<metric>-<hash>.npz`` (+ ``.partial.npz``)."""
+
+    folder: Path
+
+    def path(self, metric, split) -> Path:
+        key = hashlib.sha1(f"{metric_identity(metric)}||{split_identity(split)}".encode()).hexdigest()[:16]
+        return Path(self.folder) / _slug(split.name.replace("/", "_")) / f"{_slug(metric.name, 30)}-{key}.npz"
+
+    @staticmethod
+    def partial_path(path: Path) -> Path:
+        return path.with_name(path.stem + ".partial.npz")
+
+    @staticmethod
+    def read(path: Path) -> dict[str, np.ndarray] | None:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError):
+            return None
+
+    @staticmethod
+    def write(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Atomic: write a temporary file next to ``path``, then rename it."""
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def _as_store(cache) -> DistanceStore | None:
+    if cache is None or cache is False:
+        return None
+    return cache if isinstance(cache, DistanceStore) else DistanceStore(Path(cache))
+
+
+# ---------------------------------------------------------------- distances
+
+def _metric_device(metric) -> torch.device:
+    for tensor in list(metric.parameters()) + list(metric.buffers()):
+        return tensor.device
+    return torch.get_default_device()
+
+
+def _to_metric_range(x01: torch.Tensor, metric) -> torch.Tensor:
+    lo, hi = getattr(metric, "value_range", (0.0, 1.0))
+    return x01 if (lo, hi) == (0.0, 1.0) else x01 * (hi - lo) + lo
+
+
+def compute_distances(metric, split: TwoAFCSplit | JNDSplit, batch_size: int | None = None, cache=None, *,
+                      device: torch.device | str | None = None, progress: bool = False,
+                      checkpoint_seconds: float = CHECKPOINT_SECONDS):
+    """Distances of ``metric`` on every item of ``split``.
+
+    2AFC: returns ``(d0, d1)``, float64 ``(N,)`` each, ``d_i = to_distance(metric(ref, p_i))``.
+    JND: returns ``d``, float64 ``(N,)``, ``to_distance(metric(p0, p1))``.
+    Images go to the metric as float32 ``(B,3,H,W)`` mapped from [0, 1] to its
+    ``value_range``, ``batch_size`` items at a time (a 2AFC batch is one forward of
+    ``2 * batch_size`` pairs), on ``device`` (default: where the metric's parameters are).
+    ``cache``: a folder or :class:`DistanceStore`; finished results are read back instead of
+    recomputed, unfinished ones resumed.
+    """
+    if batch_size is None:
+        has_weights = any(True for _ in metric.parameters()) if hasattr(metric, "parameters") else True
+        batch_size = DEFAULT_BATCH_SIZE if has_weights else FORMULA_BATCH_SIZE
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise InputError(f"batch_size must be positive, got {batch_size}")
+    jnd = isinstance(split, JNDSplit)
+    keys = ("d",) if jnd else ("d0", "d1")
+    n = len(split)
+    store = _as_store(cache)
+    path = store.path(metric, split) if store else None
+    if path is not None:
+        done = store.read(path)
+        if done is not None and all(k in done and len(done[k]) == n for k in keys):
+            return done["d"] if jnd else (done["d0"], done["d1"])
+    out = {k: np.empty(n, dtype=np.float64) for k in keys}
+    start = 0
+    if path is not None:
+        partial = store.read(store.partial_path(path))
+        if partial is not None and all(k in partial for k in keys):
+            start = min(len(partial[k]) for k in keys)
+            for k in keys:
+                out[k][:start] = partial[k][:start]
+    meta = {"metric": metric.spec, "identity": metric_identity(metric), "split": split.name,
+            "split_identity": split_identity(split), "n": n}
+
+    def save_partial(upto: int) -> None:
+        if path is not None and upto > start_saved[0]:
+            store.write(store.partial_path(path), {k: v[:upto] for k, v in out.items()}, {**meta, "done": upto})
+            start_saved[0] = upto
+
+    start_saved = [start]
+    device = torch.device(device) if device is not None else _metric_device(metric)
+    images = _images(split)
+    bar = _progress(n, start, f"{split.name} {metric.name}", progress)
+    position, last_save = start, time.monotonic()
+    try:
+        with torch.inference_mode():
+            while position < n:
+                stop = min(position + batch_size, n)
+                batch = [_to_metric_range(to_tensor(a[position:stop], device), metric) for a in images]
+                if jnd:
+                    out["d"][position:stop] = _distance(metric, batch[0], batch[1])
+                else:
+                    out["d0"][position:stop], out["d1"][position:stop] = _triplet_distances(metric, *batch)
+                bar.update(stop - position)
+                position = stop
+                if path is not None and time.monotonic() - last_save > checkpoint_seconds and position < n:
+                    save_partial(position)
+                    last_save = time.monotonic()
+    except BaseException:
+        save_partial(position)  # keep what was computed; the run resumes from here
+        raise
+    finally:
+        bar.close()
+    if path is not None:
+        store.write(path, out, meta)
+        store.partial_path(path).unlink(missing_ok=True)
+    return out["d"] if jnd else (out["d0"], out["d1"])
+
+
+def _distance(metric, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    d = metric.to_distance(metric(x, y))
+    return d.detach().to(torch.float64).cpu().numpy().reshape(-1)
+
+
+def _triplet_distances(metric, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor):
+    """``(d(ref, p0), d(ref, p1))`` as NumPy ``(B,)`` arrays.
+
+    A metric may offer ``triplet_values(ref, p0, p1) -> (value0, value1)`` (its own values,
+    as ``forward`` gives them) to share work on ``ref``, e.g. a network computing the
+    reference's features once instead of twice; otherwise both pairs go through ``forward``
+    as one batch of ``2B``.
+    """
+    shared = getattr(metric, "triplet_values", None)
+    if callable(shared):
+        v0, v1 = shared(ref, p0, p1)
+        return tuple(metric.to_distance(v).detach().to(torch.float64).cpu().numpy().reshape(-1) for v in (v0, v1))
+    b = ref.shape[0]
+    both = _distance(metric, torch.cat([ref, ref]), torch.cat([p0, p1]))
+    return both[:b], both[b:]
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="item", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------- the benchmark
+
+def metric_label(metric) -> str:
+    """Short row label: the metric name and the options that differ from their defaults."""
+    try:
+        from ..registry import metric_options
+
+        defaults = metric_options(metric.name)
+    except Exception:  # noqa: BLE001 - not a registry metric: its full spec identifies it
+        return metric.spec
+    # Options whose default is None or "auto" are derived from the others: not shown, except a
+    # weight file, which makes a different metric (its content hash is in the options).
+    changed = {k: v for k, v in sorted(getattr(metric, "options", {}).items())
+               if k not in defaults or (defaults[k] != v and defaults[k] not in (None, "auto"))
+               or (k == "weights" and v is not None)}
+    if not changed:
+        return metric.name
+    return f"{metric.name}(" + ",".join(f"{k}={Path(v).name if _file_stamp(v) else v}" for k, v in changed.items()) + ")"
+
+
+@dataclass
+class BenchResult:
+    """Everything one benchmark run produced.
+
+    ``rows``: one dict per (metric, split): metric (label), spec, split, kind ("2afc"/"jnd"),
+    n, score, ci_low, ci_high, status ("complete" or "not computed").
+    ``ceilings``: one dict per 2AFC split: split, n, score, ci_low, ci_high (the human ceiling).
+    ``comparisons``: paired tests between metrics, per split (see :class:`scores.PairedTest`).
+    ``curves``: ``(label, split) -> (precision, recall)`` of each JND split, for plots.
+    """
+
+    root: Path
+    splits: list[str]
+    metrics: list[str]
+    synthetic: bool
+    rows: list[dict] = field(default_factory=list)
+    ceilings: list[dict] = field(default_factory=list)
+    comparisons: list[dict] = field(default_factory=list)
+    curves: dict = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return all(r["status"] == "complete" for r in self.rows) and len(self.rows) == len(self.splits) * len(self.metrics)
+
+    def table(self):
+        """The summary table (rows: metrics and the human ceiling; columns: splits and means)."""
+        from .report import summary_table
+
+        return summary_table(self)
+
+
+def _unique_labels(metrics) -> list[str]:
+    labels = [metric_label(m) for m in metrics]
+    for i, label in enumerate(labels):
+        if labels.count(label) > 1:
+            labels[i] = metrics[i].spec
+    return labels
+
+
+def run_benchmark(metrics: Sequence, splits: Sequence[str], root: str | os.PathLike | None = None,
+                  out_dir: str | os.PathLike | None = None, *, batch_size: int | None = None,
+                  device: torch.device | str | None = None, progress: bool = False, n_boot: int = 1000,
+                  level: float = 0.95, seed: int = 0, plot: bool = False,
+                  cache_dir: str | os.PathLike | None = None) -> BenchResult:
+    """Score every metric on every split; return a :class:`BenchResult`.
+
+    ``metrics``: registry :class:`Metric` objects. ``splits``: names or groups (``"val"``,
+    ``"jnd"``, ``"val/cnn"``, ...). ``root``: the dataset (see ``resolve_root``). All splits
+    are validated and decoded (or read from the uint8 cache) before any distance is computed.
+    ``out_dir``: if given, per-item distances go to ``out_dir/distances`` and the tables
+    (CSV, JSON) and, with ``plot``, PNG figures next to them; otherwise distances are cached
+    under ``cache_dir`` (default: the user cache folder). Scores come with ``level``
+    bootstrap intervals (``n_boot`` resamples, deterministic in ``seed``).
+    """
+    from ..data.fixtures import is_synthetic
+
+    if not metrics:
+        raise InputError("no metric to benchmark")
+    names = expand_splits(list(splits))
+    root = resolve_root(root)
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    loaded = {name: load_split(root, name, cache_dir=cache_root) for name in names}  # validate all first
+    out_path = Path(out_dir) if out_dir is not None else None
+    store = DistanceStore(out_path / "distances" if out_path else cache_root / "distances")
+    labels = _unique_labels(metrics)
+    result = BenchResult(root=root, splits=names, metrics=labels, synthetic=is_synthetic(root))
+    distances: dict[tuple[int, str], Any] = {}
+    try:
+        for name in names:
+            split = loaded[name]
+            if not is_jnd(name):
+                lo, hi = scores.bootstrap_ci(scores.human_ceiling, split.judge, n_boot=n_boot, level=level, seed=seed)
+                result.ceilings.append({"split": name, "n": len(split), "score": scores.human_ceiling(split.judge),
+                                        "ci_low": lo, "ci_high": hi})
+            for i, metric in enumerate(metrics):
+                d = compute_distances(metric, split, batch_size, store, device=device, progress=progress)
+                distances[(i, name)] = d
+                result.rows.append(_score_row(labels[i], metric, split, d, n_boot, level, seed))
+                if is_jnd(name):
+                    result.curves[(labels[i], name)] = scores.precision_recall(d, split.same)
+            result.comparisons.extend(_comparisons(labels, split, distances, n_boot, level, seed))
+    except KeyboardInterrupt:
+        _mark_missing(result, labels, metrics, names)
+        if out_path is not None:
+            from .report import write_outputs
+
+            result.files = write_outputs(result, out_path, plot=False)
+        raise
+    if out_path is not None:
+        from .report import write_outputs
+
+        result.files = write_outputs(result, out_path, plot=plot)
+    return result
+
+
+def _score_row(label, metric, split, d, n_boot, level, seed) -> dict:
+    jnd = isinstance(split, JNDSplit)
+    if jnd:
+        args = (d, split.same)
+        statistic = scores.jnd_map
+    else:
+        args = (d[0], d[1], split.judge)
+        statistic = scores.two_afc_score
+    lo, hi = scores.bootstrap_ci(statistic, *args, n_boot=n_boot, level=level, seed=seed)
+    return {"metric": label, "spec": metric.spec, "split": split.name, "kind": "jnd" if jnd else "2afc",
+            "n": len(split), "score": statistic(*args), "ci_low": lo, "ci_high": hi, "status": "complete"}
+
+
+def _comparisons(labels, split, distances, n_boot, level, seed) -> list[dict]:
+    """Each metric against the best one on this split (paired bootstrap on the same items)."""
+    rows = []
+    have = [i for i in range(len(labels)) if (i, split.name) in distances]
+    if len(have) < 2:
+        return rows
+    if isinstance(split, JNDSplit):
+        statistic, args = scores.jnd_map, {i: (distances[(i, split.name)], split.same) for i in have}
+    else:
+        statistic = scores.two_afc_score
+        args = {i: (*distances[(i, split.name)], split.judge) for i in have}
+    values = {i: statistic(*args[i]) for i in have}
+    best = max(have, key=lambda i: values[i])
+    for i in have:
+        if i == best:
+            continue
+        test = scores.paired_test(statistic, args[best], args[i], n_boot=n_boot, level=level, seed=seed)
+        rows.append({"split": split.name, "metric_a": labels[best], "metric_b": labels[i], **test.as_dict()})
+    return rows
+
+
+def _mark_missing(result: BenchResult, labels, metrics, names) -> None:
+    done = {(r["metric"], r["split"]) for r in result.rows}
+    for name in names:
+        for label, metric in zip(labels, metrics):
+            if (label, name) not in done:
+                result.rows.append({"metric": label, "spec": metric.spec, "split": name,
+                                    "kind": "jnd" if is_jnd(name) else "2afc", "n": None, "score": None,
+                                    "ci_low": None, "ci_high": None, "status": "not computed"})

@@ -1,0 +1,220 @@
+"""How well distances agree with people: 2AFC score, JND mAP, bootstrap intervals, paired tests.
+
+Pure NumPy, no I/O. Definitions follow the evaluation of the LPIPS paper (Zhang et al.,
+CVPR 2018, Sec. 2 and 5) and its reference code (``score_2afc_dataset``,
+``score_jnd_dataset`` / ``voc_ap``):
+
+* **2AFC**: per triplet, ``judge`` = fraction of people who found ``p1`` closer to ``ref``.
+  A metric earns ``judge`` when ``d1 < d0``, ``1 - judge`` when ``d0 < d1`` and ``0.5`` on a
+  tie; the score is the mean credit. People themselves, if each answered with the group's
+  proportion ``p``, would agree with a random other person ``p^2 + (1 - p)^2`` of the time:
+  the human ceiling is its mean.
+* **JND**: pairs ordered by ascending distance; precision and recall of "same" (fractional
+  labels count fractionally) down that list; the score is the VOC-style average precision:
+  the area under the precision envelope (precision made non-increasing from the right),
+  summed where recall changes (PASCAL VOC 2010+, ``use_07_metric=False``).
+  Ties in distance are ordered as NumPy's default ``argsort`` orders them, as the reference does.
+
+All statistics are "higher is better". Confidence intervals are percentile bootstraps over
+triplets (or pairs); :func:`paired_test` resamples the same triplets for two metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+
+_CHUNK_ELEMENTS = 4_000_000  # bootstrap resamples are drawn in chunks of about this many indices
+
+
+def _as_1d(a) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64).reshape(-1)
+
+
+def _check_same_length(**arrays: np.ndarray) -> int:
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise InputError(f"arrays differ in length: {', '.join(f'{k}={n}' for k, n in lengths.items())}")
+    n = next(iter(lengths.values()))
+    if n == 0:
+        raise InputError("no triplets or pairs to score (empty arrays)")
+    return n
+
+
+# ---------------------------------------------------------------- 2AFC
+
+def two_afc_credit(d0, d1, judge) -> np.ndarray:
+    """Per-triplet credit ``(N,)``: ``judge`` if ``d1 < d0``, ``1 - judge`` if ``d0 < d1``, 0.5 on a tie.
+
+    Broadcasts over leading dimensions (``(..., N)`` in, ``(..., N)`` out).
+    """
+    d0, d1, judge = (np.asarray(a, dtype=np.float64) for a in (d0, d1, judge))
+    return np.where(d1 < d0, judge, np.where(d0 < d1, 1.0 - judge, 0.5))
+
+
+def two_afc_score(d0, d1, judge) -> float:
+    """2AFC score in [0, 1]: mean of :func:`two_afc_credit` over the ``N`` triplets.
+
+    ``d0, d1``: distances ``(N,)`` from the reference to p0 and p1 (lower = more alike);
+    ``judge``: ``(N,)`` in [0, 1], the fraction of people who chose p1.
+    """
+    d0, d1, judge = _as_1d(d0), _as_1d(d1), _as_1d(judge)
+    _check_same_length(d0=d0, d1=d1, judge=judge)
+    return float(two_afc_credit(d0, d1, judge).mean())
+
+
+def human_ceiling(judge) -> float:
+    """Mean of ``p^2 + (1 - p)^2`` over triplets: how often one person agrees with another (LPIPS paper, Sec. 5)."""
+    p = _as_1d(judge)
+    _check_same_length(judge=p)
+    return float(np.mean(p * p + (1.0 - p) ** 2))
+
+
+# ---------------------------------------------------------------- JND
+
+def precision_recall(d, same) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall of "same" down the list of pairs ordered by ascending distance.
+
+    ``d``: ``(..., N)`` distances; ``same``: ``(..., N)`` fractions in [0, 1]. Returns
+    ``(precision, recall)``, each ``(..., N)``: after the k closest pairs,
+    ``TP = sum(same)``, ``FP = sum(1 - same)``, ``precision = TP / (TP + FP)``,
+    ``recall = TP / sum(all same)``.
+    """
+    d = np.asarray(d, dtype=np.float64)
+    same = np.asarray(same, dtype=np.float64)
+    order = np.argsort(d, axis=-1)  # default kind, as the reference (ties matter for fractional labels)
+    s = np.take_along_axis(same, order, axis=-1)
+    tp = np.cumsum(s, axis=-1)
+    fp = np.cumsum(1.0 - s, axis=-1)
+    fn = tp[..., -1:] - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return tp / (tp + fp), tp / (tp + fn)
+
+
+def average_precision(recall, precision) -> np.ndarray:
+    """VOC average precision (``use_07_metric=False``) of PR curves ``(..., N)`` -> ``(...)``.
+
+    With sentinels ``recall = [0, r..., 1]``, ``precision = [0, p..., 0]``: the envelope
+    ``P_k = max_{j >= k} p_j``; ``AP = sum_k (r_{k+1} - r_k) P_{k+1}`` (terms where recall
+    does not change add nothing).
+    """
+    recall = np.asarray(recall, dtype=np.float64)
+    precision = np.asarray(precision, dtype=np.float64)
+    lead = recall.shape[:-1]
+    mrec = np.concatenate([np.zeros(lead + (1,)), recall, np.ones(lead + (1,))], axis=-1)
+    mpre = np.concatenate([np.zeros(lead + (1,)), precision, np.zeros(lead + (1,))], axis=-1)
+    envelope = np.flip(np.maximum.accumulate(np.flip(mpre, axis=-1), axis=-1), axis=-1)
+    step = np.diff(mrec, axis=-1)
+    return np.sum(np.where(step != 0, step * envelope[..., 1:], 0.0), axis=-1)
+
+
+def _jnd_map_rows(d: np.ndarray, same: np.ndarray) -> np.ndarray:
+    precision, recall = precision_recall(d, same)
+    return average_precision(recall, precision)
+
+
+def jnd_map(d, same) -> float:
+    """JND score in [0, 1]: VOC average precision of "same" when pairs are ordered by ascending ``d``.
+
+    ``d``: ``(N,)`` distances of the pairs; ``same``: ``(N,)`` fraction of people who judged
+    them identical. See the module docstring; :class:`InputError` when nobody said "same".
+    """
+    d, same = _as_1d(d), _as_1d(same)
+    _check_same_length(d=d, same=same)
+    if not np.sum(same) > 0:
+        raise InputError("jnd_map: no pair was judged 'same' (sum of same is 0): precision-recall is undefined")
+    return float(_jnd_map_rows(d, same))
+
+
+# ---------------------------------------------------------------- bootstrap
+
+def _rows_statistic(statistic: Callable) -> Callable[..., np.ndarray]:
+    """A version of ``statistic`` taking ``(B, N)`` resampled arrays and returning ``(B,)``."""
+    if statistic is two_afc_score:
+        return lambda d0, d1, judge: two_afc_credit(d0, d1, judge).mean(axis=-1)
+    if statistic is jnd_map:
+        return _jnd_map_rows
+    if statistic is human_ceiling:
+        return lambda p: np.mean(p * p + (1.0 - p) ** 2, axis=-1)
+    return lambda *rows: np.array([statistic(*(r[b] for r in rows)) for b in range(len(rows[0]))])
+
+
+def _resampled(statistic: Callable, arrays: Sequence[np.ndarray], n_boot: int, seed: int,
+               second: Sequence[np.ndarray] | None = None):
+    """Statistic on ``n_boot`` bootstrap resamples ``(n_boot,)`` (and of ``second``, same indices)."""
+    rows_stat = _rows_statistic(statistic)
+    n = len(arrays[0])
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _CHUNK_ELEMENTS // n)
+    out_a, out_b = [], []
+    for start in range(0, n_boot, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n))
+        out_a.append(rows_stat(*(a[idx] for a in arrays)))
+        if second is not None:
+            out_b.append(rows_stat(*(b[idx] for b in second)))
+    a = np.concatenate(out_a)
+    return (a, np.concatenate(out_b)) if second is not None else a
+
+
+def bootstrap_ci(statistic: Callable, *arrays, n_boot: int = 1000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval ``(low, high)`` of ``statistic(*arrays)``.
+
+    ``arrays`` are ``(N,)`` each, resampled together (the same triplets/pairs), ``n_boot``
+    times. ``statistic`` is any function of them returning a float; :func:`two_afc_score`,
+    :func:`jnd_map` and :func:`human_ceiling` are evaluated vectorized. Deterministic in ``seed``.
+    Example: ``bootstrap_ci(two_afc_score, d0, d1, judge)``.
+    """
+    data = [_as_1d(a) for a in arrays]
+    _check_same_length(**{f"array{i}": a for i, a in enumerate(data)})
+    if not 0 < level < 1:
+        raise InputError(f"level must be in (0, 1), got {level}")
+    values = _resampled(statistic, data, int(n_boot), seed)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.nanquantile(values, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Result of :func:`paired_test`: is metric A better than B on the same data, and how sure."""
+
+    score_a: float
+    score_b: float
+    difference: float  # score_a - score_b (both higher-is-better)
+    ci_low: float
+    ci_high: float
+    p_value: float  # two-sided, bootstrap: how often the resampled difference crosses 0
+    better: str  # "a", "b", or "neither" when the interval contains 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def paired_test(statistic: Callable, arrays_a: Sequence, arrays_b: Sequence, n_boot: int = 1000,
+                level: float = 0.95, seed: int = 0) -> PairedTest:
+    """Compare two metrics on the same triplets/pairs by a paired bootstrap.
+
+    ``arrays_a`` / ``arrays_b``: the arguments of ``statistic`` for metric A and B, e.g.
+    ``paired_test(two_afc_score, (d0_a, d1_a, judge), (d0_b, d1_b, judge))`` or
+    ``paired_test(jnd_map, (d_a, same), (d_b, same))``. Each resample draws the same
+    indices for both, so the difference's interval accounts for their correlation.
+    ``p_value = min(1, 2 min(P*(diff <= 0), P*(diff >= 0)))`` over resamples, at least
+    ``1 / n_boot``. ``better`` names the metric whose advantage the ``level`` interval supports.
+    """
+    a = [_as_1d(x) for x in arrays_a]
+    b = [_as_1d(x) for x in arrays_b]
+    _check_same_length(**{f"a{i}": x for i, x in enumerate(a)}, **{f"b{i}": x for i, x in enumerate(b)})
+    score_a, score_b = float(statistic(*a)), float(statistic(*b))
+    boot_a, boot_b = _resampled(statistic, a, int(n_boot), seed, second=b)
+    diff = boot_a - boot_b
+    alpha = (1.0 - level) / 2.0
+    low, high = (float(v) for v in np.nanquantile(diff, [alpha, 1.0 - alpha]))
+    p = min(1.0, 2.0 * min(np.mean(diff <= 0), np.mean(diff >= 0)))
+    p = max(p, 1.0 / n_boot)
+    better = "a" if low > 0 else "b" if high < 0 else "neither"
+    return PairedTest(score_a, score_b, score_a - score_b, low, high, float(p), better)

@@ -1,0 +1,432 @@
+"""The BAPPS dataset of Zhang et al. (2018): validated, decoded in parallel, cached as uint8.
+
+Layout on disk (the official archives unpack to exactly this)::
+
+    ROOT/2afc/{train,val}/<category>/{ref,p0,p1}/NNNNNN.png   the patches (64x64 RGB)
+    ROOT/2afc/{train,val}/<category>/judge/NNNNNN.npy         fraction of people who chose p1
+    ROOT/jnd/val/{traditional,cnn}/{p0,p1}/NNNNNN.png
+    ROOT/jnd/val/{traditional,cnn}/same/NNNNNN.npy            fraction of people who said "same"
+
+Split names, as the CLI takes them: ``val/cnn``, ``train/mix``, ``jnd/val/traditional``;
+groups ``val`` (the six 2AFC validation sets), ``train``, ``jnd`` (both JND sets) and
+``all`` (``val`` + ``jnd``). ``2afc/val/cnn`` and ``jnd/cnn`` are accepted aliases.
+
+The dataset root is the ``root`` argument, else ``$PERCEPMETRIC_BAPPS``, else
+:data:`DEFAULT_ROOT` (``$XDG_DATA_HOME/percepmetric/bapps``, i.e.
+``~/.local/share/percepmetric/bapps``).
+
+Every split is validated before anything is computed: missing folders, files present in
+one of ref/p0/p1/judge but not all (matched by file stem, which also makes the counts
+agree), unreadable images, images of differing sizes, and judgments that are not one
+finite number in [0, 1] each raise :class:`InputError` naming the split, the first
+offending files and how many there are.
+
+Decoded splits are cached as plain ``.npy`` arrays under :func:`default_cache_dir`
+(``$PERCEPMETRIC_CACHE``, else ``$XDG_CACHE_HOME/percepmetric``, else
+``~/.cache/percepmetric``), keyed by the folder and the names, sizes and modification
+times of its files; a second load memory-maps them instead of decoding again.
+Images are read as PIL's ``convert("RGB")`` does, as the reference loader does; they are
+not resized (BAPPS patches are all 64x64, where the reference's ``Resize(64)`` does nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+ENV_ROOT = "PERCEPMETRIC_BAPPS"
+ENV_CACHE = "PERCEPMETRIC_CACHE"
+
+TWO_AFC_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "train": ("traditional", "cnn", "mix"),
+    "val": ("traditional", "cnn", "superres", "deblur", "color", "frameinterp"),
+}
+JND_CATEGORIES: tuple[str, ...] = ("traditional", "cnn")
+
+#: Leaf split names, in the order of the LPIPS paper's tables.
+TWO_AFC_SPLITS: tuple[str, ...] = tuple(f"{part}/{cat}" for part in ("train", "val") for cat in TWO_AFC_CATEGORIES[part])
+VAL_SPLITS: tuple[str, ...] = tuple(f"val/{cat}" for cat in TWO_AFC_CATEGORIES["val"])
+TRAIN_SPLITS: tuple[str, ...] = tuple(f"train/{cat}" for cat in TWO_AFC_CATEGORIES["train"])
+JND_SPLITS: tuple[str, ...] = tuple(f"jnd/val/{cat}" for cat in JND_CATEGORIES)
+GROUPS: dict[str, tuple[str, ...]] = {
+    "val": VAL_SPLITS,
+    "train": TRAIN_SPLITS,
+    "jnd": JND_SPLITS,
+    "all": VAL_SPLITS + JND_SPLITS,
+}
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+JUDGMENT_SUFFIX = ".npy"
+CACHE_VERSION = 1  # bump when the cache format changes
+_SHOW = 3  # how many offending files an error message names
+
+
+def _data_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+
+
+DEFAULT_ROOT = _data_home() / "percepmetric" / "bapps"
+
+
+def default_root() -> Path:
+    """The documented default dataset folder: ``$XDG_DATA_HOME/percepmetric/bapps``
+    (``~/.local/share/percepmetric/bapps``); evaluated now, so tests can move ``$HOME``."""
+    return _data_home() / "percepmetric" / "bapps"
+
+
+def resolve_root(root: str | os.PathLike | None) -> Path:
+    """The dataset root: ``root`` if given, else ``$PERCEPMETRIC_BAPPS``, else :func:`default_root`.
+
+    Only resolves the path; whether the splits are there is checked when they are loaded.
+    """
+    if root is not None and str(root) != "":
+        return Path(root).expanduser()
+    env = os.environ.get(ENV_ROOT)
+    if env:
+        return Path(env).expanduser()
+    return default_root()
+
+
+def root_source(root: str | os.PathLike | None) -> str:
+    """Where :func:`resolve_root` took the root from: ``"argument"``, ``"environment"`` or ``"default"``."""
+    if root is not None and str(root) != "":
+        return "argument"
+    return "environment" if os.environ.get(ENV_ROOT) else "default"
+
+
+def default_cache_dir() -> Path:
+    """``$PERCEPMETRIC_CACHE``, else ``$XDG_CACHE_HOME/percepmetric``, else ``~/.cache/percepmetric``."""
+    env = os.environ.get(ENV_CACHE)
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "percepmetric"
+
+
+# ---------------------------------------------------------------- split names
+
+def canonical_split(name: str) -> str:
+    """One leaf split name in its canonical form (``val/cnn``, ``jnd/val/cnn``); InputError if unknown."""
+    text = str(name).strip().strip("/")
+    if text.startswith("2afc/"):
+        text = text[len("2afc/"):]
+    if text.startswith("jnd/") and not text.startswith("jnd/val/"):
+        text = "jnd/val/" + text[len("jnd/"):]
+    if text in TWO_AFC_SPLITS or text in JND_SPLITS:
+        return text
+    known = ", ".join(list(GROUPS) + list(TWO_AFC_SPLITS) + list(JND_SPLITS))
+    raise InputError(f"unknown split {name!r} (known: {known})")
+
+
+def expand_splits(names: list[str] | tuple[str, ...]) -> list[str]:
+    """Turn split names and groups into canonical leaf names, in order, without repeats.
+
+    ``["val", "jnd/cnn"]`` -> ``["val/traditional", ..., "val/frameinterp", "jnd/val/cnn"]``.
+    """
+    out: list[str] = []
+    for name in names:
+        key = str(name).strip().strip("/").removeprefix("2afc/")
+        for leaf in GROUPS.get(key) or (canonical_split(name),):
+            if leaf not in out:
+                out.append(leaf)
+    return out
+
+
+def is_jnd(name: str) -> bool:
+    """True for a JND split name (``jnd/val/...``)."""
+    return canonical_split(name).startswith("jnd/")
+
+
+def split_dir(root: str | os.PathLike, name: str) -> Path:
+    """Folder of split ``name`` under the dataset root: ``ROOT/2afc/val/cnn``, ``ROOT/jnd/val/cnn``."""
+    leaf = canonical_split(name)
+    return Path(root) / leaf if leaf.startswith("jnd/") else Path(root) / "2afc" / leaf
+
+
+# ---------------------------------------------------------------- the splits
+
+@dataclass
+class TwoAFCSplit:
+    """A 2AFC split: ``N`` triplets (reference, two distortions) and the human judgment.
+
+    ``ref, p0, p1``: uint8 ``(N,H,W,3)`` (possibly memory-mapped from the cache; treat as read-only).
+    ``judge``: float32 ``(N,)`` in [0, 1], the fraction of people who found ``p1`` closer to ``ref``.
+    ``files``: the ``N`` file stems (``"000042"``), in order.
+    ``fingerprint``: identity of the data on disk (keys the distance cache); ``""`` for in-memory splits.
+    """
+
+    name: str
+    ref: np.ndarray
+    p0: np.ndarray
+    p1: np.ndarray
+    judge: np.ndarray
+    files: list[str]
+    fingerprint: str = field(default="", repr=False)
+
+    def __len__(self) -> int:
+        return len(self.judge)
+
+
+@dataclass
+class JNDSplit:
+    """A JND split: ``N`` pairs and how many people judged them the same.
+
+    ``p0, p1``: uint8 ``(N,H,W,3)``; ``same``: float32 ``(N,)`` in [0, 1], the fraction of
+    people who said the two patches were identical; ``files``: the ``N`` file stems.
+    """
+
+    name: str
+    p0: np.ndarray
+    p1: np.ndarray
+    same: np.ndarray
+    files: list[str]
+    fingerprint: str = field(default="", repr=False)
+
+    def __len__(self) -> int:
+        return len(self.same)
+
+
+def to_tensor(batch_uint8: np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
+    """uint8 ``(N,H,W,3)`` -> float32 ``(N,3,H,W)`` in [0, 1] (``x / 255``, as ToTensor does).
+
+    The uint8 data moves to ``device`` before the conversion (4x less to copy to a GPU).
+    """
+    batch = np.ascontiguousarray(batch_uint8)
+    if not batch.flags.writeable:  # a slice of the read-only memory-mapped cache
+        batch = batch.copy()
+    t = torch.from_numpy(batch)
+    if device is not None:
+        t = t.to(device, non_blocking=True)
+    return t.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def load_two_afc(root: str | os.PathLike | None, name: str, *, cache_dir: str | os.PathLike | bool | None = None,
+                 workers: int | None = None) -> TwoAFCSplit:
+    """Load the 2AFC split ``name`` (e.g. ``"val/cnn"``) from the dataset ``root``.
+
+    ``root=None`` resolves as :func:`resolve_root`. ``cache_dir``: where decoded splits are
+    kept (``None``: :func:`default_cache_dir`; ``False``: no cache). Validates first (see
+    the module docstring); raises :class:`InputError` naming the split and the files.
+    """
+    leaf = canonical_split(name)
+    if leaf.startswith("jnd/"):
+        raise InputError(f"split {leaf!r} is a JND split; use load_jnd")
+    return _load(split_dir(resolve_root(root), leaf), leaf, ("ref", "p0", "p1"), "judge", cache_dir, workers)
+
+
+def load_jnd(root: str | os.PathLike | None, name: str, *, cache_dir: str | os.PathLike | bool | None = None,
+             workers: int | None = None) -> JNDSplit:
+    """Load the JND split ``name`` (e.g. ``"jnd/val/cnn"``); as :func:`load_two_afc`."""
+    leaf = canonical_split(name)
+    if not leaf.startswith("jnd/"):
+        raise InputError(f"split {leaf!r} is a 2AFC split; use load_two_afc")
+    return _load(split_dir(resolve_root(root), leaf), leaf, ("p0", "p1"), "same", cache_dir, workers)
+
+
+def load_split(root: str | os.PathLike | None, name: str, **kwargs) -> TwoAFCSplit | JNDSplit:
+    """:func:`load_two_afc` or :func:`load_jnd`, by the split's name."""
+    return load_jnd(root, name, **kwargs) if is_jnd(name) else load_two_afc(root, name, **kwargs)
+
+
+def load_two_afc_folder(path: str | os.PathLike, *, name: str | None = None,
+                        cache_dir: str | os.PathLike | bool | None = None, workers: int | None = None) -> TwoAFCSplit:
+    """Load any folder with ``ref/ p0/ p1/ judge/`` subfolders (your own 2AFC judgments).
+
+    ``judge/<stem>.npy`` holds one number in [0, 1]: the fraction of people who chose ``p1``.
+    All images must have one size. ``name`` (default: the folder's path) appears in errors.
+    """
+    path = Path(path).expanduser()
+    return _load(path, name or str(path), ("ref", "p0", "p1"), "judge", cache_dir, workers)
+
+
+# ---------------------------------------------------------------- validation, decoding, cache
+
+def _decode_image(path: str) -> np.ndarray:
+    """One image file -> uint8 ``(H,W,3)``, as the reference loader reads it (PIL, convert("RGB"))."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def _fail(split: str, what: str, items: list[str]) -> InputError:
+    shown = ", ".join(items[:_SHOW]) + (", ..." if len(items) > _SHOW else "")
+    return InputError(f"split {split}: {len(items)} {what}; first: {shown}")
+
+
+def _list_folder(folder: Path, suffixes: tuple[str, ...]) -> dict[str, os.DirEntry]:
+    """stem -> directory entry, for the files of ``folder`` with one of ``suffixes``."""
+    with os.scandir(folder) as it:
+        return {Path(e.name).stem: e for e in it if e.is_file() and e.name.lower().endswith(suffixes)}
+
+
+def _listing(folder: Path, split: str, image_dirs: tuple[str, ...], label_dir: str):
+    """Validate the folder structure; return (stems, {subfolder: [entries]}) matched by stem."""
+    if not folder.is_dir():
+        raise InputError(f"split {split}: folder {folder} does not exist (is the dataset root right? "
+                         f"set --root or ${ENV_ROOT}, or run `percepmetric download-bapps`)")
+    subdirs = image_dirs + (label_dir,)
+    missing = [d + "/" for d in subdirs if not (folder / d).is_dir()]
+    if missing:
+        raise _fail(split, f"missing subfolder(s) in {folder}", missing)
+    listings = {d: _list_folder(folder / d, JUDGMENT_SUFFIX if d == label_dir else IMAGE_SUFFIXES) for d in subdirs}
+    counts = {d: len(v) for d, v in listings.items()}
+    everywhere = set.intersection(*(set(v) for v in listings.values()))
+    strays = sorted(f"{d}/{listings[d][s].name}" for d in subdirs for s in listings[d] if s not in everywhere)
+    if strays:
+        count_text = ", ".join(f"{d} {n}" for d, n in counts.items())
+        raise _fail(split, f"file(s) without a counterpart in every one of {'/'.join(subdirs)} "
+                           f"(counts: {count_text}) in {folder}", strays)
+    if not everywhere:
+        raise InputError(f"split {split}: no files in {folder}/{{{','.join(subdirs)}}}")
+    stems = sorted(everywhere)
+    return stems, {d: [listings[d][s] for s in stems] for d in subdirs}
+
+
+def _fingerprint(folder: Path, entries: dict[str, list[os.DirEntry]]) -> str:
+    h = hashlib.sha1(f"v{CACHE_VERSION}|{folder.resolve()}".encode())
+    for d, items in entries.items():
+        for e in items:
+            st = e.stat()
+            h.update(f"|{d}/{e.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:20]
+
+
+def _read_labels(entries: list[os.DirEntry], split: str, label_dir: str) -> np.ndarray:
+    values = np.empty(len(entries), dtype=np.float32)
+    bad: list[str] = []
+    for i, e in enumerate(entries):  # one small .npy per item: file I/O, not arithmetic
+        try:
+            v = np.asarray(np.load(e.path, allow_pickle=False), dtype=np.float64).ravel()
+        except (OSError, ValueError) as exc:
+            bad.append(f"{label_dir}/{e.name} (unreadable: {exc.__class__.__name__})")
+            continue
+        if v.size != 1 or not np.isfinite(v[0]) or not 0.0 <= v[0] <= 1.0:
+            bad.append(f"{label_dir}/{e.name} ({v.tolist() if v.size <= 3 else f'{v.size} values'})")
+            continue
+        values[i] = v[0]
+    if bad:
+        raise _fail(split, f"{label_dir} file(s) not holding one number in [0, 1]", bad)
+    return values
+
+
+def _decode_all(split: str, dirs: dict[str, list[os.DirEntry]], workers: int | None,
+                allocate=None) -> dict[str, np.ndarray]:
+    """Decode every image of every image folder in parallel into ``(N,H,W,3)`` uint8 arrays.
+
+    ``allocate(key, shape)`` makes each output array (default ``np.empty``; the cache passes a
+    memory-mapped ``.npy`` file, so a training set is never held in RAM whole).
+    """
+    allocate = allocate or (lambda key, shape: np.empty(shape, dtype=np.uint8))
+    jobs = [(d, i, e) for d, items in dirs.items() for i, e in enumerate(items)]
+    workers = workers or min(8, (os.cpu_count() or 1) + 2)
+
+    def decode(job):
+        d, i, e = job
+        try:
+            return d, i, e, _decode_image(e.path), None
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is "unreadable"
+            return d, i, e, None, exc.__class__.__name__
+
+    arrays: dict[str, np.ndarray] = {}
+    bad: list[str] = []
+    sizes: dict[tuple[int, int], str] = {}
+    odd: list[str] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL releases the GIL while decoding
+        for d, i, e, img, err in pool.map(decode, jobs, chunksize=64):
+            if err is not None:
+                bad.append(f"{d}/{e.name} ({err})")
+                continue
+            if not sizes:
+                sizes[img.shape[:2]] = f"{d}/{e.name}"
+            if img.shape[:2] not in sizes:
+                odd.append(f"{d}/{e.name} ({img.shape[1]}x{img.shape[0]})")
+                continue
+            if d not in arrays:
+                arrays[d] = allocate(d, (len(dirs[d]),) + img.shape)
+            arrays[d][i] = img
+    if bad:
+        raise _fail(split, "unreadable image(s)", sorted(bad))
+    if odd:
+        (h, w), first = next(iter(sizes.items()))
+        raise _fail(split, f"image(s) differing in size from {first} ({w}x{h})", sorted(odd))
+    return arrays
+
+
+def _build_cache(target: Path, split: str, entries: dict[str, list[os.DirEntry]], image_dirs: tuple[str, ...],
+                 label_dir: str, labels: np.ndarray, workers: int | None, meta: dict) -> None:
+    """Decode straight into ``.npy`` files of a temporary folder, then rename it to ``target``
+    (atomic: a cache entry exists only complete)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        def allocate(key, shape):
+            return np.lib.format.open_memmap(tmp / f"{key}.npy", mode="w+", dtype=np.uint8, shape=shape)
+
+        arrays = _decode_all(split, {d: entries[d] for d in image_dirs}, workers, allocate)
+        for arr in arrays.values():
+            arr.flush()
+        del arrays
+        np.save(tmp / f"{label_dir}.npy", labels)
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished the same cache first
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load(folder: Path, split: str, image_dirs: tuple[str, ...], label_dir: str,
+          cache_dir: str | os.PathLike | bool | None, workers: int | None):
+    stems, entries = _listing(folder, split, image_dirs, label_dir)
+    fingerprint = _fingerprint(folder, entries)
+    cache = None if cache_dir is False else Path(cache_dir if cache_dir not in (None, True) else default_cache_dir())
+    target = cache / "splits" / f"{split.replace('/', '_').strip('_')[-60:]}-{fingerprint}" if cache else None
+    keys = image_dirs + (label_dir,)
+    arrays: dict[str, np.ndarray] | None = None
+    if target is not None and (target / "meta.json").is_file():
+        try:
+            arrays = {k: np.load(target / f"{k}.npy", mmap_mode="r") for k in image_dirs}
+            arrays[label_dir] = np.load(target / f"{label_dir}.npy")
+        except (OSError, ValueError):
+            arrays = None  # a damaged cache entry is removed and rebuilt
+            shutil.rmtree(target, ignore_errors=True)
+    if arrays is None:
+        labels = _read_labels(entries[label_dir], split, label_dir)  # cheap checks first
+        if target is None:
+            arrays = _decode_all(split, {d: entries[d] for d in image_dirs}, workers)
+        else:
+            meta = {"split": split, "folder": str(folder), "n": len(stems)}
+            _build_cache(target, split, entries, image_dirs, label_dir, labels, workers, meta)
+            # Hand out memory-mapped arrays: a whole split need not sit in RAM.
+            arrays = {k: np.load(target / f"{k}.npy", mmap_mode="r") for k in image_dirs}
+        arrays[label_dir] = labels
+    fields = {k: arrays[k] for k in keys}
+    cls = JNDSplit if label_dir == "same" else TwoAFCSplit
+    return cls(name=split, files=stems, fingerprint=fingerprint, **fields)
+
+
+def verify_split_folder(folder: str | os.PathLike, name: str, *, jnd: bool, workers: int | None = None) -> int:
+    """Check a split folder completely without keeping its images: the structure, every
+    judgment, and that every image decodes to one common size. Returns the number of items.
+
+    Used after unpacking a download; raises :class:`InputError` like the loaders.
+    """
+    image_dirs, label_dir = (("p0", "p1"), "same") if jnd else (("ref", "p0", "p1"), "judge")
+    stems, entries = _listing(Path(folder), name, image_dirs, label_dir)
+    _read_labels(entries[label_dir], name, label_dir)
+    chunk = 2048  # decode in slices: a training set would not fit in memory at once
+    for start in range(0, len(stems), chunk):
+        _decode_all(name, {d: entries[d][start : start + chunk] for d in image_dirs}, workers)
+    return len(stems)

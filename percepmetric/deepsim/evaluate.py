@@ -1,0 +1,365 @@
+"""Trained DeePSiM generators as models under evaluation.
+
+* :func:`normalized_error`: the paper's ``||a - b|| / N`` (Table 2), N the mean distance
+  between all pairs of different test samples, in image space and in a feature space.
+* :func:`reencode` and :func:`interpolate`: iterative re-encoding (Fig. 5) and interpolation
+  between codes (Fig. 7), saved as image grids by :func:`save_grid`.
+* :func:`bench_models`: reconstruct the test images with each model and score every chosen
+  registry metric between reconstruction and original (mean distance with a 95% bootstrap
+  CI); with two or more models, per metric, the fraction of images on which each model
+  reconstructs closer than the other (2AFC style). ``percepmetric bench --model deepsim:...``
+  calls it.
+
+Reconstructions are clamped to [0, 1] before a registry metric sees them (the generators'
+output is linear; registry metrics refuse values outside their input range).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError, PercepmetricError
+from ..nets.deepsim import ReconstructionModel, build_comparator
+from .train import ImageCrops, load_checkpoint, model_from_checkpoint
+from ..io import atomic_path, atomic_write_text
+
+MODEL_PREFIX = "deepsim:"
+
+
+# ---------------------------------------------------------------- models
+
+def checkpoint_path(spec: str) -> Path:
+    """``"deepsim:run/final.pt"`` (or a bare path) -> ``Path("run/final.pt")``."""
+    spec = str(spec)
+    if spec.startswith(MODEL_PREFIX):
+        spec = spec[len(MODEL_PREFIX):]
+    elif ":" in spec and not Path(spec).exists() and not (len(spec) > 1 and spec[1] == ":"):
+        raise InputError(f"--model {spec!r}: expected deepsim:PATH/TO/final.pt")
+    if not spec:
+        raise InputError("--model deepsim: needs a checkpoint path, e.g. deepsim:run/final.pt")
+    return Path(spec)
+
+
+def load_model(spec: str) -> tuple[ReconstructionModel, dict[str, Any]]:
+    """The model of ``deepsim:PATH`` in eval mode, and its checkpoint dict."""
+    ckpt = load_checkpoint(checkpoint_path(spec))
+    return model_from_checkpoint(ckpt), ckpt
+
+
+def model_label(spec: str, ckpt: dict[str, Any]) -> str:
+    """Short row label: the run folder name for ``.../NAME/final.pt`` (or ``last.pt``), else the file stem."""
+    path = checkpoint_path(spec)
+    name = path.parent.name if path.stem in ("final", "last") and path.parent.name else path.stem
+    return name
+
+
+def reconstruct(model: ReconstructionModel, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """``(N,3,S,S)`` in [0, 1] -> the model's reconstructions ``(N,3,S,S)`` (linear, unclamped).
+
+    A VAE reconstructs from ``mu`` (no sampling), so results are deterministic.
+    """
+    p = next(model.parameters())
+    out = []
+    with torch.inference_mode():
+        for chunk in images.split(batch_size):
+            out.append(model.reconstruct(chunk.to(device=p.device, dtype=p.dtype)))
+    return torch.cat(out)
+
+
+# ---------------------------------------------------------------- the paper's measures
+
+def normalized_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Normalised Euclidean error of Table 2: ``mean_i ||a_i - b_i||_2 / N``.
+
+    ``a`` (reconstructions or their features) and ``b`` (the originals or theirs) are ``(n, ...)``
+    with ``n >= 2``; ``N = mean_{i != j} ||b_i - b_j||_2`` over all pairs of different test
+    samples, so 1.0 (100%) means as good as drawing a random test sample.
+    """
+    if a.shape != b.shape:
+        raise InputError(f"normalized_error: shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    n = a.shape[0]
+    if n < 2:
+        raise InputError("normalized_error needs at least two samples (N averages distances between different samples)")
+    fa, fb = a.reshape(n, -1).double(), b.reshape(n, -1).double()
+    pair = torch.cdist(fb, fb)
+    norm = pair.sum() / (n * (n - 1))  # the diagonal is zero
+    if norm == 0:
+        raise InputError("normalized_error: all test samples are identical, N = 0")
+    return float((fa - fb).norm(dim=1).mean() / norm)
+
+
+def inversion_errors(model: ReconstructionModel, images: torch.Tensor, comparator: torch.nn.Module | None = None,
+                     batch_size: int = 16) -> dict[str, float]:
+    """Normalised errors (fractions, x100 for the paper's %) of the model on ``images``.
+
+    ``image``: in image space. ``code``: between the code of the image and of its
+    reconstruction (for ``invert`` the AlexNet features being inverted: the paper's feature
+    space). ``comparator``: in the comparator's feature space, when one is given.
+    """
+    recon = reconstruct(model, images, batch_size).clamp(0, 1)
+    out = {"image": normalized_error(recon, images)}
+    with torch.inference_mode():
+        out["code"] = normalized_error(_batched(model.encode, recon, batch_size), _batched(model.encode, images, batch_size))
+        if comparator is not None:
+            out["comparator"] = normalized_error(_batched(comparator, recon, batch_size), _batched(comparator, images, batch_size))
+    return out
+
+
+def _batched(fn, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([fn(chunk) for chunk in x.split(batch_size)])
+
+
+def reencode(model: ReconstructionModel, images: torch.Tensor, iterations: int = 4) -> list[torch.Tensor]:
+    """Fig. 5: ``[x, G(E(x)), G(E(G(E(x)))), ...]``, ``iterations + 1`` batches like ``images``."""
+    rows = [images]
+    with torch.inference_mode():
+        current = images
+        for _ in range(iterations):
+            current = model.reconstruct(current).clamp(0, 1)
+            rows.append(current)
+    return rows
+
+
+def interpolate(model: ReconstructionModel, a: torch.Tensor, b: torch.Tensor, steps: int = 7) -> torch.Tensor:
+    """Fig. 7: images decoded from ``(1 - t) E(a) + t E(b)`` for ``steps`` values of t in [0, 1].
+
+    ``a``, ``b``: ``(1,3,S,S)``; returns ``(steps,3,S,S)`` clamped to [0, 1].
+    """
+    with torch.inference_mode():
+        ca, cb = model.encode(a), model.encode(b)
+        t = torch.linspace(0, 1, steps, dtype=ca.dtype, device=ca.device).view(-1, *([1] * (ca.ndim - 1)))
+        return model.decode((1 - t) * ca + t * cb).clamp(0, 1)
+
+
+def save_grid(rows: list[torch.Tensor], path: str | os.PathLike, pad: int = 2) -> Path:
+    """Write image batches as the rows of one PNG grid (white padding), atomically.
+
+    ``rows``: list of ``(n,3,S,S)`` tensors in [0, 1], all of one shape.
+    """
+    from PIL import Image
+
+    grid = torch.stack([r.detach().float().clamp(0, 1).cpu() for r in rows])  # (R, n, 3, S, S)
+    r, n, c, s, _ = grid.shape
+    canvas = torch.ones(c, r * (s + pad) + pad, n * (s + pad) + pad)
+    for i in range(r):
+        for j in range(n):
+            top, left = pad + i * (s + pad), pad + j * (s + pad)
+            canvas[:, top: top + s, left: left + s] = grid[i, j]
+    array = (canvas.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+    return path
+
+
+def evaluate_run(spec: str, data_dir: str | os.PathLike, out_dir: str | os.PathLike, n_show: int = 8,
+                 iterations: int = 4, comparator: str | None = None) -> dict[str, Any]:
+    """Normalised errors, re-encoding and interpolation grids (and VAE samples) of one model.
+
+    Writes ``errors.json``, ``reconstructions.png`` (originals / reconstructions),
+    ``reencode.png``, ``interpolation.png`` and, for a VAE, ``samples.png`` into ``out_dir``;
+    returns the errors.
+    """
+    model, ckpt = load_model(spec)
+    images = ImageCrops.from_folder(data_dir, model.size).center_crops()
+    comp_spec = comparator or ckpt["comparator"]["spec"]
+    comp = build_comparator(comp_spec, ckpt["comparator"]["pretrained"])
+    errors = inversion_errors(model, images, comp)
+    errors = {"model": str(checkpoint_path(spec)), "task": model.task,
+              "layer": model.config["layer"] if model.task == "invert" else None,
+              "n_images": int(images.shape[0]), "comparator_spec": comp_spec, **errors}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    show = images[:n_show]
+    save_grid([show, reconstruct(model, show).clamp(0, 1)], out / "reconstructions.png")
+    save_grid(reencode(model, show, iterations), out / "reencode.png")
+    if images.shape[0] >= 2:
+        pairs = [interpolate(model, images[i: i + 1], images[i + 1: i + 2]) for i in range(0, min(len(images) - 1, 8), 2)]
+        save_grid(pairs, out / "interpolation.png")
+    if model.task == "vae":
+        g = torch.Generator().manual_seed(0)
+        with torch.inference_mode():
+            save_grid([model.sample(n_show, g).clamp(0, 1)], out / "samples.png")
+    atomic_write_text(out / "errors.json", json.dumps(errors, indent=2))
+    return errors
+
+
+# ---------------------------------------------------------------- models x metrics
+
+def _bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``values`` (1-D)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(n_boot, values.size))].mean(axis=1)
+    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+
+
+def _ci(values: np.ndarray) -> tuple[float, float]:
+    """95% percentile bootstrap CI of the mean: the bench's ``bootstrap_ci`` (same method and
+    seed as every other table of percepmetric) when present, else :func:`_bootstrap_ci`."""
+    try:
+        from ..bench.scores import bootstrap_ci
+    except ImportError:
+        return _bootstrap_ci(values)
+    return bootstrap_ci(np.mean, np.asarray(values, dtype=np.float64), n_boot=1000, level=0.95, seed=0)
+
+
+def metric_distances(metric, recon: torch.Tensor, images: torch.Tensor, batch_size: int = 16) -> np.ndarray:
+    """Per-image ``metric.to_distance(metric(clamp(recon, 0, 1), image))``: ``(N,)`` float64."""
+    p = next(metric.parameters(), None)
+    device = p.device if p is not None else recon.device
+    out = []
+    with torch.inference_mode():
+        for r, x in zip(recon.split(batch_size), images.split(batch_size)):
+            out.append(metric.to_distance(metric(r.clamp(0, 1).to(device), x.to(device))).double().cpu())
+    return torch.cat(out).numpy()
+
+
+def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: Path | None, plot: bool):
+    """Score trained generators with registry metrics: how close are reconstructions to originals?
+
+    Each model reconstructs the central ``size x size`` crop of every image of ``data_dir``.
+    Returns a pandas DataFrame with one row per model x metric: ``model``, ``checkpoint``,
+    ``task``, ``metric`` (its spec), ``metric_name``, ``n_images``, ``mean_distance``,
+    ``ci_low``, ``ci_high`` (95% percentile bootstrap over images), ``note`` (why a metric was
+    skipped, e.g. images too small for MS-SSIM) and, with two or more models,
+    ``closer_fraction`` with ``closer_ci_low/high``: the fraction of (image, other model) pairs
+    in which this model's reconstruction is the closer one by that metric (ties count 1/2).
+    With ``out_dir`` it writes ``deepsim_bench.csv`` (and ``deepsim_bench.png`` when ``plot``).
+    """
+    import pandas as pd
+
+    if not model_specs:
+        raise InputError("bench_models: no models given")
+    if not metrics:
+        raise InputError("bench_models: no metrics given")
+    loaded = [(spec, *load_model(spec)) for spec in model_specs]
+    sizes = {m.size for _, m, _ in loaded}
+    if len(sizes) > 1:
+        raise InputError(f"the models reconstruct images of different sizes ({', '.join(map(str, sorted(sizes)))}); "
+                         "compare models of one size")
+    images = ImageCrops.from_folder(data_dir, sizes.pop()).center_crops()
+    labels = _unique([model_label(spec, ckpt) for spec, _, ckpt in loaded])
+    recons = [reconstruct(model, images) for _, model, _ in loaded]
+
+    rows = []
+    per_image: dict[tuple[int, int], np.ndarray] = {}
+    for k, metric in enumerate(metrics):
+        for i, ((spec, model, ckpt), label, recon) in enumerate(zip(loaded, labels, recons)):
+            row = {"model": label, "checkpoint": str(checkpoint_path(spec)), "task": model.task,
+                   "loss": ckpt["config"].get("loss"), "metric": metric.spec, "metric_name": metric.name,
+                   "n_images": int(images.shape[0]), "note": ""}
+            try:
+                d = metric_distances(metric, recon, images)
+            except PercepmetricError as exc:
+                row.update(mean_distance=float("nan"), ci_low=float("nan"), ci_high=float("nan"), note=str(exc))
+            else:
+                per_image[(k, i)] = d
+                lo, hi = _ci(d)
+                row.update(mean_distance=float(d.mean()), ci_low=lo, ci_high=hi)
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    if len(loaded) >= 2:
+        fractions, lows, highs = [], [], []
+        for k in range(len(metrics)):
+            for i in range(len(loaded)):
+                if (k, i) not in per_image:
+                    fractions.append(float("nan")); lows.append(float("nan")); highs.append(float("nan"))
+                    continue
+                wins = [_closer(per_image[(k, i)], per_image[(k, j)]) for j in range(len(loaded)) if j != i and (k, j) in per_image]
+                if not wins:
+                    fractions.append(float("nan")); lows.append(float("nan")); highs.append(float("nan"))
+                    continue
+                w = np.mean(wins, axis=0)  # per image, averaged over the other models
+                lo, hi = _ci(w)
+                fractions.append(float(w.mean())); lows.append(lo); highs.append(hi)
+        table["closer_fraction"] = fractions
+        table["closer_ci_low"] = lows
+        table["closer_ci_high"] = highs
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "deepsim_bench.csv", table.to_csv(index=False))
+        if plot:
+            plot_bench(table, out / "deepsim_bench.png")
+    return table
+
+
+def _closer(d_self: np.ndarray, d_other: np.ndarray) -> np.ndarray:
+    """Per image: 1 when this reconstruction is closer (smaller distance), 1/2 on a tie, else 0."""
+    return (d_self < d_other).astype(np.float64) + 0.5 * (d_self == d_other)
+
+
+def _unique(labels: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label}#{seen[label]}")
+    return out
+
+
+def plot_bench(table, path: str | os.PathLike) -> Path:
+    """One panel per metric: mean distance per model with its 95% CI; a second row with the
+    closer-fraction when the table has it. Written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(table["metric_name"]))
+    has_afc = "closer_fraction" in table
+    nrows = 2 if has_afc else 1
+    fig, axes = plt.subplots(nrows, len(metrics), figsize=(2.6 * len(metrics) + 1, 2.8 * nrows), squeeze=False)
+    for col, name in enumerate(metrics):
+        sub = table[table["metric_name"] == name]
+        x = np.arange(len(sub))
+        ax = axes[0, col]
+        err = np.vstack([sub["mean_distance"] - sub["ci_low"], sub["ci_high"] - sub["mean_distance"]])
+        ax.bar(x, sub["mean_distance"], yerr=np.nan_to_num(err), capsize=3, color="C0")
+        ax.set_title(name)
+        ax.set_xticks(x, sub["model"], rotation=30, ha="right", fontsize=7)
+        if col == 0:
+            ax.set_ylabel("distance to original\n(lower = closer)")
+        if has_afc:
+            ax = axes[1, col]
+            err = np.vstack([sub["closer_fraction"] - sub["closer_ci_low"], sub["closer_ci_high"] - sub["closer_fraction"]])
+            ax.bar(x, sub["closer_fraction"], yerr=np.nan_to_num(err), capsize=3, color="C1")
+            ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+            ax.set_ylim(0, 1)
+            ax.set_xticks(x, sub["model"], rotation=30, ha="right", fontsize=7)
+            if col == 0:
+                ax.set_ylabel("fraction of images\nreconstructed closer")
+    fig.tight_layout()
+    path = Path(path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def format_table(table) -> str:
+    """The bench table as aligned text: model, metric, mean [95% CI], closer fraction."""
+    lines = []
+    has_afc = "closer_fraction" in table
+    head = f"{'metric':<10} {'model':<18} {'distance':>10} {'95% CI':>23}" + (f" {'closer':>7}" if has_afc else "")
+    lines.append(head)
+    for _, r in table.iterrows():
+        if r["note"]:
+            lines.append(f"{r['metric_name']:<10} {r['model']:<18} skipped: {r['note']}")
+            continue
+        line = f"{r['metric_name']:<10} {r['model']:<18} {r['mean_distance']:>10.4g} [{r['ci_low']:>10.4g}, {r['ci_high']:>10.4g}]"
+        if has_afc:
+            line += f" {r['closer_fraction']:>7.3f}"
+        lines.append(line)
+    return "\n".join(lines)

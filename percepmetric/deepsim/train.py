@@ -1,0 +1,407 @@
+"""Training DeePSiM generators (Sec. 3.2 of Dosovitskiy & Brox 2016) on any folder of images.
+
+One iteration: sample a batch of random crops, encode (fixed AlexNet layer for ``invert``,
+trained encoder for ``autoencoder``/``vae``), decode, take an Adam step on the generator
+(and encoder) with the loss of :mod:`percepmetric.deepsim.losses`, then an Adam step on the
+discriminator unless the pause rule holds (L_discr / L_adv < 0.1).
+
+Checkpoints are dicts written atomically (temp file + rename) to ``OUT/last.pt`` every
+``checkpoint_every`` iterations and to ``OUT/final.pt`` at the end; they hold the
+configuration, all state dicts, both optimisers, the step and every RNG state, so
+``resume=True`` continues exactly where the run stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..nets.deepsim import (
+    Discriminator,
+    ReconstructionModel,
+    build_comparator,
+    reparameterize,
+)
+from .losses import DeepSimLoss, LossWeights, discriminator_should_update, kl_loss, loss_weights
+from ..io import atomic_path, atomic_write_text
+
+CHECKPOINT_FORMAT = "percepmetric-deepsim/1"
+
+
+# ---------------------------------------------------------------- data
+
+class ImageCrops:
+    """All images of a folder (or given uint8 arrays), kept in memory, served as square crops.
+
+    Each image is read once (grey repeated to RGB; alpha dropped by ``read_image_array``) and,
+    when its shorter side is below ``size``, resized so that it equals ``size``.
+    :meth:`random_batch` gives ``(n,3,size,size)`` float32 random crops in [0, 1] (as the paper
+    trains on random crops); :meth:`center_crops` one central crop per image, for evaluation.
+    """
+
+    def __init__(self, images: list[np.ndarray], size: int, names: list[str] | None = None) -> None:
+        if not images:
+            raise InputError("no images to train or evaluate on")
+        self.size = int(size)
+        self.images = [self._fit(im) for im in images]
+        self.names = names or [f"image{i}" for i in range(len(images))]
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, size: int) -> "ImageCrops":
+        from ..io import IMAGE_SUFFIXES, read_image_array
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise InputError(f"--data {folder}: no such folder")
+        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not paths:
+            raise InputError(f"--data {folder}: holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        arrays = []
+        for p in paths:
+            a = read_image_array(p)
+            if a.dtype == np.uint16:
+                a = (a // 257).astype(np.uint8)
+            arrays.append(a)
+        return cls(arrays, size, [str(p.relative_to(folder)) for p in paths])
+
+    def _fit(self, image: np.ndarray) -> np.ndarray:
+        if image.ndim == 2:
+            image = image[..., None]
+        if image.shape[2] == 1:
+            image = np.repeat(image, 3, axis=2)
+        h, w = image.shape[:2]
+        if min(h, w) < self.size:
+            from PIL import Image
+
+            scale = self.size / min(h, w)
+            new = (max(self.size, round(w * scale)), max(self.size, round(h * scale)))
+            image = np.asarray(Image.fromarray(image).resize(new, Image.BICUBIC))
+        return np.ascontiguousarray(image)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @staticmethod
+    def _to_tensor(crops: list[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+
+    def random_batch(self, n: int, rng: np.random.Generator) -> torch.Tensor:
+        s = self.size
+        crops = []
+        for k in rng.integers(0, len(self.images), size=n):
+            im = self.images[k]
+            top = rng.integers(0, im.shape[0] - s + 1)
+            left = rng.integers(0, im.shape[1] - s + 1)
+            crops.append(im[top: top + s, left: left + s])
+        return self._to_tensor(crops)
+
+    def center_crops(self) -> torch.Tensor:
+        s = self.size
+        crops = []
+        for im in self.images:
+            top, left = (im.shape[0] - s) // 2, (im.shape[1] - s) // 2
+            crops.append(im[top: top + s, left: left + s])
+        return self._to_tensor(crops)
+
+
+# ---------------------------------------------------------------- configuration
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; stored in each checkpoint.
+
+    ``loss``: ablation preset (``full``, ``image``, ``features``, ``adversarial``, ``metric``);
+    ``lambda_*`` override its weights. ``metric``: registry name used as a loss term (with
+    ``metric_options``); weight ``lambda_metric`` (1 with preset ``metric``).
+    ``comparator``: ``net:layer`` (default AlexNet conv5), ``comparator_pretrained`` False
+    gives random weights. ``discriminator_features``: feed the inverted features to D.
+    """
+
+    task: str = "invert"
+    layer: str = "fc6"
+    size: int = 227
+    data: str = ""
+    out: str = "run"
+    iterations: int = 1000
+    batch_size: int = 64
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    loss: str = "full"
+    lambda_feat: float | None = None
+    lambda_adv: float | None = None
+    lambda_img: float | None = None
+    lambda_kl: float | None = None
+    lambda_metric: float | None = None
+    metric: str | None = None
+    metric_options: dict[str, Any] = field(default_factory=dict)
+    comparator: str = "alex:conv5"
+    comparator_pretrained: bool = True
+    pretrained: bool = True  # AlexNet weights of the inverted layer / VAE encoder trunk
+    width: float = 1.0
+    code_channels: int = 8
+    latent: int = 4096
+    discriminator_features: bool = False
+    discriminator_width: float = 1.0
+    pause_ratio: float = 0.1
+    checkpoint_every: int = 500
+    seed: int = 0
+
+    def weights(self) -> LossWeights:
+        w = loss_weights(self.loss, feat=self.lambda_feat, adv=self.lambda_adv, img=self.lambda_img,
+                         kl=self.lambda_kl, metric=self.lambda_metric)
+        if self.metric and self.lambda_metric is None and self.loss != "metric":
+            w.metric = 1.0
+        if self.task != "vae":
+            w.kl = 0.0
+        return w
+
+
+def build_model(config: TrainConfig) -> ReconstructionModel:
+    return ReconstructionModel(config.task, config.layer, config.size, config.width, config.pretrained,
+                               config.code_channels, config.latent)
+
+
+def _condition_dim(model: ReconstructionModel) -> int:
+    with torch.no_grad():
+        probe = model.encode(torch.zeros(1, 3, model.size, model.size))
+    return probe[0].numel()
+
+
+def build_loss(config: TrainConfig, model: ReconstructionModel) -> DeepSimLoss:
+    w = config.weights()
+    comparator = build_comparator(config.comparator, config.comparator_pretrained) if w.feat else None
+    discriminator = None
+    if w.adv:
+        feature_dim = _condition_dim(model) if config.discriminator_features else None
+        discriminator = Discriminator(config.size, feature_dim, config.discriminator_width)
+    metric = None
+    if w.metric:
+        if not config.metric:
+            raise InputError("loss preset 'metric' needs --metric NAME")
+        from ..registry import create_metric
+
+        metric = create_metric(config.metric, **config.metric_options)
+        if not metric.differentiable:
+            raise InputError(f"metric {config.metric!r} is not differentiable and cannot be a loss")
+    return DeepSimLoss(w, comparator, discriminator, metric)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a DeePSiM checkpoint; :class:`InputError` naming the file when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: not a percepmetric DeePSiM checkpoint")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any]) -> ReconstructionModel:
+    """The trained :class:`ReconstructionModel` of a checkpoint dict, in eval mode.
+
+    The encoder's pretrained AlexNet file is not needed: all weights come from the checkpoint.
+    """
+    cfg = dict(ckpt["model_config"])
+    cfg["pretrained"] = False  # weights come from the state dict below
+    model = ReconstructionModel(**cfg)
+    model.load_state_dict(ckpt["model_state"])
+    model.config["pretrained"] = ckpt["model_config"]["pretrained"]
+    return model.eval()
+
+
+# ---------------------------------------------------------------- the loop
+
+class Trainer:
+    """State of one run: model, loss (with D), optimisers, step, RNGs. See the module docstring."""
+
+    def __init__(self, config: TrainConfig, data: ImageCrops | None = None) -> None:
+        self.config = config
+        self.out = Path(config.out)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.model = build_model(config)
+            self.loss = build_loss(config, self.model)
+            self.torch_rng_state = torch.random.default_generator.get_state()  # seeded: runs are reproducible
+        self.data = data if data is not None else ImageCrops.from_folder(config.data, config.size)
+        params = list(self.model.decoder.parameters())
+        if self.model.encoder_trainable:
+            params += list(self.model.encoder.parameters())
+        self.opt_g = torch.optim.Adam(params, lr=config.lr, betas=tuple(config.betas))
+        d = self.loss.discriminator
+        self.opt_d = torch.optim.Adam(d.parameters(), lr=config.lr, betas=tuple(config.betas)) if d is not None else None
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.data_rng = np.random.default_rng(config.seed)
+        g = torch.Generator()
+        g.manual_seed(config.seed + 1)
+        self.noise_rng = g  # VAE epsilon
+
+    # -- one iteration
+    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+        """One generator step and (unless paused) one discriminator step; returns the logged values."""
+        model, loss, w = self.model, self.loss, self.loss.weights
+        model.decoder.train()
+        if model.encoder_trainable:
+            model.encoder.train()
+        if loss.discriminator is not None:
+            loss.discriminator.train()
+        if model.task == "invert":
+            with torch.no_grad():
+                code = model.encoder(batch)
+            condition = code
+            if self.step == 0 and not code.any():
+                # e.g. the AlexNet file of /work/shared/torch_home, whose fc layers are zeros
+                warnings.warn(f"AlexNet {model.config['layer']} features of the first batch are all zero: the "
+                              "generator has nothing to invert (zeroed fully connected weights?); use --layer conv5 "
+                              "or --random-encoder", RuntimeWarning, stacklevel=2)
+        elif model.task == "vae":
+            mu, log_sigma = model.encoder(batch)
+            code = reparameterize(mu, log_sigma, self.noise_rng)
+            condition = mu.detach()
+        else:
+            code = model.encoder(batch)
+            condition = code.detach()
+        generated = model.decoder(code)
+        total, parts = loss.generator_loss(generated, batch, condition)
+        if model.task == "vae" and w.kl:
+            kl = kl_loss(mu, log_sigma)
+            total = total + w.kl * kl
+            parts["kl"] = kl.item()
+        self.opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_g.step()
+        parts["total"] = total.item()
+        if loss.discriminator is not None:
+            d_loss = loss.discriminator_step_loss(generated, batch, condition)
+            parts["discr"] = d_loss.item()
+            update = discriminator_should_update(parts["discr"], parts["adv"], self.config.pause_ratio)
+            parts["d_updated"] = float(update)
+            if update:
+                self.opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                self.opt_d.step()
+        self.step += 1
+        parts["step"] = self.step
+        return parts
+
+    # -- checkpoints
+    def state(self) -> dict[str, Any]:
+        d = self.loss.discriminator
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": asdict(self.config),
+            "model_config": dict(self.model.config),
+            "loss_weights": self.loss.weights.as_dict(),
+            "comparator": {"spec": self.config.comparator, "pretrained": self.config.comparator_pretrained},
+            "model_state": self.model.state_dict(),
+            "discriminator_state": d.state_dict() if d is not None else None,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
+            "step": self.step,
+            "history": list(self.history),
+            "rng": {
+                "torch": torch.random.default_generator.get_state(),
+                "noise": self.noise_rng.get_state(),
+                "data": self.data_rng.bit_generator.state,
+            },
+        }
+
+    def load_state(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model_state"])
+        if self.loss.discriminator is not None and ckpt["discriminator_state"] is not None:
+            self.loss.discriminator.load_state_dict(ckpt["discriminator_state"])
+        self.opt_g.load_state_dict(ckpt["opt_g"])
+        if self.opt_d is not None and ckpt["opt_d"] is not None:
+            self.opt_d.load_state_dict(ckpt["opt_d"])
+        self.step = int(ckpt["step"])
+        self.history = list(ckpt["history"])
+        self.torch_rng_state = ckpt["rng"]["torch"]
+        self.noise_rng.set_state(ckpt["rng"]["noise"])
+        self.data_rng.bit_generator.state = ckpt["rng"]["data"]
+
+    def save(self, name: str) -> Path:
+        path = self.out / name
+        save_atomic(self.state(), path)
+        self._write_log()
+        return path
+
+    def _write_log(self) -> None:
+        if not self.history:
+            return
+        keys = sorted({k for row in self.history for k in row}, key=lambda k: (k != "step", k))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.history)
+        atomic_write_text(self.out / "log.csv", buffer.getvalue())
+
+    # -- the run
+    def run(self, progress: bool = True, callback: Callable[[dict[str, float]], None] | None = None) -> Path:
+        """Train up to ``config.iterations``; returns the path of ``final.pt``."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: keep the caller's intact
+            torch.random.default_generator.set_state(self.torch_rng_state)
+            bar = tqdm(total=cfg.iterations, initial=self.step, disable=not progress, desc=f"deepsim {cfg.task}",
+                       dynamic_ncols=True, leave=False)
+            while self.step < cfg.iterations:
+                batch = self.data.random_batch(cfg.batch_size, self.data_rng)
+                parts = self.train_step(batch)
+                self.history.append(parts)
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in parts.items() if k in ("total", "img", "feat", "adv", "discr", "metric")})
+                if callback is not None:
+                    callback(parts)
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.iterations:
+                    self.save("last.pt")
+            bar.close()
+            self.save("last.pt")
+            return self.save("final.pt")
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True, data: ImageCrops | None = None) -> Path:
+    """Train (or, with ``resume``, continue from ``OUT/last.pt``) and return the path of ``final.pt``.
+
+    On resume the stored configuration wins except ``iterations`` (so a run can be extended)
+    and ``checkpoint_every``.
+    """
+    if config.iterations < 1:
+        raise InputError(f"--iterations must be at least 1, got {config.iterations}")
+    if config.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {config.batch_size}")
+    ckpt = None
+    if resume:
+        last = Path(config.out) / "last.pt"
+        ckpt = load_checkpoint(last)
+        stored = dict(ckpt["config"])
+        stored["betas"] = tuple(stored["betas"])
+        stored.update(iterations=config.iterations, checkpoint_every=config.checkpoint_every, out=config.out,
+                      data=config.data or stored["data"])
+        config = TrainConfig(**stored)
+    trainer = Trainer(config, data)
+    if ckpt is not None:
+        trainer.load_state(ckpt)
+    return trainer.run(progress=progress)

@@ -1,0 +1,239 @@
+"""The benchmark runner (distances, cache, resume), the report, and the `bench` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from percepmetric.bench import DistanceStore, compute_distances, run_benchmark
+from percepmetric.bench.report import HUMAN, summary_table
+from percepmetric.data import bapps, fixtures
+from percepmetric.errors import InputError
+from percepmetric.metrics.pixel import L2
+from percepmetric.registry import create_metric
+
+SIZE = 12  # as in test_bapps.py, whose session fixture this file shares
+
+
+@pytest.fixture(scope="session")
+def fixture_root(tmp_path_factory) -> Path:
+    from test_bapps import shared_fixture
+
+    return shared_fixture(tmp_path_factory, size=SIZE)
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "cache"
+    monkeypatch.setenv(bapps.ENV_CACHE, str(path))
+    return path
+
+
+class CountingL2(L2):
+    """L2 that counts its batches (pairs or triplets) and can fail after a number of them (an interrupted run)."""
+
+    calls = 0
+    fail_after: int | None = None
+
+    @staticmethod
+    def _count():
+        if CountingL2.fail_after is not None and CountingL2.calls >= CountingL2.fail_after:
+            raise KeyboardInterrupt
+        CountingL2.calls += 1
+
+    def compute(self, x, y):
+        self._count()
+        return super().compute(x, y)
+
+    def compute_triplet(self, ref, p0, p1):
+        self._count()
+        return super().compute_triplet(ref, p0, p1)
+
+
+def _direct_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return ((a.astype(np.float64) / 255 - b.astype(np.float64) / 255) ** 2).mean(axis=(1, 2, 3))
+
+
+def test_compute_distances_match_direct_computation(fixture_root, cache):
+    split = bapps.load_two_afc(fixture_root, "val/cnn")
+    d0, d1 = compute_distances(create_metric("l2"), split, batch_size=3)
+    np.testing.assert_allclose(d0, _direct_l2(split.ref, split.p0), rtol=1e-5)
+    np.testing.assert_allclose(d1, _direct_l2(split.ref, split.p1), rtol=1e-5)
+    jnd = bapps.load_jnd(fixture_root, "jnd/val/traditional")
+    d = compute_distances(create_metric("l2"), jnd, batch_size=4)
+    np.testing.assert_allclose(d, _direct_l2(jnd.p0, jnd.p1), rtol=1e-5)
+    # Batch size does not change the numbers.
+    np.testing.assert_allclose(compute_distances(create_metric("l2"), jnd, batch_size=SIZE), d, rtol=1e-6)
+    # Similarity metrics are turned into distances; inputs follow the metric's data range.
+    psnr_d0, _ = compute_distances(create_metric("psnr", data_range=255), split)
+    np.testing.assert_allclose(psnr_d0, _direct_l2(split.ref, split.p0), rtol=1e-4)
+
+
+def test_second_run_reuses_and_interrupted_run_resumes(fixture_root, cache, tmp_path):
+    split = bapps.load_two_afc(fixture_root, "val/deblur")
+    store = DistanceStore(tmp_path / "distances")
+    expected = compute_distances(create_metric("l2"), split, batch_size=2)
+
+    CountingL2.calls, CountingL2.fail_after = 0, 3  # 12 triplets in batches of 2: stops after 3 of 6
+    with pytest.raises(KeyboardInterrupt):
+        compute_distances(CountingL2(), split, batch_size=2, cache=store)
+    final = store.path(CountingL2(), split)
+    assert not final.exists(), "a partial split must never look complete"
+    partial = store.read(store.partial_path(final))
+    assert len(partial["d0"]) == 6
+
+    CountingL2.calls, CountingL2.fail_after = 0, None
+    d0, d1 = compute_distances(CountingL2(), split, batch_size=2, cache=store)
+    assert CountingL2.calls == 3, "only the 3 missing batches are computed"
+    np.testing.assert_array_equal(d0, expected[0])
+    np.testing.assert_array_equal(d1, expected[1])
+    assert final.exists() and not store.partial_path(final).exists()
+
+    CountingL2.calls = 0
+    again = compute_distances(CountingL2(), split, batch_size=2, cache=store)
+    assert CountingL2.calls == 0
+    np.testing.assert_array_equal(again[0], expected[0])
+    # Other options are another metric: never reuse its distances.
+    assert store.path(create_metric("l2", color="lab"), split) != final
+
+
+def test_run_benchmark_tables_and_files(fixture_root, cache, tmp_path):
+    metrics = [create_metric("l2"), create_metric("l2", color="lab", convention="lpips"), create_metric("psnr")]
+    result = run_benchmark(metrics, ["all"], fixture_root, tmp_path / "out", n_boot=100, plot=True)
+    assert result.synthetic and result.complete
+    assert result.metrics == ["l2", "l2(color=lab,convention=lpips)", "psnr"]
+    assert len(result.rows) == 3 * 8 and len(result.ceilings) == 6
+    for row in result.rows:
+        assert row["ci_low"] <= row["score"] <= row["ci_high"]
+        assert row["score"] > (0.75 if row["kind"] == "2afc" else 0.9), row
+    table = summary_table(result)
+    assert list(table.index) == result.metrics + [HUMAN]
+    assert list(table.columns) == ["val/traditional", "val/cnn", "2afc dist. mean", "val/superres", "val/deblur",
+                                   "val/color", "val/frameinterp", "2afc real-alg. mean", "2afc mean",
+                                   "jnd/val/traditional", "jnd/val/cnn", "jnd mean"]
+    assert table.loc["l2", "2afc mean"] == pytest.approx(table.loc["l2", list(bapps.VAL_SPLITS)].mean())
+    assert np.isnan(table.loc[HUMAN, "jnd/val/cnn"])
+    out = tmp_path / "out"
+    for name in ("results.csv", "summary.csv", "comparisons.csv", "results.json", "two_afc.png", "jnd_pr.png"):
+        assert (out / name).stat().st_size > 0, name
+    data = json.loads((out / "results.json").read_text())
+    assert data["synthetic"] and "NOT human judgments" in data["note"] and data["complete"]
+    assert len(pd.read_csv(out / "results.csv")) == 3 * 8 + 6
+    assert len(result.comparisons) == 2 * 8
+
+
+def test_validation_happens_before_computing(fixture_root, cache, tmp_path):
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(fixture_root / "2afc" / "val" / "cnn", root / "2afc" / "val" / "cnn")
+    CountingL2.calls, CountingL2.fail_after = 0, None
+    with pytest.raises(InputError, match="split val/color"):
+        run_benchmark([CountingL2()], ["val/cnn", "val/color"], root)
+    assert CountingL2.calls == 0
+
+
+# ---------------------------------------------------------------- the CLI
+
+def _run(args, env_extra=None, tmp_path=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PERCEPMETRIC_", "XDG_"))}
+    env["HOME"] = str(tmp_path / "home")
+    env["PERCEPMETRIC_CACHE"] = str(tmp_path / "cache")
+    env["OMP_NUM_THREADS"] = "1"  # tiny batches: threads only add contention
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "percepmetric.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def test_cli_without_dataset_runs_the_synthetic_sentinels(tmp_path):
+    run = _run(["bench", "-m", "l2", "--split", "val/traditional", "--split", "jnd/cnn", "--no-progress",
+                "--bootstrap", "50"], tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "synthetic sentinels" in run.stdout and "NOT human judgments" in run.stdout
+    assert "built-in synthetic sentinels" in run.stderr
+    assert "val/traditional" in run.stdout and "jnd/val/cnn" in run.stdout
+
+
+def test_cli_split_out_plot_and_reuse(fixture_root, tmp_path):
+    out = tmp_path / "out"
+    args = ["bench", "--split", "val/cnn", "--root", str(fixture_root), "-m", "l2", "-m", "psnr",
+            "--out", str(out), "--plot", "--no-progress", "--bootstrap", "50"]
+    run = _run(args, tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr
+    for name in ("results.csv", "results.json", "summary.csv", "two_afc.png"):
+        assert (out / name).stat().st_size > 0
+    assert (out / "two_afc.png").read_bytes()[:4] == b"\x89PNG"
+    saved = sorted((out / "distances").rglob("*.npz"))
+    assert len(saved) == 2
+    stamps = [p.stat().st_mtime_ns for p in saved]
+    # A second run (here in-process, same data and metrics) reuses the saved distances.
+    CountingL2.calls, CountingL2.fail_after = 0, None
+    rerun = run_benchmark([CountingL2(), create_metric("psnr")], ["val/cnn"], fixture_root, out, n_boot=50,
+                          cache_dir=tmp_path / "cache")
+    assert CountingL2.calls == 0 and [p.stat().st_mtime_ns for p in saved] == stamps  # reused, not rewritten
+    assert [r["score"] for r in rerun.rows] == pytest.approx(pd.read_csv(out / "results.csv")["score"].tolist()[:2])
+    row = pd.read_csv(out / "results.csv").set_index(["metric", "split"]).loc[("l2", "val/cnn")]
+    assert row["status"] == "complete" and row["score"] > 0.75
+
+
+def test_cli_all_prints_summary_table(fixture_root, tmp_path):
+    run = _run(["bench", "--all", "--root", str(fixture_root), "-m", "l2", "--no-progress", "--bootstrap", "50"],
+               tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "summary" in run.stdout and "2afc mean" in run.stdout and "human (ceiling)" in run.stdout
+    assert "frameinterp" in run.stdout and "jnd cnn" in run.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench", "--split", "val/nope", "-m", "l2"], "unknown split 'val/nope'"),
+    (["bench", "--split", "val/cnn", "-m", "l2", "--root", "/nonexistent/bapps"], "--root /nonexistent/bapps: no such folder"),
+])
+def test_cli_errors_are_one_line_exit_2(args, message, tmp_path):
+    run = _run(args, tmp_path=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and message in run.stderr, run.stderr
+
+
+def test_model_evaluation_needs_data_and_excludes_splits():
+    from percepmetric.bench.commands import bench_command
+
+    with pytest.raises(InputError, match="--model needs --data"):
+        bench_command.main(["-m", "l2", "--model", "deepsim:x.pt"], standalone_mode=False)
+    with pytest.raises(InputError, match="does not combine"):
+        bench_command.main(["-m", "l2", "--model", "deepsim:x.pt", "--data", ".", "--split", "val"],
+                           standalone_mode=False)
+
+
+def test_cli_make_fixture(tmp_path):
+    run = _run(["make-fixture", str(tmp_path / "fx"), "--size", "3"], tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "synthetic sentinels, not human judgments" in run.stdout
+    split = bapps.load_jnd(tmp_path / "fx", "jnd/val/cnn", cache_dir=False)
+    assert len(split) == 3 and fixtures.is_synthetic(tmp_path / "fx")
+
+
+class SharedRefL2(L2):
+    """An L2 offering the runner's optional ``triplet_values`` hook (work shared on ref)."""
+
+    used = 0
+
+    def triplet_values(self, ref, p0, p1):
+        SharedRefL2.used += 1
+        return self(ref, p0), self(ref, p1)
+
+
+def test_triplet_hook_gives_the_same_distances(fixture_root, cache):
+    split = bapps.load_two_afc(fixture_root, "val/superres")
+    generic = compute_distances(create_metric("l2"), split, batch_size=4)
+    SharedRefL2.used = 0
+    shared = compute_distances(SharedRefL2(), split, batch_size=4)
+    assert SharedRefL2.used == 3  # 12 / 4 batches
+    np.testing.assert_array_equal(shared[0], generic[0])
+    np.testing.assert_array_equal(shared[1], generic[1])

@@ -1,0 +1,218 @@
+"""DeePSiM training and evaluation: resume round trip, reload, normalised error, bench, CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import TORCH_HOME
+from percepmetric import create_metric
+from percepmetric.deepsim import evaluate as E
+from percepmetric.deepsim.train import ImageCrops, TrainConfig, load_checkpoint, model_from_checkpoint, train
+from percepmetric.errors import InputError
+from percepmetric.metrics.base import Metric
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """A train folder of three 48x48 photo crops and a test folder of four 32x32 ones."""
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("deepsim_data")
+    photo = data.astronaut()
+    (root / "train").mkdir()
+    (root / "test").mkdir()
+    for i in range(3):
+        Image.fromarray(photo[100 * i: 100 * i + 48, 200: 248]).save(root / "train" / f"t{i}.png")
+    for i in range(4):
+        Image.fromarray(photo[300: 332, 40 * i: 40 * i + 32]).save(root / "test" / f"v{i}.png")
+    Image.fromarray(photo[:40, :40, 0]).save(root / "test" / "grey.png")  # grey is repeated to RGB
+    return root
+
+
+def _config(folders, out, **kw):
+    base = dict(task="autoencoder", size=32, data=str(folders / "train"), out=str(out), iterations=4, batch_size=2,
+                width=0.125, discriminator_width=0.125, comparator_pretrained=False, checkpoint_every=2, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def two_runs(folders, tmp_path_factory):
+    """An image-loss and a DeePSiM autoencoder, 4 iterations each."""
+    root = tmp_path_factory.mktemp("runs")
+    a = train(_config(folders, root / "image_loss", loss="image"), progress=False)
+    b = train(_config(folders, root / "deepsim", loss="full"), progress=False)
+    return a, b
+
+
+def test_train_save_resume_reload_round_trip(folders, tmp_path, two_runs):
+    straight = load_checkpoint(two_runs[1])  # 4 iterations in one go (same config as below)
+    train(_config(folders, tmp_path / "r", loss="full", iterations=2), progress=False)
+    assert load_checkpoint(tmp_path / "r" / "last.pt")["step"] == 2
+    resumed_path = train(_config(folders, tmp_path / "r", loss="full", iterations=4), resume=True, progress=False)
+    resumed = load_checkpoint(resumed_path)
+    assert resumed["step"] == 4 and len(resumed["history"]) == 4
+    for key in ("model_state", "discriminator_state"):
+        for name, tensor in straight[key].items():
+            torch.testing.assert_close(resumed[key][name], tensor, rtol=0, atol=0, msg=f"{key}.{name}")
+    # what the checkpoint records
+    assert resumed["config"]["task"] == "autoencoder" and resumed["model_config"]["size"] == 32
+    assert resumed["loss_weights"] == {"feat": 0.01, "adv": 100.0, "img": 2e-6, "kl": 0.0, "metric": 0.0}
+    assert resumed["comparator"] == {"spec": "alex:conv5", "pretrained": False}
+    assert {"opt_g", "opt_d", "rng"} <= set(resumed)
+    assert not list(tmp_path.joinpath("r").glob("*.tmp"))  # atomic writes leave no temp files
+    # reload: the model of the checkpoint reconstructs as the trained one did
+    model = model_from_checkpoint(resumed)
+    x = ImageCrops.from_folder(folders / "test", 32).center_crops()
+    again, _ = E.load_model(f"deepsim:{resumed_path}")
+    torch.testing.assert_close(E.reconstruct(model, x), E.reconstruct(again, x))
+    assert (tmp_path / "r" / "log.csv").read_text().startswith("step,")
+
+
+def test_vae_and_inverter_train_one_step(folders, tmp_path):
+    vae = load_checkpoint(train(_config(folders, tmp_path / "vae", task="vae", size=64, latent=16, iterations=1, pretrained=False,
+                                        loss="image"), progress=False))
+    assert "kl" in vae["history"][0] and vae["loss_weights"]["kl"] == 20.0
+    inv = load_checkpoint(train(_config(folders, tmp_path / "inv", task="invert", layer="conv5", size=64, iterations=1,
+                                        pretrained=False, discriminator_features=True), progress=False))
+    assert inv["model_config"]["layer"] == "conv5" and inv["step"] == 1
+
+
+def test_normalized_error_known_answers():
+    b = torch.tensor([[0.0, 0.0], [6.0, 0.0], [0.0, 8.0]])  # pair distances 6, 8, 10: N = 8
+    a = b + torch.tensor([0.0, 4.0])  # every error 4
+    assert E.normalized_error(a, b) == pytest.approx(0.5)
+    assert E.normalized_error(b, b) == 0.0
+    b2 = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+    assert E.normalized_error(b2.flip(0), b2) == pytest.approx(1.0)  # swapped samples: 100%
+    with pytest.raises(InputError, match="at least two"):
+        E.normalized_error(b[:1], b[:1])
+
+
+def test_reencode_interpolate_and_grids(two_runs, folders, tmp_path):
+    model, _ = E.load_model(f"deepsim:{two_runs[1]}")
+    x = ImageCrops.from_folder(folders / "test", 32).center_crops()
+    rows = E.reencode(model, x[:3], iterations=2)
+    assert len(rows) == 3 and all(r.shape == (3, 3, 32, 32) for r in rows)
+    path = tmp_path / "g.png"
+    E.save_grid(rows, path, pad=2)
+    assert Image.open(path).size == (3 * 34 + 2, 3 * 34 + 2)
+    steps = E.interpolate(model, x[:1], x[1:2], steps=5)
+    torch.testing.assert_close(steps[0], E.reconstruct(model, x[:1])[0].clamp(0, 1))
+    errors = E.evaluate_run(f"deepsim:{two_runs[1]}", folders / "test", tmp_path / "eval", comparator="alex:conv2")
+    assert set(errors) >= {"image", "code", "comparator"} and errors["n_images"] == 5
+    assert errors["comparator_spec"] == "alex:conv2" and 0 <= errors["comparator"] < 5
+    assert {p.name for p in (tmp_path / "eval").iterdir()} >= {"errors.json", "reencode.png", "interpolation.png",
+                                                                  "reconstructions.png"}
+
+
+class TooBig(Metric):
+    name = "too_big"
+    min_size = 1000
+
+    def compute(self, x, y):
+        return (x - y).abs().mean(dim=(1, 2, 3))
+
+
+def test_bench_models_two_models(two_runs, folders, tmp_path):
+    specs = [f"deepsim:{p}" for p in two_runs]
+    metrics = [create_metric("l2"), create_metric("psnr"), TooBig()]
+    table = E.bench_models(specs, str(folders / "test"), metrics, tmp_path, plot=True)
+    assert len(table) == 6 and list(table["model"][:2]) == ["image_loss", "deepsim"]
+    ok = table[table["metric_name"] != "too_big"]
+    assert (ok["ci_low"] <= ok["mean_distance"]).all() and (ok["mean_distance"] <= ok["ci_high"]).all()
+    for _, sub in ok.groupby("metric_name"):
+        assert sub["closer_fraction"].sum() == pytest.approx(1.0)
+    # PSNR's distance is MSE, so L2 and PSNR agree on which reconstructs closer
+    l2 = ok[ok["metric_name"] == "l2"]["closer_fraction"].to_numpy()
+    ps = ok[ok["metric_name"] == "psnr"]["closer_fraction"].to_numpy()
+    np.testing.assert_allclose(l2, ps)
+    skipped = table[table["metric_name"] == "too_big"]
+    assert skipped["note"].str.contains("smaller than").all() and skipped["mean_distance"].isna().all()
+    assert (tmp_path / "deepsim_bench.csv").is_file() and (tmp_path / "deepsim_bench.png").is_file()
+    # the mean distance is the metric's own distance averaged over the test images
+    model, _ = E.load_model(specs[0])
+    x = ImageCrops.from_folder(folders / "test", 32).center_crops()
+    expected = ((E.reconstruct(model, x).clamp(0, 1) - x) ** 2).mean(dim=(1, 2, 3)).mean().item()
+    assert table["mean_distance"][0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_bench_models_bad_input(two_runs, folders, tmp_path):
+    with pytest.raises(InputError, match="no such checkpoint"):
+        E.bench_models(["deepsim:/nonexistent/final.pt"], str(folders / "test"), [create_metric("l2")], None, False)
+    with pytest.raises(InputError, match="expected deepsim:"):
+        E.bench_models(["lpips:x"], str(folders / "test"), [create_metric("l2")], None, False)
+    with pytest.raises(InputError, match="no such folder"):
+        E.bench_models([f"deepsim:{two_runs[0]}"], str(tmp_path / "none"), [create_metric("l2")], None, False)
+    junk = tmp_path / "junk.pt"
+    torch.save({"a": 1}, junk)
+    with pytest.raises(InputError, match="not a percepmetric DeePSiM checkpoint"):
+        E.load_model(str(junk))
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1"}  # see _one_thread
+
+
+def _cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "percepmetric.cli", "deepsim", *args], capture_output=True, text=True,
+                          timeout=timeout, env=_env())
+
+
+def test_cli_train_and_resume(folders, tmp_path):
+    out = tmp_path / "cli_run"
+    common = ["--task", "autoencoder", "--size", "32", "--data", str(folders / "train"), "--out", str(out),
+              "--batch-size", "2", "--width", "0.125", "--loss", "image", "--quiet", "--checkpoint-every", "1",
+              "--random-comparator"]
+    # the first iteration in-process (one subprocess less), the resumed one through the CLI
+    train(_config(folders, out, loss="image", iterations=1, checkpoint_every=1), progress=False)
+    second = _cli("train", *common, "--iterations", "2", "--resume")
+    assert second.returncode == 0, second.stderr
+    assert "final.pt" in second.stdout and load_checkpoint(out / "final.pt")["step"] == 2
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path):
+    result = _cli("train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--quiet")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "no such folder" in result.stderr
+
+
+ALEX_FILE = TORCH_HOME / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+
+
+@pytest.mark.skipif(not ALEX_FILE.is_file(), reason=f"the demo's comparator needs {ALEX_FILE}, which is missing")
+def test_cli_demo_tiny(tmp_path):
+    out = tmp_path / "demo"
+    result = _cli("demo", "--out", str(out), "--iterations", "2", "--batch-size", "2", "--size", "32", "--width", "0.125",
+                  "--n-test", "4", "-m", "l2", "-m", "psnr", "--quiet")
+    assert result.returncode == 0, result.stderr
+    for name in ("deepsim_bench.csv", "deepsim_bench.png", "comparison.png", "summary.json", "summary.md",
+                 "image_loss/final.pt", "deepsim/final.pt", "deepsim/eval/reencode.png"):
+        assert (out / name).is_file(), name
+    assert "image_loss" in result.stdout and "deepsim" in result.stdout
+
+
+def test_bench_command_with_two_models(two_runs, folders, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "percepmetric.cli", "bench", "--model", f"deepsim:{two_runs[0]}",
+         "--model", f"deepsim:{two_runs[1]}", "--data", str(folders / "test"), "-m", "l2", "-m", "psnr",
+         "--out", str(tmp_path), "--plot"],
+        capture_output=True, text=True, timeout=300, env=_env())
+    assert result.returncode == 0, result.stderr
+    assert "image_loss" in result.stdout and "closer_fraction" in result.stdout
+    assert (tmp_path / "deepsim_bench.csv").is_file() and (tmp_path / "deepsim_bench.png").is_file()
+
+
+@pytest.mark.skipif(not ALEX_FILE.is_file(), reason=f"needs the pretrained AlexNet file {ALEX_FILE}, which is missing")
+def test_zero_fc_features_warn(folders, tmp_path):
+    # The shared AlexNet file has zeroed fc layers: inverting fc8 from it must not pass silently.
+    with pytest.warns(RuntimeWarning, match="all zero"):
+        train(_config(folders, tmp_path, task="invert", layer="fc8", size=64, iterations=1, loss="image"),
+              progress=False)
