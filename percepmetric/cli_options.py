@@ -65,6 +65,9 @@ def build_metrics(names: Iterable[str], net, variant, weights, extra, default=DE
         mine = {k: v for k, v in options.items() if k in accepted}
         used.update(mine)
         metrics.append(create_metric(name, **mine))
+    if options.get("spatial"):
+        # A per-pixel map has no single number to print: the Python API returns it.
+        raise InputError("option 'spatial' returns a distance map; use it from Python (percepmetric.create_metric), not the CLI")
     unused = sorted(set(options) - used)
     if unused:
         raise InputError(f"option {unused[0]!r} is not accepted by any chosen metric ({', '.join(names)})")

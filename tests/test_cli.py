@@ -71,6 +71,7 @@ def test_score_demo_runs_without_files():
         (("distance", "{ref}", "{near}", "-m", "l2", "-o", "color=hsv"), "color must be one of"),
         (("distance", "{ref}", "{near}", "-m", "l2", "--bogus"), "--bogus"),
         (("score", "{ref}", "{near}", "-m", "l2"), "exactly three images"),
+        (("distance", "{ref}", "{near}", "-m", "l2", "-o", "spatial=True"), "option 'spatial' returns a distance map"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(images, args, needle):

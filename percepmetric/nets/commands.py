@@ -1,3 +1,43 @@
 """CLI commands of this part, attached to ``percepmetric`` by ``percepmetric.cli``."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+import json
+
+import click
+
+
+def weights_table() -> list[dict]:
+    """For each LPIPS net: the ImageNet trunk file (torchvision cache) and the v0.1 calibration file."""
+    from ..metrics.lpips import official_calibration_path
+    from .backbones import NETS, backbone_spec, trunk_weights_path
+
+    rows = []
+    for net in NETS:
+        trunk = trunk_weights_path(net)
+        calib = official_calibration_path(net)
+        rows.append({"net": net, "kind": "trunk", "what": f"{backbone_spec(net).builder} ImageNet (torchvision)",
+                     "path": str(trunk), "present": trunk.is_file()})
+        rows.append({"net": net, "kind": "calibration", "what": "LPIPS v0.1 lin (lpips package)",
+                     "path": str(calib), "present": calib.is_file()})
+    return rows
+
+
+@click.command("weights")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def weights_command(as_json: bool) -> None:
+    """List the weight files LPIPS uses: which are present and where.
+
+    Trunks live in torchvision's cache ($TORCH_HOME/hub/checkpoints); a missing one is
+    downloaded on first use when there is internet, or can be copied there by hand.
+    """
+    rows = weights_table()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        state = "present" if r["present"] else "MISSING"
+        click.echo(f"{r['net']:<8} {r['kind']:<12} {state:<8} {r['path']}")
+
+
+COMMANDS: list = [weights_command]

@@ -1,0 +1,310 @@
+"""LPIPS: properties, options, checkpoints, backbones and the CLI.
+
+Most tests use a seeded random AlexNet trunk (no weight file needed); the pretrained ones
+skip, naming the missing file, where torchvision's cache lacks it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import percepmetric
+from percepmetric import InputError, WeightsNotFoundError, create_metric
+from percepmetric.metrics.lpips import (
+    LPIPS,
+    ChannelNormalizedDistance,
+    load_lpips_checkpoint,
+    save_lpips_checkpoint,
+)
+from percepmetric.nets.backbones import build_backbone, tap_channels, trunk_weights_path
+
+# Documented bound (docs/lpips.md): a reduced-precision trunk changes distances by at most
+# this fraction of the float32 value (measured on CPU: fp16 ~1e-3, bf16 ~1e-2 relative).
+PRECISION_REL_BOUND = {"float16": 0.01, "bfloat16": 0.05}
+
+
+@pytest.fixture(scope="module")
+def alex():
+    return LPIPS.untrained("alex", "scratch", seed=0, calibration="v0.1")
+
+
+@pytest.fixture(scope="module")
+def pair():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 64, 72, generator=g)
+    y = (x + 0.2 * torch.randn(3, 3, 64, 72, generator=g)).clamp(0, 1)
+    return x, y
+
+
+def pretrained(net="alex", **options):
+    try:
+        return create_metric("lpips", net=net, **options)
+    except WeightsNotFoundError as exc:  # the message names the file and the folder it belongs in
+        pytest.skip(f"pretrained {net} trunk missing: {exc}")
+
+
+# ---------------------------------------------------------------- properties
+
+
+def test_identity_symmetry_batch(alex, pair):
+    x, y = pair
+    assert torch.equal(alex(x, x), torch.zeros(3))
+    d = alex(x, y)
+    assert d.shape == (3,) and torch.all(d > 0)
+    torch.testing.assert_close(alex(y, x), d, rtol=0, atol=1e-6)
+    single = torch.cat([alex(x[i : i + 1], y[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(single, d, rtol=0, atol=1e-6)
+
+
+def test_layers_and_spatial(alex, pair):
+    x, y = pair
+    d = alex(x, y)
+    layers = alex.layer_distances(x, y)
+    assert layers.shape == (3, 5)
+    torch.testing.assert_close(layers.sum(dim=1), d, rtol=0, atol=1e-6)
+    dmap = alex.distance_map(x, y)
+    assert dmap.shape == (3, 1, 64, 72) and torch.all(dmap >= 0)
+    torch.testing.assert_close(dmap.mean(dim=(1, 2, 3)), d, rtol=0.05, atol=0)  # close, not equal
+    spatial = LPIPS.untrained("alex", "scratch", seed=0, calibration="v0.1", spatial=True)
+    torch.testing.assert_close(spatial(x, y), dmap)
+
+
+def test_gradients_finite_and_weights_frozen(alex, pair):
+    x, y = pair
+    for target in (y, x):  # x == y is the delicate point
+        xg = x.clone().requires_grad_(True)
+        alex(xg, target).sum().backward()
+        assert torch.isfinite(xg.grad).all()
+        if target is y:
+            assert xg.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in alex.parameters())
+
+
+def test_gradient_at_all_zero_features():
+    dist = ChannelNormalizedDistance()
+    fx = torch.zeros(2, 8, 3, 3, requires_grad=True)
+    fy = torch.zeros(2, 8, 3, 3)
+    fy[0] = 1.0
+    w = torch.rand(8)
+    dist([fx], [fy], [w]).sum().backward()
+    assert torch.isfinite(fx.grad).all()
+    assert torch.equal(dist([fy], [fy.clone()], [w]), torch.zeros(2))
+
+
+def test_training_gradients_reach_calibration(pair):
+    m = LPIPS.untrained("alex", "lin", seed=0) if trunk_weights_path("alex").is_file() else \
+        LPIPS.untrained("alex", "scratch", seed=0)
+    m.calibration.requires_grad_(True)
+    x, y = pair
+    m(x, y).sum().backward()
+    assert all(w.grad is not None and torch.isfinite(w.grad).all() for w in m.calibration)
+    assert all(p.grad is None for p in m.trunk.parameters())
+
+
+def test_input_ranges(alex, pair):
+    x, y = pair
+    d = alex(x, y)
+    m11 = LPIPS.untrained("alex", "scratch", seed=0, calibration="v0.1", input_range="-1,1")
+    torch.testing.assert_close(m11(x * 2 - 1, y * 2 - 1), d, rtol=0, atol=1e-6)
+    m255 = LPIPS.untrained("alex", "scratch", seed=0, calibration="v0.1", input_range=(0, 255))
+    torch.testing.assert_close(m255(x * 255, y * 255), d, rtol=0, atol=1e-5)
+    with pytest.raises(InputError, match="outside the declared input range"):
+        alex(x * 2 - 1, y)
+    with pytest.raises(InputError, match="outside the declared input range"):
+        m11(x * 3, y)
+    with pytest.raises(InputError, match="input_range"):
+        LPIPS.untrained("alex", "scratch", input_range="0-1")
+
+
+def test_grey_and_float64_and_small(alex, pair):
+    x, y = pair
+    grey_x, grey_y = x[:, :1], y[:, :1]
+    torch.testing.assert_close(alex(grey_x, grey_y), alex(grey_x.expand(-1, 3, -1, -1), grey_y.expand(-1, 3, -1, -1)))
+    m = LPIPS.untrained("alex", "scratch", seed=0, calibration="v0.1")
+    d64 = m(x.double(), y.double())
+    assert d64.dtype == torch.float64
+    torch.testing.assert_close(d64.float(), alex(x, y), rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="smaller than"):
+        alex(x[..., :20, :20], y[..., :20, :20])
+
+
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_reduced_precision_error(alex, pair, precision):
+    x, y = pair
+    low = LPIPS.untrained("alex", "scratch", seed=0, calibration="v0.1", precision=precision)
+    d32, d = alex(x, y), low(x, y)
+    assert d.dtype == torch.float32 and next(low.trunk.parameters()).dtype == getattr(torch, precision)
+    rel = ((d - d32).abs() / d32).max().item()
+    assert rel < PRECISION_REL_BOUND[precision], rel
+
+
+# ---------------------------------------------------------------- variants and options
+
+
+def test_default_is_lin_v01_and_baseline(pair):
+    m = pretrained("alex")
+    assert (m.net, m.variant, m.options["weights"]) == ("alex", "lin", "v0.1")
+    assert "net=alex" in m.spec and "variant=lin" in m.spec
+    base = pretrained("alex", variant="baseline")
+    assert all(torch.equal(w, torch.ones_like(w)) for w in base.calibration)
+    x, y = pair
+    assert torch.all(base(x, y) > 0)
+    d = percepmetric.distance(x, y, net="alex")
+    torch.testing.assert_close(d, m(x, y))
+
+
+def test_bad_options():
+    with pytest.raises(InputError, match="trained weight file.*percepmetric train --variant tune"):
+        create_metric("lpips", variant="tune")
+    with pytest.raises(InputError, match="unknown LPIPS net"):
+        create_metric("lpips", net="resnet")
+    with pytest.raises(InputError, match="unknown variant"):
+        create_metric("lpips", variant="linear")
+    with pytest.raises(InputError, match="precision"):
+        create_metric("lpips", precision="int8")
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_round_trip(tmp_path, pair):
+    x, y = pair
+    m = LPIPS.untrained("alex", "scratch", seed=3, calibration="random")
+    path = save_lpips_checkpoint(m, tmp_path / "run" / "final.pt", meta={"epochs": 2, "trained_on": ["traditional"]})
+    assert sorted(p.name for p in path.parent.iterdir()) == ["final.pt"]  # no temporary file left
+    state = load_lpips_checkpoint(path)
+    assert (state["net"], state["variant"], state["meta"]["epochs"]) == ("alex", "scratch", 2)
+    loaded = create_metric("lpips", weights=str(path))  # net and variant come from the file
+    assert torch.equal(loaded(x, y), m(x, y))
+    assert loaded.spec.count("sha256:") == 1 and "variant=scratch" in loaded.spec
+    with pytest.raises(InputError, match="made for net 'alex', not 'vgg'"):
+        create_metric("lpips", net="vgg", weights=str(path))
+    with pytest.raises(InputError, match="holds a 'scratch' model"):
+        create_metric("lpips", variant="tune", weights=str(path))
+
+
+def test_lin_checkpoint_keeps_trunk_out(tmp_path, pair):
+    m = pretrained("alex")
+    path = save_lpips_checkpoint(m, tmp_path / "lin.pt")
+    assert load_lpips_checkpoint(path)["trunk"] is None
+    x, y = pair
+    assert torch.equal(create_metric("lpips", weights=str(path))(x, y), m(x, y))
+    # tune trains the ImageNet trunk: its file must carry the trunk.
+    tuned = LPIPS.untrained("alex", "tune")
+    with torch.no_grad():
+        tuned.trunk.features[0].weight.mul_(1.5)
+    path = save_lpips_checkpoint(tuned, tmp_path / "tune.pt")
+    assert load_lpips_checkpoint(path)["trunk"] is not None
+    assert torch.equal(create_metric("lpips", weights=str(path))(x, y), tuned(x, y))
+
+
+def test_bad_checkpoints(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    for path in (garbage, foreign):
+        with pytest.raises(InputError, match=path.name):
+            create_metric("lpips", weights=str(path))
+    with pytest.raises(WeightsNotFoundError, match="missing.pt"):
+        create_metric("lpips", weights=str(tmp_path / "missing.pt"))
+
+
+# ---------------------------------------------------------------- backbones
+
+
+def test_backbone_taps_and_seeded_init():
+    a, b = build_backbone("squeeze", pretrained=False, seed=11), build_backbone("squeeze", pretrained=False, seed=11)
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+    with torch.inference_mode():
+        taps = a(torch.randn(1, 3, 64, 64))
+    assert [t.shape[1] for t in taps] == tap_channels("squeeze") == [64, 128, 256, 384, 384, 512, 512]
+    assert tap_channels("alexnet") == [64, 192, 384, 256, 256]
+    assert tap_channels("vgg16") == [64, 128, 256, 512, 512]
+
+
+def test_missing_pretrained_file_names_file_and_folder(tmp_path, monkeypatch):
+    import torchvision.models._api as tv_api
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline)  # hermetic even with internet
+    with pytest.raises(WeightsNotFoundError) as info:
+        build_backbone("squeeze")
+    message = str(info.value)
+    assert "squeezenet1_1-b8a52dc0.pth" in message and str(tmp_path / "hub" / "checkpoints") in message
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "percepmetric.cli", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    near = np.clip(ref.astype(int) + rng.integers(-20, 21, ref.shape), 0, 255).astype(np.uint8)
+    far = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    paths = []
+    for name, arr in (("ref", ref), ("near", near), ("far", far)):
+        Image.fromarray(arr).save(folder / f"{name}.png")
+        paths.append(folder / f"{name}.png")
+    return paths
+
+
+def test_cli_distance_vgg_and_score_baseline(image_files):
+    pretrained("vgg")
+    ref, near, far = image_files
+    out = _cli("distance", ref, near, "--metric", "lpips", "--net", "vgg")
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.strip().splitlines()[-1]
+    assert line.startswith("lpips(") and "net=vgg" in line and float(line.split()[-1]) > 0
+    out = _cli("score", ref, far, near, "-m", "lpips", "--variant", "baseline", "-o", "input_range=0,1")
+    assert out.returncode == 0, out.stderr
+    assert "variant=baseline" in out.stdout and out.stdout.strip().splitlines()[-1].split()[-1] == "B"
+
+
+def test_cli_weights_file_and_errors(image_files, tmp_path):
+    ref, near, _ = image_files
+    path = save_lpips_checkpoint(LPIPS.untrained("squeeze", "scratch", seed=1), tmp_path / "sq.pt")
+    out = _cli("distance", ref, near, "-m", "lpips", "--weights", path)
+    assert out.returncode == 0, out.stderr
+    assert "net=squeeze" in out.stdout and "sha256:" in out.stdout
+    out = _cli("distance", ref, near, "-m", "lpips", "--variant", "tune")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "percepmetric train --variant tune" in out.stderr
+
+
+def test_cli_weights_listing():
+    out = _cli("weights")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 6
+    for net in ("alex", "vgg", "squeeze"):
+        trunk = next(l for l in lines if l.split()[:2] == [net, "trunk"])
+        assert str(trunk_weights_path(net)) in trunk
+        assert ("present" in trunk) == trunk_weights_path(net).is_file()
+        calibration = next(l for l in lines if l.split()[:2] == [net, "calibration"])
+        assert calibration.split()[2] == "present" and calibration.endswith(f"v0.1/{net}.pth")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; none is present on this machine")
+def test_cuda_follows_input(pair):
+    x, y = pair
+    cpu = LPIPS.untrained("alex", "scratch", seed=0, calibration="v0.1")
+    expected = cpu(x, y)
+    d = cpu(x.cuda(), y.cuda())  # the metric moves itself to the input's device
+    assert d.device.type == "cuda"
+    torch.testing.assert_close(d.cpu(), expected, rtol=1e-4, atol=1e-5)
