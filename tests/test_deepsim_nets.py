@@ -158,13 +158,10 @@ def test_missing_weights_file_names_file_and_folder(tmp_path, monkeypatch):
         raise OSError("no network in this test")
 
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path))
-    try:
-        with pytest.raises(WeightsNotFoundError) as info:
-            D.build_alexnet(pretrained=True)
-    finally:
-        torch.hub.set_dir(old)
+    # TORCH_HOME, not torch.hub.set_dir: set_dir would pin the folder for every later test.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(WeightsNotFoundError) as info:
+        D.build_alexnet(pretrained=True)
     message = str(info.value)
     assert "alexnet-owt-7be5be79.pth" in message and str(tmp_path) in message
 
