@@ -47,7 +47,7 @@ def child(spec: dict) -> None:
     config = TrainConfig(task=spec["task"], layer=spec["layer"], size=size, width=spec["width"],
                          discriminator_width=spec["width"], batch_size=spec["batch_size"], loss=spec["loss"],
                          pretrained=False, comparator_pretrained=alexnet_weights_path().is_file(),
-                         out=spec["out"], checkpoint_every=0, iterations=10**9)
+                         out=spec["out"], checkpoint_every=0, iterations=10**9, device="cpu")
     trainer = Trainer(config, data)
     batch_rng = np.random.default_rng(1)
     for _ in range(spec["warmup"]):

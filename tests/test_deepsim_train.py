@@ -14,7 +14,8 @@ from PIL import Image
 from conftest import TORCH_HOME
 from percepmetric import create_metric
 from percepmetric.deepsim import evaluate as E
-from percepmetric.deepsim.train import ImageCrops, TrainConfig, load_checkpoint, model_from_checkpoint, train
+from percepmetric.deepsim.train import (ImageCrops, TrainConfig, load_checkpoint, model_from_checkpoint, resolve_device,
+                                        train)
 from percepmetric.errors import InputError
 from percepmetric.metrics.base import Metric
 
@@ -170,7 +171,7 @@ def test_cli_train_and_resume(folders, tmp_path):
     out = tmp_path / "cli_run"
     common = ["--task", "autoencoder", "--size", "32", "--data", str(folders / "train"), "--out", str(out),
               "--batch-size", "2", "--width", "0.125", "--loss", "image", "--quiet", "--checkpoint-every", "1",
-              "--random-comparator"]
+              "--random-comparator", "--device", "cpu"]
     # the first iteration in-process (one subprocess less), the resumed one through the CLI
     train(_config(folders, out, loss="image", iterations=1, checkpoint_every=1), progress=False)
     second = _cli("train", *common, "--iterations", "2", "--resume")
@@ -184,6 +185,50 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "no such folder" in result.stderr
 
 
+def test_resolve_device(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu") and resolve_device(" CPU ") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device(None) == torch.device("cpu")
+    for bad in ("gpu", "mps", "cuda:x", "cpu:3", ""):
+        with pytest.raises(InputError, match="--device .*expected auto, cpu, cuda or cuda:N"):
+            resolve_device(bad)
+    for spec in ("cuda", "cuda:1"):
+        with pytest.raises(InputError, match="--device cuda.*CUDA is not available"):
+            resolve_device(spec)
+    # fails before the (missing) data or checkpoint is read
+    with pytest.raises(InputError, match="--device"):
+        train(TrainConfig(data="unused", device="cuda"), progress=False)
+    with pytest.raises(InputError, match="--device"):
+        E.evaluate_run("missing.pt", "unused", "unused", device="cuda:0")
+    # generators follow parameter-free metrics to the automatic device
+    assert E.metrics_device([create_metric("l2")]) == torch.device("cpu")
+
+
+def test_cli_device_without_gpu_is_one_line_exit_2(tmp_path):
+    # CUDA_VISIBLE_DEVICES="" hides any GPU, so this holds on GPU machines too
+    result = subprocess.run([sys.executable, "-m", "percepmetric.cli", "deepsim", "train", "--data", str(tmp_path),
+                             "--out", str(tmp_path / "o"), "--quiet", "--device", "cuda"],
+                            capture_output=True, text=True, timeout=300, env={**_env(), "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "--device cuda" in result.stderr
+    assert "CUDA is not available" in result.stderr and not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+def test_train_two_iterations_on_cuda(folders, tmp_path):
+    path = train(_config(folders, tmp_path / "gpu", loss="full", iterations=2, device="cuda"), progress=False)
+    ckpt = load_checkpoint(path)
+    assert ckpt["step"] == 2 and ckpt["rng"]["cuda"] is not None
+    assert all(t.device.type == "cpu" for t in ckpt["model_state"].values())  # loaded with map_location="cpu"
+    model, _ = E.load_model(f"deepsim:{path}", "cuda")
+    assert next(model.parameters()).device.type == "cuda"
+    x = ImageCrops.from_folder(folders / "test", 32).center_crops()
+    assert torch.isfinite(E.reconstruct(model, x)).all()
+    table = E.bench_models([f"deepsim:{path}"], str(folders / "test"), [create_metric("l2")], None, False, device="cuda")
+    assert np.isfinite(table["mean_distance"]).all()
+
+
 ALEX_FILE = TORCH_HOME / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
 
 
@@ -191,7 +236,7 @@ ALEX_FILE = TORCH_HOME / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
 def test_cli_demo_tiny(tmp_path):
     out = tmp_path / "demo"
     result = _cli("demo", "--out", str(out), "--iterations", "2", "--batch-size", "2", "--size", "32", "--width", "0.125",
-                  "--n-test", "4", "-m", "l2", "-m", "psnr", "--quiet")
+                  "--n-test", "4", "-m", "l2", "-m", "psnr", "--quiet", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     for name in ("deepsim_bench.csv", "deepsim_bench.png", "comparison.png", "summary.json", "summary.md",
                  "image_loss/final.pt", "deepsim/final.pt", "deepsim/eval/reencode.png"):

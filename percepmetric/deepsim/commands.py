@@ -1,8 +1,10 @@
 """CLI commands of this part, attached to ``percepmetric`` by ``percepmetric.cli``:
 
-    percepmetric deepsim train --task invert --layer fc6 --data DIR --out run ...
-    percepmetric deepsim evaluate run/final.pt --data DIR --out run/eval
+    percepmetric deepsim train --task invert --layer fc6 --data DIR --out run ... [--device cuda]
+    percepmetric deepsim evaluate run/final.pt --data DIR --out run/eval [--device cpu]
     percepmetric deepsim demo --out DIR [--iterations 300 ...]
+
+Each takes ``--device auto|cpu|cuda|cuda:N`` (default auto: CUDA when available, else the CPU).
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ def _options(items) -> dict:
         except (ValueError, SyntaxError):
             options[key.replace("-", "_")] = value
     return options
+
+
+def device_option(command):
+    """The shared ``--device`` option (validated by ``resolve_device`` when the command runs)."""
+    return click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N",
+                        help="Where models and batches live (auto: CUDA when available, else the CPU).")(command)
 
 
 def _set_threads(threads: int) -> None:
@@ -71,11 +79,14 @@ def deepsim() -> None:
 @click.option("--checkpoint-every", type=int, default=500, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
-@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt (its stored settings win, except --iterations).")
+@click.option("--resume", is_flag=True,
+              help="Continue from OUT/last.pt (its stored settings win, except --iterations and --device).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@device_option
 def train_command(task, layer, size, data, out, iterations, batch_size, lr, loss, lambda_feat, lambda_adv, lambda_img,
                   lambda_kl, lambda_metric, metric, metric_options, comparator, random_comparator, random_encoder,
-                  width, latent, code_channels, discriminator_features, checkpoint_every, seed, threads, resume, quiet) -> None:
+                  width, latent, code_channels, discriminator_features, checkpoint_every, seed, threads, resume, quiet,
+                  device) -> None:
     """Train a generator; writes OUT/last.pt, OUT/final.pt and OUT/log.csv."""
     from .train import TrainConfig, train
 
@@ -86,7 +97,7 @@ def train_command(task, layer, size, data, out, iterations, batch_size, lr, loss
         lambda_metric=lambda_metric, metric=metric, metric_options=_options(metric_options), comparator=comparator,
         comparator_pretrained=not random_comparator, pretrained=not random_encoder, width=width, latent=latent,
         code_channels=code_channels, discriminator_features=discriminator_features,
-        checkpoint_every=checkpoint_every, seed=seed,
+        checkpoint_every=checkpoint_every, seed=seed, device=device,
     )
     path = train(config, resume=resume, progress=not quiet)
     click.echo(f"wrote {path}")
@@ -98,11 +109,12 @@ def train_command(task, layer, size, data, out, iterations, batch_size, lr, loss
 @click.option("--out", required=True, type=click.Path(), help="Folder for errors.json and the image grids.")
 @click.option("--comparator", default=None, help="Feature space of the normalised error (default: the run's comparator).")
 @click.option("--iterations", type=int, default=4, show_default=True, help="Re-encoding iterations.")
-def evaluate_command(checkpoint, data, out, comparator, iterations) -> None:
+@device_option
+def evaluate_command(checkpoint, data, out, comparator, iterations, device) -> None:
     """Normalised errors (paper, Table 2), re-encoding and interpolation grids of a trained model."""
     from .evaluate import evaluate_run
 
-    errors = evaluate_run(checkpoint, data, out, iterations=iterations, comparator=comparator)
+    errors = evaluate_run(checkpoint, data, out, iterations=iterations, comparator=comparator, device=device)
     click.echo(json.dumps(errors, indent=2))
 
 
@@ -119,7 +131,9 @@ def evaluate_command(checkpoint, data, out, comparator, iterations) -> None:
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch CPU threads (0: torch's default). One is the most efficient on a busy shared machine.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo_command(out, iterations, batch_size, lr, size, width, n_test, metrics, metric_loss, threads, quiet) -> None:
+@device_option
+def demo_command(out, iterations, batch_size, lr, size, width, n_test, metrics, metric_loss, threads, quiet,
+                 device) -> None:
     """Train an image-loss and a DeePSiM autoencoder on scikit-image photos and compare them with every metric."""
     from .demo import DEMO_METRICS, run_demo
 
@@ -128,7 +142,7 @@ def demo_command(out, iterations, batch_size, lr, size, width, n_test, metrics, 
         raise InputError("--iterations and --batch-size must be at least 1 and --n-test at least 2")
     run_demo(out, iterations=iterations, batch_size=batch_size, lr=lr, size=size, width=width, n_test=n_test,
              metric_names=tuple(metrics) or DEMO_METRICS, metric_loss=metric_loss, progress=not quiet,
-             log=click.echo)
+             log=click.echo, device=device)
 
 
 COMMANDS: list = [deepsim]

@@ -95,23 +95,28 @@ def available_metrics(names=DEMO_METRICS) -> tuple[list, list[str]]:
 
 def run_demo(out: str | os.PathLike, iterations: int = 500, batch_size: int = 16, size: int = 64,
              width: float = 0.5, lr: float = 1e-3, n_test: int = 16, metric_names=DEMO_METRICS, metric_loss: str | None = None,
-             comparator: str = "alex:conv5", progress: bool = True, seed: int = 0, log=print) -> dict[str, Any]:
+             comparator: str = "alex:conv5", progress: bool = True, seed: int = 0, log=print,
+             device: str = "auto") -> dict[str, Any]:
     """Train the demo generators into ``out`` and evaluate them; returns the summary dict.
+
+    Training, reconstruction and the metrics run on ``device`` (``auto``, ``cpu``, ``cuda[:N]``).
 
     Writes ``out/data/{train,test}``, ``out/<model>/final.pt`` (+ ``eval/`` grids and errors),
     ``out/deepsim_bench.csv`` / ``.png`` (metrics x models), ``out/comparison.png`` (originals,
     then one row per model) and ``out/summary.json`` / ``summary.md``.
     """
     from .evaluate import bench_models, evaluate_run, format_table, load_model, reconstruct, save_grid
-    from .train import ImageCrops
+    from .train import ImageCrops, resolve_device
 
+    torch_device = resolve_device(device)  # a bad --device fails before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     train_dir, test_dir = write_demo_data(out / "data", size, n_test, seed)
     lambda_adv = 100.0 * (size / 227.0) ** 2
     common = dict(task="autoencoder", size=size, data=str(train_dir), iterations=iterations, batch_size=batch_size, lr=lr,
-                  width=width, discriminator_width=width / 2, comparator=comparator, checkpoint_every=0, seed=seed)
+                  width=width, discriminator_width=width / 2, comparator=comparator, checkpoint_every=0, seed=seed,
+                  device=str(torch_device))
     runs = {
         "image_loss": TrainConfig(out=str(out / "image_loss"), loss="image", **common),
         "deepsim": TrainConfig(out=str(out / "deepsim"), loss="full", lambda_adv=lambda_adv, **common),
@@ -121,23 +126,24 @@ def run_demo(out: str | os.PathLike, iterations: int = 500, batch_size: int = 16
                                                   metric=metric_loss, **common)
     timings = {}
     for name, config in runs.items():
-        log(f"training {name}: {iterations} iterations, batch {batch_size}, {size}x{size} ...")
+        log(f"training {name}: {iterations} iterations, batch {batch_size}, {size}x{size} on {torch_device} ...")
         t0 = time.perf_counter()
         train(config, progress=progress)
         timings[name] = time.perf_counter() - t0
     specs = [f"deepsim:{out / name / 'final.pt'}" for name in runs]
 
     metrics, notes = available_metrics(metric_names)
-    table = bench_models(specs, str(test_dir), metrics, out, plot=True)
+    metrics = [m.to(torch_device) for m in metrics]
+    table = bench_models(specs, str(test_dir), metrics, out, plot=True, device=torch_device)
     errors = {}
     for name, spec in zip(runs, specs):
-        errors[name] = evaluate_run(spec, test_dir, out / name / "eval", comparator=comparator)
+        errors[name] = evaluate_run(spec, test_dir, out / name / "eval", comparator=comparator, device=torch_device)
     originals = ImageCrops.from_folder(test_dir, size).center_crops()[:8]
-    save_grid([originals] + [reconstruct(load_model(s)[0], originals).clamp(0, 1) for s in specs], out / "comparison.png")
+    save_grid([originals] + [reconstruct(load_model(s, torch_device)[0], originals).clamp(0, 1) for s in specs], out / "comparison.png")
 
     summary = {
         "models": list(runs), "iterations": iterations, "lr": lr, "batch_size": batch_size, "size": size, "width": width,
-        "lambda_adv_deepsim": lambda_adv, "train_seconds": timings, "total_seconds": time.perf_counter() - started,
+        "lambda_adv_deepsim": lambda_adv, "device": str(torch_device), "train_seconds": timings, "total_seconds": time.perf_counter() - started,
         "unavailable_metrics": notes,
         "normalized_errors": {k: {m: v[m] for m in ("image", "code", "comparator") if m in v} for k, v in errors.items()},
         "bench": table.to_dict(orient="records"),

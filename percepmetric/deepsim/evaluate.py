@@ -12,6 +12,9 @@
 
 Reconstructions are clamped to [0, 1] before a registry metric sees them (the generators'
 output is linear; registry metrics refuse values outside their input range).
+
+Devices: the functions taking a model move their input images to the model's device;
+:func:`evaluate_run` and :func:`bench_models` choose it (see their ``device`` argument).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch
 
 from ..errors import InputError, PercepmetricError
 from ..nets.deepsim import ReconstructionModel, build_comparator
-from .train import ImageCrops, load_checkpoint, model_from_checkpoint
+from .train import ImageCrops, load_checkpoint, model_from_checkpoint, resolve_device
 from ..io import atomic_path, atomic_write_text
 
 MODEL_PREFIX = "deepsim:"
@@ -46,10 +49,10 @@ def checkpoint_path(spec: str) -> Path:
     return Path(spec)
 
 
-def load_model(spec: str) -> tuple[ReconstructionModel, dict[str, Any]]:
-    """The model of ``deepsim:PATH`` in eval mode, and its checkpoint dict."""
+def load_model(spec: str, device: str | torch.device | None = None) -> tuple[ReconstructionModel, dict[str, Any]]:
+    """The model of ``deepsim:PATH`` in eval mode on ``device`` (None: the CPU), and its checkpoint dict."""
     ckpt = load_checkpoint(checkpoint_path(spec))
-    return model_from_checkpoint(ckpt), ckpt
+    return model_from_checkpoint(ckpt, device), ckpt
 
 
 def model_label(spec: str, ckpt: dict[str, Any]) -> str:
@@ -60,7 +63,8 @@ def model_label(spec: str, ckpt: dict[str, Any]) -> str:
 
 
 def reconstruct(model: ReconstructionModel, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    """``(N,3,S,S)`` in [0, 1] -> the model's reconstructions ``(N,3,S,S)`` (linear, unclamped).
+    """``(N,3,S,S)`` in [0, 1] -> the model's reconstructions ``(N,3,S,S)`` (linear, unclamped),
+    on the model's device.
 
     A VAE reconstructs from ``mu`` (no sampling), so results are deterministic.
     """
@@ -103,6 +107,7 @@ def inversion_errors(model: ReconstructionModel, images: torch.Tensor, comparato
     space). ``comparator``: in the comparator's feature space, when one is given.
     """
     recon = reconstruct(model, images, batch_size).clamp(0, 1)
+    images = images.to(recon)
     out = {"image": normalized_error(recon, images)}
     with torch.inference_mode():
         out["code"] = normalized_error(_batched(model.encode, recon, batch_size), _batched(model.encode, images, batch_size))
@@ -116,10 +121,12 @@ def _batched(fn, x: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 
 def reencode(model: ReconstructionModel, images: torch.Tensor, iterations: int = 4) -> list[torch.Tensor]:
-    """Fig. 5: ``[x, G(E(x)), G(E(G(E(x)))), ...]``, ``iterations + 1`` batches like ``images``."""
+    """Fig. 5: ``[x, G(E(x)), G(E(G(E(x)))), ...]``, ``iterations + 1`` batches like ``images``
+    (the reconstructions on the model's device)."""
     rows = [images]
+    p = next(model.parameters())
     with torch.inference_mode():
-        current = images
+        current = images.to(device=p.device, dtype=p.dtype)
         for _ in range(iterations):
             current = model.reconstruct(current).clamp(0, 1)
             rows.append(current)
@@ -131,8 +138,9 @@ def interpolate(model: ReconstructionModel, a: torch.Tensor, b: torch.Tensor, st
 
     ``a``, ``b``: ``(1,3,S,S)``; returns ``(steps,3,S,S)`` clamped to [0, 1].
     """
+    p = next(model.parameters())
     with torch.inference_mode():
-        ca, cb = model.encode(a), model.encode(b)
+        ca, cb = model.encode(a.to(device=p.device, dtype=p.dtype)), model.encode(b.to(device=p.device, dtype=p.dtype))
         t = torch.linspace(0, 1, steps, dtype=ca.dtype, device=ca.device).view(-1, *([1] * (ca.ndim - 1)))
         return model.decode((1 - t) * ca + t * cb).clamp(0, 1)
 
@@ -159,17 +167,21 @@ def save_grid(rows: list[torch.Tensor], path: str | os.PathLike, pad: int = 2) -
 
 
 def evaluate_run(spec: str, data_dir: str | os.PathLike, out_dir: str | os.PathLike, n_show: int = 8,
-                 iterations: int = 4, comparator: str | None = None) -> dict[str, Any]:
+                 iterations: int = 4, comparator: str | None = None, device: str | torch.device | None = "auto",
+                 ) -> dict[str, Any]:
     """Normalised errors, re-encoding and interpolation grids (and VAE samples) of one model.
+
+    Model and comparator run on ``device`` (:func:`~percepmetric.deepsim.train.resolve_device`).
 
     Writes ``errors.json``, ``reconstructions.png`` (originals / reconstructions),
     ``reencode.png``, ``interpolation.png`` and, for a VAE, ``samples.png`` into ``out_dir``;
     returns the errors.
     """
-    model, ckpt = load_model(spec)
-    images = ImageCrops.from_folder(data_dir, model.size).center_crops()
+    device = resolve_device(device)
+    model, ckpt = load_model(spec, device)
+    images = ImageCrops.from_folder(data_dir, model.size).center_crops().to(device)
     comp_spec = comparator or ckpt["comparator"]["spec"]
-    comp = build_comparator(comp_spec, ckpt["comparator"]["pretrained"])
+    comp = build_comparator(comp_spec, ckpt["comparator"]["pretrained"]).to(device)
     errors = inversion_errors(model, images, comp)
     errors = {"model": str(checkpoint_path(spec)), "task": model.task,
               "layer": model.config["layer"] if model.task == "invert" else None,
@@ -183,7 +195,7 @@ def evaluate_run(spec: str, data_dir: str | os.PathLike, out_dir: str | os.PathL
         pairs = [interpolate(model, images[i: i + 1], images[i + 1: i + 2]) for i in range(0, min(len(images) - 1, 8), 2)]
         save_grid(pairs, out / "interpolation.png")
     if model.task == "vae":
-        g = torch.Generator().manual_seed(0)
+        g = torch.Generator(device=device).manual_seed(0)
         with torch.inference_mode():
             save_grid([model.sample(n_show, g).clamp(0, 1)], out / "samples.png")
     atomic_write_text(out / "errors.json", json.dumps(errors, indent=2))
@@ -223,10 +235,22 @@ def metric_distances(metric, recon: torch.Tensor, images: torch.Tensor, batch_si
     return torch.cat(out).numpy()
 
 
-def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: Path | None, plot: bool):
+def metrics_device(metrics: list) -> torch.device:
+    """The device of the first metric holding a parameter or buffer; ``auto`` when none does
+    (parameter-free metrics such as l2 compute wherever their input is)."""
+    for metric in metrics:
+        for tensor in (*metric.parameters(), *metric.buffers()):
+            return tensor.device
+    return resolve_device("auto")
+
+
+def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: Path | None, plot: bool,
+                 device: str | torch.device | None = None):
     """Score trained generators with registry metrics: how close are reconstructions to originals?
 
-    Each model reconstructs the central ``size x size`` crop of every image of ``data_dir``.
+    Each model reconstructs the central ``size x size`` crop of every image of ``data_dir``, on
+    ``device`` (None: the device of the metrics, see :func:`metrics_device`); each metric then
+    scores on its own device.
     Returns a pandas DataFrame with one row per model x metric: ``model``, ``checkpoint``,
     ``task``, ``metric`` (its spec), ``metric_name``, ``n_images``, ``mean_distance``,
     ``ci_low``, ``ci_high`` (95% percentile bootstrap over images), ``note`` (why a metric was
@@ -241,7 +265,8 @@ def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: 
         raise InputError("bench_models: no models given")
     if not metrics:
         raise InputError("bench_models: no metrics given")
-    loaded = [(spec, *load_model(spec)) for spec in model_specs]
+    device = metrics_device(metrics) if device is None else resolve_device(device)
+    loaded = [(spec, *load_model(spec, device)) for spec in model_specs]
     sizes = {m.size for _, m, _ in loaded}
     if len(sizes) > 1:
         raise InputError(f"the models reconstruct images of different sizes ({', '.join(map(str, sorted(sizes)))}); "

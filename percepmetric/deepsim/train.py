@@ -9,6 +9,11 @@ Checkpoints are dicts written atomically (temp file + rename) to ``OUT/last.pt``
 ``checkpoint_every`` iterations and to ``OUT/final.pt`` at the end; they hold the
 configuration, all state dicts, both optimisers, the step and every RNG state, so
 ``resume=True`` continues exactly where the run stopped.
+
+Device (``TrainConfig.device``, ``--device``): ``auto`` (CUDA when available, else the CPU),
+``cpu``, ``cuda`` or ``cuda:N``. Networks are built on the CPU with the seeded CPU RNG (same
+initial weights on every device), then moved; every batch is moved to the device in
+:meth:`Trainer.train_step`. Checkpoints load with ``map_location="cpu"`` and are moved after.
 """
 
 from __future__ import annotations
@@ -35,6 +40,35 @@ from .losses import DeepSimLoss, LossWeights, discriminator_should_update, kl_lo
 from ..io import atomic_path, atomic_write_text
 
 CHECKPOINT_FORMAT = "percepmetric-deepsim/1"
+
+
+# ---------------------------------------------------------------- device
+
+def resolve_device(spec: str | torch.device | None = "auto", option: str = "--device") -> torch.device:
+    """``auto`` (or None) -> CUDA when available, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` as given.
+
+    Raises :class:`InputError` naming ``option`` for anything else, and for CUDA on a machine
+    without a usable GPU (or a GPU index that does not exist).
+    """
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")  # "cpu": the fallback of auto
+    try:
+        device = torch.device(spec.strip().lower() if isinstance(spec, str) else spec)
+    except (RuntimeError, TypeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index not in (None, 0)):
+        raise InputError(f"{option} {spec!r}: expected auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"{option} {spec}: CUDA is not available on this machine (use --device cpu or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"{option} {spec}: no such GPU (this machine has {torch.cuda.device_count()})")
+    return device
+
+
+def _cuda_devices(device: torch.device) -> list[int]:
+    """GPU indices whose RNGs a run on ``device`` uses and saves (all of them on CUDA, none on the CPU)."""
+    return list(range(torch.cuda.device_count())) if device.type == "cuda" else []
 
 
 # ---------------------------------------------------------------- data
@@ -124,6 +158,7 @@ class TrainConfig:
     ``metric_options``); weight ``lambda_metric`` (1 with preset ``metric``).
     ``comparator``: ``net:layer`` (default AlexNet conv5), ``comparator_pretrained`` False
     gives random weights. ``discriminator_features``: feed the inverted features to D.
+    ``device``: see :func:`resolve_device` (not taken from the checkpoint on resume).
     """
 
     task: str = "invert"
@@ -154,6 +189,7 @@ class TrainConfig:
     pause_ratio: float = 0.1
     checkpoint_every: int = 500
     seed: int = 0
+    device: str = "auto"
 
     def weights(self) -> LossWeights:
         w = loss_weights(self.loss, feat=self.lambda_feat, adv=self.lambda_adv, img=self.lambda_img,
@@ -171,8 +207,9 @@ def build_model(config: TrainConfig) -> ReconstructionModel:
 
 
 def _condition_dim(model: ReconstructionModel) -> int:
+    p = next(model.parameters())
     with torch.no_grad():
-        probe = model.encode(torch.zeros(1, 3, model.size, model.size))
+        probe = model.encode(torch.zeros(1, 3, model.size, model.size, device=p.device, dtype=p.dtype))
     return probe[0].numel()
 
 
@@ -217,8 +254,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict[str, Any]) -> ReconstructionModel:
-    """The trained :class:`ReconstructionModel` of a checkpoint dict, in eval mode.
+def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device | None = None) -> ReconstructionModel:
+    """The trained :class:`ReconstructionModel` of a checkpoint dict, in eval mode, on ``device``
+    (a :func:`resolve_device` spec; None keeps it where the checkpoint was loaded, the CPU).
 
     The encoder's pretrained AlexNet file is not needed: all weights come from the checkpoint.
     """
@@ -227,6 +265,8 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> ReconstructionModel:
     model = ReconstructionModel(**cfg)
     model.load_state_dict(ckpt["model_state"])
     model.config["pretrained"] = ckpt["model_config"]["pretrained"]
+    if device is not None:
+        model = model.to(resolve_device(device))
     return model.eval()
 
 
@@ -238,11 +278,16 @@ class Trainer:
     def __init__(self, config: TrainConfig, data: ImageCrops | None = None) -> None:
         self.config = config
         self.out = Path(config.out)
-        with torch.random.fork_rng(devices=[]):
+        self.device = resolve_device(config.device)
+        with torch.random.fork_rng(devices=_cuda_devices(self.device)):
             torch.manual_seed(config.seed)
-            self.model = build_model(config)
+            self.model = build_model(config)  # on the CPU: the same initial weights on every device
             self.loss = build_loss(config, self.model)
             self.torch_rng_state = torch.random.default_generator.get_state()  # seeded: runs are reproducible
+            # dropout on a GPU draws from the CUDA generators (seeded by manual_seed above)
+            self.cuda_rng_state = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
+        self.model.to(self.device)
+        self.loss.to(self.device)
         self.data = data if data is not None else ImageCrops.from_folder(config.data, config.size)
         params = list(self.model.decoder.parameters())
         if self.model.encoder_trainable:
@@ -253,14 +298,18 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.data_rng = np.random.default_rng(config.seed)
-        g = torch.Generator()
+        g = torch.Generator(device=self.device)
         g.manual_seed(config.seed + 1)
-        self.noise_rng = g  # VAE epsilon
+        self.noise_rng = g  # VAE epsilon, drawn on the device
 
     # -- one iteration
     def train_step(self, batch: torch.Tensor) -> dict[str, float]:
-        """One generator step and (unless paused) one discriminator step; returns the logged values."""
+        """One generator step and (unless paused) one discriminator step; returns the logged values.
+
+        ``batch``: ``(N,3,S,S)`` in [0, 1] on any device (moved to the run's device here).
+        """
         model, loss, w = self.model, self.loss, self.loss.weights
+        batch = batch.to(self.device)
         model.decoder.train()
         if model.encoder_trainable:
             model.encoder.train()
@@ -322,6 +371,7 @@ class Trainer:
             "history": list(self.history),
             "rng": {
                 "torch": torch.random.default_generator.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
                 "noise": self.noise_rng.get_state(),
                 "data": self.data_rng.bit_generator.state,
             },
@@ -336,9 +386,20 @@ class Trainer:
             self.opt_d.load_state_dict(ckpt["opt_d"])
         self.step = int(ckpt["step"])
         self.history = list(ckpt["history"])
-        self.torch_rng_state = ckpt["rng"]["torch"]
-        self.noise_rng.set_state(ckpt["rng"]["noise"])
-        self.data_rng.bit_generator.state = ckpt["rng"]["data"]
+        rng = ckpt["rng"]
+        self.torch_rng_state = rng["torch"]
+        cuda_states = rng.get("cuda")
+        if self.device.type == "cuda" and cuda_states:
+            self.cuda_rng_state = list(cuda_states)[: torch.cuda.device_count()]
+        try:
+            self.noise_rng.set_state(rng["noise"])
+        except RuntimeError:
+            # CPU and CUDA generators keep states of different kinds: a run resumed on another
+            # kind of device restarts the VAE noise stream (such a resume is not bit-exact anyway)
+            if self.config.task == "vae":
+                warnings.warn(f"resuming on {self.device.type} a run trained on another kind of device: the VAE "
+                              "noise stream restarts from the seed", RuntimeWarning, stacklevel=2)
+        self.data_rng.bit_generator.state = rng["data"]
 
     def save(self, name: str) -> Path:
         path = self.out / name
@@ -363,9 +424,13 @@ class Trainer:
 
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
-        with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: keep the caller's intact
+        # dropout draws from the global RNGs: keep the caller's intact
+        with torch.random.fork_rng(devices=_cuda_devices(self.device)):
             torch.random.default_generator.set_state(self.torch_rng_state)
-            bar = tqdm(total=cfg.iterations, initial=self.step, disable=not progress, desc=f"deepsim {cfg.task}",
+            if self.cuda_rng_state is not None:
+                torch.cuda.set_rng_state_all(self.cuda_rng_state)
+            bar = tqdm(total=cfg.iterations, initial=self.step, disable=not progress,
+                       desc=f"deepsim {cfg.task} ({self.device})",
                        dynamic_ncols=True, leave=False)
             while self.step < cfg.iterations:
                 batch = self.data.random_batch(cfg.batch_size, self.data_rng)
@@ -385,13 +450,14 @@ class Trainer:
 def train(config: TrainConfig, resume: bool = False, progress: bool = True, data: ImageCrops | None = None) -> Path:
     """Train (or, with ``resume``, continue from ``OUT/last.pt``) and return the path of ``final.pt``.
 
-    On resume the stored configuration wins except ``iterations`` (so a run can be extended)
-    and ``checkpoint_every``.
+    On resume the stored configuration wins except ``iterations`` (so a run can be extended),
+    ``checkpoint_every`` and ``device`` (a run may continue on another device).
     """
     if config.iterations < 1:
         raise InputError(f"--iterations must be at least 1, got {config.iterations}")
     if config.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {config.batch_size}")
+    resolve_device(config.device)  # a bad --device fails before any data is read
     ckpt = None
     if resume:
         last = Path(config.out) / "last.pt"
@@ -399,7 +465,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, data
         stored = dict(ckpt["config"])
         stored["betas"] = tuple(stored["betas"])
         stored.update(iterations=config.iterations, checkpoint_every=config.checkpoint_every, out=config.out,
-                      data=config.data or stored["data"])
+                      data=config.data or stored["data"], device=config.device)
         config = TrainConfig(**stored)
     trainer = Trainer(config, data)
     if ckpt is not None:

@@ -91,7 +91,8 @@ def alexnet_weights_path() -> Path:
 
 
 def build_alexnet(pretrained: bool = True, features_only: bool = False) -> nn.Module:
-    """Torchvision's full AlexNet (features + avgpool + classifier), CPU, eval mode.
+    """Torchvision's full AlexNet (features + avgpool + classifier), on torch's default device
+    (the CPU unless changed; callers move it), eval mode.
 
     ``pretrained=True`` loads ``IMAGENET1K_V1`` through torchvision's weights API from its
     cache; a missing file (no download possible) raises :class:`WeightsNotFoundError` naming
@@ -106,7 +107,7 @@ def build_alexnet(pretrained: bool = True, features_only: bool = False) -> nn.Mo
         # the convolutions in order, which draws the same random numbers as alexnet(weights=None).
         with torch.device("meta"):
             model = tvm.alexnet(weights=None)
-        model.features.to_empty(device="cpu")
+        model.features.to_empty(device=torch.get_default_device())
         for module in model.features:
             if isinstance(module, nn.Conv2d):
                 module.reset_parameters()
