@@ -308,3 +308,15 @@ def test_cuda_follows_input(pair):
     d = cpu(x.cuda(), y.cuda())  # the metric moves itself to the input's device
     assert d.device.type == "cuda"
     torch.testing.assert_close(d.cpu(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_triplet_values_share_the_reference_and_equal_two_forwards():
+    # The benchmark asks d(ref, p0) and d(ref, p1): one trunk pass of 3N images must give
+    # exactly what two pair forwards give, identical pairs included (exactly 0).
+    m = create_metric("lpips", net="alex", variant="baseline")
+    g = torch.Generator().manual_seed(3)
+    ref, p0, p1 = (torch.rand(4, 3, 48, 48, generator=g) for _ in range(3))
+    p0[2] = ref[2]
+    v0, v1 = m.triplet_values(ref, p0, p1)
+    assert torch.allclose(v0, m(ref, p0), atol=1e-6) and torch.allclose(v1, m(ref, p1), atol=1e-6)
+    assert v0[2] == 0

@@ -547,31 +547,50 @@ class LPIPS(Metric):
         """
         spatial = self.spatial if spatial is None else spatial
         n = x.shape[0]
-        out_size = tuple(x.shape[-2:])
-        trunk_dtype = self._follow_input(x)
-        # The distance is summed in float32 at least, whatever the trunk's precision.
-        dist_dtype = torch.promote_types(x.dtype, torch.float32)
-        # channels_last: oneDNN's convolutions and pooling run 1.3-3x faster on CPU in that layout
-        # (and tensor cores want it on GPU); the channel norm then reads contiguous memory.
-        if x.requires_grad or y.requires_grad:
-            z = torch.cat([self.scale_input(x), self.scale_input(y)]).to(trunk_dtype, memory_format=torch.channels_last)
-        else:
-            # Concatenate, scale, cast and change layout in one pass per input.
-            z = torch.empty((2 * n, 3, *out_size), dtype=trunk_dtype, device=x.device, memory_format=torch.channels_last)
-            gain, offset = self._input_affine(x.dtype)
-            for part, image in ((z[:n], x), (z[n:], y)):
-                torch.addcmul(offset, image.expand(-1, 3, -1, -1), gain, out=part)
+        z = self._stacked_input([x, y])
         # x and y share one batched forward, whose kernels may round a row differently by its
         # position: pairs with x == y are set to exactly 0 (their gradient is 0 there anyway).
         identical = (x == y).flatten(1).all(dim=1)
-        any_identical = bool(identical.any())
         for f, w in zip(self.trunk.taps(z), self.calibration):
-            f = f.to(dist_dtype)
-            m = self.distance.layer_map(f[:n], f[n:], w)
-            term = reduce_layer_map(m, spatial, out_size)
-            if any_identical:
-                term = torch.where(identical.view(-1, *[1] * (term.ndim - 1)), torch.zeros_like(term), term)
-            yield term
+            yield self._pair_term(f[:n], f[n:], w, identical, spatial, tuple(x.shape[-2:]), x.dtype)
+
+    def _stacked_input(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """The images, scaled as LPIPS scales its input, stacked on the batch axis for one trunk
+        forward, in the trunk's dtype and channels_last (oneDNN's convolutions and pooling run
+        1.3-3x faster on CPU in that layout, and tensor cores want it on GPU)."""
+        n, size = images[0].shape[0], tuple(images[0].shape[-2:])
+        trunk_dtype = self._follow_input(images[0])
+        if any(t.requires_grad for t in images):
+            return torch.cat([self.scale_input(t) for t in images]).to(trunk_dtype, memory_format=torch.channels_last)
+        # Scale, cast and change layout in one pass per input.
+        z = torch.empty((len(images) * n, 3, *size), dtype=trunk_dtype, device=images[0].device,
+                        memory_format=torch.channels_last)
+        gain, offset = self._input_affine(images[0].dtype)
+        for i, image in enumerate(images):
+            torch.addcmul(offset, image.expand(-1, 3, -1, -1), gain, out=z[i * n:(i + 1) * n])
+        return z
+
+    def _pair_term(self, fx, fy, w, identical, spatial, out_size, input_dtype) -> torch.Tensor:
+        """One layer's term of Eq. 1 for tap features ``fx``, ``fy``; exactly 0 where ``identical``."""
+        # The distance is summed in float32 at least, whatever the trunk's precision.
+        dist_dtype = torch.promote_types(input_dtype, torch.float32)
+        m = self.distance.layer_map(fx.to(dist_dtype), fy.to(dist_dtype), w)
+        term = reduce_layer_map(m, spatial, out_size)
+        if bool(identical.any()):
+            term = torch.where(identical.view(-1, *[1] * (term.ndim - 1)), torch.zeros_like(term), term)
+        return term
+
+    def compute_triplet(self, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor):
+        # The reference's features serve both pairs: one trunk forward of 3N images, not 4N.
+        n, size = ref.shape[0], tuple(ref.shape[-2:])
+        z = self._stacked_input([ref, p0, p1])
+        same = [(ref == p).flatten(1).all(dim=1) for p in (p0, p1)]
+        totals = [None, None]
+        for f, w in zip(self.trunk.taps(z), self.calibration):
+            for i in range(2):
+                term = self._pair_term(f[:n], f[(i + 1) * n:(i + 2) * n], w, same[i], self.spatial, size, ref.dtype)
+                totals[i] = term if totals[i] is None else totals[i] + term
+        return totals[0], totals[1]
 
     def compute(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return combine_layers(list(self.layer_terms(x, y)), per_layer=False)
