@@ -74,6 +74,12 @@ def check_pair(
             )
 
 
+def check_choice(metric: str, option: str, value: Any, choices) -> None:
+    """Raise :class:`InputError` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise InputError(f"{metric}: option {option} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
 class Metric(nn.Module):
     """Base class: validated ``forward(x, y) -> (N,)``; subclasses implement ``compute``."""
 

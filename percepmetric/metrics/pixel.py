@@ -8,7 +8,7 @@ import torch
 
 from ..errors import InputError
 from ..registry import register
-from .base import Metric
+from .base import Metric, check_choice
 from .color import linear_to_lab, lpips_code_8bit, lpips_code_8bit_values, rgb_to_grey_matlab, rgb_to_lab, srgb8_to_linear
 
 COLORS = ("rgb", "grey", "lab")
@@ -28,11 +28,6 @@ def to_color_space(x: torch.Tensor, color: str) -> torch.Tensor:
         rgb = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
         return rgb_to_lab(rgb) / 100.0
     raise InputError(f"color must be one of {', '.join(COLORS)}, got {color!r}")
-
-
-def check_choice(metric: str, option: str, value, choices) -> None:
-    if value not in choices:
-        raise InputError(f"{metric}: option {option} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
 def mean_squared_error(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

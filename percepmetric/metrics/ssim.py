@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..registry import register
-from .base import Metric, check_pair
+from .base import Metric, check_choice, check_pair
 from .color import lpips_code_8bit, rgb_to_grey_matlab, rgb_to_lab
 
 K1, K2 = 0.01, 0.03
@@ -263,11 +263,6 @@ def _resolve_quantize(metric: str, convention: str, quantize) -> bool | str:
     return LPIPS_CODE if convention == "lpips" and quantize == "auto" else quantize
 
 
-def _check_choice(metric: str, option: str, value, choices) -> None:
-    if value not in choices:
-        raise InputError(f"{metric}: option {option} must be one of {', '.join(map(str, choices))}, got {value!r}")
-
-
 def _check_data_range(metric: str, data_range) -> None:
     if isinstance(data_range, bool) or not isinstance(data_range, (int, float)) or not data_range > 0:
         raise InputError(f"{metric}: data_range must be a positive number, got {data_range!r}")
@@ -352,7 +347,7 @@ def ssim(
     RGB array (:func:`matlab_rgb_planes`). As a distance use ``(1 - ssim) / 2``
     (:meth:`SSIM.to_distance`).
     """
-    _check_choice("ssim", "convention", convention, CONVENTIONS)
+    check_choice("ssim", "convention", convention, CONVENTIONS)
     _check_data_range("ssim", data_range)
     color = _resolve_color("ssim", convention, color)
     quantize = _resolve_quantize("ssim", convention, quantize)
@@ -449,7 +444,7 @@ def ms_ssim(
     Small images use fewer scales (:func:`ms_ssim_scales`, :func:`ms_ssim_weights`): 64x64
     gets 3; below 11x11 is an error. A scale whose mean is <= 0 makes the product 0.
     """
-    _check_choice("ms_ssim", "convention", convention, ("matlab",))
+    check_choice("ms_ssim", "convention", convention, ("matlab",))
     _check_data_range("ms_ssim", data_range)
     color = _resolve_color("ms_ssim", convention, color)
     quantize = _resolve_quantize("ms_ssim", convention, quantize)
@@ -463,6 +458,8 @@ def ms_ssim(
 class _StructuralSimilarity(Metric):
     lower_is_better = False
     channels = (1, 3)
+    min_size = GAUSSIAN_SIZE
+    input_range_doc = "[0, data_range], data_range=1 by default; RGB or grey"
 
     def to_distance(self, value: torch.Tensor) -> torch.Tensor:
         """DSSIM = ``(1 - value) / 2``, the distance the LPIPS paper (Zhang et al. 2018) uses
@@ -475,8 +472,6 @@ class SSIM(_StructuralSimilarity):
     """Structural similarity (Wang et al. 2004); conventions matlab (default) and lpips (skimage)."""
 
     name = "ssim"
-    min_size = GAUSSIAN_SIZE
-    input_range_doc = "[0, data_range], data_range=1 by default; RGB or grey"
 
     def __init__(
         self,
@@ -487,7 +482,7 @@ class SSIM(_StructuralSimilarity):
         quantize: bool | str = "auto",
     ) -> None:
         super().__init__(data_range)
-        _check_choice(self.name, "convention", convention, CONVENTIONS)
+        check_choice(self.name, "convention", convention, CONVENTIONS)
         self.convention = convention
         self.color = _resolve_color(self.name, convention, color)
         # Resolved: downsampling and 8-bit rounding of the luminance exist only in ssim.m.
@@ -506,8 +501,6 @@ class MSSSIM(_StructuralSimilarity):
     """Multi-scale SSIM (Wang et al. 2003, msssim.m); fewer scales for small images."""
 
     name = "ms_ssim"
-    min_size = GAUSSIAN_SIZE
-    input_range_doc = "[0, data_range], data_range=1 by default; RGB or grey"
 
     def __init__(
         self,
@@ -518,7 +511,7 @@ class MSSSIM(_StructuralSimilarity):
         scales: int = 5,
     ) -> None:
         super().__init__(data_range)
-        _check_choice(self.name, "convention", convention, ("matlab",))
+        check_choice(self.name, "convention", convention, ("matlab",))
         _check_scales(scales)
         self.color = _resolve_color(self.name, convention, color)
         self.quantize = _resolve_quantize(self.name, convention, quantize)
