@@ -251,7 +251,7 @@ def test_bench_command_with_two_models(two_runs, folders, tmp_path):
          "--out", str(tmp_path), "--plot"],
         capture_output=True, text=True, timeout=300, env=_env())
     assert result.returncode == 0, result.stderr
-    assert "image_loss" in result.stdout and "closer_fraction" in result.stdout
+    assert "image_loss" in result.stdout and "closer" in result.stdout and "95% CI" in result.stdout
     assert (tmp_path / "deepsim_bench.csv").is_file() and (tmp_path / "deepsim_bench.png").is_file()
 
 

@@ -112,15 +112,10 @@ def bench_command(splits, run_all, root, models, data_dir, metrics, net, variant
 def _bench_models(models, data_dir, metrics, out_dir, plot) -> None:
     if data_dir is None:
         raise InputError("--model needs --data DIR (the images to reconstruct)")
-    try:
-        from ..deepsim.evaluate import bench_models
-    except ImportError as exc:
-        if getattr(exc, "name", None) not in (None, "percepmetric.deepsim.evaluate") and "bench_models" not in str(exc):
-            raise
-        raise InputError("--model: evaluating generators (percepmetric.deepsim.evaluate.bench_models) "
-                         "is not available in this version yet") from None
+    from ..deepsim.evaluate import bench_models, format_table
+
     frame = bench_models(models, data_dir, metrics, Path(out_dir) if out_dir else None, plot)
-    click.echo(frame.to_string())
+    click.echo(format_table(frame))
 
 
 @click.command("make-fixture")
