@@ -15,6 +15,7 @@ import click
 
 from .cli_options import build_metrics, metric_option_flags
 from .errors import InputError, PercepmetricError
+from .registry import metric_label
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,8 +74,8 @@ def distance_command(image_a, image_b, metrics, net, variant, weights, extra, as
     rows = []
     for m in built:
         value = m(x, y)
-        rows.append({"metric": m.spec, "value": value.item(), "distance": m.to_distance(value).item(),
-                     "lower_is_better": m.lower_is_better})
+        rows.append({"metric": metric_label(m), "spec": m.spec, "value": value.item(),
+                     "distance": m.to_distance(value).item(), "lower_is_better": m.lower_is_better})
     if as_json:
         click.echo(json.dumps({"a": image_a, "b": image_b, "results": rows}, indent=2))
         return
@@ -108,7 +109,8 @@ def score_command(images, metrics, net, variant, weights, extra, demo, as_json) 
         va, vb = m(ref, a).item(), m(ref, b).item()
         da, db = m.to_distance(m(ref, a)).item(), m.to_distance(m(ref, b)).item()
         closer = "tie" if da == db else ("A" if da < db else "B")
-        rows.append({"metric": m.spec, "ref_a": va, "ref_b": vb, "distance_ref_a": da, "distance_ref_b": db,
+        rows.append({"metric": metric_label(m), "spec": m.spec, "ref_a": va, "ref_b": vb,
+                     "distance_ref_a": da, "distance_ref_b": db,
                      "lower_is_better": m.lower_is_better, "closer": closer})
     if as_json:
         click.echo(json.dumps({"ref": names[0], "a": names[1], "b": names[2], "results": rows}, indent=2))

@@ -84,3 +84,22 @@ def describe_metric(name: str) -> dict[str, Any]:
         "input_range": cls.input_range_doc,
         "options": {k: v for k, v in metric_options(name).items()},
     }
+
+
+def metric_label(metric: Metric) -> str:
+    """Short name for tables: the metric's name and the options that differ from their defaults,
+    e.g. ``ssim(convention=lpips)``; ``metric.spec`` stays the full identity.
+
+    Options defaulting to "auto" resolve from the others and are not shown; those defaulting
+    to None (e.g. LPIPS's net, variant, weights: "decided by the weight file") show what they
+    resolved to.
+    """
+    try:
+        defaults = metric_options(metric.name)
+    except InputError:  # not a registry metric: its full spec identifies it
+        return metric.spec
+    changed = {k: v for k, v in sorted(metric.options.items())
+               if k not in defaults or (defaults[k] != v and defaults[k] != "auto")}
+    if not changed:
+        return metric.name
+    return f"{metric.name}(" + ",".join(f"{k}={v}" for k, v in changed.items()) + ")"

@@ -38,6 +38,7 @@ from ..data.bapps import (
     to_tensor,
 )
 from ..errors import InputError
+from ..registry import metric_label
 from . import scores
 from ..io import atomic_path
 
@@ -250,24 +251,6 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
 
 
 # ---------------------------------------------------------------- the benchmark
-
-def metric_label(metric) -> str:
-    """Short row label: the metric name and the options that differ from their defaults."""
-    try:
-        from ..registry import metric_options
-
-        defaults = metric_options(metric.name)
-    except Exception:  # noqa: BLE001 - not a registry metric: its full spec identifies it
-        return metric.spec
-    # Options whose default is None or "auto" are derived from the others: not shown, except a
-    # weight file, which makes a different metric (its content hash is in the options).
-    changed = {k: v for k, v in sorted(getattr(metric, "options", {}).items())
-               if k not in defaults or (defaults[k] != v and defaults[k] not in (None, "auto"))
-               or (k == "weights" and v is not None)}
-    if not changed:
-        return metric.name
-    return f"{metric.name}(" + ",".join(f"{k}={Path(v).name if _file_stamp(v) else v}" for k, v in changed.items()) + ")"
-
 
 @dataclass
 class BenchResult:

@@ -88,7 +88,7 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
 
 @register
 class L2(Metric):
-    """Mean squared error in RGB, grey or Lab; conventions plain or lpips (see :func:`l2_distance`)."""
+    """Mean squared error in RGB, grey or Lab; conventions plain or lpips (the LPIPS code's L2)."""
 
     name = "l2"
     lower_is_better = True
@@ -114,7 +114,7 @@ class L2(Metric):
 
 @register
 class L1(Metric):
-    """Mean absolute error ``mean(|f(x) - f(y)|)`` in RGB, grey or Lab (as for ``l2``, plain convention)."""
+    """Mean absolute error mean(|f(x) - f(y)|) in RGB, grey or Lab (f as for l2, plain convention)."""
 
     name = "l1"
     lower_is_better = True
