@@ -320,7 +320,7 @@ class Trainer:
                 code = model.encoder(batch)
             condition = code
             if self.step == 0 and not code.any():
-                # e.g. the AlexNet file of /work/shared/torch_home, whose fc layers are zeros
+                # e.g. the AlexNet file the tests use (shared/torch_home), whose fc layers are zeros
                 warnings.warn(f"AlexNet {model.config['layer']} features of the first batch are all zero: the "
                               "generator has nothing to invert (zeroed fully connected weights?); use --layer conv5 "
                               "or --random-encoder", RuntimeWarning, stacklevel=2)

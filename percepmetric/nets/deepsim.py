@@ -21,7 +21,7 @@ fc8        class scores (before softmax)                        1000
 For inversion the paper's CONV5 means pooled features, so ``layer="conv5"`` of a
 :class:`Generator` reads pool5; as a *comparator* ``conv5`` is the unpooled relu5 map.
 
-WARNING for this machine: the AlexNet file in /work/shared/torch_home has real convolution
+NOTE: the AlexNet file the project tests with (shared/torch_home) has real convolution
 weights but ZERO fully connected weights, so fc6/fc7/fc8 of the "pretrained" AlexNet are
 all zeros there. Use conv layers, or random (``pretrained=False``) / trained encoders.
 """
