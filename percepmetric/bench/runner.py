@@ -212,26 +212,19 @@ def compute_distances(metric, split: TwoAFCSplit | JNDSplit, batch_size: int | N
     return out["d"] if jnd else (out["d0"], out["d1"])
 
 
+def _as_distances(metric, values: torch.Tensor) -> np.ndarray:
+    return metric.to_distance(values).detach().to(torch.float64).cpu().numpy().reshape(-1)
+
+
 def _distance(metric, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    d = metric.to_distance(metric(x, y))
-    return d.detach().to(torch.float64).cpu().numpy().reshape(-1)
+    return _as_distances(metric, metric(x, y))
 
 
 def _triplet_distances(metric, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor):
-    """``(d(ref, p0), d(ref, p1))`` as NumPy ``(B,)`` arrays.
-
-    A metric may offer ``triplet_values(ref, p0, p1) -> (value0, value1)`` (its own values,
-    as ``forward`` gives them) to share work on ``ref``, e.g. a network computing the
-    reference's features once instead of twice; otherwise both pairs go through ``forward``
-    as one batch of ``2B``.
-    """
-    shared = getattr(metric, "triplet_values", None)
-    if callable(shared):
-        v0, v1 = shared(ref, p0, p1)
-        return tuple(metric.to_distance(v).detach().to(torch.float64).cpu().numpy().reshape(-1) for v in (v0, v1))
-    b = ref.shape[0]
-    both = _distance(metric, torch.cat([ref, ref]), torch.cat([p0, p1]))
-    return both[:b], both[b:]
+    """``(d(ref, p0), d(ref, p1))`` as NumPy ``(B,)`` arrays, through
+    :meth:`~percepmetric.metrics.base.Metric.triplet_values` (metrics that can share work on
+    ``ref`` override it; the default sends both pairs as one batch of ``2B``)."""
+    return tuple(_as_distances(metric, v) for v in metric.triplet_values(ref, p0, p1))
 
 
 class _NoBar:

@@ -140,6 +140,8 @@ def _rows_statistic(statistic: Callable) -> Callable[..., np.ndarray]:
         return _jnd_map_rows
     if statistic is human_ceiling:
         return lambda p: np.mean(p * p + (1.0 - p) ** 2, axis=-1)
+    if statistic is np.mean:
+        return lambda v: v.mean(axis=-1)
     return lambda *rows: np.array([statistic(*(r[b] for r in rows)) for b in range(len(rows[0]))])
 
 

@@ -204,23 +204,10 @@ def evaluate_run(spec: str, data_dir: str | os.PathLike, out_dir: str | os.PathL
 
 # ---------------------------------------------------------------- models x metrics
 
-def _bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values`` (1-D)."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(n_boot, values.size))].mean(axis=1)
-    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
-
-
 def _ci(values: np.ndarray) -> tuple[float, float]:
-    """95% percentile bootstrap CI of the mean: the bench's ``bootstrap_ci`` (same method and
-    seed as every other table of percepmetric) when present, else :func:`_bootstrap_ci`."""
-    try:
-        from ..bench.scores import bootstrap_ci
-    except ImportError:
-        return _bootstrap_ci(values)
+    """95% percentile bootstrap CI of the mean, as every other table of percepmetric computes it."""
+    from ..bench.scores import bootstrap_ci
+
     return bootstrap_ci(np.mean, np.asarray(values, dtype=np.float64), n_boot=1000, level=0.95, seed=0)
 
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..metrics.color import straight_through
 
 PIXEL_SCALE = 255.0  # L_img in 8-bit units (see module docstring)
 DISCRIMINATOR_PAUSE_RATIO = 0.1  # Sec. 3.2: D is not updated while L_discr / L_adv < 0.1
@@ -114,7 +115,7 @@ def clamp_straight_through(x: torch.Tensor, lo: float = 0.0, hi: float = 1.0) ->
     starts below 0 everywhere -- common at initialisation -- would never move under a metric
     loss; passing the gradient straight through keeps it learning.
     """
-    return x + (x.clamp(lo, hi) - x).detach()
+    return straight_through(x, x.clamp(lo, hi))
 
 
 def metric_loss(metric, generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

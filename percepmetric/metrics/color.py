@@ -28,15 +28,18 @@ def weighted_channel_sum(x: torch.Tensor, weights: tuple[float, float, float]) -
     return (x * w).sum(dim=1, keepdim=True)
 
 
-def rgb_to_grey_matlab(x: torch.Tensor, quantize_8bit: bool = False) -> torch.Tensor:
-    """MATLAB's ``rgb2gray``. With ``quantize_8bit`` the result is rounded to 1/255 steps, as
-    MATLAB returns uint8 for uint8 input (the published SSIM numbers depend on that rounding).
-    The rounding has zero gradient; use it for parity, not as a training loss.
-    """
-    grey = weighted_channel_sum(x, MATLAB_RGB2GRAY)
-    if quantize_8bit:
-        grey = torch.round(grey * 255.0) / 255.0
-    return grey
+def rgb_to_grey_matlab(x: torch.Tensor) -> torch.Tensor:
+    """MATLAB's ``rgb2gray`` luma (unrounded; SSIM's matlab convention rounds it as MATLAB
+    does for uint8 input, see ``percepmetric.metrics.ssim.matlab_luminance``)."""
+    return weighted_channel_sum(x, MATLAB_RGB2GRAY)
+
+
+def straight_through(v: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
+    """``quantized`` in the forward pass, the gradient of ``v`` in the backward pass, so a
+    rounding step (8-bit emulation) does not stop a loss from training."""
+    if not v.requires_grad:
+        return quantized
+    return v + (quantized - v).detach()
 
 
 def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
@@ -86,5 +89,4 @@ def lpips_code_8bit(x: torch.Tensor) -> torch.Tensor:
     truncation, in float32, so every value v in 1..63 comes back as v - 1. Reproducing the
     paper's baseline scores needs the same step. The gradient passes straight through.
     """
-    back = lpips_code_8bit_values(x.detach()).to(x.dtype) / 255.0
-    return x + (back - x).detach() if x.requires_grad else back
+    return straight_through(x, lpips_code_8bit_values(x.detach()).to(x.dtype) / 255.0)

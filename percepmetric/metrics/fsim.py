@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..registry import register
-from .base import Metric
+from .base import Metric, check_choice
 
 # ---------------------------------------------------------------- constants of FeatureSIM.m
 
@@ -361,10 +361,8 @@ class FSIM(Metric):
         super().__init__(data_range)
         if not isinstance(chromatic, bool):
             raise InputError(f"fsim: option chromatic must be True or False, got {chromatic!r}")
-        if convention not in CONVENTIONS:
-            raise InputError(f"fsim: option convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
-        if precision not in PRECISIONS:
-            raise InputError(f"fsim: option precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        check_choice(self.name, "convention", convention, CONVENTIONS)
+        check_choice(self.name, "precision", precision, PRECISIONS)
         self.chromatic, self.convention, self.precision = chromatic, convention, precision
         self.options.update(chromatic=chromatic, convention=convention, precision=precision)
 

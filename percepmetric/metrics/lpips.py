@@ -50,7 +50,7 @@ from ..nets.backbones import (
     tap_channels,
 )
 from ..registry import register
-from .base import Metric
+from .base import Metric, check_choice
 
 __all__ = [
     "LPIPS",
@@ -387,8 +387,7 @@ class LPIPS(Metric):
                 raise InputError(f"lpips: data_range must be a positive number, got {data_range!r}")
             input_range = (0.0, float(data_range))
         lo, hi = _parse_input_range(input_range)
-        if precision not in PRECISIONS:
-            raise InputError(f"lpips: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        check_choice(self.name, "precision", precision, PRECISIONS)
         if variant is not None and variant not in VARIANTS:
             raise InputError(f"lpips: unknown variant {variant!r} (choose one of: {', '.join(VARIANTS)})")
         net = canonical_net(net) if net is not None else None
@@ -497,8 +496,7 @@ class LPIPS(Metric):
             raise InputError(f"lpips: calibration init must be ones, v0.1 or random, got {calibration!r}")
         obj = cls.__new__(cls)
         Metric.__init__(obj)
-        if precision not in PRECISIONS:
-            raise InputError(f"lpips: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        check_choice(cls.name, "precision", precision, PRECISIONS)
         obj._setup(net, variant, trunk, weights, source, _parse_input_range(input_range), bool(spatial), precision,
                    f"untrained(seed={seed},calibration={calibration})")
         return obj

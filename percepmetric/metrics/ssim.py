@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..registry import register
 from .base import Metric, check_choice, check_pair
-from .color import lpips_code_8bit, rgb_to_grey_matlab, rgb_to_lab
+from .color import lpips_code_8bit, rgb_to_grey_matlab, rgb_to_lab, straight_through
 
 K1, K2 = 0.01, 0.03
 CONVENTIONS = ("matlab", "lpips")
@@ -148,13 +148,6 @@ def matlab_round(v: torch.Tensor) -> torch.Tensor:
     return torch.floor(v + 0.5)
 
 
-def _straight_through(v: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
-    """``quantized`` in the forward pass, the gradient of ``v`` in the backward pass."""
-    if not v.requires_grad:
-        return quantized
-    return v + (quantized - v).detach()
-
-
 def on_8bit_grid(x: torch.Tensor) -> torch.Tensor:
     """``(N,C,H,W)`` in [0, 1] -> ``(N,)`` bool: every value is ``k/255`` for an integer k
     (the image came from an 8-bit file), within float32 rounding.
@@ -175,7 +168,7 @@ def matlab_luminance(x: torch.Tensor, quantize: bool | str = "auto") -> torch.Te
     grey = rgb_to_grey_matlab(x)
     if quantize is False:
         return grey
-    rounded = _straight_through(grey, matlab_round(grey * 255.0) / 255.0)
+    rounded = straight_through(grey, matlab_round(grey * 255.0) / 255.0)
     if quantize is True:
         return rounded
     return torch.where(on_8bit_grid(x).view(-1, 1, 1, 1), rounded, grey)
