@@ -16,6 +16,7 @@ from percepmetric.bench import DistanceStore, compute_distances, run_benchmark
 from percepmetric.bench.report import HUMAN, summary_table
 from percepmetric.data import bapps, fixtures
 from percepmetric.errors import InputError
+from percepmetric.metrics.base import Metric
 from percepmetric.metrics.pixel import L2
 from percepmetric.registry import create_metric
 
@@ -48,13 +49,13 @@ class CountingL2(L2):
             raise KeyboardInterrupt
         CountingL2.calls += 1
 
-    def compute(self, x, y):
+    def compute_8bit(self, x, y):  # the runner hands metrics 8-bit batches
         self._count()
-        return super().compute(x, y)
+        return super().compute_8bit(x, y)
 
-    def compute_triplet(self, ref, p0, p1):
+    def compute_triplet_8bit(self, ref, p0, p1):
         self._count()
-        return super().compute_triplet(ref, p0, p1)
+        return super().compute_triplet_8bit(ref, p0, p1)
 
 
 def _direct_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -219,21 +220,19 @@ def test_cli_make_fixture(tmp_path):
     assert len(split) == 3 and fixtures.is_synthetic(tmp_path / "fx")
 
 
-class SharedRefL2(L2):
-    """An L2 offering the runner's optional ``triplet_values`` hook (work shared on ref)."""
+class FloatOnlyL2(L2):
+    """An L2 without its 8-bit path: the runner's batches reach it through the float default."""
 
-    used = 0
+    def compute_8bit(self, x, y):
+        return Metric.compute_8bit(self, x, y)
 
-    def triplet_values(self, ref, p0, p1):
-        SharedRefL2.used += 1
-        return self(ref, p0), self(ref, p1)
+    def compute_triplet_8bit(self, ref, p0, p1):
+        return Metric.compute_triplet_8bit(self, ref, p0, p1)
 
 
-def test_triplet_hook_gives_the_same_distances(fixture_root, cache):
+def test_8bit_path_and_float_path_give_the_same_distances(fixture_root, cache):
     split = bapps.load_two_afc(fixture_root, "val/superres")
-    generic = compute_distances(create_metric("l2"), split, batch_size=4)
-    SharedRefL2.used = 0
-    shared = compute_distances(SharedRefL2(), split, batch_size=4)
-    assert SharedRefL2.used == 3  # 12 / 4 batches
-    np.testing.assert_array_equal(shared[0], generic[0])
-    np.testing.assert_array_equal(shared[1], generic[1])
+    eight_bit = compute_distances(create_metric("l2"), split, batch_size=4)
+    as_float = compute_distances(FloatOnlyL2(), split, batch_size=5)
+    np.testing.assert_allclose(eight_bit[0], as_float[0], rtol=1e-6)
+    np.testing.assert_allclose(eight_bit[1], as_float[1], rtol=1e-6)

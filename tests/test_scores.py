@@ -122,6 +122,21 @@ def test_bootstrap_ci_properties():
     assert lo <= human_ceiling(judge) <= hi
 
 
+def test_bootstrap_by_counts_matches_bootstrap_by_indices():
+    # BAPPS judgments are fractions of five people: 2AFC credits take a few values, and the
+    # bootstrap draws how often each value is resampled instead of 36k indices per resample.
+    rng = np.random.default_rng(5)
+    n = 3000
+    judge = rng.integers(0, 6, n) / 5.0
+    d0, d1 = rng.random(n), rng.random(n)
+    by_counts = bootstrap_ci(two_afc_score, d0, d1, judge, n_boot=4000, seed=1)
+    by_indices = bootstrap_ci(lambda a, b, c: two_afc_score(a, b, c), d0, d1, judge, n_boot=4000, seed=2)
+    width = by_indices[1] - by_indices[0]
+    assert abs(by_counts[0] - by_indices[0]) < 0.05 * width and abs(by_counts[1] - by_indices[1]) < 0.05 * width
+    paired = paired_test(two_afc_score, (d0, d1, judge), (d1, d0, judge), n_boot=2000)
+    assert paired.ci_low < paired.difference < paired.ci_high
+
+
 def test_paired_test_detects_the_better_metric():
     rng = np.random.default_rng(4)
     n = 300

@@ -35,7 +35,6 @@ from ..data.bapps import (
     is_jnd,
     load_split,
     resolve_root,
-    to_tensor,
 )
 from ..errors import InputError
 from ..registry import metric_label
@@ -133,9 +132,11 @@ def _metric_device(metric) -> torch.device:
     return torch.get_default_device()
 
 
-def _to_metric_range(x01: torch.Tensor, metric) -> torch.Tensor:
-    lo, hi = getattr(metric, "value_range", (0.0, 1.0))
-    return x01 if (lo, hi) == (0.0, 1.0) else x01 * (hi - lo) + lo
+def _uint8_batch(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Rows of a (possibly memory-mapped, read-only) uint8 ``(N,H,W,C)`` array as a tensor on
+    ``device``; it stays 8-bit until the metric (4x less to copy to a GPU)."""
+    t = torch.from_numpy(np.require(images, dtype=np.uint8, requirements=["C", "W"]))
+    return t.to(device, non_blocking=True)
 
 
 def compute_distances(metric, split: TwoAFCSplit | JNDSplit, batch_size: int | None = None, cache=None, *,
@@ -145,9 +146,10 @@ def compute_distances(metric, split: TwoAFCSplit | JNDSplit, batch_size: int | N
 
     2AFC: returns ``(d0, d1)``, float64 ``(N,)`` each, ``d_i = to_distance(metric(ref, p_i))``.
     JND: returns ``d``, float64 ``(N,)``, ``to_distance(metric(p0, p1))``.
-    Images go to the metric as float32 ``(B,3,H,W)`` mapped from [0, 1] to its
-    ``value_range``, ``batch_size`` items at a time (a 2AFC batch is one forward of
-    ``2 * batch_size`` pairs), on ``device`` (default: where the metric's parameters are).
+    Images go to the metric as they are stored, uint8 ``(B,H,W,3)``, through
+    :meth:`~percepmetric.metrics.base.Metric.triplet_values_8bit` (JND:
+    :meth:`~percepmetric.metrics.base.Metric.values_8bit`), ``batch_size`` items at a time,
+    on ``device`` (default: where the metric's parameters are).
     ``cache``: a folder or :class:`DistanceStore`; finished results are read back instead of
     recomputed, unfinished ones resumed.
     """
@@ -191,11 +193,12 @@ def compute_distances(metric, split: TwoAFCSplit | JNDSplit, batch_size: int | N
         with torch.inference_mode():
             while position < n:
                 stop = min(position + batch_size, n)
-                batch = [_to_metric_range(to_tensor(a[position:stop], device), metric) for a in images]
+                batch = [_uint8_batch(a[position:stop], device) for a in images]
                 if jnd:
-                    out["d"][position:stop] = _distance(metric, batch[0], batch[1])
+                    out["d"][position:stop] = _as_distances(metric, metric.values_8bit(*batch))
                 else:
-                    out["d0"][position:stop], out["d1"][position:stop] = _triplet_distances(metric, *batch)
+                    values = metric.triplet_values_8bit(*batch)
+                    out["d0"][position:stop], out["d1"][position:stop] = (_as_distances(metric, v) for v in values)
                 bar.update(stop - position)
                 position = stop
                 if path is not None and time.monotonic() - last_save > checkpoint_seconds and position < n:
@@ -214,17 +217,6 @@ def compute_distances(metric, split: TwoAFCSplit | JNDSplit, batch_size: int | N
 
 def _as_distances(metric, values: torch.Tensor) -> np.ndarray:
     return metric.to_distance(values).detach().to(torch.float64).cpu().numpy().reshape(-1)
-
-
-def _distance(metric, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    return _as_distances(metric, metric(x, y))
-
-
-def _triplet_distances(metric, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor):
-    """``(d(ref, p0), d(ref, p1))`` as NumPy ``(B,)`` arrays, through
-    :meth:`~percepmetric.metrics.base.Metric.triplet_values` (metrics that can share work on
-    ``ref`` override it; the default sends both pairs as one batch of ``2B``)."""
-    return tuple(_as_distances(metric, v) for v in metric.triplet_values(ref, p0, p1))
 
 
 class _NoBar:

@@ -132,34 +132,62 @@ def jnd_map(d, same) -> float:
 
 # ---------------------------------------------------------------- bootstrap
 
-def _rows_statistic(statistic: Callable) -> Callable[..., np.ndarray]:
-    """A version of ``statistic`` taking ``(B, N)`` resampled arrays and returning ``(B,)``."""
+def _item_values(statistic: Callable, arrays: Sequence[np.ndarray]) -> np.ndarray | None:
+    """Per-item values whose mean is ``statistic(*arrays)``, for the statistics that are means
+    (2AFC, human ceiling, ``np.mean``); ``None`` for any other statistic."""
     if statistic is two_afc_score:
-        return lambda d0, d1, judge: two_afc_credit(d0, d1, judge).mean(axis=-1)
+        return two_afc_credit(*arrays)
+    if statistic is human_ceiling:
+        p = arrays[0]
+        return p * p + (1.0 - p) ** 2
+    if statistic is np.mean:
+        return arrays[0]
+    return None
+
+
+def _rows_statistic(statistic: Callable) -> Callable[..., np.ndarray]:
+    """A version of a (non-mean) ``statistic`` taking ``(B, N)`` resampled arrays, returning ``(B,)``."""
     if statistic is jnd_map:
         return _jnd_map_rows
-    if statistic is human_ceiling:
-        return lambda p: np.mean(p * p + (1.0 - p) ** 2, axis=-1)
-    if statistic is np.mean:
-        return lambda v: v.mean(axis=-1)
     return lambda *rows: np.array([statistic(*(r[b] for r in rows)) for b in range(len(rows[0]))])
 
 
+def _bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of ``n_boot`` resamples (``N`` draws with replacement) of ``values`` ``(N,)``.
+
+    A resample's mean depends only on how often each distinct value is drawn, and those counts
+    are multinomial(N, frequencies): drawing them is the same distribution as drawing N
+    indices, at the cost of K draws for K distinct values. 2AFC credits take a handful of
+    values (BAPPS judgments are fractions of 3 or 5 people), so a 36k-triplet split costs
+    1000 x K draws instead of 36 million. Many distinct values (a binomial draw costs a few
+    index draws): indices, in chunks.
+    """
+    n = len(values)
+    distinct, counts = np.unique(values, return_counts=True)
+    if len(distinct) <= n // 8:
+        return rng.multinomial(n, counts / n, size=n_boot) @ distinct / n
+    chunk = max(1, _CHUNK_ELEMENTS // n)
+    return np.concatenate([values[rng.integers(0, n, size=(min(chunk, n_boot - start), n))].mean(axis=1)
+                           for start in range(0, n_boot, chunk)])
+
+
 def _resampled(statistic: Callable, arrays: Sequence[np.ndarray], n_boot: int, seed: int,
-               second: Sequence[np.ndarray] | None = None):
-    """Statistic on ``n_boot`` bootstrap resamples ``(n_boot,)`` (and of ``second``, same indices)."""
+               second: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """``statistic`` on ``n_boot`` bootstrap resamples ``(n_boot,)``; with ``second``, the
+    difference ``statistic(arrays) - statistic(second)`` on the same resampled items."""
+    rng = np.random.default_rng(seed)
+    items = _item_values(statistic, arrays)
+    if items is not None:  # a mean: the difference of means is the mean of the differences
+        return _bootstrap_means(items - _item_values(statistic, second) if second is not None else items, n_boot, rng)
     rows_stat = _rows_statistic(statistic)
     n = len(arrays[0])
-    rng = np.random.default_rng(seed)
     chunk = max(1, _CHUNK_ELEMENTS // n)
-    out_a, out_b = [], []
+    out = []
     for start in range(0, n_boot, chunk):
         idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n))
-        out_a.append(rows_stat(*(a[idx] for a in arrays)))
-        if second is not None:
-            out_b.append(rows_stat(*(b[idx] for b in second)))
-    a = np.concatenate(out_a)
-    return (a, np.concatenate(out_b)) if second is not None else a
+        value = rows_stat(*(a[idx] for a in arrays))
+        out.append(value - rows_stat(*(b[idx] for b in second)) if second is not None else value)
+    return np.concatenate(out)
 
 
 def bootstrap_ci(statistic: Callable, *arrays, n_boot: int = 1000, level: float = 0.95,
@@ -212,8 +240,7 @@ def paired_test(statistic: Callable, arrays_a: Sequence, arrays_b: Sequence, n_b
     b = [_as_1d(x) for x in arrays_b]
     _check_same_length(**{f"a{i}": x for i, x in enumerate(a)}, **{f"b{i}": x for i, x in enumerate(b)})
     score_a, score_b = float(statistic(*a)), float(statistic(*b))
-    boot_a, boot_b = _resampled(statistic, a, int(n_boot), seed, second=b)
-    diff = boot_a - boot_b
+    diff = _resampled(statistic, a, int(n_boot), seed, second=b)
     alpha = (1.0 - level) / 2.0
     low, high = (float(v) for v in np.nanquantile(diff, [alpha, 1.0 - alpha]))
     p = min(1.0, 2.0 * min(np.mean(diff <= 0), np.mean(diff >= 0)))

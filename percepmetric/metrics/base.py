@@ -14,6 +14,12 @@ can treat all of them alike:
 
 Subclasses implement :meth:`compute` (inputs already validated) and, when higher is
 better, :meth:`to_distance`. Validation happens once, in :meth:`forward`.
+
+The benchmark hands metrics 8-bit images as decoded (uint8, channels last) through
+:meth:`Metric.values_8bit` / :meth:`Metric.triplet_values_8bit`. By default they convert
+to float and run :meth:`compute`; metrics whose formula can run on the integer codes
+(L2 with a colour table, SSIM's box sums) override ``compute_8bit`` /
+``compute_triplet_8bit``, tested equal to the float path.
 """
 
 from __future__ import annotations
@@ -42,24 +48,7 @@ def check_pair(
     absorbs float rounding of e.g. ``x * 2 - 1``; anything beyond is refused rather than
     silently giving a wrong number).
     """
-    for label, t in (("x", x), ("y", y)):
-        if not isinstance(t, torch.Tensor):
-            raise InputError(f"{metric}: {label} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise InputError(f"{metric}: {label} must be a float tensor, got {t.dtype}")
-        if t.ndim != 4:
-            raise InputError(f"{metric}: {label} must have shape (N,C,H,W), got {tuple(t.shape)}")
-    if x.shape != y.shape:
-        raise InputError(f"{metric}: x and y differ in shape: {tuple(x.shape)} vs {tuple(y.shape)}")
-    if x.device != y.device:
-        raise InputError(f"{metric}: x and y are on different devices: {x.device} vs {y.device}")
-    n, c, h, w = x.shape
-    if n == 0:
-        raise InputError(f"{metric}: empty batch")
-    if c not in channels:
-        raise InputError(f"{metric}: expected {' or '.join(map(str, channels))} channels, got {c} (shape {tuple(x.shape)})")
-    if h < min_size or w < min_size:
-        raise InputError(f"{metric}: images of {h}x{w} are smaller than the {min_size}x{min_size} this metric needs")
+    _check_batches(x, y, channels=channels, min_size=min_size, metric=metric, eight_bit=False)
     lo, hi = value_range
     slack = 1e-5 * (hi - lo)
     for label, t in (("x", x), ("y", y)):
@@ -72,6 +61,38 @@ def check_pair(
                 f"{metric}: {label} has values in [{t_min.item():.4g}, {t_max.item():.4g}], "
                 f"outside the declared input range [{lo:g}, {hi:g}] (set data_range / input_range to match your data)"
             )
+
+
+def check_8bit_pair(
+    x: torch.Tensor, y: torch.Tensor, *, channels: tuple[int, ...] = (1, 3), min_size: int = 1, metric: str = "metric"
+) -> None:
+    """:func:`check_pair` for 8-bit batches: uint8 ``(N,H,W,C)`` (channels last, as image files
+    decode). Their values cannot leave the range, so only types and shapes are checked."""
+    _check_batches(x, y, channels=channels, min_size=min_size, metric=metric, eight_bit=True)
+
+
+def _check_batches(x, y, *, channels, min_size, metric, eight_bit: bool) -> None:
+    layout = "(N,H,W,C)" if eight_bit else "(N,C,H,W)"
+    for label, t in (("x", x), ("y", y)):
+        if not isinstance(t, torch.Tensor):
+            raise InputError(f"{metric}: {label} must be a torch.Tensor, got {type(t).__name__}")
+        if eight_bit and t.dtype != torch.uint8:
+            raise InputError(f"{metric}: {label} must be a uint8 tensor (8-bit images), got {t.dtype}")
+        if not eight_bit and not t.is_floating_point():
+            raise InputError(f"{metric}: {label} must be a float tensor, got {t.dtype}")
+        if t.ndim != 4:
+            raise InputError(f"{metric}: {label} must have shape {layout}, got {tuple(t.shape)}")
+    if x.shape != y.shape:
+        raise InputError(f"{metric}: x and y differ in shape: {tuple(x.shape)} vs {tuple(y.shape)}")
+    if x.device != y.device:
+        raise InputError(f"{metric}: x and y are on different devices: {x.device} vs {y.device}")
+    n, c, h, w = (x.shape[0], x.shape[3], x.shape[1], x.shape[2]) if eight_bit else x.shape
+    if n == 0:
+        raise InputError(f"{metric}: empty batch")
+    if c not in channels:
+        raise InputError(f"{metric}: expected {' or '.join(map(str, channels))} channels, got {c} (shape {tuple(x.shape)})")
+    if h < min_size or w < min_size:
+        raise InputError(f"{metric}: images of {h}x{w} are smaller than the {min_size}x{min_size} this metric needs")
 
 
 def check_choice(metric: str, option: str, value: Any, choices) -> None:
@@ -147,6 +168,37 @@ class Metric(nn.Module):
         n = ref.shape[0]
         values = self.compute(torch.cat((ref, ref)), torch.cat((p0, p1)))
         return values[:n], values[n:]
+
+    # -- 8-bit images: the benchmark's input (decoded image files, never leaving uint8 until here)
+
+    def values_8bit(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The metric's values ``(N,)`` for uint8 batches ``(N,H,W,C)`` (channels last, as image
+        files decode), where 0..255 spans :attr:`value_range`: the same numbers as
+        ``forward`` on ``from_8bit(x), from_8bit(y)``, to float rounding. No gradient."""
+        check_8bit_pair(x, y, channels=self.channels, min_size=self.min_size, metric=self.name)
+        with torch.inference_mode():
+            return self.compute_8bit(x, y)
+
+    def triplet_values_8bit(self, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor):
+        """:meth:`triplet_values` for uint8 batches ``(N,H,W,C)``, as :meth:`values_8bit`."""
+        check_8bit_pair(ref, p0, channels=self.channels, min_size=self.min_size, metric=self.name)
+        check_8bit_pair(ref, p1, channels=self.channels, min_size=self.min_size, metric=self.name)
+        with torch.inference_mode():
+            return self.compute_triplet_8bit(ref, p0, p1)
+
+    def from_8bit(self, codes: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(N,H,W,C)`` -> float32 ``(N,C,H,W)`` in :attr:`value_range` (``code / 255``
+        mapped linearly), with channels-last strides (no copy to change the layout)."""
+        lo, hi = self.value_range
+        x = codes.permute(0, 3, 1, 2).float().div_(255.0)
+        return x if (lo, hi) == (0.0, 1.0) else x.mul_(hi - lo).add_(lo)
+
+    def compute_8bit(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Override with an integer path where the formula allows one (see ``pixel``, ``ssim``)."""
+        return self.compute(self.from_8bit(x), self.from_8bit(y))
+
+    def compute_triplet_8bit(self, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor):
+        return self.compute_triplet(*(self.from_8bit(t) for t in (ref, p0, p1)))
 
     def compute(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The formula, on validated inputs. Returns ``(N,)``."""

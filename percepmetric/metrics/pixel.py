@@ -9,7 +9,15 @@ import torch
 from ..errors import InputError
 from ..registry import register
 from .base import Metric, check_choice
-from .color import linear_to_lab, lpips_code_8bit, lpips_code_8bit_values, rgb_to_grey_matlab, rgb_to_lab, srgb8_to_linear
+from .color import (
+    linear_to_lab,
+    lpips_code_8bit,
+    lpips_code_8bit_values,
+    rgb_to_grey_matlab,
+    rgb_to_lab,
+    srgb8_to_linear,
+    srgb_to_linear,
+)
 
 COLORS = ("rgb", "grey", "lab")
 
@@ -53,6 +61,28 @@ def l2_representation(x: torch.Tensor, data_range: float = 1.0, color: str = "rg
         codes = lpips_code_8bit_values(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)
         return linear_to_lab(srgb8_to_linear(codes, x.dtype)) / 100.0
     return to_color_space(x, color)
+
+
+def l2_code_table(color: str, convention: str, device: torch.device | None = None) -> torch.Tensor:
+    """What :func:`l2_representation` makes of each 8-bit code before any colour mixing:
+    ``(256,)`` float32, indexed by code. ``rgb``: ``code / 255``; ``lab``: the linear-light value
+    (after the lpips convention's truncation), computed by the float path's own functions so the
+    table holds exactly the numbers that path computes per pixel."""
+    x = torch.arange(256, dtype=torch.float32, device=device) / 255.0
+    if color == "rgb":
+        return x
+    if convention == "lpips":
+        return srgb8_to_linear(lpips_code_8bit_values(x), torch.float32)
+    return srgb_to_linear(x)
+
+
+def l2_representation_8bit(codes: torch.Tensor, table: torch.Tensor, color: str) -> torch.Tensor:
+    """uint8 ``(N,H,W,C)`` -> float32 channel planes ``(C', N, H, W)``: :func:`l2_representation`
+    of ``codes / 255``, by one table look-up per value (then the Lab mixing, in ``lab``)."""
+    if color == "lab" and codes.shape[-1] == 1:
+        codes = codes.expand(-1, -1, -1, 3)
+    values = torch.take(table, codes.permute(3, 0, 1, 2).long())  # take's output is contiguous: planes
+    return linear_to_lab(values, dim=0) / 100.0 if color == "lab" else values
 
 
 def l2_distance(
@@ -105,11 +135,36 @@ class L2(Metric):
     def compute(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return l2_distance(x, y, self.data_range, self.color, self.convention)
 
+    @property
+    def _factor(self) -> float:
+        return _LPIPS_L2_FACTOR[self.color] if self.convention == "lpips" else 1.0
+
     def compute_triplet(self, ref, p0, p1):
         # The reference's colour conversion is shared by both pairs.
-        factor = _LPIPS_L2_FACTOR[self.color] if self.convention == "lpips" else 1.0
         r, a, b = (l2_representation(t, self.data_range, self.color, self.convention) for t in (ref, p0, p1))
-        return factor * mean_squared_error(r, a), factor * mean_squared_error(r, b)
+        return self._factor * mean_squared_error(r, a), self._factor * mean_squared_error(r, b)
+
+    # 8-bit input: a 256-entry table per code replaces the per-pixel conversions (and, in Lab,
+    # the power function); all images of a batch go through the table in one call.
+
+    def compute_8bit(self, x, y):
+        if self.color == "grey":
+            return super().compute_8bit(x, y)
+        return self._mean_squares_8bit(x, (y,))[0]
+
+    def compute_triplet_8bit(self, ref, p0, p1):
+        if self.color == "grey":
+            return super().compute_triplet_8bit(ref, p0, p1)
+        return self._mean_squares_8bit(ref, (p0, p1)).unbind(0)
+
+    def _mean_squares_8bit(self, ref: torch.Tensor, others: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """``(len(others), N)``: ``factor * mean((rep(ref) - rep(other))^2)`` for each of ``others``."""
+        n = ref.shape[0]
+        table = l2_code_table(self.color, self.convention, ref.device)
+        rep = l2_representation_8bit(torch.cat((ref,) + others), table, self.color)
+        rep = rep.reshape(rep.shape[0], -1, n, rep[0, 0].numel())  # (channel, image group, n, pixels)
+        diff = rep[:, 1:] - rep[:, :1]
+        return self._factor * diff.square_().mean(dim=(0, 3))
 
 
 @register
