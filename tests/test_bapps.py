@@ -185,6 +185,228 @@ def test_wrong_loader_for_kind(fixture_root, cache):
         bapps.load_jnd(fixture_root, "val/cnn")
 
 
+# ---------------------------------------------------------------- fast decoding and judgments
+
+def _png_chunk(kind: bytes, body: bytes, crc: int | None = None) -> bytes:
+    import struct
+    import zlib
+
+    crc = zlib.crc32(kind + body) if crc is None else crc
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def _with_chunks(png: bytes, *chunks: bytes) -> bytes:
+    """``png`` with ``chunks`` inserted right after IHDR (8 + 25 bytes)."""
+    return png[:33] + b"".join(chunks) + png[33:]
+
+
+def _image_files(folder: Path) -> dict[str, Path]:
+    """One file of each kind the loader may meet, each 24x20 (HxW)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    folder.mkdir(parents=True, exist_ok=True)
+    images = {
+        "rgb.png": Image.fromarray(rgb),
+        "grey.png": Image.fromarray(rgb[..., 0]),
+        "palette.png": Image.fromarray(rgb).convert("P"),
+        "rgba.png": Image.fromarray(np.dstack([rgb, rgb[..., :1]])),
+        "grey16.png": Image.fromarray(rgb[..., 1].astype(np.uint16) * 257),
+        "la.png": Image.fromarray(rgb[..., 0]).convert("LA"),
+        "bilevel.png": Image.fromarray(rgb[..., 2] > 127),
+        "photo.jpg": Image.fromarray(rgb),
+        "photo.bmp": Image.fromarray(rgb),
+    }
+    paths = {name: folder / name for name in images}
+    for name, img in images.items():
+        img.save(paths[name])
+    Image.fromarray(rgb).save(folder / "transparent.png", transparency=(1, 2, 3))
+    Image.fromarray(rgb).convert("P").save(folder / "palette-transparent.png", transparency=0)
+    plain = (folder / "rgb.png").read_bytes()
+    (folder / "chunks.png").write_bytes(_with_chunks(plain, _png_chunk(b"gAMA", (45455).to_bytes(4, "big")),
+                                                     _png_chunk(b"sRGB", b"\0"), _png_chunk(b"tEXt", b"k\0v")))
+    (folder / "unknown-chunk.png").write_bytes(_with_chunks(plain, _png_chunk(b"xyZw", b"data")))
+    (folder / "RGB-UPPER.PNG").write_bytes(plain)
+    for name in ("transparent.png", "palette-transparent.png", "chunks.png", "unknown-chunk.png", "RGB-UPPER.PNG"):
+        paths[name] = folder / name
+    return paths
+
+
+def test_decode_image_equals_pil_convert_rgb(tmp_path, monkeypatch):
+    from PIL import Image
+
+    paths = _image_files(tmp_path / "images")
+    for name, path in paths.items():
+        with Image.open(path) as img:
+            expected = np.asarray(img.convert("RGB"))
+        got = bapps._decode_image(str(path))
+        assert got.dtype == np.uint8 and got.shape == (24, 20, 3), name
+        np.testing.assert_array_equal(got, expected, err_msg=name)
+    # Only plain 8-bit RGB PNGs take the fast decoder; the others all go to PIL.
+    fast = {name for name, path in paths.items() if bapps._plain_rgb_png(path.read_bytes())}
+    assert fast == {"rgb.png", "chunks.png", "RGB-UPPER.PNG"}
+    if bapps._png_decode is not None:  # which then never reach PIL
+        monkeypatch.setattr(Image, "open", lambda *a, **kw: pytest.fail("decoded with PIL"))
+        for name in fast:
+            bapps._decode_image(str(paths[name]))
+
+
+def test_decode_image_refuses_what_pil_refuses(tmp_path):
+    from PIL import Image
+
+    plain = _image_files(tmp_path / "images")["rgb.png"].read_bytes()
+    idat = plain.index(b"IDAT") - 4
+    broken = {
+        "bad-text-checksum.png": _with_chunks(plain, _png_chunk(b"tEXt", b"k\0v", crc=12345)),
+        "short-phys.png": _with_chunks(plain, _png_chunk(b"pHYs", b"\0\0\0\1")),
+        "cut-pixels.png": plain[: idat + 40],
+        "damaged-pixels.png": plain[: idat + 30] + bytes(b ^ 0xFF for b in plain[idat + 30 : idat + 60])
+        + plain[idat + 60 :],
+        "not-a-png.png": b"not a png",
+        "empty.png": b"",
+    }
+    for name, data in broken.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        try:
+            with Image.open(path) as img:
+                expected = np.asarray(img.convert("RGB"))
+        except Exception as exc:  # noqa: BLE001
+            with pytest.raises(type(exc)):
+                bapps._decode_image(str(path))
+            assert bapps._plain_rgb_png(data) is None or name in ("cut-pixels.png", "damaged-pixels.png"), name
+        else:
+            np.testing.assert_array_equal(bapps._decode_image(str(path)), expected, err_msg=name)
+    # Garbage after IEND, or no IEND at all: PIL reads these, and so does the fast path.
+    for name, data in {"trailing.png": plain + b"junk", "no-iend.png": plain[:-12]}.items():
+        (tmp_path / name).write_bytes(data)
+        assert bapps._plain_rgb_png(data) == (24, 20), name
+        with Image.open(tmp_path / name) as img:
+            np.testing.assert_array_equal(bapps._decode_image(str(tmp_path / name)), np.asarray(img.convert("RGB")))
+
+
+def test_decode_all_first_image_sets_the_size(fixture_root, tmp_path, cache):
+    root = _copy_split(fixture_root, tmp_path)
+    from PIL import Image
+
+    (root / "2afc/val/cnn/ref/000000.png").write_bytes(b"broken")
+    Image.fromarray(np.zeros((32, 64, 3), np.uint8)).save(root / "2afc/val/cnn/p1/000004.png")
+    with pytest.raises(InputError, match=r"split val/cnn: 1 unreadable image\(s\); first: ref/000000.png \(\w+\)$"):
+        bapps.load_two_afc(root, "val/cnn")
+    (root / "2afc/val/cnn/ref/000000.png").unlink()
+    shutil.copy(root / "2afc/val/cnn/ref/000001.png", root / "2afc/val/cnn/ref/000000.png")
+    with pytest.raises(InputError, match=r"1 image\(s\) differing in size from ref/000000.png \(64x64\); "
+                                         r"first: p1/000004.png \(64x32\)"):
+        bapps.load_two_afc(root, "val/cnn", cache_dir=False)
+
+
+def _reference_label_problem(path: Path, label_dir: str = "judge") -> str | None:
+    """What the loader has always reported for one judgment file (np.load on every file; an
+    empty file, EOFError, used to escape as such)."""
+    try:
+        v = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64).ravel()
+    except (OSError, ValueError, EOFError) as exc:
+        return f"{label_dir}/{path.name} (unreadable: {exc.__class__.__name__})"
+    if v.size != 1 or not np.isfinite(v[0]) or not 0.0 <= v[0] <= 1.0:
+        return f"{label_dir}/{path.name} ({v.tolist() if v.size <= 3 else f'{v.size} values'})"
+    return None
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    return sorted(os.scandir(folder), key=lambda e: e.name)
+
+
+def test_labels_fast_path_equals_np_load(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    kinds = {
+        "f4-1": lambda x: np.array([x], np.float32), "f8-1": lambda x: np.array([x], np.float64),
+        "f4-0d": lambda x: np.array(x, np.float32), "f8-0d": lambda x: np.array(x, np.float64),
+        "f8-big-endian": lambda x: np.array([x], ">f8"), "f2-1x1": lambda x: np.array([[x]], np.float16),
+        "u1": lambda x: np.array([round(x)], np.uint8), "bool": lambda x: np.array(x > 0.5),
+        "f8-fortran": lambda x: np.asfortranarray(np.array([[x]], np.float64)),
+    }
+    folder = tmp_path / "judge"
+    folder.mkdir()
+    for kind, make in kinds.items():
+        for k in range(4):
+            np.save(folder / f"{kind}-{k}.npy", make(rng.random()))
+    entries = _entries(folder)
+    expected = np.array([np.asarray(np.load(e.path), np.float64).ravel()[0] for e in entries], np.float32)
+    real_load, calls = np.load, []
+    monkeypatch.setattr(np, "load", lambda *a, **kw: calls.append(a) or real_load(*a, **kw))
+    got = bapps._read_labels(entries, "mine", "judge")
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+    assert len(calls) == 2 * len(kinds)  # np.load reads the first file of each header (and learns it), only
+
+
+def test_labels_errors_as_before(tmp_path):
+    folder = tmp_path / "judge"
+    folder.mkdir()
+    for k in range(6):
+        np.save(folder / f"{k:02d}-good.npy", np.array([0.25 * (k % 5)], np.float32))
+    good = (folder / "00-good.npy").read_bytes()
+    bad = {
+        "10-above.npy": np.array([1.5], np.float32), "11-below.npy": np.array([-0.5], np.float32),
+        "12-nan.npy": np.array([np.nan], np.float32), "13-inf-0d.npy": np.array(np.inf),
+        "14-two.npy": np.array([0.2, 0.3], np.float32), "15-five.npy": np.zeros(5), "16-empty.npy": np.zeros(0),
+    }
+    for name, arr in bad.items():
+        np.save(folder / name, arr)
+    (folder / "20-short.npy").write_bytes(good[:-1])  # the known header, data cut
+    (folder / "21-long.npy").write_bytes(good + b"\0\0\0\0")  # np.load ignores the extra bytes
+    (folder / "22-garbage.npy").write_bytes(b"garbage")
+    (folder / "23-header-only.npy").write_bytes(good[:20])
+    (folder / "24-empty-file.npy").write_bytes(b"")
+    header = b"{'descr': '|O', 'fortran_order': False, 'shape': (1,), }  \n"
+    (folder / "25-pickle.npy").write_bytes(np.lib.format.magic(1, 0) + len(header).to_bytes(2, "little") + header + b"\x80")
+    (folder / "26-later-header.npy").write_bytes(good[:-4] + np.float32(2.0).tobytes())
+    (folder / "27-missing.npy").symlink_to(folder / "nowhere.npy")  # a dangling link: OSError
+    entries = _entries(folder)
+    problems = [p for p in (_reference_label_problem(Path(e.path)) for e in entries) if p is not None]
+    assert len(problems) == len(bad) + 7  # all but 21-long.npy and the good ones
+    expected = (f"split mine: {len(problems)} judge file(s) not holding one number in [0, 1]; first: "
+                + ", ".join(problems[:3]) + ", ...")
+    with pytest.raises(InputError) as info:
+        bapps._read_labels(entries, "mine", "judge")
+    assert str(info.value) == expected
+    # The same with every problem named: each file alone.
+    for e in entries:
+        problem = _reference_label_problem(Path(e.path))
+        if problem is None:
+            assert 0.0 <= bapps._read_labels(entries[:1] + [e], "mine", "judge")[1] <= 1.0
+        else:
+            with pytest.raises(InputError) as info:
+                bapps._read_labels(entries[:1] + [e], "mine", "judge")
+            assert str(info.value).endswith(f"; first: {problem}")
+
+
+def test_fingerprint_sees_every_change(fixture_root, tmp_path):
+    root = _copy_split(fixture_root, tmp_path)
+    folder = bapps.split_dir(root, "val/cnn")
+    dirs = ("ref", "p0", "p1")
+
+    def fingerprint():
+        return bapps._fingerprint(folder, bapps._listing(folder, "val/cnn", dirs, "judge")[1])
+
+    seen = {fingerprint()}
+    assert fingerprint() in seen  # stable
+    path = folder / "p0/000002.png"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1))  # mtime only
+    seen.add(fingerprint())
+    path.write_bytes(path.read_bytes() + b"x")  # size (and mtime)
+    seen.add(fingerprint())
+    for d in dirs + ("judge",):  # a stem renamed everywhere
+        src = next((folder / d).glob("000003.*"))
+        src.rename(src.with_name("000099" + src.suffix))
+    seen.add(fingerprint())
+    for d in dirs + ("judge",):  # a stem removed everywhere
+        next((folder / d).glob("000004.*")).unlink()
+    seen.add(fingerprint())
+    assert len(seen) == 5
+
+
 # ---------------------------------------------------------------- fixture
 
 def test_fixture_layout_and_determinism(fixture_root, tmp_path):
