@@ -11,7 +11,7 @@ no longer exists in scikit-image). This file re-creates that structure with its 
 
 This project's side is :func:`percepmetric.bench.run_benchmark` end to end: validation,
 parallel decoding into the uint8 cache ("cold"; "warm" reuses the cache), batched
-distances, scores with 1000-resample bootstrap intervals.
+distances, scores with 1000-resample bootstrap intervals, the CSV/JSON outputs.
 
     python benchmarks/bench_pipeline.py --triplets 36000 --metric lpips --metric l2 --metric ssim
 
@@ -40,6 +40,7 @@ if "TORCH_HOME" not in os.environ and (ROOT.parent / "shared" / "torch_home").is
 
 from percepmetric.bench import run_benchmark, two_afc_score  # noqa: E402
 from percepmetric.data import fixtures  # noqa: E402
+from percepmetric.memory import keep_freed_memory  # noqa: E402
 from percepmetric.registry import create_metric  # noqa: E402
 
 SPLIT = "val/traditional"
@@ -146,14 +147,16 @@ def our_metric(name: str):
 
 
 def run_ours(root: Path, name: str, cache: Path, out: Path):
-    result = run_benchmark([our_metric(name)], [SPLIT], root, out, cache_dir=cache, n_boot=1000, batch_size=100)
-    row = result.rows[0]
+    """``run_benchmark`` end to end; returns (seconds, score, d0, d1, judge) (only the run is timed)."""
+    t = time.perf_counter()
+    result = run_benchmark([our_metric(name)], [SPLIT], root, out, cache_dir=cache, n_boot=1000)
+    seconds = time.perf_counter() - t
     from percepmetric.bench.runner import DistanceStore
     from percepmetric.data.bapps import load_two_afc
 
     split = load_two_afc(root, SPLIT, cache_dir=cache)
     data = np.load(DistanceStore(out / "distances").path(our_metric(name), split))
-    return row["score"], data["d0"], data["d1"], split.judge
+    return seconds, result.rows[0]["score"], data["d0"], data["d1"], split.judge
 
 
 def main() -> None:
@@ -168,6 +171,9 @@ def main() -> None:
     metrics = args.metric or ["lpips", "l2", "ssim"]
     if args.threads:
         torch.set_num_threads(args.threads)
+    # run_benchmark asks malloc to keep freed memory (see percepmetric.memory); set it for the
+    # whole process up front so that the reference pipeline (and its forked workers) has it too.
+    keep_freed_memory()
     work = Path(tempfile.mkdtemp(prefix="bench_pipeline."))
     root = args.keep or work / "bapps"
     try:
@@ -180,12 +186,8 @@ def main() -> None:
               f" {'score ref':>10} {'score ours':>10} {'|diff|':>9} {'max|dd|':>9}")
         for name in metrics:
             cache = work / f"cache-{name}"
-            t = time.perf_counter()
-            ours_score, d0, d1, judge = run_ours(root, name, cache, work / f"out-{name}-cold")
-            cold = time.perf_counter() - t
-            t = time.perf_counter()
-            run_ours(root, name, cache, work / f"out-{name}-warm")  # images cached, distances recomputed
-            warm = time.perf_counter() - t
+            cold, ours_score, d0, d1, judge = run_ours(root, name, cache, work / f"out-{name}-cold")
+            warm = run_ours(root, name, cache, work / f"out-{name}-warm")[0]  # images cached, distances recomputed
             t = time.perf_counter()
             ref_score, r0, r1 = run_reference(root / "2afc" / "val" / "traditional", name, args.workers)
             reference = time.perf_counter() - t

@@ -5,6 +5,8 @@ All take ``(N,3,H,W)`` RGB in [0, 1] and keep device and dtype.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 # MATLAB's rgb2gray (ITU-R BT.601 luma, rounded to 4 digits as MATLAB documents them).
@@ -72,9 +74,10 @@ def linear_to_lab(linear: torch.Tensor, dim: int = 1) -> torch.Tensor:
     planes = linear.movedim(dim, 0)
     xyz = to_xyz @ planes.reshape(3, -1)
     # The cube root's slope is infinite at 0; the clamp keeps the unused branch's gradient finite.
+    # The cube root as 2^(log2(t) / 3): twice as fast as t ** (1/3) on CPU, within 2e-7.
     f = torch.where(
         xyz > 0.008856,
-        xyz.clamp(min=0.008856) ** (1.0 / 3.0),
+        torch.exp2(torch.log2(xyz.clamp(min=0.008856)) / 3.0),
         7.787 * xyz + 16.0 / 116.0,
     )
     lab = torch.addmm(torch.tensor(_LAB_OFFSET, **kw)[:, None], torch.tensor(_F_TO_LAB, **kw), f)
@@ -101,3 +104,39 @@ def lpips_code_8bit(x: torch.Tensor) -> torch.Tensor:
     paper's baseline scores needs the same step. The gradient passes straight through.
     """
     return straight_through(x, lpips_code_8bit_values(x.detach()).to(x.dtype) / 255.0)
+
+
+# ---------------------------------------------------------------- 8-bit code tables
+
+def look_up(table: torch.Tensor, codes: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``table[codes]`` for uint8 ``codes`` of any strides (e.g. a permuted view), contiguous in
+    ``codes``' shape, into ``out`` if given (contiguous). int32 indices: 1.2x faster than take."""
+    index = codes.int().reshape(-1)
+    values = torch.index_select(table, 0, index, out=None if out is None else out.view(-1))
+    return values.view(codes.shape)
+
+
+CODE_TABLES = ("value", "linear", "lpips_linear", "code", "lpips_code")
+
+
+@functools.lru_cache(maxsize=None)
+def code_table(kind: str, device: torch.device) -> torch.Tensor:
+    """A ``(256,)`` table indexed by 8-bit code, made once per device, computed by the float
+    path's own functions (so a look-up gives exactly the number that path computes per pixel):
+
+    ``value``          ``code / 255`` (float32)
+    ``linear``         :func:`srgb_to_linear` of it (float32)
+    ``lpips_linear``   the same after :func:`lpips_code_8bit`'s truncation (float32)
+    ``code``           the code itself (int32)
+    ``lpips_code``     the code after that truncation (int32)
+    """
+    with torch.inference_mode(False):  # usable in and out of inference mode
+        x = torch.arange(256, dtype=torch.float32, device=device) / 255.0
+        tables = {
+            "value": lambda: x,
+            "linear": lambda: srgb_to_linear(x),
+            "lpips_linear": lambda: srgb8_to_linear(lpips_code_8bit_values(x), torch.float32),
+            "code": lambda: torch.arange(256, dtype=torch.int32, device=device),
+            "lpips_code": lambda: lpips_code_8bit_values(x).to(torch.int32),
+        }
+        return tables[kind]()

@@ -10,13 +10,14 @@ from ..errors import InputError
 from ..registry import register
 from .base import Metric, check_choice
 from .color import (
+    code_table,
     linear_to_lab,
+    look_up,
     lpips_code_8bit,
     lpips_code_8bit_values,
     rgb_to_grey_matlab,
     rgb_to_lab,
     srgb8_to_linear,
-    srgb_to_linear,
 )
 
 COLORS = ("rgb", "grey", "lab")
@@ -63,17 +64,13 @@ def l2_representation(x: torch.Tensor, data_range: float = 1.0, color: str = "rg
     return to_color_space(x, color)
 
 
-def l2_code_table(color: str, convention: str, device: torch.device | None = None) -> torch.Tensor:
-    """What :func:`l2_representation` makes of each 8-bit code before any colour mixing:
-    ``(256,)`` float32, indexed by code. ``rgb``: ``code / 255``; ``lab``: the linear-light value
-    (after the lpips convention's truncation), computed by the float path's own functions so the
-    table holds exactly the numbers that path computes per pixel."""
-    x = torch.arange(256, dtype=torch.float32, device=device) / 255.0
+def l2_code_table(color: str, convention: str, device: torch.device) -> torch.Tensor:
+    """What :func:`l2_representation` makes of each 8-bit code before any colour mixing
+    (a :func:`~percepmetric.metrics.color.code_table`): ``code / 255`` in ``rgb``, its
+    linear-light value in ``lab`` (after the lpips convention's truncation)."""
     if color == "rgb":
-        return x
-    if convention == "lpips":
-        return srgb8_to_linear(lpips_code_8bit_values(x), torch.float32)
-    return srgb_to_linear(x)
+        return code_table("value", device)
+    return code_table("lpips_linear" if convention == "lpips" else "linear", device)
 
 
 def l2_representation_8bit(codes: torch.Tensor, table: torch.Tensor, color: str) -> torch.Tensor:
@@ -81,7 +78,7 @@ def l2_representation_8bit(codes: torch.Tensor, table: torch.Tensor, color: str)
     of ``codes / 255``, by one table look-up per value (then the Lab mixing, in ``lab``)."""
     if color == "lab" and codes.shape[-1] == 1:
         codes = codes.expand(-1, -1, -1, 3)
-    values = torch.take(table, codes.permute(3, 0, 1, 2).long())  # take's output is contiguous: planes
+    values = look_up(table, codes.permute(3, 0, 1, 2))
     return linear_to_lab(values, dim=0) / 100.0 if color == "lab" else values
 
 
