@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from percepmetric.bench import DistanceStore, compute_distances, run_benchmark
 from percepmetric.bench.report import HUMAN, summary_table
@@ -103,6 +104,25 @@ def test_second_run_reuses_and_interrupted_run_resumes(fixture_root, cache, tmp_
     np.testing.assert_array_equal(again[0], expected[0])
     # Other options are another metric: never reuse its distances.
     assert store.path(create_metric("l2", color="lab"), split) != final
+
+
+def test_batches_in_threads_give_the_same_distances_and_resume(fixture_root, cache, tmp_path):
+    split = bapps.load_two_afc(fixture_root, "val/deblur")
+    serial = compute_distances(create_metric("ssim", convention="lpips"), split, batch_size=2, workers=1)
+    threaded = compute_distances(create_metric("ssim", convention="lpips"), split, batch_size=2, workers=2)
+    np.testing.assert_array_equal(serial[0], threaded[0])
+    np.testing.assert_array_equal(serial[1], threaded[1])
+    assert torch.get_num_threads() == 1  # restored (the suite runs single-threaded)
+
+    store = DistanceStore(tmp_path / "distances")
+    CountingL2.calls, CountingL2.fail_after = 0, 3
+    with pytest.raises(KeyboardInterrupt):
+        compute_distances(CountingL2(), split, batch_size=2, cache=store, workers=2)
+    partial = store.read(store.partial_path(store.path(CountingL2(), split)))
+    assert len(partial["d0"]) in (0, 2, 4, 6)  # whole batches, in order, before the failing one
+    CountingL2.calls, CountingL2.fail_after = 0, None
+    d0, _ = compute_distances(CountingL2(), split, batch_size=2, cache=store, workers=2)
+    np.testing.assert_allclose(d0, compute_distances(create_metric("l2"), split)[0], rtol=1e-6)
 
 
 def test_run_benchmark_tables_and_files(fixture_root, cache, tmp_path):

@@ -76,6 +76,22 @@ def test_ssim_integer_path_equals_scikit_image_on_the_truncated_images():
         assert abs(got[i].item() - want) < 1e-6
 
 
+@pytest.mark.parametrize("channels", [3, 1])
+def test_ssim_compiled_kernel_equals_the_torch_integer_path(channels, monkeypatch):
+    from percepmetric.metrics import kernels
+
+    assert kernels.AVAILABLE, "numba is a dependency: the compiled kernel must be in use"
+    metric = create_metric("ssim", convention="lpips")
+    ref, p0, p1 = _images(n=6, size=40, channels=channels, seed=7)
+    compiled = metric.triplet_values_8bit(ref, p0, p1)
+    pair = metric.values_8bit(ref, p1)
+    monkeypatch.setattr(kernels, "AVAILABLE", False)  # as without numba: the torch path
+    in_torch = metric.triplet_values_8bit(ref, p0, p1)
+    for a, b in zip(compiled, in_torch):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    torch.testing.assert_close(pair, metric.values_8bit(ref, p1), rtol=0, atol=1e-6)
+
+
 def test_from_8bit_maps_codes_onto_the_value_range():
     codes = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 3, 1).expand(1, 1, 3, 3).contiguous()
     assert torch.equal(create_metric("l2").from_8bit(codes)[0, 0, 0], torch.tensor([0.0, 0.2, 1.0]))

@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
 from ..registry import register
+from . import kernels
 from .base import Metric, check_choice, check_pair
 from .color import code_table, look_up, lpips_code_8bit, rgb_to_grey_matlab, rgb_to_lab, straight_through
 
@@ -168,6 +170,12 @@ def ssim_maps(
     return luminance * cs, cs
 
 
+def _window_constants(k: int) -> tuple[int, float, float]:
+    """``m = k^2`` and the constants of the integer form: ``m^2 C1``, ``m (m-1) C2`` (codes: L = 255)."""
+    m = k * k
+    return m, (K1 * 255.0) ** 2 * m * m, (K2 * 255.0) ** 2 * m * (m - 1)
+
+
 def box_ssim_8bit(ref: torch.Tensor, others: tuple[torch.Tensor, ...], table: torch.Tensor,
                   k: int = UNIFORM_SIZE) -> torch.Tensor:
     """SSIM of the lpips convention (k x k uniform window, sample covariance, 'valid' map,
@@ -183,7 +191,8 @@ def box_ssim_8bit(ref: torch.Tensor, others: tuple[torch.Tensor, ...], table: to
     (float32, relative error ~1e-7). The variance differences, which cancel badly in
     floating point, are therefore exact, and the whole path is 7x cheaper than float64.
     """
-    n, g, m = ref.shape[0], 1 + len(others), k * k
+    g = 1 + len(others)
+    m, c1, c2 = _window_constants(k)
     codes = torch.stack((ref,) + others).permute(0, 1, 4, 2, 3)  # (g, n, C, H, W) view
     # The maps to sum, written into one buffer: values, their squares, ref x each other.
     maps = torch.empty((3 * g - 1,) + codes.shape[1:], dtype=table.dtype, device=codes.device)
@@ -193,12 +202,13 @@ def box_ssim_8bit(ref: torch.Tensor, others: tuple[torch.Tensor, ...], table: to
     sums = box_sum_valid(maps, k)
     s, ss, s_ref = sums[:g], sums[g:2 * g], sums[2 * g:]
     squares = s * s
-    spread = ss * m - squares  # m^2 x (population variance)
     cross = s[:1] * s[1:]
-    c1, c2 = (K1 * 255.0) ** 2 * m * m, (K2 * 255.0) ** 2 * m * (m - 1)
-    luminance = (2 * cross).float().add_(c1).div_((squares[:1] + squares[1:]).float().add_(c1))
-    structure = (2 * (s_ref * m - cross)).float().add_(c2).div_((spread[:1] + spread[1:]).float().add_(c2))
-    return luminance.mul_(structure).mean(dim=(-1, -2)).mean(dim=-1)
+    spread = ss.mul_(m).sub_(squares)  # m^2 x (population variance), in place: exact int32
+    covariance = s_ref.mul_(m).sub_(cross)  # m^2 x covariance
+    # int32 (op) float scalar gives float32 in one pass: the exact integers are rounded once here.
+    ratio = (cross * 2.0).add_(c1).div_((squares[:1] + squares[1:]) + c1)
+    ratio.mul_((covariance * 2.0).add_(c2)).div_((spread[:1] + spread[1:]) + c2)
+    return ratio.mean(dim=(-1, -2)).mean(dim=-1)
 
 
 # ---------------------------------------------------------------- MATLAB pre-processing
@@ -560,12 +570,26 @@ class SSIM(_StructuralSimilarity):
     def compute_8bit(self, x, y):
         if not self._integer_path():
             return super().compute_8bit(x, y)
+        if _use_kernel(x):
+            return self._kernel(x, y, y)[0]  # the second half of a triplet's work, unused
         return box_ssim_8bit(x, (y,), self._code_table(x.device))[0]
 
     def compute_triplet_8bit(self, ref, p0, p1):
         if not self._integer_path():
             return super().compute_triplet_8bit(ref, p0, p1)
+        if _use_kernel(ref):
+            return self._kernel(ref, p0, p1).unbind(0)
         return box_ssim_8bit(ref, (p0, p1), self._code_table(ref.device)).unbind(0)
+
+    def _kernel(self, ref, p0, p1) -> torch.Tensor:
+        """:func:`box_ssim_8bit` by the compiled CPU loop of :mod:`.kernels`: ``(2, N)`` float32."""
+        table = self._code_table(ref.device).numpy().astype(np.int64)
+        _, c1, c2 = _window_constants(UNIFORM_SIZE)
+        return torch.from_numpy(kernels.box_ssim(ref.numpy(), p0.numpy(), p1.numpy(), table, UNIFORM_SIZE, c1, c2)).float()
+
+
+def _use_kernel(codes: torch.Tensor) -> bool:
+    return kernels.AVAILABLE and codes.device.type == "cpu"
 
 
 @register
