@@ -23,7 +23,8 @@ import torch
 from percepmetric.data.bapps import TwoAFCSplit, load_two_afc_folder
 from percepmetric.data.fixtures import distort, photo_patches, sentinel_triplets
 from percepmetric.errors import InputError
-from percepmetric.train.data import batch_to_tensors, join_splits
+from percepmetric.data.bapps import to_tensor
+from percepmetric.train.data import join_splits
 from percepmetric.train.evaluate import two_afc
 from percepmetric.train.loop import TrainConfig, load_checkpoint, train
 from percepmetric.train.model import LPIPSTrainable
@@ -123,7 +124,7 @@ def test_config_rejects_bad_values():
 def test_training_distance_is_the_metric(small_triplets, variant, w_init):
     """The trainer's fast forms (pair statistics, one trunk pass per triplet) equal the LPIPS metric."""
     lp = LPIPSTrainable("alex", variant, w_init, seed=1)
-    ref, p0, p1 = (batch_to_tensors(x[:6], torch.device("cpu")) for x in
+    ref, p0, p1 = (to_tensor(x[:6], torch.device("cpu")) for x in
                    (small_triplets.ref, small_triplets.p0, small_triplets.p1))
     d0, d1 = lp.triplet_distances(ref, p0, p1)
     with torch.no_grad():
@@ -198,7 +199,7 @@ def test_resume_continues_exactly_and_reload_gives_same_distances(tmp_path, smal
     b = create_metric("lpips", weights=str(resumed["final"]))
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb), ka
-    ref, p0 = (batch_to_tensors(x[:5], torch.device("cpu")) for x in (small_triplets.ref, small_triplets.p0))
+    ref, p0 = (to_tensor(x[:5], torch.device("cpu")) for x in (small_triplets.ref, small_triplets.p0))
     assert torch.equal(a(ref, p0), b(ref, p0))
     # The reloaded metric gives the distances the trainer computed with the same weights.
     lp = LPIPSTrainable("alex", "tune")

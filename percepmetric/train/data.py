@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import InputError
 
-__all__ = ["Triplets", "join_splits", "load_training_triplets", "batch_to_tensors"]
+__all__ = ["Triplets", "join_splits", "load_training_triplets"]
 
 
 @dataclass
@@ -36,13 +35,6 @@ class Triplets:
     def subset(self, index: np.ndarray) -> "Triplets":
         return Triplets(self.ref[index], self.p0[index], self.p1[index], self.judge[index],
                         [{"name": "subset", "count": int(len(index))}])
-
-
-def batch_to_tensors(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 ``(N,H,W,3)`` -> float32 ``(N,3,H,W)`` in [0, 1] on ``device``."""
-    # np.require copies read-only (memory-mapped) or strided input; fancy-indexed batches pass as they are.
-    t = torch.from_numpy(np.require(images, dtype=np.uint8, requirements=["C", "W"])).to(device)
-    return t.permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def join_splits(parts: list[tuple[str, object]]) -> Triplets:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import batch_to_tensors
+from ..data.bapps import to_tensor
 
 __all__ = ["metric_distances", "two_afc", "evaluate_weights", "present_val_splits"]
 
@@ -25,7 +25,7 @@ def metric_distances(metric, ref: np.ndarray, p0: np.ndarray, p1: np.ndarray, ba
     d0, d1 = [], []
     with torch.inference_mode():
         for start in range(0, len(ref), batch_size):
-            r, a, b = (batch_to_tensors(x[start:start + batch_size], device) for x in (ref, p0, p1))
+            r, a, b = (to_tensor(x[start:start + batch_size], device) for x in (ref, p0, p1))
             d0.append(metric.to_distance(metric(r, a)).float().cpu())
             d1.append(metric.to_distance(metric(r, b)).float().cpu())
     return torch.cat(d0), torch.cat(d1)

@@ -33,7 +33,8 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from ..errors import InputError
-from .data import Triplets, batch_to_tensors
+from ..data.bapps import to_tensor
+from .data import Triplets
 from .distributed import Dist, all_gather_rows, setup, teardown
 from .model import VARIANTS, W_INITS, LPIPSTrainable
 from .ranking import RankingHead, learning_rate, ranking_loss, two_afc_agreement
@@ -186,7 +187,7 @@ def _lin_statistics(lp: LPIPSTrainable, data: Triplets, d: Dist, progress: bool)
     for start in tqdm(range(0, len(mine), STATS_BATCH), desc="trunk features", unit="batch",
                       disable=not (progress and d.is_main), leave=False):
         idx = mine[start:start + STATS_BATCH]
-        a, b = lp.pair_stats(*(batch_to_tensors(x[idx], d.device) for x in (data.ref, data.p0, data.p1)))
+        a, b = lp.pair_stats(*(to_tensor(x[idx], d.device) for x in (data.ref, data.p0, data.p1)))
         s0.append(a)
         s1.append(b)
     width = sum(lp.channels)
@@ -372,7 +373,7 @@ def _batch_inputs(lp: LPIPSTrainable, data: Triplets, idx: np.ndarray, cache, de
     if cache is not None:
         rows = torch.from_numpy(idx).to(device)
         return cache[0][rows], cache[1][rows]
-    images = tuple(batch_to_tensors(x[idx], device) for x in (data.ref, data.p0, data.p1))
+    images = tuple(to_tensor(x[idx], device) for x in (data.ref, data.p0, data.p1))
     return lp.pair_stats(*images) if lp.variant == "lin" else images
 
 
