@@ -87,3 +87,16 @@ def test_atomic_path_never_leaves_half_written_files(tmp_path):
             raise RuntimeError("interrupted")
     assert target.read_text() == "first"  # the old complete result stays
     assert sorted(p.name for p in target.parent.iterdir()) == ["result.json"]  # no stray temporary file
+
+
+def test_keep_freed_memory_is_idempotent():
+    import sys
+
+    from percepmetric.memory import keep_freed_memory
+
+    first = keep_freed_memory()
+    assert keep_freed_memory() is first
+    if sys.platform.startswith("linux"):
+        import platform
+
+        assert first == (platform.libc_ver()[0] == "glibc")
