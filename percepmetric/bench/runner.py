@@ -39,6 +39,7 @@ from ..data.bapps import (
     is_jnd,
     load_split,
     resolve_root,
+    uint8_batch,
 )
 from ..errors import InputError
 from ..registry import metric_label
@@ -137,13 +138,6 @@ def _metric_device(metric) -> torch.device:
     return torch.get_default_device()
 
 
-def _uint8_batch(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Rows of a (possibly memory-mapped, read-only) uint8 ``(N,H,W,C)`` array as a tensor on
-    ``device``; it stays 8-bit until the metric (4x less to copy to a GPU)."""
-    t = torch.from_numpy(np.require(images, dtype=np.uint8, requirements=["C", "W"]))
-    return t.to(device, non_blocking=True)
-
-
 def _in_threads(compute: Callable[[int], Any], starts: Sequence[int], workers: int) -> Iterator[tuple[int, Any]]:
     """``(start, compute(start))`` for each start, in order. With ``workers > 1`` the batches run
     in that many threads at once, each op single-threaded (torch's thread count is 1 meanwhile,
@@ -225,7 +219,7 @@ def compute_distances(metric, split: TwoAFCSplit | JNDSplit, batch_size: int | N
 
     def distances(first: int) -> tuple[np.ndarray, ...]:
         with torch.inference_mode():  # per thread: the batches may run in worker threads
-            batch = [_uint8_batch(a[first:first + batch_size], device) for a in images]
+            batch = [uint8_batch(a[first:first + batch_size], device) for a in images]
             values = (metric.values_8bit(*batch),) if jnd else metric.triplet_values_8bit(*batch)
             return tuple(_as_distances(metric, v) for v in values)
 

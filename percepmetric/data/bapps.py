@@ -206,18 +206,19 @@ class JNDSplit:
         return len(self.same)
 
 
+def uint8_batch(images: np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
+    """Rows of a (possibly memory-mapped, read-only) uint8 ``(N,H,W,3)`` array as a uint8
+    tensor on ``device``: 8-bit data moves, a quarter of the bytes of floats."""
+    t = torch.from_numpy(np.require(images, dtype=np.uint8, requirements=["C", "W"]))  # copies read-only slices
+    return t if device is None else t.to(device, non_blocking=True)
+
+
 def to_tensor(batch_uint8: np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
     """uint8 ``(N,H,W,3)`` -> float32 ``(N,3,H,W)`` in [0, 1] (``x / 255``, as ToTensor does).
 
-    The uint8 data moves to ``device`` before the conversion (4x less to copy to a GPU).
+    The uint8 data moves to ``device`` before the conversion (:func:`uint8_batch`).
     """
-    batch = np.ascontiguousarray(batch_uint8)
-    if not batch.flags.writeable:  # a slice of the read-only memory-mapped cache
-        batch = batch.copy()
-    t = torch.from_numpy(batch)
-    if device is not None:
-        t = t.to(device, non_blocking=True)
-    return t.permute(0, 3, 1, 2).float().div_(255.0)
+    return uint8_batch(batch_uint8, device).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def load_two_afc(root: str | os.PathLike | None, name: str, *, cache_dir: str | os.PathLike | bool | None = None,
@@ -429,17 +430,6 @@ def _npy_header_end(data: bytes) -> int:
     return 12 + int.from_bytes(data[8:12], "little") if data[6] in (2, 3) else 0
 
 
-def _single_number_dtype(data: bytes, start: int) -> np.dtype | None:
-    """The dtype of the one number a ``.npy`` file holds, as np.load reads its header, if the
-    file (``data``, array data from ``start``) is exactly one plain number; else None."""
-    try:
-        array = np.load(io.BytesIO(data), allow_pickle=False)
-    except (OSError, ValueError, EOFError):
-        return None
-    plain = array.size == 1 and array.dtype.kind in "biuf" and len(data) == start + array.dtype.itemsize
-    return array.dtype if plain else None
-
-
 def _read_labels(entries: list[os.DirEntry], split: str, label_dir: str) -> np.ndarray:
     """The one number in [0, 1] that each ``.npy`` file of ``entries`` holds, as float32.
 
@@ -458,13 +448,15 @@ def _read_labels(entries: list[os.DirEntry], split: str, label_dir: str) -> np.n
         if dtype is not None and len(data) == start + dtype.itemsize:
             v = np.frombuffer(data, dtype, 1, start).astype(np.float64)
         else:
-            try:
-                v = np.asarray(np.load(e.path, allow_pickle=False), dtype=np.float64).ravel()
+            try:  # the bytes already read, or the path if reading failed (np.load says why)
+                array = np.load(io.BytesIO(data) if data is not None else e.path, allow_pickle=False)
+                v = np.asarray(array, dtype=np.float64).ravel()
             except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
                 bad.append(f"{label_dir}/{e.name} (unreadable: {exc.__class__.__name__})")
                 continue
-            if start and data[:start] not in known:
-                known[data[:start]] = _single_number_dtype(data, start)
+            if start and data[:start] not in known:  # learn the header: exactly one plain number?
+                plain = array.size == 1 and array.dtype.kind in "biuf" and len(data) == start + array.dtype.itemsize
+                known[data[:start]] = array.dtype if plain else None
         if v.size != 1 or not np.isfinite(v[0]) or not 0.0 <= v[0] <= 1.0:
             bad.append(f"{label_dir}/{e.name} ({v.tolist() if v.size <= 3 else f'{v.size} values'})")
             continue

@@ -54,7 +54,7 @@ def srgb8_to_linear(codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     look-up (no power function per pixel: the 8-bit benchmark path spends most of its time there).
     """
     table = srgb_to_linear(torch.arange(256, dtype=torch.float64, device=codes.device) / 255.0).to(dtype)
-    return torch.take(table, codes.long())  # take: ~2x faster than table[index] on CPU
+    return look_up(table, codes)
 
 
 # Lab from f = (f(X/Xn), f(Y/Yn), f(Z/Zn)): L = 116 fy - 16, a = 500 (fx - fy), b = 200 (fy - fz).
@@ -109,8 +109,9 @@ def lpips_code_8bit(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- 8-bit code tables
 
 def look_up(table: torch.Tensor, codes: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``table[codes]`` for uint8 ``codes`` of any strides (e.g. a permuted view), contiguous in
-    ``codes``' shape, into ``out`` if given (contiguous). int32 indices: 1.2x faster than take."""
+    """``table[codes]`` for integer-valued ``codes`` (uint8, or floats holding 0..255) of any
+    strides (e.g. a permuted view), contiguous in ``codes``' shape, into ``out`` if given
+    (contiguous). int32 indices: 1.2x faster than take's int64, which is 2x faster than indexing."""
     index = codes.int().reshape(-1)
     values = torch.index_select(table, 0, index, out=None if out is None else out.view(-1))
     return values.view(codes.shape)
