@@ -3,6 +3,7 @@
 Public surface::
 
     percepmetric.distance(x, y, metric="lpips", net="alex")   # lower = more alike
+    percepmetric.distance_label("psnr")                        # "psnr as mse": what distance() gave
     percepmetric.create_metric("ssim", convention="matlab")    # a torch.nn.Module, (N,C,H,W) x2 -> (N,)
     percepmetric.list_metrics()
 """
@@ -15,12 +16,13 @@ import torch
 
 from .errors import InputError, PercepmetricError, WeightsNotFoundError
 from .io import ImageLike, as_batch, load_image
-from .registry import create_metric, describe_metric, list_metrics
+from .registry import create_metric, describe_metric, distance_label, list_metrics
 
 __version__ = "0.1.0"
 
 __all__ = [
     "distance",
+    "distance_label",
     "create_metric",
     "list_metrics",
     "describe_metric",
@@ -50,7 +52,10 @@ def distance(x: ImageLike, y: ImageLike, metric: str = "lpips", **options: Any) 
 
     Metrics whose value is a similarity are turned into distances by the metric's
     ``to_distance``: SSIM and MS-SSIM give ``(1 - s) / 2`` (the LPIPS paper's DSSIM),
-    FSIM gives ``1 - s``, PSNR gives ``MSE / data_range^2 = 10^(-PSNR/10)``.
+    FSIM gives ``1 - s``, and ``metric="psnr"`` gives the **MSE** of the images scaled to
+    [0, 1] (``MSE / data_range^2 = 10^(-PSNR/10)``), not PSNR in dB: label such numbers
+    with :func:`distance_label` (``"psnr as mse"``), and call ``create_metric("psnr")(x, y)``
+    for PSNR itself.
 
     Gradients flow when an input requires grad, so the result can serve as a loss.
     """

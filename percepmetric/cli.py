@@ -9,13 +9,17 @@ attached here.
 from __future__ import annotations
 
 import json
+import math
 import sys
+from pathlib import Path
 
 import click
+import torch
 
-from .cli_options import build_metrics, metric_option_flags
+from .cli_options import build_metrics, device_option, metric_option_flags
+from .devices import resolve_device
 from .errors import InputError, PercepmetricError
-from .registry import metric_label
+from .registry import distance_label, metric_label
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,7 +28,7 @@ def cli() -> None:
     """Perceptual image distances, and how well they agree with people."""
 
 
-def _load_pair_compatible(paths: list[str]):
+def _load_pair_compatible(paths: list[str], device: torch.device | None = None) -> list[torch.Tensor]:
     from .io import load_image
 
     images = [load_image(p) for p in paths]
@@ -37,11 +41,73 @@ def _load_pair_compatible(paths: list[str]):
     # A grey image compared with a colour one: repeat grey to three channels.
     if any(img.shape[1] == 3 for img in images):
         images = [img.expand(-1, 3, -1, -1) if img.shape[1] == 1 else img for img in images]
-    return images
+    return [img.to(device) for img in images] if device is not None else images
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.6g}"
+def _fmt(value: float, unit: str = "") -> str:
+    return f"{value:.6g}" + (f" {unit}" if unit else "")
+
+
+def _json_number(value: float) -> float | None:
+    """JSON has no infinity: an infinite value (PSNR of identical images) is written as null."""
+    return value if math.isfinite(value) else None
+
+
+def _dump_json(document: dict) -> str:
+    # allow_nan=False: a non-finite number that slipped through fails here, not in a reader's parser.
+    return json.dumps(document, indent=2, allow_nan=False)
+
+
+def _values_or_reason(metric, pairs) -> tuple[list[torch.Tensor] | None, str | None]:
+    """The metric's values on each ``(x, y)`` pair, or why it cannot run on these images.
+
+    A metric that cannot take the images (too small for its window, grey images for FSIMc)
+    raises InputError; its reason goes in the table in place of numbers, so the metrics that
+    can run still report theirs.
+    """
+    try:
+        return [metric(x, y) for x, y in pairs], None
+    except InputError as exc:
+        reason = str(exc)
+        prefix = f"{metric.name}: "
+        return None, reason[len(prefix):] if reason.startswith(prefix) else reason
+
+
+def _require_one_result(rows: list[dict]) -> None:
+    """Exit 2 (one line) when no chosen metric could run; otherwise the others' reasons are shown."""
+    if not any(r["applicable"] for r in rows):
+        reasons = "; ".join(f"{r['metric']}: {r['reason']}" for r in rows)
+        raise InputError(f"no chosen metric can run on these images ({reasons})")
+
+
+def _check_map_target(path: str) -> Path:
+    """The ``--map`` file, checked before any work: a .png whose folder can be written."""
+    from .io import prepare_output_dir
+
+    target = Path(path)
+    if target.suffix.lower() != ".png":
+        raise InputError(f"--map {path}: the map is written as a PNG file; give a path ending in .png")
+    if target.is_dir():
+        raise InputError(f"--map {path}: is a folder; give a file path ending in .png")
+    prepare_output_dir(target.parent, option="--map")
+    return target
+
+
+def _metrics_with_maps() -> list[str]:
+    from .registry import list_metrics, metric_class
+
+    return [name for name in list_metrics() if hasattr(metric_class(name), "distance_map")]
+
+
+def _map_metric(built: list):
+    """The one chosen metric whose per-pixel distance map ``--map`` draws."""
+    lacking = [m for m in built if not hasattr(m, "distance_map")]
+    if lacking:
+        raise InputError(f"--map: {metric_label(lacking[0])} has no per-pixel distance map "
+                         f"(metrics with one: {', '.join(_metrics_with_maps())}); use -m lpips")
+    if len(built) != 1:
+        raise InputError("--map draws the map of one metric; choose it with a single -m")
+    return built[0]
 
 
 # ---------------------------------------------------------------- commands
@@ -66,31 +132,132 @@ def metrics_command(as_json: bool) -> None:
 @click.argument("image_a", type=click.Path())
 @click.argument("image_b", type=click.Path())
 @metric_option_flags
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def distance_command(image_a, image_b, metrics, net, variant, weights, extra, as_json) -> None:
-    """Compare two images with each metric."""
-    x, y = _load_pair_compatible([image_a, image_b])
+@device_option
+@click.option("--map", "map_path", default=None, metavar="FILE.png",
+              help="Also save a figure of where the images differ: the per-pixel distance map of "
+                   "the one chosen metric that has one (lpips, the default with --map).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON instead of a table (an infinite value, PSNR of identical images, is null).")
+def distance_command(image_a, image_b, metrics, net, variant, weights, extra, device, map_path, as_json) -> None:
+    """Compare two images with each metric.
+
+    Each row is the metric's own value (PSNR in dB, SSIM, ...). A metric that cannot run on
+    these images (e.g. SSIM's window on an 8x8 image) is marked n/a with the reason; exit
+    code 0 when at least one metric ran, 2 when none could.
+    """
+    torch_device = resolve_device(device)
+    if map_path is not None:
+        map_target = _check_map_target(map_path)
+        metrics = metrics or ("lpips",)
     built = build_metrics(metrics, net, variant, weights, extra)
+    map_metric = _map_metric(built) if map_path is not None else None
+    x, y = _load_pair_compatible([image_a, image_b], torch_device)
     rows = []
     for m in built:
-        value = m(x, y)
-        rows.append({"metric": metric_label(m), "spec": m.spec, "value": value.item(),
-                     "distance": m.to_distance(value).item(), "lower_is_better": m.lower_is_better})
+        values, reason = _values_or_reason(m.to(torch_device), [(x, y)])
+        row = {"metric": metric_label(m), "spec": m.spec, "applicable": reason is None, "reason": reason,
+               "value": None, "unit": m.unit, "lower_is_better": m.lower_is_better,
+               "distance": None, "distance_label": distance_label(m)}
+        if values is not None:
+            value = values[0].item()
+            row.update(value=value, distance=m.to_distance(values[0]).item())
+        rows.append(row)
+    _require_one_result(rows)
+    if map_metric is not None:
+        _save_distance_map(map_target, map_metric, x, y, rows[0]["value"], (image_a, image_b))
+    identical = bool(torch.equal(x, y))
     if as_json:
-        click.echo(json.dumps({"a": image_a, "b": image_b, "results": rows}, indent=2))
+        for row in rows:
+            row["value"] = None if row["value"] is None else _json_number(row["value"])
+        document = {"a": image_a, "b": image_b, "identical": identical, "results": rows}
+        if map_path is not None:
+            document["map"] = str(map_target)
+        click.echo(_dump_json(document))
         return
     width = max(len(r["metric"]) for r in rows)
     for r in rows:
-        click.echo(f"{r['metric']:<{width}}  {_fmt(r['value'])}")
+        if not r["applicable"]:
+            shown = f"n/a: {r['reason']}"
+        else:
+            shown = _fmt(r["value"], r["unit"]) + (" (identical images)" if math.isinf(r["value"]) else "")
+        click.echo(f"{r['metric']:<{width}}  {shown}")
+    if map_path is not None:
+        click.echo(f"map: {map_target}")
+
+
+def _save_distance_map(target: Path, metric, x: torch.Tensor, y: torch.Tensor, value: float,
+                       names: tuple[str, str]) -> None:
+    """A figure of A, B and the metric's per-pixel distance map (upsampled to the image size),
+    with a colour bar, written atomically to ``target``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+
+    dmap = metric.distance_map(x, y)[0, 0].float().cpu().numpy()
+
+    def picture(t: torch.Tensor):
+        return t[0].expand(3, -1, -1).permute(1, 2, 0).float().clamp(0, 1).cpu().numpy()
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2), layout="constrained")
+    for ax, image, name in zip(axes[:2], (x, y), names):
+        ax.imshow(picture(image))
+        ax.set_title(Path(name).name, fontsize=10)
+    shown = axes[2].imshow(dmap, cmap="magma", vmin=0.0)
+    axes[2].set_title("where they differ (brighter = more)", fontsize=10)
+    fig.colorbar(shown, ax=axes[2], shrink=0.85, label="distance per pixel")
+    fig.suptitle(f"{metric_label(metric)}: {value:.4g}", fontsize=11)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    with atomic_path(target, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _save_demo_images(folder: Path, images: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Write each ``(1,3,H,W)`` image in [0, 1] as ``folder/NAME.png`` (8-bit, atomically)."""
+    import numpy as np
+    from PIL import Image
+
+    from .io import atomic_path
+
+    written = {}
+    for name, image in images.items():
+        codes = (image[0].permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8)
+        path = folder / f"{name}.png"
+        with atomic_path(path, suffix=".png") as tmp:
+            Image.fromarray(codes).save(tmp, format="PNG")
+        written[name] = str(path)
+    return written
 
 
 @cli.command("score")
 @click.argument("images", nargs=-1, type=click.Path())
 @metric_option_flags
+@device_option
 @click.option("--demo", is_flag=True, help="Use a built-in example triplet made from scikit-image's photos.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def score_command(images, metrics, net, variant, weights, extra, demo, as_json) -> None:
-    """Which of A and B is closer to REF, by each metric: score REF A B."""
+@click.option("--save", "save_dir", default=None, metavar="DIR",
+              help="With --demo: also write its images to DIR as ref.png, a.png and b.png.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON instead of a table (an infinite value, PSNR of identical images, is null).")
+def score_command(images, metrics, net, variant, weights, extra, device, demo, save_dir, as_json) -> None:
+    """Which of A and B is closer to REF, by each metric: score REF A B.
+
+    ref-A and ref-B are each metric's own values (PSNR in dB, SSIM, ...). A metric that cannot
+    run on these images is marked n/a with the reason; exit code 0 when at least one metric
+    ran, 2 when none could.
+    """
+    torch_device = resolve_device(device)
+    saved = None
+    if save_dir is not None:
+        if not demo:
+            raise InputError("--save writes the demo images: use it with --demo")
+        from .io import prepare_output_dir
+
+        save_folder = prepare_output_dir(save_dir, option="--save")
     if demo:
         if images:
             raise InputError("--demo takes no image paths")
@@ -98,29 +265,50 @@ def score_command(images, metrics, net, variant, weights, extra, demo, as_json) 
 
         ref, a, b = example_triplet()
         names = ("<demo ref: astronaut>", "<demo A: JPEG quality 10>", "<demo B: Gaussian blur sigma 1.5>")
+        if save_dir is not None:
+            saved = _save_demo_images(save_folder, {"ref": ref, "a": a, "b": b})
+        ref, a, b = (t.to(torch_device) for t in (ref, a, b))
     else:
         if len(images) != 3:
             raise InputError(f"score takes exactly three images REF A B, got {len(images)}")
-        ref, a, b = _load_pair_compatible(list(images))
+        ref, a, b = _load_pair_compatible(list(images), torch_device)
         names = tuple(images)
     built = build_metrics(metrics, net, variant, weights, extra)
     rows = []
     for m in built:
-        va, vb = m(ref, a).item(), m(ref, b).item()
-        da, db = m.to_distance(m(ref, a)).item(), m.to_distance(m(ref, b)).item()
-        closer = "tie" if da == db else ("A" if da < db else "B")
-        rows.append({"metric": metric_label(m), "spec": m.spec, "ref_a": va, "ref_b": vb,
-                     "distance_ref_a": da, "distance_ref_b": db,
-                     "lower_is_better": m.lower_is_better, "closer": closer})
+        values, reason = _values_or_reason(m.to(torch_device), [(ref, a), (ref, b)])
+        row = {"metric": metric_label(m), "spec": m.spec, "applicable": reason is None, "reason": reason,
+               "ref_a": None, "ref_b": None, "unit": m.unit, "lower_is_better": m.lower_is_better,
+               "distance_ref_a": None, "distance_ref_b": None, "distance_label": distance_label(m),
+               "closer": None}
+        if values is not None:
+            da, db = (m.to_distance(v).item() for v in values)
+            row.update(ref_a=values[0].item(), ref_b=values[1].item(), distance_ref_a=da, distance_ref_b=db,
+                       closer="tie" if da == db else ("A" if da < db else "B"))
+        rows.append(row)
+    _require_one_result(rows)
+    identical = {"ref_a": bool(torch.equal(ref, a)), "ref_b": bool(torch.equal(ref, b))}
     if as_json:
-        click.echo(json.dumps({"ref": names[0], "a": names[1], "b": names[2], "results": rows}, indent=2))
+        for row in rows:
+            for key in ("ref_a", "ref_b"):
+                row[key] = None if row[key] is None else _json_number(row[key])
+        document = {"ref": names[0], "a": names[1], "b": names[2], "identical": identical, "results": rows}
+        if saved is not None:
+            document["saved"] = saved
+        click.echo(_dump_json(document))
         return
-    click.echo(f"REF = {names[0]}\nA   = {names[1]}\nB   = {names[2]}")
+    labels = ("REF", "A  ", "B  ")
+    for label, name, key in zip(labels, names, ("ref", "a", "b")):
+        click.echo(f"{label} = {name}" + (f" (saved as {saved[key]})" if saved else ""))
     width = max(len(r["metric"]) for r in rows)
-    click.echo(f"{'metric':<{width}}  {'ref-A':>10}  {'ref-B':>10}  direction  closer")
+    click.echo(f"{'metric':<{width}}  {'ref-A':>13}  {'ref-B':>13}  direction  closer")
     for r in rows:
+        if not r["applicable"]:
+            click.echo(f"{r['metric']:<{width}}  n/a: {r['reason']}")
+            continue
         direction = "lower  " if r["lower_is_better"] else "higher "
-        click.echo(f"{r['metric']:<{width}}  {_fmt(r['ref_a']):>10}  {_fmt(r['ref_b']):>10}  {direction}    {r['closer']}")
+        ref_a, ref_b = _fmt(r["ref_a"], r["unit"]), _fmt(r["ref_b"], r["unit"])
+        click.echo(f"{r['metric']:<{width}}  {ref_a:>13}  {ref_b:>13}  {direction}    {r['closer']}")
 
 
 def _attach_commands() -> None:
@@ -144,6 +332,10 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="percepmetric", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # `percepmetric` (or a command group) alone asks what there is: the help, not an error.
+        click.echo(exc.ctx.get_help())
+        sys.exit(0)
     except click.exceptions.Abort:
         click.echo("percepmetric: aborted", err=True)
         sys.exit(130)

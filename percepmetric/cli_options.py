@@ -26,18 +26,43 @@ def metric_option_flags(func):
         click.option("--weights", default=None, type=click.Path(dir_okay=False),
                      help="Weight file of a trained metric (e.g. run/final.pt)."),
         click.option("--option", "-o", "extra", multiple=True, metavar="KEY=VALUE",
-                     help="Any other metric option, e.g. -o convention=matlab -o data_range=255."),
+                     help="Any other metric option, e.g. -o convention=matlab -o data_range=255 -o downsample=false."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
 
 
-def _parse_value(text: str) -> Any:
+_TRUE_WORDS = ("true", "yes", "on", "1")
+_FALSE_WORDS = ("false", "no", "off", "0")
+
+
+def parse_option_value(text: str, default: Any = None) -> Any:
+    """A ``-o KEY=VALUE`` value as the user typed it -> the Python value.
+
+    ``true``/``false`` in any case are booleans; for an option whose default is a boolean,
+    ``1``/``0``, ``yes``/``no`` and ``on``/``off`` are too. Otherwise a Python literal
+    (``255``, ``0.5``, ``(0, 1)``, ``None``), else the text itself (a bare word such as
+    ``matlab`` or ``lab``).
+    """
+    word = text.strip().lower()
+    if word in ("true", "false") or (isinstance(default, bool) and word in _TRUE_WORDS + _FALSE_WORDS):
+        return word in _TRUE_WORDS
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        return text  # a bare word such as matlab or lab
+        return text
+
+
+def device_option(func):
+    """``--device auto|cpu|cuda|cuda:N``, checked by :func:`percepmetric.devices.resolve_device`."""
+    return click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N",
+                        help="Where to compute: auto = CUDA when available, else the CPU.")(func)
+
+
+def no_progress_option(func):
+    """``--no-progress``: the one name every long-running command uses to hide progress bars."""
+    return click.option("--no-progress", is_flag=True, help="No progress bar.")(func)
 
 
 def build_metrics(names: Iterable[str], net, variant, weights, extra, default=DEFAULT_METRICS):
@@ -48,27 +73,27 @@ def build_metrics(names: Iterable[str], net, variant, weights, extra, default=DE
     """
     from .registry import create_metric, metric_options
 
-    options: dict[str, Any] = {}
+    typed: dict[str, str] = {}  # -o values as typed: parsed per metric, by each option's default
     for item in extra:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise InputError(f"--option {item!r}: expected KEY=VALUE")
-        options[key.replace("-", "_")] = _parse_value(value)
-    for key, value in (("net", net), ("variant", variant), ("weights", weights)):
-        if value is not None:
-            options[key] = value
+        typed[key.replace("-", "_")] = value
+    given = {key: value for key, value in (("net", net), ("variant", variant), ("weights", weights)) if value is not None}
+    if parse_option_value(typed.get("spatial", "False"), False):
+        # A per-pixel map has no single number to print.
+        raise InputError("option 'spatial' gives a distance map, not a number: "
+                         "use `percepmetric distance A B -m lpips --map MAP.png` (or Python: metric.distance_map)")
     names = list(names) or list(default)
     used: set[str] = set()
     metrics = []
     for name in names:
         accepted = metric_options(name)
-        mine = {k: v for k, v in options.items() if k in accepted}
+        mine = {k: parse_option_value(v, accepted[k]) for k, v in typed.items() if k in accepted}
+        mine.update({k: v for k, v in given.items() if k in accepted})
         used.update(mine)
         metrics.append(create_metric(name, **mine))
-    if options.get("spatial"):
-        # A per-pixel map has no single number to print: the Python API returns it.
-        raise InputError("option 'spatial' returns a distance map; use it from Python (percepmetric.create_metric), not the CLI")
-    unused = sorted(set(options) - used)
+    unused = sorted((set(typed) | set(given)) - used)
     if unused:
         raise InputError(f"option {unused[0]!r} is not accepted by any chosen metric ({', '.join(names)})")
     return metrics

@@ -7,6 +7,8 @@ Conventions (the only place they are decided):
   them: ``(H,W)``, ``(H,W,C)`` or ``(N,H,W,C)``.
 * Integer data is scaled to [0, 1]: uint8 by 255, uint16 by 65535. Float data is taken
   as it is (its range is checked later by the metric against its ``data_range``).
+* **Files are read at their full depth**: 16-bit PNG and TIFF files, grey or colour, give
+  uint16 samples (PIL reads 16-bit colour at 8 bits, so imagecodecs decodes those).
 * **Alpha** is dropped (RGBA -> RGB, LA -> L), as PIL's ``convert("RGB")`` does and as
   the LPIPS and pyiqa loaders do, so numbers match theirs. Composite over a background
   yourself before calling if transparency matters to you.
@@ -33,7 +35,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 
 
 def read_image_array(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file to an ``(H,W,C)`` uint8/uint16 array, C in {1, 3}.
+    """Read an image file to an ``(H,W,C)`` uint8/uint16 array, C in {1, 3}, at the file's full
+    sample depth (a 16-bit PNG or TIFF, grey or colour, gives uint16).
 
     Raises :class:`InputError` naming the file when it is missing or not an image.
     """
@@ -46,11 +49,49 @@ def read_image_array(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{path}: is a folder, not an image file")
     try:
         with Image.open(path) as img:
+            if _colour_deeper_than_8_bits(img, path):
+                return _decode_deep_colour(path, img.format)
             img.load()
             array = _pil_to_array(img)
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise InputError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
     return array
+
+
+def _colour_deeper_than_8_bits(img, path: Path) -> bool:
+    """True for a PNG or TIFF whose colour (or grey + alpha) samples have more than 8 bits:
+    PIL decodes those to 8 bits per sample (it keeps 16 bits only for plain grey), so they are
+    decoded by :func:`_decode_deep_colour` instead. The depth comes from the file's header."""
+    if img.mode.startswith("I") or img.mode == "F":  # grey at full depth already
+        return False
+    if img.format == "PNG":
+        with open(path, "rb") as f:
+            header = f.read(26)  # signature (8), IHDR length and type (8), width, height (8), depth
+        return len(header) == 26 and header[12:16] == b"IHDR" and header[24] > 8
+    if img.format == "TIFF":
+        bits = img.tag_v2.get(258, (8,))  # BitsPerSample
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        return max(bits) > 8
+    return False
+
+
+def _decode_deep_colour(path: Path, file_format: str) -> np.ndarray:
+    """A 16-bit colour (or grey + alpha) PNG or TIFF -> ``(H,W,C)`` uint16, C in {1, 3}
+    (alpha dropped, as for 8-bit files), decoded by imagecodecs (libpng / libtiff)."""
+    import imagecodecs
+
+    decode = imagecodecs.png_decode if file_format == "PNG" else imagecodecs.tiff_decode
+    try:
+        array = np.asarray(decode(path.read_bytes()))
+    except Exception as exc:  # noqa: BLE001 - the codec's own error classes vary by format
+        raise InputError(f"{path}: not a readable {file_format} image ({exc.__class__.__name__})") from None
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.dtype != np.uint16 or array.shape[-1] not in (1, 2, 3, 4):
+        raise InputError(f"{path}: unsupported {file_format} layout {array.shape} of {array.dtype} "
+                         "(expected 16-bit grey or RGB, with or without alpha)")
+    channels = {1: 1, 2: 1, 3: 3, 4: 3}[array.shape[-1]]  # drop alpha
+    return np.ascontiguousarray(array[..., :channels])
 
 
 def _pil_to_array(img) -> np.ndarray:
@@ -165,3 +206,23 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def prepare_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Create the output folder ``path`` (and its parents) and check that files can be written in it.
+
+    :class:`InputError` naming ``option`` when ``path`` is a file, cannot be created, or is not
+    writable, so that a command fails in one line before it computes anything.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InputError(f"{option} {path}: cannot write there ({reason})") from None
+    return path

@@ -60,8 +60,9 @@ def metric_options(name: str) -> dict[str, Any]:
 def create_metric(name: str, **options: Any) -> Metric:
     """Build the metric ``name`` with ``options``; unknown options raise :class:`InputError`.
 
-    The result is a ``torch.nn.Module``: ``m(x, y)`` maps two ``(N,C,H,W)`` batches to ``(N,)``,
-    with ``m.lower_is_better``, ``m.value_range``, ``m.differentiable`` and ``m.spec``.
+    The result is a ``torch.nn.Module``: ``m(x, y)`` maps two ``(N,C,H,W)`` batches (or arrays,
+    PIL images, paths: see :meth:`Metric.forward`) to ``(N,)``, with ``m.lower_is_better``,
+    ``m.value_range``, ``m.differentiable`` and ``m.spec``.
     """
     accepted = metric_options(name)
     unknown = sorted(set(options) - set(accepted))
@@ -90,6 +91,9 @@ def metric_label(metric: Metric) -> str:
     """Short name for tables: the metric's name and the options that differ from their defaults,
     e.g. ``ssim(convention=lpips)``; ``metric.spec`` stays the full identity.
 
+    It names the metric's own value (``metric(x, y)``: PSNR in dB, SSIM, ...); a column of
+    ``metric.to_distance`` values is labelled by :func:`distance_label` instead.
+
     Options defaulting to "auto" resolve from the others and are not shown; those defaulting
     to None (e.g. LPIPS's net, variant, weights: "decided by the weight file") show what they
     resolved to.
@@ -103,3 +107,17 @@ def metric_label(metric: Metric) -> str:
     if not changed:
         return metric.name
     return f"{metric.name}(" + ",".join(f"{k}={v}" for k, v in changed.items()) + ")"
+
+
+def distance_label(metric: Metric | str) -> str:
+    """Label of ``metric.to_distance`` values (what :func:`percepmetric.distance` returns), for a
+    metric or a registry name: :func:`metric_label` when the metric's value is its distance (l2,
+    lpips); otherwise that label and what the distance is, e.g. ``psnr as mse`` (MSE of the
+    images scaled to [0, 1], ``10^(-PSNR/10)``), ``ssim as dssim`` (``(1 - SSIM) / 2``),
+    ``fsim as 1-fsim``, so that a column of MSE values is never headed "psnr".
+    """
+    if isinstance(metric, str):
+        label, name = metric, metric_class(metric).distance_name
+    else:
+        label, name = metric_label(metric), getattr(metric, "distance_name", None)
+    return label if name is None else f"{label} as {name}"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -500,7 +502,7 @@ def test_damaged_or_incomplete_archive_is_refused(fixture_root, tmp_path):
     # An archive whose split fails verification installs nothing.
     bad = tmp_path / "bad"
     shutil.copytree(fixture_root / "jnd", bad / "jnd")
-    (bad / "jnd/val/cnn/p1/000000.png").write_bytes(b"garbage")
+    (bad / "jnd/val/cnn/p1/000000.png").write_bytes((bad / "jnd/val/cnn/p1/000000.png").read_bytes()[:60])
     with tarfile.open(mirror / "jnd.tar.gz", "w:gz") as tar:
         tar.add(bad / "jnd", arcname="jnd")
     with pytest.raises(DownloadError, match=r"failed verification: split jnd/val/cnn: 1 unreadable image"):
@@ -527,3 +529,100 @@ def test_damaged_cache_entry_is_rebuilt(fixture_root, cache):
     (entry / "p0.npy").write_bytes(b"truncated")
     again = bapps.load_two_afc(fixture_root, "val/superres")
     np.testing.assert_array_equal(again.p0, expected)
+
+
+def _cache_entry(cache: Path, split: str = "val_superres") -> Path:
+    (entry,) = [p for p in (cache / "splits").iterdir() if p.name.startswith(split + "-")]
+    return entry
+
+
+def _count_decodes(monkeypatch) -> list:
+    calls, real = [], bapps._decode_image
+    monkeypatch.setattr(bapps, "_decode_image", lambda path: calls.append(path) or real(path))
+    return calls
+
+
+@pytest.mark.parametrize("damage", ["empty", "half", "header only"])
+def test_truncated_cache_array_repairs_itself(fixture_root, cache, monkeypatch, damage):
+    expected = np.array(bapps.load_two_afc(fixture_root, "val/superres").p0)  # a copy, not the memory map
+    path = _cache_entry(cache) / "p0.npy"
+    data = path.read_bytes()
+    path.unlink()  # a new file, not the one still mapped above
+    path.write_bytes({"empty": b"", "half": data[: len(data) // 2], "header only": data[:128]}[damage])
+    decodes = _count_decodes(monkeypatch)
+    np.testing.assert_array_equal(bapps.load_two_afc(fixture_root, "val/superres").p0, expected)
+    assert decodes, "the damaged entry was used"
+    decodes.clear()
+    np.testing.assert_array_equal(bapps.load_two_afc(fixture_root, "val/superres").p0, expected)
+    assert not decodes, "the repaired entry is used again"
+
+
+def test_damaged_cache_bytes_are_caught_by_the_checksum(fixture_root, cache, monkeypatch):
+    expected = np.array(bapps.load_two_afc(fixture_root, "val/superres").p1)
+    path = _cache_entry(cache) / "p1.npy"
+    data = bytearray(path.read_bytes())
+    data[-1000] ^= 0xFF  # one pixel value, same size: only a checksum sees it
+    path.unlink()
+    path.write_bytes(bytes(data))
+    decodes = _count_decodes(monkeypatch)
+    np.testing.assert_array_equal(bapps.load_two_afc(fixture_root, "val/superres").p1, expected)
+    assert decodes
+
+
+def test_cache_entry_without_meta_json_repairs_itself(fixture_root, cache, monkeypatch):
+    expected = np.array(bapps.load_two_afc(fixture_root, "val/superres").ref)
+    entry = _cache_entry(cache)
+    (entry / "meta.json").unlink()  # a build killed before its last file, say, then damaged bytes
+    (entry / "ref.npy").unlink()
+    (entry / "ref.npy").write_bytes(b"junk")
+    np.testing.assert_array_equal(bapps.load_two_afc(fixture_root, "val/superres").ref, expected)
+    assert (_cache_entry(cache) / "meta.json").is_file()
+    decodes = _count_decodes(monkeypatch)
+    bapps.load_two_afc(fixture_root, "val/superres")
+    assert not decodes
+    assert [p.name for p in (cache / "splits").iterdir()] == [entry.name], "no temporary folder is left"
+
+
+def _rewrite_keeping_mtime(path: Path, data: bytes) -> None:
+    """Change a file in place and set its modification time back, as ``touch -r`` does."""
+    before = path.stat()
+    while True:
+        path.write_bytes(data)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        if path.stat().st_ctime_ns != before.st_ctime_ns:  # (a coarse clock may need a tick)
+            return
+        time.sleep(0.01)
+
+
+def test_cache_sees_a_change_whose_mtime_was_set_back(fixture_root, tmp_path, cache):
+    root = _copy_split(fixture_root, tmp_path)
+    assert bapps.load_two_afc(root, "val/cnn").judge[5] != np.float32(0.25)
+    path = root / "2afc/val/cnn/judge/000005.npy"
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([0.25], dtype=np.load(path).dtype))
+    assert len(buffer.getvalue()) == path.stat().st_size  # same size, same mtime: only the ctime differs
+    _rewrite_keeping_mtime(path, buffer.getvalue())
+    assert bapps.load_two_afc(root, "val/cnn").judge[5] == np.float32(0.25)
+
+
+def test_cache_folders_and_files_follow_the_umask(fixture_root, tmp_path):
+    previous = os.umask(0o002)  # a cache shared by a group
+    try:
+        bapps.load_two_afc(fixture_root, "val/cnn", cache_dir=tmp_path / "shared")
+    finally:
+        os.umask(previous)
+    entry = _cache_entry(tmp_path / "shared", "val_cnn")
+    for folder in (tmp_path / "shared", tmp_path / "shared" / "splits", entry):
+        assert folder.stat().st_mode & 0o777 == 0o775, folder
+    for file in entry.iterdir():
+        assert file.stat().st_mode & 0o777 == 0o664, file
+
+
+def test_unwritable_cache_decodes_in_memory_after_one_line(fixture_root, tmp_path, capsys):
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    for _ in range(2):
+        split = bapps.load_two_afc(fixture_root, "val/cnn", cache_dir=blocker / "cache")
+        assert len(split) == SIZE and not isinstance(split.ref, np.memmap)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write to the cache folder" in err and bapps.ENV_CACHE in err, err

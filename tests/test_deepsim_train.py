@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -170,7 +171,7 @@ def _cli(*args, timeout=300):
 def test_cli_train_and_resume(folders, tmp_path):
     out = tmp_path / "cli_run"
     common = ["--task", "autoencoder", "--size", "32", "--data", str(folders / "train"), "--out", str(out),
-              "--batch-size", "2", "--width", "0.125", "--loss", "image", "--quiet", "--checkpoint-every", "1",
+              "--batch-size", "2", "--width", "0.125", "--loss", "image", "--no-progress", "--checkpoint-every", "1",
               "--random-comparator", "--device", "cpu"]
     # the first iteration in-process (one subprocess less), the resumed one through the CLI
     train(_config(folders, out, loss="image", iterations=1, checkpoint_every=1), progress=False)
@@ -180,7 +181,7 @@ def test_cli_train_and_resume(folders, tmp_path):
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path):
-    result = _cli("train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--quiet")
+    result = _cli("train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--no-progress")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "no such folder" in result.stderr
 
@@ -190,7 +191,7 @@ def test_resolve_device(monkeypatch):
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu") and resolve_device(None) == torch.device("cpu")
-    for bad in ("gpu", "mps", "cuda:x", "cpu:3", ""):
+    for bad in ("gpu", "mps", "cuda:x", "cpu:3"):  # "" means auto (percepmetric.devices)
         with pytest.raises(InputError, match="--device .*expected auto, cpu, cuda or cuda:N"):
             resolve_device(bad)
     for spec in ("cuda", "cuda:1"):
@@ -208,7 +209,7 @@ def test_resolve_device(monkeypatch):
 def test_cli_device_without_gpu_is_one_line_exit_2(tmp_path):
     # CUDA_VISIBLE_DEVICES="" hides any GPU, so this holds on GPU machines too
     result = subprocess.run([sys.executable, "-m", "percepmetric.cli", "deepsim", "train", "--data", str(tmp_path),
-                             "--out", str(tmp_path / "o"), "--quiet", "--device", "cuda"],
+                             "--out", str(tmp_path / "o"), "--no-progress", "--device", "cuda"],
                             capture_output=True, text=True, timeout=300, env={**_env(), "CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().count("\n") == 0 and "--device cuda" in result.stderr
@@ -236,12 +237,16 @@ ALEX_FILE = TORCH_HOME / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
 def test_cli_demo_tiny(tmp_path):
     out = tmp_path / "demo"
     result = _cli("demo", "--out", str(out), "--iterations", "2", "--batch-size", "2", "--size", "32", "--width", "0.125",
-                  "--n-test", "4", "-m", "l2", "-m", "psnr", "--quiet", "--device", "cpu")
+                  "--n-test", "4", "-m", "l2", "-m", "psnr", "--no-progress", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     for name in ("deepsim_bench.csv", "deepsim_bench.png", "comparison.png", "summary.json", "summary.md",
                  "image_loss/final.pt", "deepsim/final.pt", "deepsim/eval/reencode.png"):
         assert (out / name).is_file(), name
     assert "image_loss" in result.stdout and "deepsim" in result.stdout
+    # PSNR's column holds its distance, the MSE, and says so: in the text, the JSON and the CSV
+    summary = json.loads((out / "summary.json").read_text())
+    assert [row["distance"] for row in summary["bench"]] == ["l2", "l2", "psnr as mse", "psnr as mse"]
+    assert "psnr as mse" in result.stdout and "psnr as mse" in (out / "deepsim_bench.csv").read_text()
 
 
 def test_bench_command_with_two_models(two_runs, folders, tmp_path):

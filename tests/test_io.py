@@ -100,3 +100,59 @@ def test_keep_freed_memory_is_idempotent():
         import platform
 
         assert first == (platform.libc_ver()[0] == "glibc")
+
+
+def _png_16_bit(samples: np.ndarray) -> bytes:
+    """A 16-bit PNG built by hand (signature, IHDR, one zlib IDAT, IEND): a writer independent
+    of every decoder under test. ``samples``: ``(H,W,C)`` uint16, C = 1, 2, 3 or 4."""
+    import struct
+    import zlib
+
+    height, width, channels = samples.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + samples[r].astype(">u2").tobytes() for r in range(height))  # filter 0
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("channels", [3, 4, 2, 1])
+def test_sixteen_bit_png_of_any_colour_type_keeps_all_its_bits(tmp_path, channels):
+    samples = np.random.default_rng(channels).integers(0, 65536, (5, 7, channels), dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    path.write_bytes(_png_16_bit(samples))
+    array = read_image_array(path)
+    kept = 1 if channels <= 2 else 3  # alpha dropped
+    assert array.dtype == np.uint16 and np.array_equal(array, samples[..., :kept])
+    assert torch.equal(load_image(path)[0], torch.from_numpy(samples[..., :kept].transpose(2, 0, 1).astype(np.float32) / 65535))
+
+
+def test_sixteen_bit_rgb_tiff_keeps_all_its_bits(tmp_path):
+    import tifffile
+
+    samples = np.random.default_rng(7).integers(0, 65536, (6, 5, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "deep.tif", samples, photometric="rgb")
+    assert np.array_equal(read_image_array(tmp_path / "deep.tif"), samples)
+
+
+def test_psnr_of_sixteen_bit_rgb_pngs_matches_the_raw_samples(tmp_path):
+    """The issue's case: 16-bit RGB files read at 8 bits gave 55.58 dB where the truth was 61.3."""
+    import json
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(11)
+    ref = rng.integers(2000, 63000, (24, 24, 3)).astype(np.uint16)
+    noisy = (ref.astype(np.int64) + rng.integers(-60, 61, ref.shape)).astype(np.uint16)
+    (tmp_path / "ref.png").write_bytes(_png_16_bit(ref))
+    (tmp_path / "noisy.png").write_bytes(_png_16_bit(noisy))
+    mse = np.mean((ref / 65535.0 - noisy / 65535.0) ** 2)
+    truth = 10 * np.log10(1.0 / mse)
+    proc = subprocess.run([sys.executable, "-m", "percepmetric", "distance", str(tmp_path / "ref.png"),
+                           str(tmp_path / "noisy.png"), "-m", "psnr", "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    value = json.loads(proc.stdout)["results"][0]["value"]
+    assert abs(value - truth) < 1e-3, (value, truth)

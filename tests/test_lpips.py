@@ -216,6 +216,37 @@ def test_bad_checkpoints(tmp_path):
         create_metric("lpips", weights=str(tmp_path / "missing.pt"))
 
 
+def test_cache_identity_is_the_content_of_every_weight_file(tmp_path, monkeypatch):
+    import shutil
+
+    from percepmetric.metrics import lpips as lpips_module
+
+    official = lpips_module.official_calibration_path("alex")
+    pretrained("alex")  # skips, naming the file, when the trunk is absent
+    monkeypatch.setenv("PERCEPMETRIC_LPIPS_WEIGHTS", str(tmp_path))
+    calibration = lpips_module.official_calibration_path("alex")
+    calibration.parent.mkdir(parents=True)
+    shutil.copyfile(official, calibration)
+    first = create_metric("lpips")
+    identity = first.cache_identity
+    assert identity.startswith(first.spec + "|") and "trunk=blake2b:" in identity and "calibration=blake2b:" in identity
+    # Hashed once per file and process: a second model of the same files reads neither again.
+    monkeypatch.setattr(lpips_module, "open", lambda *a, **k: pytest.fail("hashed again"), raising=False)
+    assert create_metric("lpips").cache_identity == identity
+    monkeypatch.undo()
+    monkeypatch.setenv("PERCEPMETRIC_LPIPS_WEIGHTS", str(tmp_path))
+    state = torch.load(calibration, map_location="cpu", weights_only=True)
+    state["lin2.model.1.weight"] = state["lin2.model.1.weight"] * 0.5
+    torch.save(state, calibration)  # same path, same size: only the content (and times) change
+    second = create_metric("lpips")
+    assert second.spec == first.spec  # readable names stay as they are ...
+    assert second.cache_identity not in (identity, first.cache_identity)  # ... the cache key does not
+    assert "calibration=changed-since-read" in first.cache_identity  # its bytes are not on disk anymore
+    # A --weights checkpoint counts with its content too.
+    path = save_lpips_checkpoint(LPIPS.untrained("alex", "scratch", seed=1), tmp_path / "mine.pt")
+    assert "weights=blake2b:" in create_metric("lpips", weights=str(path)).cache_identity
+
+
 # ---------------------------------------------------------------- backbones
 
 
@@ -290,7 +321,7 @@ def test_cli_weights_file_and_errors(image_files, tmp_path):
 def test_cli_weights_listing():
     out = _cli("weights")
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.strip().splitlines()
+    lines = out.stdout.strip().split("\n\n")[0].splitlines()  # the table; advice may follow
     assert len(lines) == 6
     for net in ("alex", "vgg", "squeeze"):
         trunk = next(l for l in lines if l.split()[:2] == [net, "trunk"])

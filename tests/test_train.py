@@ -212,7 +212,7 @@ def test_resume_continues_exactly_and_reload_gives_same_distances(tmp_path, smal
 def test_resume_refuses_other_options(tmp_path, small_triplets):
     config = TrainConfig(net="alex", variant="lin", epochs=1, batch_size=5)
     train(config, small_triplets, tmp_path / "run", stop_after=1, **QUIET)
-    with pytest.raises(InputError, match="batch_size"):
+    with pytest.raises(InputError, match="--batch-size was 5, now 20"):
         train(TrainConfig(net="alex", variant="lin", epochs=1, batch_size=20), small_triplets, tmp_path / "run",
               resume=True, **QUIET)
     with pytest.raises(InputError, match="nothing to resume"):

@@ -5,14 +5,27 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from pathlib import Path
 
 import click
 
-from ..cli_options import build_metrics, metric_option_flags
-from ..errors import InputError
+from ..cli_options import build_metrics, device_option, metric_option_flags, no_progress_option
+from ..errors import InputError, WeightsNotFoundError
 
-DEFAULT_BENCH_METRICS = ("lpips",)  # LPIPS (alex, lin) unless --metric says otherwise
+#: The metrics of the LPIPS paper's results table, with the options that reproduce its numbers:
+#: L2 in Lab and SSIM as the LPIPS code computes them, and LPIPS (alex, lin). Options the user
+#: gives (-o, --net, ...) go to every default metric that accepts them, and win over these.
+DEFAULT_BENCH_METRICS = (
+    ("l2", ("color=lab", "convention=lpips")),
+    ("ssim", ("convention=lpips",)),
+    ("lpips", ()),
+)
+#: What ``bench --out DIR`` writes in DIR (the figures only with --plot); a folder of one of
+#: these names there would stop the run at its very end, so it is refused at the start.
+TABLE_FILES = ("results.csv", "summary.csv", "comparisons.csv", "results.json")
+FIGURE_FILES = ("two_afc.png", "jnd_pr.png")
+LPIPS_SKIPPED = "percepmetric: LPIPS skipped: no weights (offline?); see `percepmetric weights`, TORCH_HOME"
 
 
 def _dataset_root(root: str | None) -> tuple[Path, bool]:
@@ -25,8 +38,9 @@ def _dataset_root(root: str | None) -> tuple[Path, bool]:
     if source == "default" and not ((path / "2afc").is_dir() or (path / "jnd").is_dir()):
         from ..data.fixtures import embedded_root
 
-        click.echo(f"percepmetric: no BAPPS dataset in {default_root()} (set --root or ${ENV_ROOT}, or run "
-                   f"`percepmetric download-bapps`); using the built-in synthetic sentinels", err=True)
+        click.echo(f"percepmetric: no BAPPS dataset given or found: using the built-in synthetic sentinels\n"
+                   f"  (the default folder {default_root()} holds none;\n"
+                   f"  for BAPPS: --root DIR, ${ENV_ROOT}, or `percepmetric download-bapps` first)", err=True)
         return embedded_root(), True
     if not path.is_dir():
         where = "--root" if source == "argument" else f"${ENV_ROOT}" if source == "environment" else "default root"
@@ -34,11 +48,82 @@ def _dataset_root(root: str | None) -> tuple[Path, bool]:
     return path, False
 
 
-@click.command("bench")
+def _option_key(item: str) -> str:
+    return item.partition("=")[0].replace("-", "_")
+
+
+def bench_metrics(names, net, variant, weights, extra) -> list:
+    """The metrics ``bench`` scores: the named ones, or :data:`DEFAULT_BENCH_METRICS`.
+
+    Named metrics are built as every command builds them (a missing weight file is an
+    error). The default set is what README's first command runs, on any machine: when
+    LPIPS's pretrained weights are absent and cannot be downloaded (offline, no TORCH_HOME),
+    it is left out with one line on stderr saying so and how to get them, and the other
+    metrics are scored.
+    """
+    if names:
+        return build_metrics(names, net, variant, weights, extra)
+    from ..registry import metric_options
+
+    flags = {"net": net, "variant": variant, "weights": weights}
+    accepted = {name: metric_options(name) for name, _ in DEFAULT_BENCH_METRICS}
+    given = [k for k, v in flags.items() if v is not None] + [_option_key(item) for item in extra if "=" in item]
+    for key in given:  # a typo must not be silently ignored, as in build_metrics
+        if not any(key in options for options in accepted.values()):
+            chosen = ", ".join(accepted)
+            raise InputError(f"option {key!r} is not accepted by any chosen metric ({chosen})")
+    built = []
+    for name, preset in DEFAULT_BENCH_METRICS:
+        # The user's items come last: build_metrics keeps the last value of a key.
+        mine = [item for item in extra if "=" not in item or _option_key(item) in accepted[name]]
+        own_flags = [v if k in accepted[name] else None for k, v in flags.items()]
+        try:
+            built += build_metrics([name], *own_flags, list(preset) + mine)
+        except WeightsNotFoundError:
+            if name != "lpips" or weights is not None:  # a weight file the user named must be there
+                raise
+            click.echo(LPIPS_SKIPPED, err=True)
+    return built
+
+
+def _prepare_out(out_dir: str, plot: bool) -> Path:
+    """Create ``--out`` and check that every file and folder ``bench`` writes there can be
+    written, before anything is computed (a failure at the end would lose the run's work)."""
+    from ..io import prepare_output_dir
+
+    out = prepare_output_dir(out_dir)
+    prepare_output_dir(out / "distances")
+    for name in TABLE_FILES + (FIGURE_FILES if plot else ()):
+        if (out / name).is_dir():
+            raise InputError(f"--out {out}: {name} there is a folder; bench writes a file of that name")
+    return out
+
+
+BENCH_HELP = """How well metrics agree with people on BAPPS (2AFC score, JND mAP), with 95% intervals.
+
+Reproduces the evaluation of Zhang et al. (2018), "The Unreasonable Effectiveness of Deep
+Features as a Perceptual Metric". Default metrics: that paper's table, L2 (Lab) and SSIM as
+its code computes them, and LPIPS (alex, lin); LPIPS is skipped, with a note, when its
+weights cannot be found or downloaded. Without a dataset it runs on a small built-in set of
+synthetic sentinels (NOT human judgments) so that everything can be tried.
+
+\b
+{guide}
+"""
+
+
+def _bench_help() -> str:
+    from .report import READING_GUIDE, SYNTHETIC_GUIDE
+
+    return BENCH_HELP.format(guide="\n".join(READING_GUIDE + SYNTHETIC_GUIDE))
+
+
+@click.command("bench", help=_bench_help())
 @click.option("--split", "-s", "splits", multiple=True, metavar="NAME",
               help="Split or group (repeatable): val/cnn, train/mix, jnd/val/traditional, val, jnd, train, all. "
                    "Default: all (the six 2AFC val sets and both JND sets).")
-@click.option("--all", "run_all", is_flag=True, help="Every 2AFC val and JND set, with the paper's summary table.")
+@click.option("--all", "run_all", is_flag=True,
+              help="Every 2AFC val and JND set (the same as --split all, the default); not with --split.")
 @click.option("--root", default=None, type=click.Path(file_okay=False),
               help="BAPPS folder (holding 2afc/ and jnd/). Default: $PERCEPMETRIC_BAPPS, else "
                    "~/.local/share/percepmetric/bapps, else the built-in synthetic sentinels.")
@@ -52,51 +137,57 @@ def _dataset_root(root: str | None) -> tuple[Path, bool]:
                    "(a second run reuses them; an interrupted run resumes).")
 @click.option("--plot", is_flag=True, help="Also write two_afc.png and jnd_pr.png (needs --out).")
 @click.option("--batch-size", type=int, default=None, help="Triplets or pairs per forward pass (default 100).")
-@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+@device_option
 @click.option("--bootstrap", "n_boot", type=int, default=1000, show_default=True,
               help="Bootstrap resamples for the 95% confidence intervals and paired tests.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@no_progress_option
+@click.option("--verbose", "-v", is_flag=True,
+              help="Also print the paired tests of metrics that gave the same answer on every item.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def bench_command(splits, run_all, root, models, data_dir, metrics, net, variant, weights, extra, out_dir, plot,
-                  batch_size, device, n_boot, seed, no_progress, as_json) -> None:
-    """How well metrics agree with people on BAPPS (2AFC score, JND mAP), with 95% intervals.
+                  batch_size, device, n_boot, seed, no_progress, verbose, as_json) -> None:
+    from ..devices import resolve_device
 
-    Reproduces the evaluation of Zhang et al. (2018). Without a dataset it runs on a small
-    built-in set of synthetic sentinels (NOT human judgments) so that everything can be tried.
-    """
-    import torch
-
+    # Everything the user can get wrong is checked before a weight is loaded or a file written.
+    dev = resolve_device(device)
     if plot and out_dir is None and not models:
         raise InputError("--plot needs --out DIR (where the figures go)")
     if n_boot < 1:
         raise InputError(f"--bootstrap must be at least 1, got {n_boot}")
-    built = build_metrics(metrics, net, variant, weights, extra, default=DEFAULT_BENCH_METRICS)
-    dev = torch.device(device) if device else (torch.device("cuda") if torch.cuda.is_available() else None)
-    if dev is not None:
-        built = [m.to(dev) for m in built]
+    if run_all and splits:
+        raise InputError("--all means every 2AFC val and JND set; give either --all or --split, not both")
     if models:
         if splits or run_all or root:
             raise InputError("--model evaluates generators on --data; it does not combine with --split/--all/--root")
+        if data_dir is None:
+            raise InputError("--model needs --data DIR (the images to reconstruct)")
+    elif data_dir is not None:
+        raise InputError("--data is for --model evaluation; for BAPPS use --root")
+    from ..data.bapps import expand_splits
+
+    names = expand_splits(list(splits) or ["all"])  # an unknown split name fails here
+    if out_dir is not None:
+        if models:
+            from ..io import prepare_output_dir
+
+            prepare_output_dir(out_dir)
+        else:
+            _prepare_out(out_dir, plot)
+    built = [m.to(dev) for m in bench_metrics(metrics, net, variant, weights, extra)]
+    if models:
         _bench_models(list(models), data_dir, built, out_dir, plot)
         return
-    if data_dir is not None:
-        raise InputError("--data is for --model evaluation; for BAPPS use --root")
     from .report import format_report
     from .runner import run_benchmark
 
-    from ..data.bapps import expand_splits
-
-    names = expand_splits(list(splits) + (["all"] if run_all or not splits else []))  # bad names fail first
     path, _ = _dataset_root(root)
     result = run_benchmark(built, names, path, out_dir, batch_size=batch_size, device=dev,
                            progress=not no_progress, n_boot=n_boot, seed=seed, plot=plot)
     if as_json:
         payload = json.loads((Path(out_dir) / "results.json").read_text()) if out_dir else None
         if payload is None:
-            from .report import results_frame
-
-            from .report import SYNTHETIC_NOTE
+            from .report import SYNTHETIC_NOTE, results_frame
 
             payload = {"root": str(result.root), "synthetic": result.synthetic,
                        "note": SYNTHETIC_NOTE if result.synthetic else "human judgments (BAPPS)",
@@ -104,14 +195,12 @@ def bench_command(splits, run_all, root, models, data_dir, metrics, net, variant
                        "comparisons": result.comparisons}
         click.echo(json.dumps(payload, indent=2))
         return
-    click.echo(format_report(result))
+    click.echo(format_report(result, verbose=verbose))
     if result.files:
-        click.echo(f"\nwrote {', '.join(p.name for p in result.files)} to {out_dir}")
+        click.echo(f"\nwrote {', '.join(p.name for p in result.files)}\n   to {out_dir}")
 
 
 def _bench_models(models, data_dir, metrics, out_dir, plot) -> None:
-    if data_dir is None:
-        raise InputError("--model needs --data DIR (the images to reconstruct)")
     from ..deepsim.evaluate import bench_models, format_table
 
     frame = bench_models(models, data_dir, metrics, Path(out_dir) if out_dir else None, plot)
@@ -131,10 +220,17 @@ def make_fixture_command(directory, size, seed) -> None:
     """
     from ..data.bapps import expand_splits
     from ..data.fixtures import make_fixture
+    from ..io import prepare_output_dir
 
-    root = make_fixture(Path(directory), size=size, seed=seed)
+    target = prepare_output_dir(directory, option="DIRECTORY")
+    try:
+        root = make_fixture(target, size=size, seed=seed)
+    except OSError as exc:  # e.g. a file where the layout needs a folder
+        where = exc.filename or target
+        raise InputError(f"DIRECTORY {target}: cannot write {where} ({exc.strerror or type(exc).__name__})") from None
     splits = expand_splits(["train", "all"])
-    click.echo(f"wrote {len(splits)} splits of {size} items each to {root}: {', '.join(splits)}")
+    click.echo(f"wrote {len(splits)} splits of {size} items each to {root}:")
+    click.echo("\n".join(textwrap.wrap(", ".join(splits), width=99, initial_indent="  ", subsequent_indent="  ")))
     click.echo("These are synthetic sentinels, not human judgments.")
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,20 @@ from ..io import atomic_path, atomic_write_text
 HUMAN = "human (ceiling)"
 SYNTHETIC_NOTE = ("NOTE: this dataset is synthetic sentinels (percepmetric make-fixture), NOT human judgments: "
                   "scores check the software, not how human-like a metric is.")
+#: What the numbers mean, for a reader who has not read the LPIPS paper: one line each,
+#: under every text report and in ``bench --help``.
+READING_GUIDE = (
+    "2AFC: share of people's votes the metric agrees with on which patch is closer (50% = chance)",
+    "JND mAP: how well small distances find the pairs people saw as the same (average precision)",
+    "human ceiling: how often one person agrees with another (mean of p^2 + (1-p)^2 per triplet)",
+)
+#: Why metrics score above the "human ceiling" on the built-in sentinels.
+SYNTHETIC_GUIDE = (
+    "Metrics above the ceiling on the sentinels: their votes are synthetic, always for the weaker",
+    "distortion (80 or 100% of votes), so a metric that always picks it beats their 'ceiling'.",
+)
+#: Every line of the text report stays under this many columns (terminals, logs, e-mails).
+LINE_WIDTH = 99
 #: Means the summary table adds when all their splits are present: (column, members).
 MEANS = (
     ("2afc dist. mean", ("val/traditional", "val/cnn")),
@@ -37,7 +53,7 @@ def results_frame(result) -> pd.DataFrame:
     rows = list(result.rows) + [{"metric": HUMAN, "spec": "", "kind": "2afc", "status": "complete", **c}
                                 for c in result.ceilings]
     columns = ["metric", "split", "kind", "n", "score", "ci_low", "ci_high", "status", "spec"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=columns).astype({"n": "Int64"})  # counts, even beside a missing one
 
 
 def _column_order(splits: list[str]) -> list[str]:
@@ -71,49 +87,129 @@ def _pct(value) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
 
-def format_results(result) -> str:
-    """Per (metric, split): score and its confidence interval, in percent; then paired tests."""
-    w = max([len(HUMAN)] + [len(m) for m in result.metrics])
+def short_names(labels: list[str]) -> dict[str, str]:
+    """A short, unique name for each metric label, for tables and figures: the metric's
+    name (``l2``, ``ssim``), LPIPS with its net (``lpips-alex``; ``lpips-vgg-tune`` for
+    variants other than lin). The report lists each short name with its full label."""
+    names: dict[str, str] = {}
+    for label in labels:
+        short = label.split("(", 1)[0][:24]
+        if short == "lpips":
+            net = re.search(r"net=(\w+)", label)
+            variant = re.search(r"variant=(\w+)", label)
+            short += f"-{net.group(1)}" if net else ""
+            short += f"-{variant.group(1)}" if variant and variant.group(1) != "lin" else ""
+        unique, k = short, 2
+        while unique in names.values():
+            unique, k = f"{short}#{k}", k + 1
+        names[label] = unique
+    return names
+
+
+def _wrap(text: str, indent: str = "") -> list[str]:
+    return textwrap.wrap(text, width=LINE_WIDTH, initial_indent=indent, subsequent_indent=indent + "    ")
+
+
+def _says_nothing(test: dict) -> bool:
+    """A paired test of two metrics that gave the same answer on every item: +0.0 [+0.0, +0.0]."""
+    return test["difference"] == 0 and test["ci_low"] == 0 and test["ci_high"] == 0
+
+
+def format_results(result, verbose: bool = False) -> str:
+    """Per (metric, split): score and its confidence interval, in percent; then paired tests
+    (those of metrics that agree on every item only with ``verbose``)."""
+    short = short_names(result.metrics)
+    w = max([len(HUMAN)] + list(map(len, short.values())))
     lines = [f"{'metric':<{w}} {'split':<20} {'n':>6} {'score %':>8}  {'95% CI':<14} status"]
     order = _column_order(result.splits)
     for r in sorted(result.rows, key=lambda r: (order.index(r["split"]), result.metrics.index(r["metric"]))):
         ci = f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]" if r["status"] == "complete" else ""
-        n = "" if r["n"] is None else str(r["n"])
-        lines.append(f"{r['metric']:<{w}} {r['split']:<20} {n:>6} {_pct(r['score']):>8}  {ci:<14} {r['status']}")
+        n = "" if r["n"] is None else str(int(r["n"]))
+        lines.append(f"{short[r['metric']]:<{w}} {r['split']:<20} {n:>6} {_pct(r['score']):>8}  {ci:<14} "
+                     f"{r['status']}")
     for c in result.ceilings:
-        lines.append(f"{HUMAN:<{w}} {c['split']:<20} {c['n']:>6} {_pct(c['score']):>8}  "
+        lines.append(f"{HUMAN:<{w}} {c['split']:<20} {int(c['n']):>6} {_pct(c['score']):>8}  "
                      f"[{_pct(c['ci_low'])}, {_pct(c['ci_high'])}]")
+    shown = [t for t in result.comparisons if verbose or not _says_nothing(t)]
+    hidden = len(result.comparisons) - len(shown)
     if result.comparisons:
-        lines.append("")
-        lines.append("paired tests (best metric on each split vs each other; bootstrap over the same items):")
-        for t in result.comparisons:
-            verdict = {"a": f"{t['metric_a']} better", "b": f"{t['metric_b']} better",
-                       "neither": "no significant difference"}[t["better"]]
-            lines.append(f"  {t['split']:<20} {t['metric_a']} - {t['metric_b']}: {100 * t['difference']:+.1f} pts "
-                         f"[{100 * t['ci_low']:+.1f}, {100 * t['ci_high']:+.1f}], p={t['p_value']:.3g}: {verdict}")
+        lines += ["", "paired tests: best metric on each split minus each other, in points (bootstrap, same items):"]
+    if shown:
+        v = max(len(short[t[k]]) for t in shown for k in ("metric_a", "metric_b"))
+        lines.append(f"  {'split':<20} {'best':<{v}}   {'other':<{v}} {'diff':>6}  {'95% CI':<15} {'p':<7} "
+                     "significant")
+        for t in shown:
+            ci = f"[{100 * t['ci_low']:+.1f}, {100 * t['ci_high']:+.1f}]"
+            lines.append(f"  {t['split']:<20} {short[t['metric_a']]:<{v}} - {short[t['metric_b']]:<{v}} "
+                         f"{100 * t['difference']:>+6.1f}  {ci:<15} {t['p_value']:<7.2g} "
+                         f"{'no' if t['better'] == 'neither' else 'yes'}")
+    if hidden:
+        lines.append(f"  ({hidden} more with +0.0 [+0.0, +0.0]: the same answer on every item; "
+                     "--verbose lists them)")
     return "\n".join(lines)
 
 
-def format_summary(table: pd.DataFrame) -> str:
-    """The summary table as text, scores in percent (one decimal), missing as '-'."""
+#: Column names of the printed summary: split names without their group, short means; and
+#: what each mean's short name stands for.
+_MEAN_MEMBERS = {"dist.": "trad, cnn", "real-alg.": "superres .. frameint", "all": "the six"}
+_SHORT_COLUMNS = {
+    "val/traditional": "trad", "val/cnn": "cnn", "2afc dist. mean": "dist.",
+    "val/frameinterp": "frameint", "2afc real-alg. mean": "real-alg.", "2afc mean": "all",
+    "jnd/val/traditional": "trad", "jnd/val/cnn": "cnn", "jnd mean": "all",
+}
+
+
+def _short_column(column: str) -> str:
+    return _SHORT_COLUMNS.get(column) or column.replace("train/", "train ").replace("val/", "")
+
+
+def format_summary(table: pd.DataFrame, names: dict[str, str] | None = None) -> str:
+    """The summary table as text, scores in percent (one decimal), missing as '-': a 2AFC
+    block and a JND block, each under :data:`LINE_WIDTH` columns. ``names``: label -> short
+    name of the rows (see :func:`short_names`)."""
     shown = table.map(lambda v: "-" if pd.isna(v) else f"{100 * v:.1f}")
-    shown.columns = [c.replace("jnd/val/", "jnd ").replace("val/", "") for c in table.columns]
-    return shown.to_string()
+    jnd_rows = [label for label in table.index if label != HUMAN]  # the ceiling is a 2AFC notion
+    if names:
+        shown.index = [names.get(label, label) for label in shown.index]
+        jnd_rows = [names.get(label, label) for label in jnd_rows]
+    shown.index.name = None
+    blocks = []
+    two_afc = [c for c in table.columns if not c.startswith("jnd")]
+    jnd = [c for c in table.columns if c.startswith("jnd")]
+    means = [_short_column(c) for c in two_afc if c in dict(MEANS)]
+    if two_afc:
+        title = "2AFC score %"
+        if means:
+            title += " (means: " + "; ".join(f"{m} = {_MEAN_MEMBERS[m]}" for m in means) + ")"
+        blocks.append((title, list(shown.index), two_afc))
+    if jnd:
+        blocks.append(("JND mAP %" + (" (all = mean of both)" if "jnd mean" in jnd else ""), jnd_rows, jnd))
+    lines = []
+    for title, rows, columns in blocks:
+        block = shown.loc[rows, columns]
+        block.columns = [_short_column(c) for c in columns]
+        lines += ([""] if lines else []) + [title, block.to_string(line_width=LINE_WIDTH)]
+    return "\n".join(lines)
 
 
-def format_report(result) -> str:
-    """Everything printed on stdout by ``percepmetric bench``."""
-    parts = []
-    if result.synthetic:
-        parts.append(SYNTHETIC_NOTE)
-    parts.append(f"dataset: {result.root}")
-    parts.append(format_results(result))
+def format_report(result, verbose: bool = False) -> str:
+    """Everything printed on stdout by ``percepmetric bench``: what the data is, the metrics'
+    full names, the scores with their intervals, the summary table and how to read it."""
+    lines = _wrap(SYNTHETIC_NOTE) if result.synthetic else []
+    lines.append(f"dataset: {result.root}")
+    short = short_names(result.metrics)
+    if any(name != label for label, name in short.items()):
+        lines.append("metrics:")
+        for label, name in short.items():
+            lines += _wrap(f"{name:<{max(map(len, short.values()))}}  {label.replace(',', ', ')}", indent="  ")
+    lines.append("")
+    lines.append(format_results(result, verbose=verbose))
     if len(result.splits) > 1:
-        parts.append("\nsummary (% agreement with people: 2AFC score, JND mAP):")
-        parts.append(format_summary(summary_table(result)))
+        lines += ["", "summary (% agreement with people):", format_summary(summary_table(result), short)]
+    lines += ["", "How to read:"] + [f"  {line}" for line in READING_GUIDE]
     if result.synthetic:
-        parts.append(SYNTHETIC_NOTE)
-    return "\n".join(parts)
+        lines += [f"  {line}" for line in SYNTHETIC_GUIDE]
+    return "\n".join(lines)
 
 
 def _jsonable(value):
@@ -163,9 +259,71 @@ def _save_figure(fig, path: Path) -> Path:
     return path
 
 
+#: Per metric, a look that tells it apart without colour (print, colour blindness) and when
+#: its curve lies exactly on another's: line style, marker, bar hatch; lines drawn later are thinner.
+_LINE_STYLES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+_HATCHES = ("", "//", "..", "xx", "\\\\", "++")
+
+
+def _style(j: int, n: int) -> dict:
+    return {"linestyle": _LINE_STYLES[j % len(_LINE_STYLES)], "marker": _MARKERS[j % len(_MARKERS)],
+            "linewidth": 1.2 + 1.6 * (n - 1 - j) / max(1, n - 1), "markersize": 5 + 2 * (n - 1 - j) / max(1, n - 1),
+            "markerfacecolor": "none"}
+
+
+def _plot_two_afc(plt, result, splits: list[str], short: dict[str, str], note: str):
+    n = max(1, len(result.metrics))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.3 * len(splits) * (n + 1) + 2.5), 4.2), layout="constrained")
+    width = 0.8 / n
+    x = np.arange(len(splits))
+    lowest = 0.5
+    for j, label in enumerate(result.metrics):
+        rows = {r["split"]: r for r in result.rows if r["metric"] == label and r["status"] == "complete"}
+        score, low, high = (np.array([rows[s][key] if s in rows else np.nan for s in splits], dtype=float)
+                            for key in ("score", "ci_low", "ci_high"))
+        ax.bar(x - 0.4 + width * (j + 0.5), score, width, label=short[label], hatch=_HATCHES[j % len(_HATCHES)],
+               edgecolor="white", linewidth=0, yerr=np.vstack([score - low, high - score]), capsize=3)
+        lowest = min([lowest] + [v for v in low if np.isfinite(v)])
+    ceiling = {c["split"]: c["score"] for c in result.ceilings}
+    for k, s in enumerate(splits):
+        if s in ceiling:
+            ax.hlines(ceiling[s], k - 0.45, k + 0.45, colors="black", linestyles="--", linewidth=1.5,
+                      label="human ceiling" if k == 0 else None)
+    ax.set_xticks(x, [s.replace("val/", "").replace("train/", "train ") for s in splits])
+    ax.set_ylabel("2AFC score (share of votes agreed with)")
+    ax.set_ylim(max(0.0, np.floor(10 * lowest - 0.5) / 10), 1.0)
+    ax.axhline(0.5, color="grey", linewidth=0.8)
+    ax.set_title("2AFC score per set, with 95% intervals" + note, fontsize=10)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(n + 1, 8), fontsize=8, frameon=False)
+    return fig
+
+
+def _plot_jnd(plt, result, splits: list[str], short: dict[str, str], note: str):
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.0 * len(splits), 4.6), squeeze=False, layout="constrained")
+    n = len(result.metrics)
+    for ax, s in zip(axes[0], splits):
+        for j, label in enumerate(result.metrics):
+            if (label, s) in result.curves:
+                precision, recall = result.curves[(label, s)]
+                score = next(r["score"] for r in result.rows if r["metric"] == label and r["split"] == s)
+                ax.plot(recall, precision, label=f"{short[label]}: mAP {100 * score:.1f}",
+                        markevery=(j / (2 * n), 0.15), **_style(j, n))  # markers shifted per metric
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.05)
+        ax.grid(alpha=0.3)
+        ax.set_title(s.replace("jnd/val/", "JND "), fontsize=10)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False)
+    fig.suptitle("JND: precision and recall of finding the pairs people saw as the same" + note, fontsize=10)
+    return fig
+
+
 def plot_results(result, out_dir: str | os.PathLike) -> list[Path]:
     """``two_afc.png``: 2AFC score per split and metric with CI bars and the human ceiling;
-    ``jnd_pr.png``: precision-recall curve per JND split and metric. Returns the files written."""
+    ``jnd_pr.png``: precision-recall curve per JND split and metric. Returns the files written.
+    Metrics appear under their short names (:func:`short_names`); the report lists the full ones."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -173,47 +331,14 @@ def plot_results(result, out_dir: str | os.PathLike) -> list[Path]:
 
     out = Path(out_dir)
     files = []
-    title_note = " (synthetic sentinels, not human judgments)" if result.synthetic else ""
-    two_afc = [s for s in _column_order(result.splits) if not s.startswith("jnd/")]
-    if two_afc:
-        fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(two_afc) * max(1, len(result.metrics)) ** 0.5 + 2), 4))
-        width = 0.8 / max(1, len(result.metrics))
-        x = np.arange(len(two_afc))
-        for j, label in enumerate(result.metrics):
-            rows = {r["split"]: r for r in result.rows if r["metric"] == label and r["status"] == "complete"}
-            score = np.array([rows[s]["score"] if s in rows else np.nan for s in two_afc])
-            low = np.array([rows[s]["ci_low"] if s in rows else np.nan for s in two_afc])
-            high = np.array([rows[s]["ci_high"] if s in rows else np.nan for s in two_afc])
-            ax.bar(x - 0.4 + width * (j + 0.5), score, width, label=label,
-                   yerr=np.vstack([score - low, high - score]), capsize=3)
-        ceiling = {c["split"]: c["score"] for c in result.ceilings}
-        for k, s in enumerate(two_afc):
-            if s in ceiling:
-                ax.hlines(ceiling[s], k - 0.45, k + 0.45, colors="black", linestyles="--",
-                          label=HUMAN if k == 0 else None)
-        ax.set_xticks(x, [s.replace("val/", "").replace("train/", "train ") for s in two_afc])
-        ax.set_ylabel("2AFC score")
-        ax.set_ylim(0.4, 1.02)
-        ax.axhline(0.5, color="grey", linewidth=0.5)
-        ax.set_title("2AFC agreement with people, 95% CI" + title_note, fontsize=9)
-        ax.legend(fontsize=7, loc="lower right")
-        files.append(_save_figure(fig, out / "two_afc.png"))
-        plt.close(fig)
-    jnd = [s for s in _column_order(result.splits) if s.startswith("jnd/")]
-    if jnd:
-        fig, axes = plt.subplots(1, len(jnd), figsize=(4.2 * len(jnd), 4), squeeze=False)
-        for ax, s in zip(axes[0], jnd):
-            for label in result.metrics:
-                if (label, s) in result.curves:
-                    precision, recall = result.curves[(label, s)]
-                    score = next(r["score"] for r in result.rows if r["metric"] == label and r["split"] == s)
-                    ax.plot(recall, precision, label=f"{label} (mAP {100 * score:.1f})")
-            ax.set_xlabel("recall")
-            ax.set_ylabel("precision")
-            ax.set_xlim(0, 1)
-            ax.set_ylim(0, 1.02)
-            ax.set_title(s + title_note, fontsize=9)
-            ax.legend(fontsize=7, loc="lower left")
-        files.append(_save_figure(fig, out / "jnd_pr.png"))
-        plt.close(fig)
+    note = "\n(synthetic sentinels, not human judgments)" if result.synthetic else ""
+    short = short_names(result.metrics)
+    order = _column_order(result.splits)
+    two_afc = [s for s in order if not s.startswith("jnd/")]
+    jnd = [s for s in order if s.startswith("jnd/")]
+    for name, splits, draw in (("two_afc.png", two_afc, _plot_two_afc), ("jnd_pr.png", jnd, _plot_jnd)):
+        if splits:
+            fig = draw(plt, result, splits, short, note)
+            files.append(_save_figure(fig, out / name))
+            plt.close(fig)
     return files

@@ -3,10 +3,13 @@
 :func:`compute_distances` runs one registry :class:`~percepmetric.metrics.base.Metric` over
 one split in batches under ``torch.inference_mode()`` and returns its per-item distances
 ``metric.to_distance(metric(x, y))``. With a cache folder, distances are stored per
-(metric identity, split identity): a finished split in ``<key>.npz``, an unfinished one in
-``<key>.partial.npz`` (written atomically every ``checkpoint_seconds`` and when the run is
+(metric, split) in ``<split folder>/<metric name>-<key>.npz`` (an unfinished split in
+``...partial.npz``, written atomically every ``checkpoint_seconds`` and when the run is
 interrupted), so a second run reuses them and an interrupted one resumes where it stopped.
-Only the complete file counts as done.
+Only the complete file counts as done. Each file records what it was computed from: the
+metric's :func:`metric_identity` (its ``spec`` and the content hash of every weight file it
+was built from) and the split's :func:`split_identity`; a file recording anything else, or one
+that cannot be read (truncated, damaged), counts as absent and is computed again.
 
 :func:`run_benchmark` validates every requested split first (before computing anything),
 then scores each metric on each split with 95% bootstrap intervals, the human ceiling and
@@ -22,6 +25,7 @@ import json
 import os
 import sys
 import time
+import zipfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,7 +44,9 @@ from ..data.bapps import (
     load_split,
     resolve_root,
     uint8_batch,
+    warn_unwritable_cache,
 )
+from ..devices import resolve_device
 from ..errors import InputError
 from ..registry import metric_label
 from . import scores
@@ -56,19 +62,21 @@ CHECKPOINT_SECONDS = 30.0
 
 # ---------------------------------------------------------------- identities and the distance store
 
-def _file_stamp(value: Any) -> str | None:
-    """size:mtime of an option that names an existing file (a weight file), so a retrained
-    checkpoint at the same path does not reuse stale distances."""
-    if isinstance(value, (str, os.PathLike)) and str(value) and os.path.isfile(value):
-        st = os.stat(value)
-        return f"{st.st_size}:{st.st_mtime_ns}"
-    return None
+def _names_file(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike)) and str(value) != "" and os.path.isfile(value)
 
 
 def metric_identity(metric) -> str:
-    """The metric's ``spec`` plus the size and time of any weight file it names."""
-    stamps = [f"{k}@{s}" for k, v in sorted(getattr(metric, "options", {}).items()) if (s := _file_stamp(v))]
-    return metric.spec + ("|" + ",".join(stamps) if stamps else "")
+    """What a metric's cached distances are keyed on: its ``cache_identity`` (``spec``, plus the
+    content hash of each weight file it was built from) and the content hash of any file an
+    option names. Content, not names or times: a retrained or swapped file never reuses stale
+    distances (hashes are memoised per file and process, see
+    :func:`~percepmetric.metrics.lpips.weight_file_digest`)."""
+    from ..metrics.lpips import weight_file_digest
+
+    identity = getattr(metric, "cache_identity", None) or metric.spec
+    files = [f"{k}@{weight_file_digest(v)}" for k, v in sorted(getattr(metric, "options", {}).items()) if _names_file(v)]
+    return identity + ("|" + ",".join(files) if files else "")
 
 
 def split_identity(split: TwoAFCSplit | JNDSplit) -> str:
@@ -95,14 +103,29 @@ def _slug(text: str, limit: int = 60) -> str:
     return keep.strip("_")[:limit] or "x"
 
 
+def _record(metric, split) -> dict:
+    """What a distance file records about where its numbers came from; checked on reading."""
+    return {"metric": metric.spec, "identity": metric_identity(metric), "split": split.name,
+            "split_identity": split_identity(split), "n": len(split)}
+
+
+def _distance_keys(split) -> tuple[str, ...]:
+    return ("d",) if isinstance(split, JNDSplit) else ("d0", "d1")
+
+
 @dataclass
 class DistanceStore:
-    """Per-item distances on disk: ``folder/<split>/<metric>-<hash>.npz`` (+ ``.partial.npz``)."""
+    """Per-item distances on disk: ``folder/<split>/<metric>-<hash>.npz`` (+ ``.partial.npz``).
+
+    The name's hash is of the metric's ``spec`` and the split's identity; what the numbers were
+    computed from (see :func:`_record`) is stored inside and checked on every read, so a file
+    made with other weight files is replaced, not reused.
+    """
 
     folder: Path
 
     def path(self, metric, split) -> Path:
-        key = hashlib.sha1(f"{metric_identity(metric)}||{split_identity(split)}".encode()).hexdigest()[:16]
+        key = hashlib.sha1(f"{metric.spec}||{split_identity(split)}".encode()).hexdigest()[:16]
         return Path(self.folder) / _slug(split.name.replace("/", "_")) / f"{_slug(metric.name, 30)}-{key}.npz"
 
     @staticmethod
@@ -111,11 +134,39 @@ class DistanceStore:
 
     @staticmethod
     def read(path: Path) -> dict[str, np.ndarray] | None:
+        """The arrays of an ``.npz`` file, or None when it is absent or cannot be read whole
+        (truncated by a kill or a full disk, damaged: zip's CRC check fails)."""
         try:
             with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError):
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
             return None
+
+    def read_matching(self, path: Path, record: dict, keys: Sequence[str]) -> dict[str, np.ndarray] | None:
+        """The distances in ``path`` (each key, of one length at most ``record["n"]``) if the file
+        records the same metric identity and split identity as ``record``; else None."""
+        data = self.read(path)
+        if data is None or "meta" not in data or any(k not in data for k in keys):
+            return None
+        try:
+            stored = json.loads(str(data["meta"]))
+        except ValueError:
+            return None
+        if not isinstance(stored, dict) or any(stored.get(k) != record[k] for k in ("identity", "split_identity")):
+            return None
+        lengths = {len(data[k]) for k in keys}
+        if len(lengths) != 1 or lengths.pop() > record["n"]:
+            return None
+        return {k: data[k] for k in keys}
+
+    def finished(self, metric, split, record: dict | None = None):
+        """The complete distances of ``metric`` on ``split`` if they are stored (as
+        :func:`compute_distances` returns them), else None. Never computes."""
+        keys = _distance_keys(split)
+        done = self.read_matching(self.path(metric, split), record or _record(metric, split), keys)
+        if done is None or len(done[keys[0]]) != len(split):
+            return None
+        return done["d"] if len(keys) == 1 else (done["d0"], done["d1"])
 
     @staticmethod
     def write(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
@@ -179,7 +230,10 @@ def compute_distances(metric, split: TwoAFCSplit | JNDSplit, batch_size: int | N
     ``cache``: a folder or :class:`DistanceStore`; finished results are read back instead of
     recomputed, unfinished ones resumed. ``workers``: batches computed at once (default:
     torch's thread count for formula metrics on the CPU, else 1; see :func:`_in_threads`).
+    ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` or a ``torch.device``, checked
+    first (a device this machine lacks is an :class:`InputError`, cached distances or not).
     """
+    device = resolve_device(device, option="device") if device is not None else _metric_device(metric)
     has_weights = any(True for _ in metric.parameters()) if hasattr(metric, "parameters") else True
     if batch_size is None:
         batch_size = DEFAULT_BATCH_SIZE if has_weights else FORMULA_BATCH_SIZE
@@ -187,32 +241,29 @@ def compute_distances(metric, split: TwoAFCSplit | JNDSplit, batch_size: int | N
     if batch_size < 1:
         raise InputError(f"batch_size must be positive, got {batch_size}")
     jnd = isinstance(split, JNDSplit)
-    keys = ("d",) if jnd else ("d0", "d1")
+    keys = _distance_keys(split)
     n = len(split)
     store = _as_store(cache)
     path = store.path(metric, split) if store else None
-    if path is not None:
-        done = store.read(path)
-        if done is not None and all(k in done and len(done[k]) == n for k in keys):
-            return done["d"] if jnd else (done["d0"], done["d1"])
+    record = _record(metric, split) if path is not None else None
     out = {k: np.empty(n, dtype=np.float64) for k in keys}
     start = 0
     if path is not None:
-        partial = store.read(store.partial_path(path))
-        if partial is not None and all(k in partial for k in keys):
-            start = min(len(partial[k]) for k in keys)
+        done = store.finished(metric, split, record)
+        if done is not None:
+            return done
+        partial = store.read_matching(store.partial_path(path), record, keys)
+        if partial is not None:
+            start = len(partial[keys[0]])
             for k in keys:
-                out[k][:start] = partial[k][:start]
-    meta = {"metric": metric.spec, "identity": metric_identity(metric), "split": split.name,
-            "split_identity": split_identity(split), "n": n}
+                out[k][:start] = partial[k]
 
     def save_partial(upto: int) -> None:
         if path is not None and upto > start_saved[0]:
-            store.write(store.partial_path(path), {k: v[:upto] for k, v in out.items()}, {**meta, "done": upto})
+            store.write(store.partial_path(path), {k: v[:upto] for k, v in out.items()}, {**record, "done": upto})
             start_saved[0] = upto
 
     start_saved = [start]
-    device = torch.device(device) if device is not None else _metric_device(metric)
     if workers is None:
         workers = torch.get_num_threads() if device.type == "cpu" and not has_weights else 1
     images = _images(split)
@@ -242,7 +293,7 @@ def compute_distances(metric, split: TwoAFCSplit | JNDSplit, batch_size: int | N
     finally:
         bar.close()
     if path is not None:
-        store.write(path, out, meta)
+        store.write(path, out, record)
         store.partial_path(path).unlink(missing_ok=True)
     return out["d"] if jnd else (out["d0"], out["d1"])
 
@@ -321,39 +372,42 @@ def run_benchmark(metrics: Sequence, splits: Sequence[str], root: str | os.PathL
     are validated and decoded (or read from the uint8 cache) before any distance is computed.
     ``out_dir``: if given, per-item distances go to ``out_dir/distances`` and the tables
     (CSV, JSON) and, with ``plot``, PNG figures next to them; otherwise distances are cached
-    under ``cache_dir`` (default: the user cache folder). Scores come with ``level``
-    bootstrap intervals (``n_boot`` resamples, deterministic in ``seed``).
+    under ``cache_dir`` (default: the user cache folder; if it cannot be written, one line on
+    stderr says so and distances are not kept). ``device``: as :func:`compute_distances`,
+    checked before anything else. Scores come with ``level`` bootstrap intervals (``n_boot``
+    resamples, deterministic in ``seed``).
+
+    Interrupted (KeyboardInterrupt), it still writes the tables: every (metric, split) whose
+    complete distances are on disk is scored, the others are marked ``not computed``.
     """
     from ..data.fixtures import is_synthetic
 
     if not metrics:
         raise InputError("no metric to benchmark")
+    if device is not None:
+        device = resolve_device(device, option="device")
     keep_freed_memory()  # every batch allocates the same temporaries: reuse, do not page-fault them
     names = expand_splits(list(splits))
     root = resolve_root(root)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    loaded = {name: load_split(root, name, cache_dir=cache_root) for name in names}  # validate all first
     out_path = Path(out_dir) if out_dir is not None else None
-    store = DistanceStore(out_path / "distances" if out_path else cache_root / "distances")
+    store = _distance_store(out_path, cache_root)
+    loaded = {name: load_split(root, name, cache_dir=cache_root) for name in names}  # validate all first
     labels = _unique_labels(metrics)
     result = BenchResult(root=root, splits=names, metrics=labels, synthetic=is_synthetic(root))
-    distances: dict[tuple[int, str], Any] = {}
+    scoring = _Scoring(result, metrics, labels, n_boot, level, seed)
     try:
         for name in names:
             split = loaded[name]
-            if not is_jnd(name):
-                lo, hi = scores.bootstrap_ci(scores.human_ceiling, split.judge, n_boot=n_boot, level=level, seed=seed)
-                result.ceilings.append({"split": name, "n": len(split), "score": scores.human_ceiling(split.judge),
-                                        "ci_low": lo, "ci_high": hi})
+            scoring.add_ceiling(split)
             for i, metric in enumerate(metrics):
-                d = compute_distances(metric, split, batch_size, store, device=device, progress=progress)
-                distances[(i, name)] = d
-                result.rows.append(_score_row(labels[i], metric, split, d, n_boot, level, seed))
-                if is_jnd(name):
-                    result.curves[(labels[i], name)] = scores.precision_recall(d, split.same)
-            result.comparisons.extend(_comparisons(labels, split, distances, n_boot, level, seed))
+                scoring.add(i, split, compute_distances(metric, split, batch_size, store, device=device,
+                                                        progress=progress))
+            scoring.compare(split)
     except KeyboardInterrupt:
-        _mark_missing(result, labels, metrics, names)
+        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C skips this, not the tables
+            scoring.add_stored(store, [loaded[name] for name in names])
+        _mark_missing(result, labels, metrics, loaded)
         if out_path is not None:
             from .report import write_outputs
 
@@ -364,6 +418,79 @@ def run_benchmark(metrics: Sequence, splits: Sequence[str], root: str | os.PathL
 
         result.files = write_outputs(result, out_path, plot=plot)
     return result
+
+
+def _distance_store(out_path: Path | None, cache_root: Path) -> DistanceStore | None:
+    """Where per-item distances are kept: ``OUT/distances``, else the cache folder's
+    ``distances``; None (one line on stderr, shared with the split cache's) when the cache
+    folder cannot be written."""
+    if out_path is not None:
+        folder = out_path / "distances"
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{folder} exists and is not a folder (per-item distances go there): "
+                             f"move it away or choose another --out")
+        return DistanceStore(folder)
+    folder = cache_root / "distances"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        warn_unwritable_cache(cache_root, exc.strerror or exc.__class__.__name__)
+        return None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        warn_unwritable_cache(cache_root, "not writable")
+        return None
+    return DistanceStore(folder)
+
+
+class _Scoring:
+    """Fills a :class:`BenchResult` as distances arrive: the human ceiling of each 2AFC split,
+    one score row per (metric, split), and the paired tests of each split once all its
+    metrics are in. Each is added once, whichever way the distances came."""
+
+    def __init__(self, result: BenchResult, metrics, labels, n_boot: int, level: float, seed: int) -> None:
+        self.result, self.metrics, self.labels = result, metrics, labels
+        self.n_boot, self.level, self.seed = n_boot, level, seed
+        self.distances: dict[tuple[int, str], Any] = {}
+        self.compared: set[str] = set()
+
+    def add_ceiling(self, split) -> None:
+        if isinstance(split, JNDSplit) or any(c["split"] == split.name for c in self.result.ceilings):
+            return
+        lo, hi = scores.bootstrap_ci(scores.human_ceiling, split.judge, n_boot=self.n_boot, level=self.level,
+                                     seed=self.seed)
+        self.result.ceilings.append({"split": split.name, "n": len(split), "score": scores.human_ceiling(split.judge),
+                                     "ci_low": lo, "ci_high": hi})
+
+    def add(self, i: int, split, d) -> None:
+        self.distances[(i, split.name)] = d
+        if any(r["metric"] == self.labels[i] and r["split"] == split.name for r in self.result.rows):
+            return
+        row = _score_row(self.labels[i], self.metrics[i], split, d, self.n_boot, self.level, self.seed)
+        if isinstance(split, JNDSplit):
+            self.result.curves[(self.labels[i], split.name)] = scores.precision_recall(d, split.same)
+        self.result.rows.append(row)
+
+    def compare(self, split) -> None:
+        if split.name not in self.compared:
+            self.result.comparisons.extend(_comparisons(self.labels, split, self.distances, self.n_boot,
+                                                        self.level, self.seed))
+            self.compared.add(split.name)
+
+    def add_stored(self, store: DistanceStore | None, splits) -> None:
+        """After an interrupt: score every (metric, split) whose complete distances are in
+        ``store`` (computed before the interrupt, in this run or an earlier one), without
+        computing any; compare the metrics of the splits that have all of theirs."""
+        for split in splits:
+            for i, metric in enumerate(self.metrics):
+                d = self.distances.get((i, split.name))
+                if d is None and store is not None:
+                    d = store.finished(metric, split)
+                if d is not None:
+                    self.add(i, split, d)
+            if any((i, split.name) in self.distances for i in range(len(self.metrics))):
+                self.add_ceiling(split)
+            if all((i, split.name) in self.distances for i in range(len(self.metrics))):
+                self.compare(split)
 
 
 def _score_row(label, metric, split, d, n_boot, level, seed) -> dict:
@@ -400,11 +527,12 @@ def _comparisons(labels, split, distances, n_boot, level, seed) -> list[dict]:
     return rows
 
 
-def _mark_missing(result: BenchResult, labels, metrics, names) -> None:
+def _mark_missing(result: BenchResult, labels, metrics, loaded: dict) -> None:
+    """A ``not computed`` row for each (metric, split) without a score; ``n`` is the split's size."""
     done = {(r["metric"], r["split"]) for r in result.rows}
-    for name in names:
+    for name, split in loaded.items():
         for label, metric in zip(labels, metrics):
             if (label, name) not in done:
                 result.rows.append({"metric": label, "spec": metric.spec, "split": name,
-                                    "kind": "jnd" if is_jnd(name) else "2afc", "n": None, "score": None,
+                                    "kind": "jnd" if is_jnd(name) else "2afc", "n": len(split), "score": None,
                                     "ci_low": None, "ci_high": None, "status": "not computed"})

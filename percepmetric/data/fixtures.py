@@ -390,19 +390,30 @@ EMBEDDED_VERSION = 1  # bump when the generator's output changes
 
 def embedded_root(cache_dir: str | Path | None = None, size: int = DEFAULT_SIZE, seed: int = 0) -> Path:
     """The built-in sentinel set that ``percepmetric bench`` uses when no dataset is found:
-    :func:`make_fixture` written once under the cache folder (atomically), then reused."""
+    :func:`make_fixture` written once under the cache folder (atomically), then reused.
+
+    The folder gets the permissions the umask gives any new folder, so that a cache shared by
+    a group stays usable by the group. When the cache folder cannot be written, the set is
+    made in a temporary folder for this process only, with one line on stderr (as the split
+    cache does).
+    """
     import shutil
     import tempfile
 
-    from .bapps import default_cache_dir
+    from .bapps import default_cache_dir, warn_unwritable_cache
 
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = base / f"sentinels-v{EMBEDDED_VERSION}-n{size}-s{seed}"
     if is_synthetic(target):
         return target
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=base))
     try:
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=base))
+    except OSError as exc:
+        warn_unwritable_cache(base, exc.strerror or type(exc).__name__)
+        return _sentinels_for_this_process(size, seed)
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700, private to its owner
         make_fixture(tmp, size=size, seed=seed)
         os.replace(tmp, target)
     except OSError:
@@ -411,3 +422,20 @@ def embedded_root(cache_dir: str | Path | None = None, size: int = DEFAULT_SIZE,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _sentinels_for_this_process(size: int, seed: int) -> Path:
+    """The sentinel set in a temporary folder that is removed when the process ends."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="percepmetric-sentinels-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return make_fixture(folder, size=size, seed=seed)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask

@@ -5,35 +5,46 @@
     percepmetric deepsim demo --out DIR [--iterations 300 ...]
 
 Each takes ``--device auto|cpu|cuda|cuda:N`` (default auto: CUDA when available, else the CPU).
+Flags mean what they mean in the other commands: ``--no-progress`` hides progress bars and
+``-o/--option KEY=VALUE`` passes an option to ``--metric``. The names this part used first,
+``--quiet`` and ``--metric-option``, still work (hidden from ``--help``), so old scripts run on.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 
 import click
 
+from ..cli_options import device_option, no_progress_option, parse_option_value
 from ..errors import InputError
 
 
-def _options(items) -> dict:
+def _options(metric: str | None, items) -> dict:
+    """``-o KEY=VALUE`` items -> the options of ``--metric``, each value read as the other
+    commands read it (:func:`~percepmetric.cli_options.parse_option_value`, by the option's default)."""
+    if not items:
+        return {}
+    if not metric:
+        raise InputError("-o/--option sets options of --metric; give --metric NAME too")
+    from ..registry import metric_options
+
+    defaults = metric_options(metric)
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise InputError(f"--metric-option {item!r}: expected KEY=VALUE")
-        try:
-            options[key.replace("-", "_")] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            options[key.replace("-", "_")] = value
+            raise InputError(f"--option {item!r}: expected KEY=VALUE")
+        key = key.replace("-", "_")
+        options[key] = parse_option_value(value, defaults.get(key))
     return options
 
 
-def device_option(command):
-    """The shared ``--device`` option (validated by ``resolve_device`` when the command runs)."""
-    return click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N",
-                        help="Where models and batches live (auto: CUDA when available, else the CPU).")(command)
+def progress_options(command):
+    """``--no-progress`` as every command has it, and ``--quiet``: its old name here, hidden,
+    kept so that old scripts still run."""
+    command = click.option("--quiet", "quiet", is_flag=True, hidden=True)(command)
+    return no_progress_option(command)
 
 
 def _set_threads(threads: int) -> None:
@@ -54,7 +65,8 @@ def deepsim() -> None:
 @click.option("--task", type=click.Choice(["invert", "autoencoder", "vae"]), default="invert", show_default=True)
 @click.option("--layer", default="fc6", show_default=True,
               help="invert: AlexNet layer to invert (conv5 = pool5 as in the paper, fc6, fc7, fc8).")
-@click.option("--size", type=int, default=227, show_default=True, help="Crop size: 227 (paper) or 64.")
+@click.option("--size", type=int, default=227, show_default=True,
+              help="Crop size: 227 (paper) or 64; one the networks cannot take is refused, naming the smallest.")
 @click.option("--data", required=True, type=click.Path(), help="Folder of training images (searched recursively).")
 @click.option("--out", default="run", show_default=True, type=click.Path(), help="Run folder (checkpoints, log.csv).")
 @click.option("--iterations", type=int, default=1000, show_default=True)
@@ -68,7 +80,9 @@ def deepsim() -> None:
 @click.option("--lambda-kl", type=float, default=None, help="Override lambda_KL of the VAE (default 20).")
 @click.option("--lambda-metric", type=float, default=None, help="Weight of --metric (default 1).")
 @click.option("--metric", default=None, help="Registry metric used as (part of) the loss: l2, ms_ssim, lpips ...")
-@click.option("--metric-option", "metric_options", multiple=True, metavar="KEY=VALUE", help="Option of --metric.")
+@click.option("--option", "-o", "metric_options", multiple=True, metavar="KEY=VALUE",
+              help="Option of --metric, e.g. -o net=vgg (repeatable).")
+@click.option("--metric-option", "old_metric_options", multiple=True, hidden=True)
 @click.option("--comparator", default="alex:conv5", show_default=True, help="NET:LAYER, e.g. alex:conv5, alex:fc6, vgg:relu3_3.")
 @click.option("--random-comparator", is_flag=True, help="Comparator with random weights (paper's study of comparators).")
 @click.option("--random-encoder", is_flag=True, help="Random AlexNet for the inverted layer / VAE encoder trunk.")
@@ -80,26 +94,31 @@ def deepsim() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
 @click.option("--resume", is_flag=True,
-              help="Continue from OUT/last.pt (its stored settings win, except --iterations and --device).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+              help="Continue from OUT/last.pt (its stored settings win, except --iterations and --device; "
+                   "--data must hold the same images).")
+@progress_options
 @device_option
 def train_command(task, layer, size, data, out, iterations, batch_size, lr, loss, lambda_feat, lambda_adv, lambda_img,
-                  lambda_kl, lambda_metric, metric, metric_options, comparator, random_comparator, random_encoder,
-                  width, latent, code_channels, discriminator_features, checkpoint_every, seed, threads, resume, quiet,
-                  device) -> None:
-    """Train a generator; writes OUT/last.pt, OUT/final.pt and OUT/log.csv."""
+                  lambda_kl, lambda_metric, metric, metric_options, old_metric_options, comparator, random_comparator,
+                  random_encoder, width, latent, code_channels, discriminator_features, checkpoint_every, seed, threads,
+                  resume, no_progress, quiet, device) -> None:
+    """Train a generator; writes OUT/last.pt, OUT/final.pt and OUT/log.csv.
+
+    An OUT that already holds a run is continued with --resume, never overwritten.
+    """
     from .train import TrainConfig, train
 
     _set_threads(threads)
     config = TrainConfig(
         task=task, layer=layer, size=size, data=data, out=out, iterations=iterations, batch_size=batch_size, lr=lr,
         loss=loss, lambda_feat=lambda_feat, lambda_adv=lambda_adv, lambda_img=lambda_img, lambda_kl=lambda_kl,
-        lambda_metric=lambda_metric, metric=metric, metric_options=_options(metric_options), comparator=comparator,
+        lambda_metric=lambda_metric, metric=metric, metric_options=_options(metric, old_metric_options + metric_options),
+        comparator=comparator,
         comparator_pretrained=not random_comparator, pretrained=not random_encoder, width=width, latent=latent,
         code_channels=code_channels, discriminator_features=discriminator_features,
         checkpoint_every=checkpoint_every, seed=seed, device=device,
     )
-    path = train(config, resume=resume, progress=not quiet)
+    path = train(config, resume=resume, progress=not (no_progress or quiet))
     click.echo(f"wrote {path}")
 
 
@@ -123,16 +142,16 @@ def evaluate_command(checkpoint, data, out, comparator, iterations, device) -> N
 @click.option("--iterations", type=int, default=500, show_default=True)
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate (paper: 2e-4).")
-@click.option("--size", type=int, default=64, show_default=True)
+@click.option("--size", type=int, default=64, show_default=True, help="Patch size, 32 to 150.")
 @click.option("--width", type=float, default=0.5, show_default=True)
 @click.option("--n-test", type=int, default=16, show_default=True, help="Held-out test patches.")
 @click.option("--metric", "-m", "metrics", multiple=True, help="Metrics of the evaluation (default: all of the registry's usual ones).")
 @click.option("--metric-loss", default=None, help="Also train a generator with this registry metric as its loss.")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch CPU threads (0: torch's default). One is the most efficient on a busy shared machine.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@progress_options
 @device_option
-def demo_command(out, iterations, batch_size, lr, size, width, n_test, metrics, metric_loss, threads, quiet,
+def demo_command(out, iterations, batch_size, lr, size, width, n_test, metrics, metric_loss, threads, no_progress, quiet,
                  device) -> None:
     """Train an image-loss and a DeePSiM autoencoder on scikit-image photos and compare them with every metric."""
     from .demo import DEMO_METRICS, run_demo
@@ -141,7 +160,7 @@ def demo_command(out, iterations, batch_size, lr, size, width, n_test, metrics, 
     if iterations < 1 or batch_size < 1 or n_test < 2:
         raise InputError("--iterations and --batch-size must be at least 1 and --n-test at least 2")
     run_demo(out, iterations=iterations, batch_size=batch_size, lr=lr, size=size, width=width, n_test=n_test,
-             metric_names=tuple(metrics) or DEMO_METRICS, metric_loss=metric_loss, progress=not quiet,
+             metric_names=tuple(metrics) or DEMO_METRICS, metric_loss=metric_loss, progress=not (no_progress or quiet),
              log=click.echo, device=device)
 
 

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import PercepmetricError
-from .train import TrainConfig, train
-from ..io import atomic_write_text
+from ..errors import InputError, PercepmetricError
+from .train import TrainConfig, check_size, train
+from ..io import atomic_write_text, prepare_output_dir
 
 DEMO_METRICS = ("l2", "psnr", "ssim", "ms_ssim", "fsim", "lpips")
 TRAIN_PHOTOS = ("astronaut", "coffee", "rocket", "immunohistochemistry")
@@ -75,7 +75,8 @@ def write_demo_data(folder: str | os.PathLike, size: int = 64, n_test: int = 16,
                 break
             top = rng.integers(0, image.shape[0] - size + 1)
             left = rng.integers(0, image.shape[1] - size + 1)
-            Image.fromarray(image[top: top + size, left: left + size]).save(test_dir / f"{name}_{k:03d}.png")
+            patch = image[top: top + size, left: left + size]
+            Image.fromarray(patch).save(test_dir / f"{name.split('_')[0]}_{k:03d}.png")  # hubble_deep_field: hubble
             k += 1
     return train_dir, test_dir
 
@@ -93,6 +94,30 @@ def available_metrics(names=DEMO_METRICS) -> tuple[list, list[str]]:
     return metrics, notes
 
 
+def _check_before_writing(runs: dict[str, TrainConfig], out: Path, size: int, metric_loss: str | None) -> None:
+    """Refuse, in one line, what would fail or destroy something only after minutes of work."""
+    for config in [runs["deepsim"], *runs.values()]:  # the DeePSiM loss has the most networks: the fullest message
+        check_size(config)
+    largest = min(min(_half(_photo(name)).shape[:2]) for name in TEST_PHOTOS)
+    if size > largest:
+        raise InputError(f"--size {size}: the demo cuts its test patches from photos of {largest} px "
+                         f"({', '.join(TEST_PHOTOS)}, halved); the largest --size is {largest}")
+    if metric_loss:
+        from ..registry import create_metric
+
+        metric = create_metric(metric_loss)
+        if not metric.differentiable:
+            raise InputError(f"--metric-loss {metric_loss}: not differentiable, so it cannot be a loss")
+        if size < metric.min_size:
+            raise InputError(f"--size {size}: the loss metric {metric_loss} needs images of at least {metric.min_size} px")
+    for name in runs:
+        for file in ("final.pt", "last.pt"):
+            if (out / name / file).is_file():
+                raise InputError(f"--out {out} already holds a demo ({name}/{file}); choose another --out "
+                                 f"(or delete that folder)")
+    prepare_output_dir(out)
+
+
 def run_demo(out: str | os.PathLike, iterations: int = 500, batch_size: int = 16, size: int = 64,
              width: float = 0.5, lr: float = 1e-3, n_test: int = 16, metric_names=DEMO_METRICS, metric_loss: str | None = None,
              comparator: str = "alex:conv5", progress: bool = True, seed: int = 0, log=print,
@@ -104,19 +129,20 @@ def run_demo(out: str | os.PathLike, iterations: int = 500, batch_size: int = 16
     Writes ``out/data/{train,test}``, ``out/<model>/final.pt`` (+ ``eval/`` grids and errors),
     ``out/deepsim_bench.csv`` / ``.png`` (metrics x models), ``out/comparison.png`` (originals,
     then one row per model) and ``out/summary.json`` / ``summary.md``.
+
+    Before anything is written it checks ``device``, ``size`` (the smallest the networks take,
+    :func:`~percepmetric.deepsim.train.check_size`), ``metric_loss``, ``out`` (a folder that can
+    be written) and that ``out`` holds no earlier demo, whose models it would overwrite.
     """
     from .evaluate import bench_models, evaluate_run, format_table, load_model, reconstruct, save_grid
     from .train import ImageCrops, resolve_device
 
-    torch_device = resolve_device(device)  # a bad --device fails before anything is written
+    torch_device = resolve_device(device)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    train_dir, test_dir = write_demo_data(out / "data", size, n_test, seed)
     lambda_adv = 100.0 * (size / 227.0) ** 2
-    common = dict(task="autoencoder", size=size, data=str(train_dir), iterations=iterations, batch_size=batch_size, lr=lr,
-                  width=width, discriminator_width=width / 2, comparator=comparator, checkpoint_every=0, seed=seed,
-                  device=str(torch_device))
+    common = dict(task="autoencoder", size=size, data=str(out / "data" / "train"), iterations=iterations,
+                  batch_size=batch_size, lr=lr, width=width, discriminator_width=width / 2, comparator=comparator,
+                  checkpoint_every=0, seed=seed, device=str(torch_device))
     runs = {
         "image_loss": TrainConfig(out=str(out / "image_loss"), loss="image", **common),
         "deepsim": TrainConfig(out=str(out / "deepsim"), loss="full", lambda_adv=lambda_adv, **common),
@@ -124,6 +150,9 @@ def run_demo(out: str | os.PathLike, iterations: int = 500, batch_size: int = 16
     if metric_loss:
         runs[f"{metric_loss}_loss"] = TrainConfig(out=str(out / f"{metric_loss}_loss"), loss="metric",
                                                   metric=metric_loss, **common)
+    _check_before_writing(runs, out, size, metric_loss)
+    started = time.perf_counter()
+    test_dir = write_demo_data(out / "data", size, n_test, seed)[1]  # the train folder is in the configs
     timings = {}
     for name, config in runs.items():
         log(f"training {name}: {iterations} iterations, batch {batch_size}, {size}x{size} on {torch_device} ...")
@@ -138,8 +167,12 @@ def run_demo(out: str | os.PathLike, iterations: int = 500, batch_size: int = 16
     errors = {}
     for name, spec in zip(runs, specs):
         errors[name] = evaluate_run(spec, test_dir, out / name / "eval", comparator=comparator, device=torch_device)
-    originals = ImageCrops.from_folder(test_dir, size).center_crops()[:8]
-    save_grid([originals] + [reconstruct(load_model(s, torch_device)[0], originals).clamp(0, 1) for s in specs], out / "comparison.png")
+    test_crops = ImageCrops.from_folder(test_dir, size)
+    originals = test_crops.center_crops()[:8]
+    save_grid([originals] + [reconstruct(load_model(s, torch_device)[0], originals).clamp(0, 1) for s in specs],
+              out / "comparison.png", row_labels=["original"] + list(runs),
+              column_labels=[Path(name).stem for name in test_crops.names[:8]],
+              title="Held-out test patches (top row) and each model's reconstruction of them")
 
     summary = {
         "models": list(runs), "iterations": iterations, "lr": lr, "batch_size": batch_size, "size": size, "width": width,

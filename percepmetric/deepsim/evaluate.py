@@ -10,6 +10,11 @@
   reconstructs closer than the other (2AFC style). ``percepmetric bench --model deepsim:...``
   calls it.
 
+Every number of that table is a distance (``metric.to_distance``: lower = closer), so a metric
+whose own value is a similarity is labelled by what the number is (:func:`distance_label`):
+``psnr as mse`` (not dB), ``ssim as dssim``, ``fsim as 1-fsim``; in the text table, the CSV,
+the JSON of the demo and the plots alike.
+
 Reconstructions are clamped to [0, 1] before a registry metric sees them (the generators'
 output is linear; registry metrics refuse values outside their input range).
 
@@ -30,7 +35,7 @@ import torch
 from ..errors import InputError, PercepmetricError
 from ..nets.deepsim import ReconstructionModel, build_comparator
 from .train import ImageCrops, load_checkpoint, model_from_checkpoint, resolve_device
-from ..io import atomic_path, atomic_write_text
+from ..io import atomic_path, atomic_write_text, prepare_output_dir
 
 MODEL_PREFIX = "deepsim:"
 
@@ -51,8 +56,9 @@ def checkpoint_path(spec: str) -> Path:
 
 def load_model(spec: str, device: str | torch.device | None = None) -> tuple[ReconstructionModel, dict[str, Any]]:
     """The model of ``deepsim:PATH`` in eval mode on ``device`` (None: the CPU), and its checkpoint dict."""
-    ckpt = load_checkpoint(checkpoint_path(spec))
-    return model_from_checkpoint(ckpt, device), ckpt
+    path = checkpoint_path(spec)
+    ckpt = load_checkpoint(path)
+    return model_from_checkpoint(ckpt, device, path), ckpt
 
 
 def model_label(spec: str, ckpt: dict[str, Any]) -> str:
@@ -145,13 +151,16 @@ def interpolate(model: ReconstructionModel, a: torch.Tensor, b: torch.Tensor, st
         return model.decode((1 - t) * ca + t * cb).clamp(0, 1)
 
 
-def save_grid(rows: list[torch.Tensor], path: str | os.PathLike, pad: int = 2) -> Path:
-    """Write image batches as the rows of one PNG grid (white padding), atomically.
+def save_grid(rows: list[torch.Tensor], path: str | os.PathLike, pad: int = 2, row_labels: list[str] | None = None,
+              column_labels: list[str] | None = None, title: str | None = None) -> Path:
+    """Write image batches as the rows of one PNG grid, atomically.
 
-    ``rows``: list of ``(n,3,S,S)`` tensors in [0, 1], all of one shape.
+    ``rows``: list of ``(n,3,S,S)`` tensors in [0, 1], all of one shape. Without labels the
+    PNG is the bare grid (white padding of ``pad`` pixels). With ``row_labels`` (one per row),
+    ``column_labels`` (one per column) or a ``title``, matplotlib draws the grid with them
+    around it, each image enlarged to at least an inch (nearest neighbour, no smoothing) so
+    small images stay readable next to the text.
     """
-    from PIL import Image
-
     grid = torch.stack([r.detach().float().clamp(0, 1).cpu() for r in rows])  # (R, n, 3, S, S)
     r, n, c, s, _ = grid.shape
     canvas = torch.ones(c, r * (s + pad) + pad, n * (s + pad) + pad)
@@ -161,9 +170,67 @@ def save_grid(rows: list[torch.Tensor], path: str | os.PathLike, pad: int = 2) -
             canvas[:, top: top + s, left: left + s] = grid[i, j]
     array = (canvas.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
     path = Path(path)
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
+    if row_labels is None and column_labels is None and title is None:
+        from PIL import Image
+
+        with atomic_path(path) as tmp:
+            Image.fromarray(array).save(tmp, format="PNG")
+        return path
+    for labels, count, what in ((row_labels, r, "row"), (column_labels, n, "column")):
+        if labels is not None and len(labels) != count:
+            raise ValueError(f"save_grid: {len(labels)} {what} labels for {count} {what}s")
+    return _labeled_grid(array, r, n, s, pad, row_labels, column_labels, title, path)
+
+
+def _labeled_grid(array: np.ndarray, r: int, n: int, s: int, pad: int, row_labels, column_labels, title,
+                  path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cell = min(2.3, max(1.0, s / 100))  # inches per image
+    fig, ax = plt.subplots(figsize=(n * cell, r * cell))
+    ax.imshow(array, interpolation="nearest")
+    def centres(k: int) -> list[float]:
+        return [pad + i * (s + pad) + s / 2 - 0.5 for i in range(k)]
+
+    ax.set_xticks(centres(n) if column_labels else [], column_labels or [], fontsize=8)
+    ax.set_yticks(centres(r) if row_labels else [], row_labels or [], fontsize=9)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0, pad=3)
+    # A label wider than its column (about 0.07 inch per character at 8 pt) would run into its
+    # neighbour: slant them all.
+    if column_labels and max(map(len, column_labels)) * 0.07 > 0.9 * cell:
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="left", rotation_mode="anchor")
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        # an axes title sits above the column labels, however tall they are
+        ax.set_title(_wrap(title, int((n * cell + 1) * 13)), fontsize=9)  # ~13 characters per inch at 9 pt
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100, bbox_inches="tight", pad_inches=0.08)
+    finally:
+        plt.close(fig)
     return path
+
+
+def _wrap(label: str, width: int) -> str:
+    """``label`` on lines of at most ``width`` characters (at least 20), breaking after commas too
+    (option lists such as ``lpips(net=alex,variant=lin)`` have no spaces)."""
+    import re
+    import textwrap
+
+    return textwrap.fill(re.sub(r",(?=\S)", ", ", label), max(20, width))
+
+
+def _short_names(names: list[str], width: int = 20) -> list[str]:
+    """Image names for labels: the file stem, at most ``width`` characters; a longer one keeps its
+    start and its end (where numbered files differ), joined by an ellipsis."""
+    stems = [Path(name).stem for name in names]
+    head = (width - 1) // 2
+    return [stem if len(stem) <= width else stem[:head] + "…" + stem[-(width - 1 - head):] for stem in stems]
 
 
 def evaluate_run(spec: str, data_dir: str | os.PathLike, out_dir: str | os.PathLike, n_show: int = 8,
@@ -179,25 +246,37 @@ def evaluate_run(spec: str, data_dir: str | os.PathLike, out_dir: str | os.PathL
     """
     device = resolve_device(device)
     model, ckpt = load_model(spec, device)
-    images = ImageCrops.from_folder(data_dir, model.size).center_crops().to(device)
+    out = prepare_output_dir(out_dir)  # before any work: an --out that cannot be written fails now
+    crops = ImageCrops.from_folder(data_dir, model.size)
+    images = crops.center_crops().to(device)
     comp_spec = comparator or ckpt["comparator"]["spec"]
     comp = build_comparator(comp_spec, ckpt["comparator"]["pretrained"]).to(device)
     errors = inversion_errors(model, images, comp)
     errors = {"model": str(checkpoint_path(spec)), "task": model.task,
               "layer": model.config["layer"] if model.task == "invert" else None,
               "n_images": int(images.shape[0]), "comparator_spec": comp_spec, **errors}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     show = images[:n_show]
-    save_grid([show, reconstruct(model, show).clamp(0, 1)], out / "reconstructions.png")
-    save_grid(reencode(model, show, iterations), out / "reencode.png")
+    names = _short_names(crops.names[:n_show])
+    save_grid([show, reconstruct(model, show).clamp(0, 1)], out / "reconstructions.png",
+              row_labels=["original", "reconstruction"], column_labels=names,
+              title=f"{model_label(spec, ckpt)}: test images and their reconstructions")
+    save_grid(reencode(model, show, iterations), out / "reencode.png",
+              row_labels=["original"] + [f"re-encoded {k}x" for k in range(1, iterations + 1)], column_labels=names,
+              title=f"{model_label(spec, ckpt)}: each row encodes and decodes the row above (paper, Fig. 5)")
     if images.shape[0] >= 2:
-        pairs = [interpolate(model, images[i: i + 1], images[i + 1: i + 2]) for i in range(0, min(len(images) - 1, 8), 2)]
-        save_grid(pairs, out / "interpolation.png")
+        starts = range(0, min(len(images) - 1, 8), 2)
+        steps = 7
+        pairs = [interpolate(model, images[i: i + 1], images[i + 1: i + 2], steps) for i in starts]
+        all_names = _short_names(crops.names)
+        save_grid(pairs, out / "interpolation.png",
+                  row_labels=[f"{all_names[i]} → {all_names[i + 1]}" for i in starts],
+                  column_labels=[f"t={t:.2g}" for t in np.linspace(0, 1, steps)],
+                  title=f"{model_label(spec, ckpt)}: images decoded from (1-t) E(a) + t E(b) (paper, Fig. 7)")
     if model.task == "vae":
         g = torch.Generator(device=device).manual_seed(0)
         with torch.inference_mode():
-            save_grid([model.sample(n_show, g).clamp(0, 1)], out / "samples.png")
+            save_grid([model.sample(n_show, g).clamp(0, 1)], out / "samples.png", row_labels=["z ~ N(0, I)"],
+                      title=f"{model_label(spec, ckpt)}: samples from the prior")
     atomic_write_text(out / "errors.json", json.dumps(errors, indent=2))
     return errors
 
@@ -209,6 +288,20 @@ def _ci(values: np.ndarray) -> tuple[float, float]:
     from ..bench.scores import bootstrap_ci
 
     return bootstrap_ci(np.mean, np.asarray(values, dtype=np.float64), n_boot=1000, level=0.95, seed=0)
+
+
+def distance_label(metric) -> str:
+    """What the table's numbers of ``metric`` are: the metric's label (``registry.metric_label``)
+    when its own value is a distance (l2, lpips); else that label and the distance its
+    ``to_distance`` gives (the metric's ``distance_name``): ``psnr as mse``, ``ssim as dssim``,
+    ``fsim as 1-fsim``, so that MSE values never appear under "psnr". The same form as the other
+    tables of percepmetric use."""
+    from ..registry import metric_label
+
+    label = metric_label(metric)
+    if metric.lower_is_better:
+        return label
+    return f"{label} as {getattr(metric, 'distance_name', None) or 'distance'}"
 
 
 def metric_distances(metric, recon: torch.Tensor, images: torch.Tensor, batch_size: int = 16) -> np.ndarray:
@@ -239,7 +332,8 @@ def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: 
     ``device`` (None: the device of the metrics, see :func:`metrics_device`); each metric then
     scores on its own device.
     Returns a pandas DataFrame with one row per model x metric: ``model``, ``checkpoint``,
-    ``task``, ``metric`` (its spec), ``metric_name``, ``n_images``, ``mean_distance``,
+    ``task``, ``metric`` (its spec), ``metric_name``, ``distance`` (what the numbers are,
+    :func:`distance_label`, e.g. ``psnr as mse``), ``n_images``, ``mean_distance``,
     ``ci_low``, ``ci_high`` (95% percentile bootstrap over images), ``note`` (why a metric was
     skipped, e.g. images too small for MS-SSIM) and, with two or more models,
     ``closer_fraction`` with ``closer_ci_low/high``: the fraction of (image, other model) pairs
@@ -254,6 +348,7 @@ def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: 
         raise InputError("bench_models: no metrics given")
     device = metrics_device(metrics) if device is None else resolve_device(device)
     loaded = [(spec, *load_model(spec, device)) for spec in model_specs]
+    out = prepare_output_dir(out_dir) if out_dir is not None else None  # fails now, not after the work
     sizes = {m.size for _, m, _ in loaded}
     if len(sizes) > 1:
         raise InputError(f"the models reconstruct images of different sizes ({', '.join(map(str, sorted(sizes)))}); "
@@ -268,7 +363,7 @@ def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: 
         for i, ((spec, model, ckpt), label, recon) in enumerate(zip(loaded, labels, recons)):
             row = {"model": label, "checkpoint": str(checkpoint_path(spec)), "task": model.task,
                    "loss": ckpt["config"].get("loss"), "metric": metric.spec, "metric_name": metric.name,
-                   "n_images": int(images.shape[0]), "note": ""}
+                   "distance": distance_label(metric), "n_images": int(images.shape[0]), "note": ""}
             try:
                 d = metric_distances(metric, recon, images)
             except PercepmetricError as exc:
@@ -296,9 +391,7 @@ def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: 
         table["closer_fraction"] = fractions
         table["closer_ci_low"] = lows
         table["closer_ci_high"] = highs
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         atomic_write_text(out / "deepsim_bench.csv", table.to_csv(index=False))
         if plot:
             plot_bench(table, out / "deepsim_bench.png")
@@ -320,36 +413,47 @@ def _unique(labels: list[str]) -> list[str]:
 
 
 def plot_bench(table, path: str | os.PathLike) -> Path:
-    """One panel per metric: mean distance per model with its 95% CI; a second row with the
-    closer-fraction when the table has it. Written atomically as PNG."""
+    """One panel per metric, titled by what its numbers are (:func:`distance_label`): mean
+    distance per model with its 95% CI; a second row with the closer-fraction when the table has
+    it. A metric skipped for every model says "not applicable" (its reason is in the table).
+    Written atomically as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = list(dict.fromkeys(table["metric_name"]))
+    metrics = list(dict.fromkeys(table["metric"]))
     has_afc = "closer_fraction" in table
     nrows = 2 if has_afc else 1
     fig, axes = plt.subplots(nrows, len(metrics), figsize=(2.6 * len(metrics) + 1, 2.8 * nrows), squeeze=False)
-    for col, name in enumerate(metrics):
-        sub = table[table["metric_name"] == name]
+    for col, spec in enumerate(metrics):
+        sub = table[table["metric"] == spec]
         x = np.arange(len(sub))
         ax = axes[0, col]
         err = np.vstack([sub["mean_distance"] - sub["ci_low"], sub["ci_high"] - sub["mean_distance"]])
         ax.bar(x, sub["mean_distance"], yerr=np.nan_to_num(err), capsize=3, color="C0")
-        ax.set_title(name)
+        ax.set_title(_wrap(sub["distance"].iloc[0], 28), fontsize=9)
+        skipped = bool(sub["note"].astype(bool).all())
         ax.set_xticks(x, sub["model"], rotation=30, ha="right", fontsize=7)
         if col == 0:
             ax.set_ylabel("distance to original\n(lower = closer)")
+        panels = [ax]
         if has_afc:
             ax = axes[1, col]
             err = np.vstack([sub["closer_fraction"] - sub["closer_ci_low"], sub["closer_ci_high"] - sub["closer_fraction"]])
             ax.bar(x, sub["closer_fraction"], yerr=np.nan_to_num(err), capsize=3, color="C1")
-            ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+            if not skipped:
+                ax.axhline(0.5, color="grey", lw=0.8, ls="--")  # as often closer as not
             ax.set_ylim(0, 1)
             ax.set_xticks(x, sub["model"], rotation=30, ha="right", fontsize=7)
             if col == 0:
                 ax.set_ylabel("fraction of images\nreconstructed closer")
+            panels.append(ax)
+        if skipped:  # no numbers: no axis to read them on
+            for ax in panels:
+                ax.set_xlim(-0.5, len(sub) - 0.5)
+                ax.set_yticks([])
+                ax.text(0.5, 0.5, "not applicable", ha="center", va="center", transform=ax.transAxes, color="grey")
     fig.tight_layout()
     path = Path(path)
     try:
@@ -361,17 +465,39 @@ def plot_bench(table, path: str | os.PathLike) -> Path:
 
 
 def format_table(table) -> str:
-    """The bench table as aligned text: model, metric, mean [95% CI], closer fraction."""
-    lines = []
+    """The bench table as aligned text, one block per metric: a line naming what the numbers are
+    (e.g. ``psnr as mse``), then per model its mean distance, 95% CI and closer fraction; then
+    what the columns mean. Metric labels with many options stay on their own line, so the
+    number lines stay short."""
     has_afc = "closer_fraction" in table
-    head = f"{'metric':<10} {'model':<18} {'distance':>10} {'95% CI':>23}" + (f" {'closer':>7}" if has_afc else "")
-    lines.append(head)
-    for _, r in table.iterrows():
+    labels = [str(label) for label in (table["distance"] if "distance" in table else table["metric_name"])]
+    head = ["metric / model", "distance", "95% CI"] + (["closer"] if has_afc else [])
+    blocks: dict[str, list[tuple[list[str], str]]] = {}
+    for label, (_, r) in zip(labels, table.iterrows()):
+        model = f"  {r['model']}"
         if r["note"]:
-            lines.append(f"{r['metric_name']:<10} {r['model']:<18} skipped: {r['note']}")
+            blocks.setdefault(label, []).append(([model], f"skipped: {r['note']}"))
             continue
-        line = f"{r['metric_name']:<10} {r['model']:<18} {r['mean_distance']:>10.4g} [{r['ci_low']:>10.4g}, {r['ci_high']:>10.4g}]"
-        if has_afc:
-            line += f" {r['closer_fraction']:>7.3f}"
-        lines.append(line)
+        cells = [model, f"{r['mean_distance']:.4g}", f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]"]
+        blocks.setdefault(label, []).append((cells + ([f"{r['closer_fraction']:.3f}"] if has_afc else []), ""))
+    rows = [cells for block in blocks.values() for cells, _ in block]
+    widths = [max(len(row[i]) for row in [head, *rows] if i < len(row)) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        # model names to the left, numbers to the right
+        return " ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    lines = [line(head)]
+    for label, block in blocks.items():
+        lines.append(label)
+        notes = {note for _, note in block}
+        if len(notes) == 1 and "" not in notes:  # skipped for every model, for one reason: say it once
+            lines.append(f"  every model {notes.pop()}")
+            continue
+        lines += [line(cells) + (f" {note}" if note else "") for cells, note in block]
+    lines.append("distance: mean over the images, reconstruction to original; lower = closer")
+    if any(" as " in label for label in labels):
+        lines.append("METRIC as D: the metric's value turned into the distance D (psnr as mse: the MSE, not dB)")
+    if has_afc:
+        lines.append("closer: fraction of images on which this model's reconstruction is the closer one")
     return "\n".join(lines)

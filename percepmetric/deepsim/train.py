@@ -7,8 +7,16 @@ discriminator unless the pause rule holds (L_discr / L_adv < 0.1).
 
 Checkpoints are dicts written atomically (temp file + rename) to ``OUT/last.pt`` every
 ``checkpoint_every`` iterations and to ``OUT/final.pt`` at the end; they hold the
-configuration, all state dicts, both optimisers, the step and every RNG state, so
-``resume=True`` continues exactly where the run stopped.
+configuration, all state dicts, both optimisers, the step, every RNG state and a fingerprint
+of the training data, so ``resume=True`` continues exactly where the run stopped. They hold
+tensors and plain data only (RNG states included) and are read with ``weights_only=True``
+(:func:`percepmetric.checkpoints.load_checkpoint_file`): a file that wants to build Python
+objects is refused and nothing in it runs.
+
+Before a run reads its data or writes anything, :func:`train` checks what a user can get
+wrong: the image size (against what every network of the run accepts, :func:`check_size`), an
+existing run in ``OUT`` (continued only with ``resume``), the data of a resumed run (its
+fingerprint), and ``OUT`` itself (a folder that can be written).
 
 Device (``TrainConfig.device``, ``--device``): ``auto`` (CUDA when available, else the CPU),
 ``cpu``, ``cuda`` or ``cuda:N``. Networks are built on the CPU with the seeded CPU RNG (same
@@ -19,52 +27,40 @@ initial weights on every device), then moved; every batch is moved to the device
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from ..checkpoints import load_checkpoint_file, remove_stale_temporaries, save_checkpoint
+from ..devices import resolve_device
 from ..errors import InputError
 from ..nets.deepsim import (
     Discriminator,
     ReconstructionModel,
     build_comparator,
     reparameterize,
+    size_error,
+    smallest_accepted_size,
 )
 from .losses import DeepSimLoss, LossWeights, discriminator_should_update, kl_loss, loss_weights
-from ..io import atomic_path, atomic_write_text
+from ..io import atomic_write_text, prepare_output_dir
 
 CHECKPOINT_FORMAT = "percepmetric-deepsim/1"
+RUN_FILES = ("last.pt", "final.pt", "log.csv")  # what a run writes into OUT (atomically)
+# What evaluating a model reads from a checkpoint, and what resuming its run reads besides.
+MODEL_FIELDS = ("config", "model_config", "model_state", "comparator")
+RESUME_FIELDS = MODEL_FIELDS + ("discriminator_state", "opt_g", "opt_d", "step", "history", "rng")
+FINGERPRINT_SAMPLE = 16  # files whose content enters the data fingerprint
 
 
 # ---------------------------------------------------------------- device
-
-def resolve_device(spec: str | torch.device | None = "auto", option: str = "--device") -> torch.device:
-    """``auto`` (or None) -> CUDA when available, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` as given.
-
-    Raises :class:`InputError` naming ``option`` for anything else, and for CUDA on a machine
-    without a usable GPU (or a GPU index that does not exist).
-    """
-    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")  # "cpu": the fallback of auto
-    try:
-        device = torch.device(spec.strip().lower() if isinstance(spec, str) else spec)
-    except (RuntimeError, TypeError, ValueError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index not in (None, 0)):
-        raise InputError(f"{option} {spec!r}: expected auto, cpu, cuda or cuda:N")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"{option} {spec}: CUDA is not available on this machine (use --device cpu or auto)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InputError(f"{option} {spec}: no such GPU (this machine has {torch.cuda.device_count()})")
-    return device
-
 
 def _cuda_devices(device: torch.device) -> list[int]:
     """GPU indices whose RNGs a run on ``device`` uses and saves (all of them on CUDA, none on the CPU)."""
@@ -82,30 +78,34 @@ class ImageCrops:
     trains on random crops); :meth:`center_crops` one central crop per image, for evaluation.
     """
 
-    def __init__(self, images: list[np.ndarray], size: int, names: list[str] | None = None) -> None:
+    def __init__(self, images: list[np.ndarray], size: int, names: list[str] | None = None,
+                 fingerprint: dict[str, Any] | None = None) -> None:
         if not images:
             raise InputError("no images to train or evaluate on")
         self.size = int(size)
+        self._fingerprint = fingerprint or arrays_fingerprint(images)
         self.images = [self._fit(im) for im in images]
         self.names = names or [f"image{i}" for i in range(len(images))]
 
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the data (:func:`folder_fingerprint`, or :func:`arrays_fingerprint`
+        for images given as arrays); stored in checkpoints, checked on resume."""
+        return dict(self._fingerprint)
+
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, size: int) -> "ImageCrops":
-        from ..io import IMAGE_SUFFIXES, read_image_array
+        from ..io import read_image_array
 
         folder = Path(folder)
-        if not folder.is_dir():
-            raise InputError(f"--data {folder}: no such folder")
-        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not paths:
-            raise InputError(f"--data {folder}: holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        paths = image_files(folder)
         arrays = []
         for p in paths:
             a = read_image_array(p)
             if a.dtype == np.uint16:
                 a = (a // 257).astype(np.uint8)
             arrays.append(a)
-        return cls(arrays, size, [str(p.relative_to(folder)) for p in paths])
+        return cls(arrays, size, [str(p.relative_to(folder)) for p in paths], folder_fingerprint(folder, paths))
 
     def _fit(self, image: np.ndarray) -> np.ndarray:
         if image.ndim == 2:
@@ -145,6 +145,58 @@ class ImageCrops:
             top, left = (im.shape[0] - s) // 2, (im.shape[1] - s) // 2
             crops.append(im[top: top + s, left: left + s])
         return self._to_tensor(crops)
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """The image files under ``folder`` (searched recursively), sorted; :class:`InputError` naming
+    ``--data`` when the folder is absent or holds none."""
+    from ..io import IMAGE_SUFFIXES
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"--data {folder}: no such folder")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise InputError(f"--data {folder}: holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return paths
+
+
+def folder_fingerprint(folder: str | os.PathLike, paths: list[Path] | None = None) -> dict[str, Any]:
+    """What identifies the images of ``folder``, cheaply, whatever its size: the SHA-256 of every
+    file's relative name and size, and of the bytes of up to :data:`FINGERPRINT_SAMPLE` files
+    spread evenly over the sorted list (first and last included).
+
+    A moved or copied folder keeps its fingerprint; another folder, a file added, removed,
+    renamed or resized, or one of the sampled files changed, gives another one.
+    """
+    folder = Path(folder)
+    paths = image_files(folder) if paths is None else paths
+    digest = hashlib.sha256()
+    total = 0
+    for path in paths:
+        size = path.stat().st_size
+        total += size
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{size}\n".encode())
+    picks = sorted({round(i * (len(paths) - 1) / max(1, FINGERPRINT_SAMPLE - 1)) for i in range(FINGERPRINT_SAMPLE)})
+    for i in picks:
+        digest.update(paths[i].read_bytes())
+    return {"files": len(paths), "bytes": total, "sha256": digest.hexdigest()}
+
+
+def arrays_fingerprint(images: list[np.ndarray]) -> dict[str, Any]:
+    """The fingerprint of images given as arrays: the SHA-256 of every array's shape, type and bytes."""
+    digest = hashlib.sha256()
+    for image in images:
+        digest.update(f"{image.shape}{image.dtype}".encode())
+        digest.update(np.ascontiguousarray(image).tobytes())
+    return {"files": len(images), "bytes": int(sum(image.nbytes for image in images)), "sha256": digest.hexdigest()}
+
+
+def _describe_fingerprint(fingerprint: Any) -> str:
+    if not isinstance(fingerprint, dict):
+        return "unreadable"
+    return (f"{fingerprint.get('files', '?')} files, {fingerprint.get('bytes', '?')} bytes, "
+            f"sha256 {str(fingerprint.get('sha256', '?'))[:12]}")
 
 
 # ---------------------------------------------------------------- configuration
@@ -229,41 +281,99 @@ def build_loss(config: TrainConfig, model: ReconstructionModel) -> DeepSimLoss:
         metric = create_metric(config.metric, **config.metric_options)
         if not metric.differentiable:
             raise InputError(f"metric {config.metric!r} is not differentiable and cannot be a loss")
+        if config.size < metric.min_size:
+            raise InputError(f"--size {config.size}: the loss metric {config.metric} needs images of at least "
+                             f"{metric.min_size} px")
     return DeepSimLoss(w, comparator, discriminator, metric)
+
+
+def _model_description(config: TrainConfig) -> str:
+    if config.task == "invert":
+        return f"the AlexNet {config.layer} inverter"
+    return "the VAE" if config.task == "vae" else "the autoencoder"
+
+
+def _networks_seeing_images(config: TrainConfig) -> list[tuple[str, Callable[[int], Callable]]]:
+    """Each network of the run that takes the images, and how to build it for a given size
+    (random weights: shapes do not depend on them)."""
+    w = config.weights()
+    networks = [(_model_description(config), lambda s: build_model(replace(config, size=s, pretrained=False)).reconstruct)]
+    if w.feat:
+        networks.append((f"the comparator {config.comparator} of the feature loss",
+                         lambda s: build_comparator(config.comparator, pretrained=False)))
+    if w.adv:
+        networks.append(("the discriminator", lambda s: Discriminator(s, None, config.discriminator_width)))
+    return networks
+
+
+def check_size(config: TrainConfig) -> None:
+    """Refuse, in one line and before anything runs, an image size some network of the run cannot
+    take; when it is too small, say what the smallest size is.
+
+    The sizes come from the networks themselves (:func:`~percepmetric.nets.deepsim.size_error`
+    runs them on PyTorch's meta device), so they follow the architecture, the comparator and
+    the loss preset. A registry metric used as a loss is checked when it is built
+    (:func:`build_loss`).
+    """
+    size = config.size
+    if size < 1:
+        raise InputError(f"--size must be positive, got {size}")
+    networks = _networks_seeing_images(config)
+    failures = [(name, build, error) for name, build in networks if (error := size_error(build, size)) is not None]
+    if not failures:
+        return
+
+    def whole_run(s: int) -> Callable[[torch.Tensor], None]:
+        built = [build(s) for _, build in networks]
+
+        def run_all(x: torch.Tensor) -> None:
+            for run in built:
+                run(x)
+        return run_all
+
+    if size_error(whole_run, 1024) is not None:  # not about the size (e.g. an unknown layer)
+        raise InputError(f"--size {size}: {failures[0][2]}")
+    smallest = smallest_accepted_size(whole_run)
+    reasons = []
+    for name, build, error in failures:
+        needs = smallest_accepted_size(build)
+        reasons.append(f"{name} needs at least {needs} px" if needs is not None and needs > size else str(error))
+    if smallest is not None and smallest > size:
+        reasons.append(f"the smallest --size this run accepts is {smallest}")
+    raise InputError(f"--size {size}: " + "; ".join(reasons))
 
 
 # ---------------------------------------------------------------- checkpoints
 
-def save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = MODEL_FIELDS) -> dict[str, Any]:
+    """Read a DeePSiM checkpoint without running any code in it (``weights_only=True``).
+
+    :class:`InputError` in one line naming the file when it is absent, not a DeePSiM checkpoint,
+    holds pickled Python objects (refused unread), or lacks one of the ``required`` fields
+    (:data:`MODEL_FIELDS` to evaluate its model, :data:`RESUME_FIELDS` to resume its run).
+    """
+    return load_checkpoint_file(path, format=CHECKPOINT_FORMAT, required=required,
+                                what="percepmetric DeePSiM checkpoint")
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a DeePSiM checkpoint; :class:`InputError` naming the file when it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: not a percepmetric DeePSiM checkpoint")
-    return ckpt
-
-
-def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device | None = None) -> ReconstructionModel:
+def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device | None = None,
+                          path: str | os.PathLike | None = None) -> ReconstructionModel:
     """The trained :class:`ReconstructionModel` of a checkpoint dict, in eval mode, on ``device``
     (a :func:`resolve_device` spec; None keeps it where the checkpoint was loaded, the CPU).
 
     The encoder's pretrained AlexNet file is not needed: all weights come from the checkpoint.
+    A model configuration or state that does not fit gives :class:`InputError` (a damaged file,
+    named by ``path`` when given).
     """
-    cfg = dict(ckpt["model_config"])
-    cfg["pretrained"] = False  # weights come from the state dict below
-    model = ReconstructionModel(**cfg)
-    model.load_state_dict(ckpt["model_state"])
+    try:
+        cfg = dict(ckpt["model_config"])
+        cfg["pretrained"] = False  # weights come from the state dict below
+        model = ReconstructionModel(**cfg)
+        model.load_state_dict(ckpt["model_state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        where = f"{path}: " if path is not None else ""
+        raise InputError(f"{where}damaged DeePSiM checkpoint: its model does not load ({reason})") from None
     model.config["pretrained"] = ckpt["model_config"]["pretrained"]
     if device is not None:
         model = model.to(resolve_device(device))
@@ -369,6 +479,7 @@ class Trainer:
             "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
             "step": self.step,
             "history": list(self.history),
+            "data_fingerprint": self.data.fingerprint,
             "rng": {
                 "torch": torch.random.default_generator.get_state(),
                 "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
@@ -377,7 +488,17 @@ class Trainer:
             },
         }
 
-    def load_state(self, ckpt: dict[str, Any]) -> None:
+    def load_state(self, ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> None:
+        """Continue from ``ckpt`` (read from ``path``); :class:`InputError` naming ``path`` when a
+        state in it does not fit this run (a damaged file)."""
+        try:
+            self._load_state(ckpt)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"{path}: damaged DeePSiM checkpoint: cannot resume from it ({type(exc).__name__}: "
+                             f"{reason})") from None
+
+    def _load_state(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model_state"])
         if self.loss.discriminator is not None and ckpt["discriminator_state"] is not None:
             self.loss.discriminator.load_state_dict(ckpt["discriminator_state"])
@@ -402,8 +523,7 @@ class Trainer:
         self.data_rng.bit_generator.state = rng["data"]
 
     def save(self, name: str) -> Path:
-        path = self.out / name
-        save_atomic(self.state(), path)
+        path = save_checkpoint(self.state(), self.out / name)
         self._write_log()
         return path
 
@@ -423,7 +543,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
+        prepare_output_dir(self.out)
         # dropout draws from the global RNGs: keep the caller's intact
         with torch.random.fork_rng(devices=_cuda_devices(self.device)):
             torch.random.default_generator.set_state(self.torch_rng_state)
@@ -451,23 +571,53 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, data
     """Train (or, with ``resume``, continue from ``OUT/last.pt``) and return the path of ``final.pt``.
 
     On resume the stored configuration wins except ``iterations`` (so a run can be extended),
-    ``checkpoint_every`` and ``device`` (a run may continue on another device).
+    ``checkpoint_every`` and ``device`` (a run may continue on another device); ``data`` may name
+    another folder (the run's may have moved) but must hold the same images: its fingerprint
+    (:func:`folder_fingerprint`) must equal the stored one.
+
+    Everything a user can get wrong is checked before the images are decoded or anything is
+    written, each as one :class:`InputError` line: the numbers, ``--device``, an existing run in
+    ``OUT`` without ``resume`` (its ``final.pt`` would be overwritten), the checkpoint,
+    ``--size`` (:func:`check_size`), the data folder and its fingerprint, and ``OUT``. Temporary
+    files that a kill during a checkpoint write left in ``OUT`` are removed.
     """
     if config.iterations < 1:
         raise InputError(f"--iterations must be at least 1, got {config.iterations}")
     if config.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {config.batch_size}")
     resolve_device(config.device)  # a bad --device fails before any data is read
+    out = Path(config.out)
     ckpt = None
     if resume:
-        last = Path(config.out) / "last.pt"
-        ckpt = load_checkpoint(last)
-        stored = dict(ckpt["config"])
-        stored["betas"] = tuple(stored["betas"])
-        stored.update(iterations=config.iterations, checkpoint_every=config.checkpoint_every, out=config.out,
-                      data=config.data or stored["data"], device=config.device)
-        config = TrainConfig(**stored)
+        last = out / "last.pt"
+        if not last.is_file():
+            raise InputError(f"--resume: {last} does not exist (nothing to resume)")
+        ckpt = load_checkpoint(last, required=RESUME_FIELDS)
+        try:
+            stored = dict(ckpt["config"])
+            stored["betas"] = tuple(stored["betas"])
+            stored.update(iterations=config.iterations, checkpoint_every=config.checkpoint_every, out=config.out,
+                          data=config.data or stored["data"], device=config.device)
+            config = TrainConfig(**stored)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{last}: damaged DeePSiM checkpoint: its configuration does not fit this version "
+                             f"({type(exc).__name__}: {exc})") from None
+    else:
+        for name in ("final.pt", "last.pt"):
+            if (out / name).is_file():
+                raise InputError(f"{out} already holds a run ({name}); pass --resume to continue it or choose "
+                                 f"another --out")
+    check_size(config)
+    fingerprint = data.fingerprint if data is not None else folder_fingerprint(config.data)
+    if ckpt is not None and ckpt.get("data_fingerprint") not in (None, fingerprint):
+        stored_data = ckpt["config"].get("data") or "(images given as arrays)"
+        raise InputError(f"--resume: --data {config.data or '(arrays)'} is not the data this run was trained on "
+                         f"({_describe_fingerprint(fingerprint)}; the run's: "
+                         f"{_describe_fingerprint(ckpt['data_fingerprint'])}, from {stored_data}); pass the run's "
+                         f"data or choose another --out")
+    prepare_output_dir(out)
+    remove_stale_temporaries(out, RUN_FILES)
     trainer = Trainer(config, data)
     if ckpt is not None:
-        trainer.load_state(ckpt)
+        trainer.load_state(ckpt, out / "last.pt")
     return trainer.run(progress=progress)

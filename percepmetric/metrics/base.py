@@ -13,7 +13,10 @@ can treat all of them alike:
 ``input_range_doc``    the input range, in words, for listings
 
 Subclasses implement :meth:`compute` (inputs already validated) and, when higher is
-better, :meth:`to_distance`. Validation happens once, in :meth:`forward`.
+better, :meth:`to_distance` and :attr:`distance_name`. Validation happens once, in
+:meth:`forward`, which also takes what :func:`~percepmetric.io.as_batch` reads (NumPy arrays,
+PIL images, paths) and brings two float dtypes to their common one (float16 with float32 gives
+float32, float32 with float64 gives float64, as PyTorch's own arithmetic does).
 
 The benchmark hands metrics 8-bit images as decoded (uint8, channels last) through
 :meth:`Metric.values_8bit` / :meth:`Metric.triplet_values_8bit`. By default they convert
@@ -63,6 +66,17 @@ def check_pair(
             )
 
 
+def promote_to_common_dtype(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The tensors in their common dtype (``torch.promote_types``), so that every metric takes a
+    float32 image with a float64 one, as PyTorch's arithmetic does, instead of some failing in
+    a convolution or matrix product. Tensors already in that dtype are returned as they are;
+    gradients flow through the cast."""
+    common = tensors[0].dtype
+    for t in tensors[1:]:
+        common = torch.promote_types(common, t.dtype)
+    return tuple(t if t.dtype == common else t.to(common) for t in tensors)
+
+
 def check_8bit_pair(
     x: torch.Tensor, y: torch.Tensor, *, channels: tuple[int, ...] = (1, 3), min_size: int = 1, metric: str = "metric"
 ) -> None:
@@ -110,6 +124,11 @@ class Metric(nn.Module):
     min_size: ClassVar[int] = 1
     channels: ClassVar[tuple[int, ...]] = (1, 3)
     input_range_doc: ClassVar[str] = "[0, data_range], data_range=1 by default"
+    #: Unit of the metric's own value, for tables ("dB" for PSNR); empty when it has none.
+    unit: ClassVar[str] = ""
+    #: What :meth:`to_distance` gives, in short, for labels ("mse" for PSNR, "dssim" for SSIM);
+    #: None when the value already is the distance. See ``registry.distance_label``.
+    distance_name: ClassVar[str | None] = None
 
     def __init__(self, data_range: float = 1.0) -> None:
         super().__init__()
@@ -133,6 +152,12 @@ class Metric(nn.Module):
         args = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
         return f"{self.name}({args})"
 
+    @property
+    def cache_identity(self) -> str:
+        """What keys cached results (the benchmark's distances): :attr:`spec`, extended by metrics
+        built from weight files with a hash of those files' content (``spec`` only names them)."""
+        return self.spec
+
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in sorted(self.options.items()))
 
@@ -144,8 +169,17 @@ class Metric(nn.Module):
             any(t.requires_grad for t in tensors) or any(p.requires_grad for p in self.parameters())
         )
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Any, y: Any) -> torch.Tensor:
+        """The metric's value ``(N,)`` for two image batches.
+
+        ``x``, ``y``: float tensors ``(N,C,H,W)``, used as they are; or anything
+        :func:`~percepmetric.io.as_batch` reads (NumPy arrays and PIL images, channel-last,
+        uint8 scaled to [0, 1]; image paths), put on the other input's device when that one
+        is a tensor. Two float dtypes are brought to their common one.
+        """
+        x, y = _as_tensors(("x", x), ("y", y))
         self.check(x, y)
+        x, y = promote_to_common_dtype(x, y)
         if self._wants_grad(x, y):
             return self.compute(x, y)
         with torch.inference_mode():
@@ -157,8 +191,10 @@ class Metric(nn.Module):
         Validated like :meth:`forward`. Metrics that can reuse work on ``ref`` (its colour
         conversion, its network features) override :meth:`compute_triplet`.
         """
+        ref, p0, p1 = _as_tensors(("ref", ref), ("p0", p0), ("p1", p1))
         self.check(ref, p0)
         self.check(ref, p1)
+        ref, p0, p1 = promote_to_common_dtype(ref, p0, p1)
         if self._wants_grad(ref, p0, p1):
             return self.compute_triplet(ref, p0, p1)
         with torch.inference_mode():
@@ -212,3 +248,18 @@ class Metric(nn.Module):
         if self.lower_is_better:
             return value
         raise NotImplementedError(f"{self.name} must define to_distance")
+
+
+def _as_tensors(*named: tuple[str, Any]) -> list[torch.Tensor]:
+    """Each input as a tensor: tensors untouched (the checks judge them), anything else read by
+    :func:`~percepmetric.io.as_batch` and put on the device of the first input that is a tensor."""
+    from ..io import as_batch
+
+    device = next((value.device for _, value in named if isinstance(value, torch.Tensor)), None)
+    tensors = []
+    for label, value in named:
+        if not isinstance(value, torch.Tensor):
+            value = as_batch(value, label)
+            value = value if device is None else value.to(device)
+        tensors.append(value)
+    return tensors

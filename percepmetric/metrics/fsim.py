@@ -295,7 +295,7 @@ def fsim(
     """FSIM (or FSIMc with ``chromatic=True``) of two batches, as FeatureSIM.m computes it.
 
     ``x``, ``y``: ``(N,C,H,W)`` in ``[0, data_range]``, C = 3 (RGB) or 1 (grey; FSIMc needs RGB).
-    Returns ``(N,)`` in the input dtype; 1 for identical images, higher = more alike.
+    Returns ``(N,)`` in the inputs' common dtype; 1 for identical images, higher = more alike.
     ``precision="input"`` computes in the input dtype (at least float32); ``"float64"`` in
     float64 whatever the input, as MATLAB's doubles. Float32 and float64 computations agree
     to 1e-6 (measured), far inside the 1e-4 of the published values, at 2-3x the speed.
@@ -303,8 +303,8 @@ def fsim(
     """
     if chromatic and x.shape[1] != 3:
         raise InputError(f"fsim: chromatic=True (FSIMc) needs RGB images, got {x.shape[1]} channel(s)")
-    out_dtype = x.dtype
-    work = torch.float64 if precision == "float64" else torch.promote_types(x.dtype, torch.float32)
+    out_dtype = torch.promote_types(x.dtype, y.dtype)  # float32 with float64: float64, as torch does
+    work = torch.float64 if precision == "float64" else torch.promote_types(out_dtype, torch.float32)
     scale = 255.0 / data_range  # FeatureSIM.m works on imread's 0..255 values
     pair = torch.cat((x, y)).to(work) * scale  # (2N, C, H, W): both images in one pass
     n, c, h, w = x.shape
@@ -347,6 +347,7 @@ class FSIM(Metric):
 
     name = "fsim"
     lower_is_better = False
+    distance_name = "1-fsim"
     differentiable = True
     min_size = MIN_SIZE
     channels = (1, 3)

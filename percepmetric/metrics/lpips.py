@@ -24,6 +24,13 @@ LPIPS's own ``[-1, 1]`` with ``input_range="-1,1"``; before the trunk they are m
 The official v0.1 calibration weights are read at run time from the installed ``lpips``
 distribution (``lpips/weights/v0.1/{alex,vgg,squeeze}.pth``, BSD-2-Clause, (c) Richard Zhang,
 Phillip Isola, Alexei A. Efros, Eli Shechtman, Oliver Wang); its Python code is never imported.
+
+Cached results are keyed by :attr:`LPIPS.cache_identity`: ``spec`` (readable, it names
+``weights=v0.1``) plus a BLAKE2b hash of the content of every weight file the model was built
+from (the trunk under ``$TORCH_HOME``, the calibration file, a ``weights=`` checkpoint), so
+swapping any of them never reuses a distance computed with the old one. The hashes are taken
+when first asked for (bench asks; ``distance`` never does), once per file and process
+(:func:`weight_file_digest`).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -48,6 +55,7 @@ from ..nets.backbones import (
     canonical_net,
     load_trunk,
     tap_channels,
+    trunk_weights_path,
 )
 from ..registry import register
 from .base import Metric, check_choice
@@ -64,6 +72,7 @@ __all__ = [
     "save_lpips_checkpoint",
     "load_lpips_checkpoint",
     "file_digest",
+    "weight_file_digest",
 ]
 
 VARIANTS = ("baseline", "lin", "tune", "scratch")
@@ -237,6 +246,43 @@ def file_digest(path: str | os.PathLike, length: int = 12) -> str:
     return h.hexdigest()[:length]
 
 
+_digests: dict[tuple, str] = {}  # file identity (see _stat_key) -> content digest, for this process
+_digests_lock = threading.Lock()
+
+
+def _stat_key(path: str | os.PathLike) -> tuple:
+    """What identifies a file's version without reading it: path, size, mtime, inode (and device,
+    change time). A file rewritten in place changes at least the change time."""
+    st = os.stat(path)
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns)
+
+
+def weight_file_digest(path: str | os.PathLike) -> str:
+    """``"blake2b:<32 hex>"``: a hash of the file's content, for cache keys.
+
+    Memoised by the file's (path, size, mtime, inode) (:func:`_stat_key`): each file is read once
+    per process (AlexNet's 233 MB in about 0.3 s, a 10 MB features-only file in 15 ms), and a
+    file changed at the same path is read again.
+    """
+    key = _stat_key(path)
+    with _digests_lock:
+        if key in _digests:
+            return _digests[key]
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    digest = f"blake2b:{h.hexdigest()}"
+    with _digests_lock:
+        _digests[key] = digest
+    return digest
+
+
+def _loaded_file(role: str, path: str | os.PathLike) -> tuple[str, str, tuple]:
+    """``(role, path, stat key)`` of a weight file as it was when the model read it."""
+    return role, str(path), _stat_key(path)
+
+
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
@@ -267,17 +313,9 @@ def save_lpips_checkpoint(metric: "LPIPS", path: str | os.PathLike, meta: dict |
         "options": {"eps": metric.distance.eps, "trunk_source": metric.trunk_source},
         "meta": dict(meta or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    from ..checkpoints import save_checkpoint  # atomic, and the file follows the umask (mkstemp's is 0600)
+
+    return save_checkpoint(state, path)
 
 
 def load_lpips_checkpoint(path: str | os.PathLike) -> dict:
@@ -403,7 +441,10 @@ class LPIPS(Metric):
             if variant == "baseline" and weights is not None:
                 raise InputError("lpips: the baseline variant has no calibration weights; leave weights out")
             trunk = build_backbone(net, pretrained=True)
+            files = [_loaded_file("trunk", trunk_weights_path(net))]
             calibration = load_official_calibration(net) if variant == "lin" else None
+            if variant == "lin":
+                files.append(_loaded_file("calibration", official_calibration_path(net)))
             weights_id = OFFICIAL_VERSION if variant == "lin" else "none"
             trunk_source = "torchvision"
         else:
@@ -415,18 +456,22 @@ class LPIPS(Metric):
                     f"{weights}: this file holds a {ckpt['variant']!r} model, not {variant!r} (leave --variant out)"
                 )
             net, variant = ckpt["net"], ckpt["variant"]
+            files = [_loaded_file("weights", weights)]
             if ckpt["trunk"] is None:
                 trunk, trunk_source = build_backbone(net, pretrained=True), "torchvision"
+                files.append(_loaded_file("trunk", trunk_weights_path(net)))
             else:
                 trunk, trunk_source = load_trunk(net, ckpt["trunk"]), "file"
             calibration = [ckpt["calibration"][str(i)].reshape(-1).float() for i in range(len(tap_channels(net)))]
             weights_id = f"sha256:{file_digest(weights)}"
-        self._setup(net, variant, trunk, calibration, trunk_source, (lo, hi), bool(spatial), precision, weights_id)
+        self._setup(net, variant, trunk, calibration, trunk_source, (lo, hi), bool(spatial), precision, weights_id, files)
 
     # -- construction helpers
 
-    def _setup(self, net, variant, trunk: Trunk, calibration, trunk_source, input_range, spatial, precision, weights_id):
+    def _setup(self, net, variant, trunk: Trunk, calibration, trunk_source, input_range, spatial, precision, weights_id,
+               weight_files):
         self.net = net
+        self.weight_files = tuple(weight_files)  # (role, path, stat key when read): what cache_identity hashes
         self.variant = variant
         self.trunk_source = trunk_source  # "torchvision" (ImageNet), "file" or "random"
         self.trunk = trunk
@@ -481,14 +526,16 @@ class LPIPS(Metric):
         if variant not in VARIANTS:
             raise InputError(f"lpips: unknown variant {variant!r} (choose one of: {', '.join(VARIANTS)})")
         if variant == "scratch":
-            trunk, source = build_backbone(net, pretrained=False, seed=seed), "random"
+            trunk, source, files = build_backbone(net, pretrained=False, seed=seed), "random", []
         else:
             trunk, source = build_backbone(net, pretrained=True), "torchvision"
+            files = [_loaded_file("trunk", trunk_weights_path(net))]
         channels = tap_channels(net)
         if calibration == "ones":
             weights = None
         elif calibration == "v0.1":
             weights = load_official_calibration(net)
+            files.append(_loaded_file("calibration", official_calibration_path(net)))
         elif calibration == "random":
             gen = torch.Generator().manual_seed(seed if seed is not None else 0)
             weights = [torch.rand(c, generator=gen) for c in channels]
@@ -498,8 +545,28 @@ class LPIPS(Metric):
         Metric.__init__(obj)
         check_choice(cls.name, "precision", precision, PRECISIONS)
         obj._setup(net, variant, trunk, weights, source, _parse_input_range(input_range), bool(spatial), precision,
-                   f"untrained(seed={seed},calibration={calibration})")
+                   f"untrained(seed={seed},calibration={calibration})", files)
         return obj
+
+    @property
+    def cache_identity(self) -> str:
+        """``spec`` plus the content hash of each weight file the model was built from, e.g.
+        ``lpips(...,weights=v0.1)|trunk=blake2b:...,calibration=blake2b:...``.
+
+        A file changed on disk since the model read it is not hashed (its bytes are not the ones
+        in memory): the identity then names that file as changed and matches no cached result.
+        """
+        parts = []
+        for role, path, loaded in self.weight_files:
+            try:
+                current = _stat_key(path)
+            except OSError:
+                current = None
+            if current == loaded:
+                parts.append(f"{role}={weight_file_digest(path)}")
+            else:
+                parts.append(f"{role}=changed-since-read:{path}:{loaded[1:]}")
+        return self.spec + ("|" + ",".join(parts) if parts else "")
 
     # -- Metric interface
 

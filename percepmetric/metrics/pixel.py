@@ -189,6 +189,8 @@ class PSNR(Metric):
 
     name = "psnr"
     lower_is_better = False
+    unit = "dB"
+    distance_name = "mse"  # MSE of the images scaled to [0, 1]: not PSNR, so never labelled "psnr"
 
     def compute(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return psnr(x, y, self.data_range)

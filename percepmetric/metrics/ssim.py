@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..registry import register
 from . import kernels
-from .base import Metric, check_choice, check_pair
+from .base import Metric, check_choice, check_pair, promote_to_common_dtype
 from .color import code_table, look_up, lpips_code_8bit, rgb_to_grey_matlab, rgb_to_lab, straight_through
 
 K1, K2 = 0.01, 0.03
@@ -389,7 +389,8 @@ def ssim(
     quantize: bool | str = "auto",
 ) -> torch.Tensor:
     """Structural similarity ``(N,)`` in [-1, 1] (1 for ``x == y``) of ``(N,C,H,W)`` batches in
-    ``[0, data_range]``, C = 1 or 3. Differentiable; device and dtype follow the input.
+    ``[0, data_range]``, C = 1 or 3. Differentiable; device and dtype follow the input
+    (two float dtypes: their common one).
 
     ``convention="matlab"`` (Wang et al.'s ``ssim.m``): ``color`` defaults to ``"grey"``
     (MATLAB ``rgb2gray`` luminance; 8-bit rounded per ``quantize``, see
@@ -417,6 +418,7 @@ def ssim(
     if convention == "lpips":
         downsample = False
     check_pair(x, y, value_range=(0.0, float(data_range)), min_size=1, metric="ssim")
+    x, y = promote_to_common_dtype(x, y)
     return _ssim(x, y, float(data_range), convention, color, bool(downsample), quantize)
 
 
@@ -513,6 +515,7 @@ def ms_ssim(
     quantize = _resolve_quantize("ms_ssim", convention, quantize)
     _check_scales(scales)
     check_pair(x, y, value_range=(0.0, float(data_range)), min_size=1, metric="ms_ssim")
+    x, y = promote_to_common_dtype(x, y)
     return _ms_ssim(x, y, float(data_range), color, quantize, scales)
 
 
@@ -535,6 +538,7 @@ class SSIM(_StructuralSimilarity):
     """Structural similarity (Wang et al. 2004); conventions matlab (default) and lpips (skimage)."""
 
     name = "ssim"
+    distance_name = "dssim"
 
     def __init__(
         self,
@@ -597,6 +601,7 @@ class MSSSIM(_StructuralSimilarity):
     """Multi-scale SSIM (Wang et al. 2003, msssim.m); fewer scales for small images."""
 
     name = "ms_ssim"
+    distance_name = "ms_dssim"
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +141,21 @@ class Trunk(nn.Module):
         return f"net={self.net!r}, taps={list(self.tap_names)}"
 
 
+#: Seconds a download of pretrained weights waits for the network (each connect, each read):
+#: torch.hub sets no timeout, so a machine whose network drops packets would wait for minutes.
+DOWNLOAD_TIMEOUT_SECONDS = 15.0
+
+
+@contextlib.contextmanager
+def _network_timeout(seconds: float) -> Iterator[None]:
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 def _tv_weights(spec: BackboneSpec):
     import torchvision.models as tvm
 
@@ -168,7 +184,7 @@ def load_pretrained_features(net: str) -> dict[str, torch.Tensor]:
     notice = io.StringIO()
     try:
         # check_hash=False: torchvision never re-checks a cached file either.
-        with contextlib.redirect_stdout(notice):
+        with contextlib.redirect_stdout(notice), _network_timeout(DOWNLOAD_TIMEOUT_SECONDS):
             state = weights.get_state_dict(progress=False, check_hash=False)
     except Exception as exc:  # URLError, HTTPError, OSError, a truncated download ...
         if path.is_file():

@@ -23,10 +23,33 @@ def weights_table() -> list[dict]:
     return rows
 
 
+def missing_weights_advice(rows: list[dict]) -> list[str]:
+    """How to get the files :func:`weights_table` found missing: one short line per step."""
+    import os
+
+    import torch
+
+    lines = []
+    if any(r["kind"] == "trunk" and not r["present"] for r in rows):
+        home = os.environ.get("TORCH_HOME")
+        lines += [
+            "Missing trunks are downloaded on first use where there is internet (e.g. `percepmetric",
+            "distance a.png b.png -m lpips`). Offline, copy them from a machine that has them into",
+            f"{torch.hub.get_dir()}/checkpoints/, or point TORCH_HOME at a folder holding",
+            "hub/checkpoints/<file> (TORCH_HOME is " + (f"{home})." if home else "not set)."),
+        ]
+    if any(r["kind"] == "calibration" and not r["present"] for r in rows):
+        lines += [
+            "Missing calibration files ship with the lpips package: pip install lpips==0.1.4, or set",
+            "PERCEPMETRIC_LPIPS_WEIGHTS to a folder holding v0.1/<net>.pth.",
+        ]
+    return lines
+
+
 @click.command("weights")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def weights_command(as_json: bool) -> None:
-    """List the weight files LPIPS uses: which are present and where.
+    """List the weight files LPIPS uses: which are present and where; how to get the missing ones.
 
     Trunks live in torchvision's cache ($TORCH_HOME/hub/checkpoints); a missing one is
     downloaded on first use when there is internet, or can be copied there by hand.
@@ -38,6 +61,10 @@ def weights_command(as_json: bool) -> None:
     for r in rows:
         state = "present" if r["present"] else "MISSING"
         click.echo(f"{r['net']:<8} {r['kind']:<12} {state:<8} {r['path']}")
+    advice = missing_weights_advice(rows)
+    if advice:
+        click.echo("")
+        click.echo("\n".join(advice))
 
 
 COMMANDS: list = [weights_command]

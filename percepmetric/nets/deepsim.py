@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -128,6 +130,16 @@ def build_alexnet(pretrained: bool = True, features_only: bool = False) -> nn.Mo
     return model.eval()
 
 
+def _alexnet_side(layer: str, size: int) -> int:
+    """Side of AlexNet's conv-side ``layer`` output for a ``size x size`` input (below 1: empty)."""
+    s = (size + 4 - 11) // 4 + 1  # conv1
+    s1 = s
+    s = (s - 3) // 2 + 1  # pool1
+    s2 = s
+    s = (s - 3) // 2 + 1  # pool2
+    return {"conv1": s1, "conv2": s2, "conv3": s, "conv4": s, "conv5": s, "pool5": (s - 3) // 2 + 1}[layer]
+
+
 def alexnet_layer_shape(layer: str, size: int) -> tuple[int, ...]:
     """Shape of one image's AlexNet ``layer`` output for a ``size x size`` input, without running it."""
     if layer not in ALEXNET_LAYERS:
@@ -136,16 +148,47 @@ def alexnet_layer_shape(layer: str, size: int) -> tuple[int, ...]:
         return (4096,)
     if layer == "fc8":
         return (1000,)
-    s = (size + 4 - 11) // 4 + 1  # conv1
-    s1 = s
-    s = (s - 3) // 2 + 1  # pool1
-    s2 = s
-    s = (s - 3) // 2 + 1  # pool2
-    spatial = {"conv1": s1, "conv2": s2, "conv3": s, "conv4": s, "conv5": s, "pool5": (s - 3) // 2 + 1}[layer]
+    spatial = _alexnet_side(layer, size)
     channels = {"conv1": 64, "conv2": 192, "conv3": 384, "conv4": 256, "conv5": 256, "pool5": 256}[layer]
     if spatial < 1:
-        raise InputError(f"AlexNet {layer} is empty for {size}x{size} images (need at least 63 px)")
+        raise InputError(f"AlexNet {layer} is empty for {size}x{size} images (need at least "
+                         f"{alexnet_smallest_size(layer)} px)")
     return (channels, spatial, spatial)
+
+
+def alexnet_smallest_size(layer: str) -> int:
+    """Smallest image side for which AlexNet's ``layer`` is not empty (fc layers read pool5)."""
+    layer = "pool5" if layer in ("fc6", "fc7", "fc8") else layer
+    return next(s for s in range(1, 1024) if _alexnet_side(layer, s) >= 1)
+
+
+def smallest_accepted_size(build: Callable[[int], Callable[[torch.Tensor], object]], limit: int = 1024) -> int | None:
+    """The smallest ``size`` for which ``build(size)`` makes a network that runs on a ``size x size``
+    image (None when no size up to ``limit`` works), found with :func:`size_error`.
+
+    Sizes are tried from 1 up, not bisected: a network may take only some sizes (the
+    autoencoder, multiples of 8).
+    """
+    return next((size for size in range(1, limit + 1) if size_error(build, size) is None), None)
+
+
+def size_error(build: Callable[[int], Callable[[torch.Tensor], object]], size: int) -> Exception | None:
+    """Why the network that ``build(size)`` makes cannot run on a ``size x size`` image (None: it can).
+
+    ``build(size)`` returns the callable to run (a module, or a bound method such as
+    ``model.reconstruct``). Everything runs on PyTorch's meta device, which computes shapes only
+    (no weights are loaded or initialised, no arithmetic), so the answer comes from the
+    architecture itself, in milliseconds. Build with random weights (``pretrained=False``): the
+    shapes do not depend on them.
+    """
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run = build(size)
+            run(torch.empty(1, 3, size, size))
+    except (InputError, RuntimeError, ValueError) as exc:  # shape checks of torch raise RuntimeError
+        return exc
+    return None
 
 
 class AlexNetFeatures(nn.Module):
@@ -485,8 +528,9 @@ class ReconstructionModel(nn.Module):
         super().__init__()
         if task not in TASKS:
             raise InputError(f"unknown task {task!r} (choose one of: {', '.join(TASKS)})")
-        if task in ("invert", "vae") and int(size) < 63:
-            raise InputError(f"--size {size}: the {task} task reads AlexNet pool5, which needs images of at least 63 px")
+        if task in ("invert", "vae") and int(size) < alexnet_smallest_size("pool5"):
+            raise InputError(f"--size {size}: the {task} task reads AlexNet pool5, which needs images of at least "
+                             f"{alexnet_smallest_size('pool5')} px")
         self.task, self.size = task, int(size)
         self.config = {"task": task, "layer": layer, "size": int(size), "width": float(width),
                        "pretrained": bool(pretrained), "code_channels": int(code_channels), "latent": int(latent)}

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import click
 
-from ..errors import InputError
 from ..io import atomic_write_text
 
 DEFAULT_TRAIN_SPLITS = ("train/traditional", "train/cnn", "train/mix")
@@ -24,7 +23,8 @@ DEFAULT_TRAIN_SPLITS = ("train/traditional", "train/cnn", "train/mix")
 @click.option("--variant", default="lin", show_default=True,
               help="lin (frozen trunk, learn w), tune (ImageNet trunk trained with w) or scratch (random trunk).")
 @click.option("--net", default="alex", show_default=True, help="Trunk: alex, vgg or squeeze.")
-@click.option("--root", default=None, help="BAPPS folder (as in `bench`; default $PERCEPMETRIC_BAPPS, else ~/.local/share/percepmetric/bapps).")
+@click.option("--root", default=None, type=click.Path(file_okay=False),
+              help="BAPPS folder (as in `bench`; default $PERCEPMETRIC_BAPPS, else ~/.local/share/percepmetric/bapps).")
 @click.option("--split", "splits", multiple=True, metavar="NAME",
               help="2AFC split(s) to train on (repeatable; groups allowed). Default: train/traditional, train/cnn, train/mix.")
 @click.option("--data", "folders", multiple=True, metavar="FOLDER",
@@ -51,7 +51,8 @@ DEFAULT_TRAIN_SPLITS = ("train/traditional", "train/cnn", "train/mix")
               help="2AFC split(s) to score the result on [default: the val/* splits present under --root].")
 @click.option("--val-data", "val_folders", multiple=True, metavar="FOLDER", help="Triplet folder(s) to score the result on.")
 @click.option("--no-eval", is_flag=True, help="Skip the evaluation at the end.")
-@click.option("--device", default=None, help="torch device [default: cuda if available, else cpu].")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (cuda if available, else cpu), cpu, cuda or cuda:N; under torchrun, cuda means cuda:LOCAL_RANK.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 def train_command(variant, net, root, splits, folders, out, resume, epochs, decay_epochs, batch_size, lr, beta1,
                   beta2, hidden, eps, w_init, seed, save_every, stop_after, cache_features, val_splits, val_folders, no_eval,
@@ -60,15 +61,19 @@ def train_command(variant, net, root, splits, folders, out, resume, epochs, deca
 
     Use the result anywhere a metric goes: `percepmetric score --metric lpips --weights OUT/final.pt ...`.
     """
+    from ..devices import resolve_device
     from .data import load_training_triplets
     from .distributed import launched_by_torchrun
     from .evaluate import evaluate_weights, present_val_splits
-    from .loop import TrainConfig, train
+    from .loop import TrainConfig, check_loop_options, check_run_folder, train
 
-    if save_every < 0:
-        raise InputError(f"--save-every must be >= 0, got {save_every}")
+    # The cheap checks first (options, device, run folder): a mistake is one line before the data
+    # loads, which can take minutes, and nothing is created until everything has been checked.
     config = TrainConfig(net=net, variant=variant, epochs=epochs, decay_epochs=decay_epochs, batch_size=batch_size,
                          lr=lr, beta1=beta1, beta2=beta2, hidden=hidden, eps=eps, w_init=w_init, seed=seed).resolved()
+    check_loop_options(save_every, stop_after)
+    device = str(resolve_device(device))  # "auto" becomes what it means here; under torchrun, see setup()
+    check_run_folder(out, config, resume)
     if not splits and not folders:
         splits = DEFAULT_TRAIN_SPLITS
     data = load_training_triplets(root, list(splits), list(folders))

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..devices import resolve_device
+
 __all__ = ["Dist", "setup", "teardown", "all_gather_rows"]
 
 
@@ -54,19 +56,22 @@ def launched_by_torchrun() -> bool:
 def setup(device: str | None = None) -> Dist:
     """Join the process group when launched by torchrun; otherwise a one-process :class:`Dist`.
 
-    ``device``: ``None`` picks ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU.
+    ``device``: as :func:`~percepmetric.devices.resolve_device` (``None`` = auto: CUDA when
+    available, else the CPU); a typo or a missing GPU is an :class:`~percepmetric.errors.InputError`
+    before the process group is joined. Under torchrun a CUDA device means ``cuda:LOCAL_RANK``:
+    one GPU per process.
     """
+    requested = resolve_device(device)
     if not launched_by_torchrun():
-        chosen = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return Dist(device=chosen)
+        return Dist(device=requested)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    use_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+    use_cuda = requested.type == "cuda"
     if use_cuda:
         chosen = torch.device("cuda", local_rank)
         torch.cuda.set_device(chosen)
     else:
-        chosen = torch.device(device or "cpu")
+        chosen = requested
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return Dist(rank=rank, world=world, local_rank=local_rank, device=chosen)

@@ -55,10 +55,11 @@ def evaluate_weights(weights: str | Path, root: str | Path | None, splits: list[
     under ``root`` and each triplet folder.
     """
     from ..data import bapps
+    from ..devices import resolve_device
     from ..registry import create_metric
 
     metric = create_metric("lpips", weights=str(weights))
-    dev = torch.device(device) if device else None
+    dev = resolve_device(device) if device else None
     rows = []
     sources = [(name, lambda name=name: bapps.load_two_afc(bapps.resolve_root(root), name)) for name in splits]
     sources += [(str(f), lambda f=f: bapps.load_two_afc_folder(f)) for f in folders]

@@ -14,7 +14,12 @@ every epoch and every ``save_every`` steps), ``epoch_NNN.pt`` (the state after e
 Resuming restores model, G, optimiser, epoch, step within the epoch, the running epoch sums and
 the RNG states; the order of triplets in an epoch is a function of (seed, epoch) alone
 (:class:`~torch.utils.data.DistributedSampler`), so a resumed run takes exactly the steps the
-uninterrupted one would have.
+uninterrupted one would have. A resume is refused when a setting or any byte of the data differs.
+
+Every checkpoint holds tensors and plain values only and is read with ``weights_only=True``
+(:mod:`percepmetric.checkpoints`): a hostile ``latest.pt`` is refused and nothing in it runs.
+Files are written atomically and follow the umask; temporaries that a kill during a write left
+behind are removed when the next run starts.
 """
 
 from __future__ import annotations
@@ -32,17 +37,26 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from ..errors import InputError
+from ..checkpoints import (load_checkpoint_file, numpy_rng_state, remove_stale_temporaries, save_checkpoint,
+                           set_numpy_rng_state)
 from ..data.bapps import to_tensor
+from ..errors import InputError
+from ..io import atomic_write_text, prepare_output_dir
 from .data import Triplets
 from .distributed import Dist, all_gather_rows, setup, teardown
 from .model import VARIANTS, W_INITS, LPIPSTrainable
 from .ranking import RankingHead, learning_rate, ranking_loss, two_afc_agreement
-from ..io import atomic_path, atomic_write_text
 
-__all__ = ["TrainConfig", "TwoAFCModel", "train", "load_checkpoint", "CHECKPOINT_FORMAT"]
+__all__ = ["TrainConfig", "TwoAFCModel", "train", "load_checkpoint", "check_loop_options",
+           "check_run_folder", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "percepmetric-train"
+# 2: the NumPy RNG state is stored as a tensor and numbers (version 1 pickled it, so cannot be read safely).
+CHECKPOINT_VERSION = 2
+RESUME_FIELDS = ("version", "config", "data", "model", "optimizer", "epoch", "step", "global_step", "sums",
+                 "history", "rng")
+# What a run writes into --out; a kill during a write leaves `.NAME.*.tmp`, removed at the next start.
+RUN_FILES = ("latest.pt", "epoch_[0-9][0-9][0-9].pt", "final.pt", "log.jsonl", "eval.json")
 STATS_BATCH = 100  # triplets per trunk pass when precomputing lin statistics
 
 
@@ -116,25 +130,99 @@ class TwoAFCModel(nn.Module):
 # ---------------------------------------------------------------------------- checkpoints
 
 def load_checkpoint(path: str | Path) -> dict:
-    """A training checkpoint written by :func:`train`; :class:`InputError` if it is not one."""
+    """A training checkpoint written by :func:`train`, read without running any code.
+
+    :class:`InputError` (one line naming the file) when it is absent, holds pickled objects,
+    is not a training checkpoint, was written by a newer percepmetric, or lacks what a resume needs.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such checkpoint")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # truncated or foreign file
-        raise InputError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: not a percepmetric training checkpoint")
+    ck = load_checkpoint_file(path, format=CHECKPOINT_FORMAT, required=RESUME_FIELDS,
+                              what="percepmetric training checkpoint")
+    if not isinstance(ck["version"], int) or ck["version"] > CHECKPOINT_VERSION:
+        raise InputError(f"{path}: training checkpoint version {ck['version']!r} is newer than this "
+                         f"percepmetric reads ({CHECKPOINT_VERSION})")
+    names = {f.name for f in fields(TrainConfig)}
+    if not isinstance(ck["config"], dict) or set(ck["config"]) != names:
+        raise InputError(f"{path}: damaged percepmetric training checkpoint: its 'config' does not hold "
+                         f"the training settings")
+    if not isinstance(ck["data"], dict) or "sha1" not in ck["data"]:
+        raise InputError(f"{path}: damaged percepmetric training checkpoint: its 'data' has no fingerprint")
     return ck
 
 
+def check_loop_options(save_every: int, stop_after: int | None) -> None:
+    """:class:`InputError` for a ``save_every`` or ``stop_after`` that :func:`train` cannot honour."""
+    if save_every < 0:
+        raise InputError(f"--save-every must be >= 0, got {save_every}")
+    if stop_after is not None and stop_after < 1:
+        raise InputError(f"--stop-after must be at least 1, got {stop_after}")
+
+
+def check_run_folder(out: str | Path, config: TrainConfig, resume: bool) -> dict | None:
+    """The checks on ``out`` that need no data, so a command makes them before loading any.
+
+    Without ``resume``, ``out`` must not hold a run already; with it, ``out/latest.pt`` must
+    exist and have been made with ``config`` (resolved). Returns that checkpoint, or None.
+    Creates nothing.
+    """
+    out = Path(out)
+    latest = out / "latest.pt"
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+    if resume and not latest.is_file():
+        raise InputError(f"--resume: {latest} does not exist (nothing to resume)")
+    if not resume and latest.exists():
+        raise InputError(f"{out} already holds a run ({latest.name}); pass --resume to continue it or choose another --out")
+    if not resume:
+        return None
+    ck = load_checkpoint(latest)
+    _refuse_other_settings(TrainConfig(**ck["config"]), config, out)
+    return ck
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _refuse_other_settings(stored: TrainConfig, given: TrainConfig, out: Path) -> None:
+    # A resumed run must take the steps the interrupted one would have: every setting must match.
+    differ = [f.name for f in fields(TrainConfig) if getattr(stored, f.name) != getattr(given, f.name)]
+    if "decay_epochs" in differ and "epochs" in differ and all(
+            c.decay_epochs == c.epochs // 2 for c in (stored, given)):
+        differ.remove("decay_epochs")  # it follows --epochs on both sides; naming it would send the user looking
+    if differ:
+        changes = "; ".join(f"{_option(k)} was {getattr(stored, k)}, now {getattr(given, k)}" for k in differ)
+        raise InputError(f"--resume: the run in {out} was started with other settings ({changes}). To continue "
+                         f"it, drop these options or give the stored values; to train with the new ones, "
+                         f"use a new --out")
+
+
+def _refuse_other_data(stored: dict, given: dict, out: Path) -> None:
+    # Same content under another name (a moved or copied folder) is the same data.
+    if stored["sha1"] == given["sha1"]:
+        return
+
+    def described(fingerprint: dict) -> str:
+        sources = fingerprint.get("sources")
+        if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
+            return "unrecorded sources"
+        return ", ".join(f"{s.get('name')} ({s.get('count')} triplets)" for s in sources)
+
+    was, now = described(stored), described(given)
+    what = f"was {was}, now {now}" if was != now else f"{now} has changed since the run started"
+    raise InputError(f"--resume: the run in {out} was trained on other data ({what}). To continue it, give the "
+                     f"same --data/--root/--split as when it started; to train on this data, use a new --out")
+
+
 def data_fingerprint(data: Triplets) -> dict:
-    """What the run was trained on: sources, count and a digest of judges and a sample of patches."""
-    digest = hashlib.sha1(np.ascontiguousarray(data.judge).tobytes())
-    stride = max(1, len(data) // 64)
-    for images in (data.ref, data.p0, data.p1):
-        digest.update(np.ascontiguousarray(images[::stride]).tobytes())
+    """What the run was trained on: sources, count, patch size and a SHA-1 of every judge and patch.
+
+    Every byte is hashed (1-2 s per GB), so a resume on data that changed anywhere is
+    refused rather than mixed into the run.
+    """
+    digest = hashlib.sha1()
+    for array in (data.judge, data.ref, data.p0, data.p1):
+        digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
     return {"sources": list(data.sources), "triplets": len(data),
             "patch_size": list(data.ref.shape[1:3]), "sha1": digest.hexdigest()}
 
@@ -158,12 +246,13 @@ def _load_trainable_state(model: "TwoAFCModel", state: dict, path: Path) -> None
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    # Tensors and plain values only, so the checkpoint loads with weights_only=True.
+    return {"torch": torch.get_rng_state(), "numpy": numpy_rng_state(), "python": random.getstate()}
 
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    set_numpy_rng_state(state["numpy"])
     random.setstate(state["python"])
 
 
@@ -223,10 +312,11 @@ def train(
     checkpoint to ``resume`` from and no ``final.pt`` (``result["final"]`` is then ``None``):
     a time-boxed job, or a simulated interruption in the tests.
     """
-    d = setup(device)
+    cfg = config.resolved()
+    check_loop_options(save_every, stop_after)
+    d = setup(device)  # checks the device before anything is written
     try:
-        return _train(config.resolved(), data, Path(out), d, resume, cache_features, save_every, progress, log,
-                      stop_after)
+        return _train(cfg, data, Path(out), d, resume, cache_features, save_every, progress, log, stop_after)
     finally:
         teardown(d)
 
@@ -244,23 +334,14 @@ def _train(cfg: TrainConfig, data: Triplets, out: Path, d: Dist, resume: bool, c
         raise InputError("no training triplets")
     local_batch = cfg.batch_size // d.world
     latest = out / "latest.pt"
-    if resume and not latest.is_file():
-        raise InputError(f"--resume: {latest} does not exist (nothing to resume)")
-    if not resume and latest.exists():
-        raise InputError(f"{out} already holds a run ({latest.name}); pass --resume to continue it or choose another --out")
+    # Refuse a mismatching run before building anything, and create --out only once all is well.
+    ck = check_run_folder(out, cfg, resume)
     fingerprint = data_fingerprint(data)
+    if ck is not None:
+        _refuse_other_data(ck["data"], fingerprint, out)
+    prepare_output_dir(out)  # every rank: each fails with the same line rather than waiting for rank 0
     if d.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-
-    ck = load_checkpoint(latest) if resume else None
-    if ck is not None:  # refuse a mismatching run before building anything
-        stored = TrainConfig(**ck["config"])
-        if stored != cfg:
-            diff = [f.name for f in fields(cfg) if getattr(stored, f.name) != getattr(cfg, f.name)]
-            raise InputError(f"--resume: {latest} was made with other options ({', '.join(diff)}: "
-                             + ", ".join(f"{k}={getattr(stored, k)!r}" for k in diff) + ")")
-        if ck["data"]["sha1"] != fingerprint["sha1"]:
-            raise InputError(f"--resume: {latest} was trained on other data ({ck['data']['sources']})")
+        remove_stale_temporaries(out, RUN_FILES)
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
@@ -273,12 +354,17 @@ def _train(cfg: TrainConfig, data: Triplets, out: Path, d: Dist, resume: bool, c
     epoch, step, global_step, history = 1, 0, 0, []
     sums = torch.zeros(3, dtype=torch.float64, device=d.device)  # loss * n, agreement, n
     if resume:
-        _load_trainable_state(model, ck["model"], latest)
-        optimizer.load_state_dict(ck["optimizer"])
-        epoch, step, global_step, history = ck["epoch"], ck["step"], ck["global_step"], ck["history"]
-        # The stored sums are totals over all ranks: rank 0 carries them, the others restart at 0.
-        sums = ck["sums"].to(d.device) if d.is_main else torch.zeros_like(sums)
-        _set_rng_state(ck["rng"])
+        try:
+            _load_trainable_state(model, ck["model"], latest)
+            optimizer.load_state_dict(ck["optimizer"])
+            epoch, step, global_step, history = ck["epoch"], ck["step"], ck["global_step"], ck["history"]
+            # The stored sums are totals over all ranks: rank 0 carries them, the others restart at 0.
+            sums = ck["sums"].to(d.device) if d.is_main else torch.zeros_like(sums)
+            _set_rng_state(ck["rng"])
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+            # The fields are present (load_checkpoint checked) but hold something else: damaged or forged.
+            raise InputError(f"{latest}: damaged percepmetric training checkpoint ({type(exc).__name__} "
+                             f"while restoring the run)") from None
         say(f"resuming {out} at epoch {epoch}, step {step} ({global_step} steps done)")
 
     def checkpoint(next_epoch: int, next_step: int, running: torch.Tensor, also: Path | None = None) -> None:
@@ -286,15 +372,13 @@ def _train(cfg: TrainConfig, data: Triplets, out: Path, d: Dist, resume: bool, c
         running = _summed_over_ranks(d, running)
         if not d.is_main:
             return
-        state = {"format": CHECKPOINT_FORMAT, "version": 1, "config": asdict(cfg), "data": fingerprint,
+        state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": asdict(cfg), "data": fingerprint,
                  "model": _trainable_state(model), "optimizer": optimizer.state_dict(),
                  "epoch": next_epoch, "step": next_step, "global_step": global_step,
                  "sums": running.cpu(), "history": history, "rng": _rng_state()}
-        with atomic_path(latest) as tmp:
-            torch.save(state, tmp)
+        save_checkpoint(state, latest)
         if also is not None:
-            with atomic_path(also) as tmp:
-                torch.save(state, tmp)
+            save_checkpoint(state, also)
 
     def stopped(where: str) -> dict:
         say(f"stopped after step {global_step} ({where}); continue with --resume")
