@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 import torch
 
-from percepmetric.cli import main
 from percepmetric.data import bapps, fixtures
 
 SIZE = 6  # items per split: enough for every score, fast for LPIPS
@@ -43,14 +43,7 @@ def private_cache(tmp_path, monkeypatch) -> Path:
 
 
 def _main(args: list[str], capsys) -> tuple[int, str, str]:
-    """``percepmetric ARGS`` in this process: (exit code, stdout, stderr)."""
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(capsys, *args)
 
 
 def _closed_port() -> int:

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import torch
 import pytest
+from helpers import run_cli
 from PIL import Image
 
 
@@ -89,17 +90,7 @@ def test_bad_input_is_one_line_exit_2(images, args, needle):
 # ---------------------------------------------------------------- in-process: percepmetric.cli.main
 
 
-def call(capsys, *args):
-    """``percepmetric ARGS`` in this process: (exit code, stdout, stderr)."""
-    from percepmetric.cli import main
-
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+call = run_cli
 
 
 def strict_json(text: str):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
+from helpers import run_cli
 import torch
 from PIL import Image
 
@@ -43,17 +44,7 @@ def write_payload(path: Path, marker: Path) -> Path:
     return path
 
 
-def call(capsys, *args):
-    """``percepmetric ARGS`` in this process: (exit code, stdout, stderr)."""
-    from percepmetric.cli import main
-
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+call = run_cli
 
 
 def one_line_error(code, err, *fragments):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli
 from PIL import Image
 
-from percepmetric import cli
 from percepmetric.data import bapps, download
 
 ITEMS = 2  # per split
@@ -85,13 +85,7 @@ def _mirror(tmp_path: Path, jnd_members: dict | None = None, extra=(), prefix: s
 
 
 def _run(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        cli.main(["download-bapps", "--no-progress", *args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(capsys, "download-bapps", "--no-progress", *args)
 
 
 def _member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", linkname: str = "") -> tuple:
@@ -312,3 +306,8 @@ def test_decompressed_stream_cap(tmp_path, capsys, monkeypatch):
     info.type, info.size = tarfile.GNUTYPE_LONGNAME, 60_000  # below MAX_HEADER_BYTES
     _raw_archive(mirror / "jnd.tar.gz", info, b"j" * 60_000)
     _assert_refused(capsys, tmp_path, mirror, None, "refused: its tar stream goes past 8.98 KiB unpacked, the cap")
+
+
+def test_root_that_cannot_be_created_is_one_line(tmp_path, capsys):
+    code, _, err = _run(capsys, "--root", "/proc/percepmetric-bapps", "--url-base", str(tmp_path))
+    assert code == 2 and err.count("\n") == 1 and "--root /proc/percepmetric-bapps: cannot write there" in err, err

@@ -197,7 +197,9 @@ def bench_command(splits, run_all, root, models, data_dir, metrics, net, variant
         return
     click.echo(format_report(result, verbose=verbose))
     if result.files:
-        click.echo(f"\nwrote {', '.join(p.name for p in result.files)}\n   to {out_dir}")
+        wrote = f"wrote {', '.join(p.name for p in result.files)}"
+        # one line when it fits the 100 columns every bench line keeps to
+        click.echo(f"\n{wrote} to {out_dir}" if len(wrote) + len(str(out_dir)) < 95 else f"\n{wrote}\n  to {out_dir}")
 
 
 def _bench_models(models, data_dir, metrics, out_dir, plot) -> None:

@@ -68,7 +68,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError, PercepmetricError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, prepare_output_dir
 from .bapps import JND_SPLITS, TRAIN_SPLITS, VAL_SPLITS, split_dir, verify_split_folder
 
 DEFAULT_URL_BASE = "https://perceptual-similarity.s3.us-west-2.amazonaws.com/dataset"
@@ -450,7 +450,7 @@ def download_bapps(root: str | os.PathLike, val_only: bool = False, url_base: st
     downloads resume. ``url_base``: where the archives are (default :data:`DEFAULT_URL_BASE`).
     Each install is recorded in ``ROOT/`` :data:`MANIFEST` (see the module docstring).
     """
-    root = Path(root).expanduser()
+    root = prepare_output_dir(Path(root).expanduser(), option="--root")  # one line if it cannot be written
     work = root / WORK_DIR
     work.mkdir(parents=True, exist_ok=True)
     base = url_base if url_base is not None else DEFAULT_URL_BASE

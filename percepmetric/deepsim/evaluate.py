@@ -484,8 +484,8 @@ def format_table(table) -> str:
     widths = [max(len(row[i]) for row in [head, *rows] if i < len(row)) for i in range(len(head))]
 
     def line(cells: list[str]) -> str:
-        # model names to the left, numbers to the right
-        return " ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        # names and intervals to the left (an interval's two ends vary in width), numbers to the right
+        return "  ".join(c.ljust(w) if i in (0, 2) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
     lines = [line(head)]
     for label, block in blocks.items():
