@@ -165,7 +165,8 @@ def main() -> None:
     parser.add_argument("--metric", action="append", choices=("lpips", "l2", "ssim"), help="repeatable")
     parser.add_argument("--workers", type=int, default=4, help="reference DataLoader workers (its default: 4)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads for both sides (default: torch's choice; 1 avoids oversubscribing a busy machine)")
+                        help="torch threads for both sides "
+                             "(default: torch's choice; 1 avoids oversubscribing a busy machine)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the synthetic split in this folder")
     args = parser.parse_args()
     metrics = args.metric or ["lpips", "l2", "ssim"]
@@ -195,7 +196,8 @@ def main() -> None:
             dd = max(np.abs(d0 - r0).max(), np.abs(d1 - r1).max())
             assert two_afc_score(r0, r1, judge) == ref_score or abs(two_afc_score(r0, r1, judge) - ref_score) < 1e-12
             print(f"{name:<6} {reference:>11.1f} {cold:>11.1f} {warm:>11.1f} {reference / cold:>7.1f} "
-                  f"{reference / warm:>7.1f} {ref_score:>10.6f} {ours_score:>10.6f} {abs(ref_score - ours_score):>9.2g} "
+                  f"{reference / warm:>7.1f} {ref_score:>10.6f} {ours_score:>10.6f} "
+                  f"{abs(ref_score - ours_score):>9.2g} "
                   f"{dd:>9.2g}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -37,14 +37,14 @@ def child(spec: dict) -> None:
     import torch
 
     torch.set_num_threads(spec["threads"])
-    from percepmetric.deepsim.train import ImageCrops, TrainConfig, Trainer
-    from percepmetric.nets.deepsim import alexnet_weights_path
+    from percepmetric.deepsim.networks import alexnet_weights_path
+    from percepmetric.deepsim.train import DeepSimConfig, ImageCrops, Trainer
 
     rng = np.random.default_rng(0)
     size = spec["size"]
     images = [rng.integers(0, 256, (size + 16, size + 16, 3), dtype=np.uint8) for _ in range(8)]
     data = ImageCrops(images, size)
-    config = TrainConfig(task=spec["task"], layer=spec["layer"], size=size, width=spec["width"],
+    config = DeepSimConfig(task=spec["task"], layer=spec["layer"], size=size, width=spec["width"],
                          discriminator_width=spec["width"], batch_size=spec["batch_size"], loss=spec["loss"],
                          pretrained=False, comparator_pretrained=alexnet_weights_path().is_file(),
                          out=spec["out"], checkpoint_every=0, iterations=10**9, device="cpu")

@@ -169,7 +169,8 @@ def main() -> None:
     if args.accuracy:
         accuracy(args)
         return
-    print(f"CPU, {args.threads} threads, median of {args.repeats} runs x {args.iters} calls; percepmetric precision {args.precision}")
+    print(f"CPU, {args.threads} threads, median of {args.repeats} runs x {args.iters} calls; "
+          f"percepmetric precision {args.precision}")
     header = (f"{'net':<8} {'config':<7} {'impl':<13} {'img/s':>8} {'ratio':>6} {'img/cpu-s':>9} {'ratio':>6} "
               f"{'infer MB':>9} {'peak MB':>8}")
     print(header)
@@ -197,8 +198,8 @@ def main() -> None:
                     continue
                 ratio = f"{s['images_per_s'] / base:.2f}" if base else "-"
                 ratio_cpu = f"{s['images_per_cpu_s'] / base_cpu:.2f}" if base_cpu else "-"
-                print(f"{net:<8} {cfg:<7} {impl:<13} {s['images_per_s']:>8.1f} {ratio:>6} {s['images_per_cpu_s']:>9.1f} "
-                      f"{ratio_cpu:>6} {s['inference_mb']:>9.0f} {s['peak_mb']:>8.0f}")
+                print(f"{net:<8} {cfg:<7} {impl:<13} {s['images_per_s']:>8.1f} {ratio:>6} "
+                      f"{s['images_per_cpu_s']:>9.1f} {ratio_cpu:>6} {s['inference_mb']:>9.0f} {s['peak_mb']:>8.0f}")
             sys.stdout.flush()
 
 

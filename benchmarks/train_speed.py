@@ -5,16 +5,16 @@ drives it) is re-created faithfully: a ``Dataset`` that opens the three PNGs and
 ``.npy`` of each triplet per item (PIL, ``Resize(64)``, ``ToTensor``, ``Normalize`` to [-1, 1]),
 a ``DataLoader`` with batch 50 and shuffling, and ``Trainer.optimize_parameters()`` per batch
 (two trunk passes per triplet, inputs with ``requires_grad=True``, BCE ranking loss, Adam,
-clamping of the 1x1 weights). ``num_workers=0``: this machine has 2 shared cores (worker
-processes would compete with the compute for them).
+clamping of the 1x1 weights). ``num_workers=0``: on a CPU, loader worker processes would
+compete with the training computation for the same cores.
 
-percepmetric is timed end to end for ``train(epochs=1)`` -- model construction, the trunk
+percepmetric is timed end to end for ``train_lpips(epochs=1)`` -- model construction, the trunk
 statistics of every triplet (``lin``), the epoch, the checkpoint and ``final.pt`` -- on triplets
 already in memory (its data loader decodes each split once and caches it; that load is timed
 separately). Reported: triplets per second and the ratio percepmetric / original.
 
-Speed does not depend on weight values: when a pretrained trunk is absent (SqueezeNet here) both
-sides use a random trunk of the same architecture (said in the output).
+Speed does not depend on weight values: when a pretrained trunk is not in torchvision's cache,
+both sides use a random trunk of the same architecture (said in the output).
 
     python benchmarks/train_speed.py                          # alex + squeeze, lin + tune, 300 triplets
     python benchmarks/train_speed.py --nets alex --variants lin --triplets 600 --threads 2
@@ -69,11 +69,11 @@ def reference_epoch(root: Path, net: str, variant: str, pretrained: bool, batch_
 
 
 def percepmetric_epoch(data, net: str, variant: str, out: Path, batch_size: int = 50) -> float:
-    from percepmetric.train import TrainConfig, train
+    from percepmetric.train import LpipsTrainConfig, train_lpips
 
     started = time.perf_counter()
-    train(TrainConfig(net=net, variant=variant, epochs=1, batch_size=batch_size), data, out, progress=False,
-          log=lambda _msg: None)
+    train_lpips(LpipsTrainConfig(net=net, variant=variant, epochs=1, batch_size=batch_size), data, out,
+                progress=False, log=lambda _msg: None)
     return time.perf_counter() - started
 
 
@@ -114,8 +114,8 @@ def main() -> None:
             for variant in args.variants:
                 ours = percepmetric_epoch(data, net, variant, tmp / f"run-{net}-{variant}")
                 n, theirs = reference_epoch(root, net, variant, pretrained)
-                print(f"{net:<8} {variant:<8} {len(data) / ours:>20.1f} {n / theirs:>16.1f} {theirs / ours:>6.2f}x  {note}",
-                      flush=True)
+                print(f"{net:<8} {variant:<8} {len(data) / ours:>20.1f} {n / theirs:>16.1f} "
+                      f"{theirs / ours:>6.2f}x  {note}", flush=True)
             lpips_module.build_backbone = original_build
 
 

@@ -6,6 +6,9 @@ Public surface::
     percepmetric.distance_label("psnr")                        # "psnr as mse": what distance() gave
     percepmetric.create_metric("ssim", convention="matlab")    # a torch.nn.Module, (N,C,H,W) x2 -> (N,)
     percepmetric.list_metrics()
+    percepmetric.functional.ssim(x, y)                         # one function per metric
+    percepmetric.create_metric("ssim", as_loss=True)           # the distance as a loss (mean)
+    m.update(x, y); m.compute()                                # evaluation loop: mean and 95% interval
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ from typing import Any
 
 import torch
 
+from . import functional
 from .errors import InputError, PercepmetricError, WeightsNotFoundError
 from .io import ImageLike, as_batch, load_image
+from .metrics.base import Metric, MetricLoss
+from .options import Reduction
 from .registry import create_metric, describe_metric, distance_label, list_metrics
 
 __version__ = "0.1.0"
@@ -27,21 +33,15 @@ __all__ = [
     "list_metrics",
     "describe_metric",
     "load_image",
+    "functional",
+    "Metric",
+    "MetricLoss",
+    "ImageLike",
+    "Reduction",
     "PercepmetricError",
     "InputError",
     "WeightsNotFoundError",
 ]
-
-_METRIC_CACHE: dict[tuple, torch.nn.Module] = {}
-
-
-def _cached_metric(name: str, options: dict[str, Any]):
-    # Building LPIPS loads weights from disk: keep one instance per (name, options).
-    key = (name, tuple(sorted((k, repr(v)) for k, v in options.items())))
-    if key not in _METRIC_CACHE:
-        _METRIC_CACHE[key] = create_metric(name, **options)
-    return _METRIC_CACHE[key]
-
 
 def distance(x: ImageLike, y: ImageLike, metric: str = "lpips", **options: Any) -> torch.Tensor:
     """Perceptual distance between ``x`` and ``y``: an ``(N,)`` tensor, lower = more alike, 0 for x == y.
@@ -57,12 +57,13 @@ def distance(x: ImageLike, y: ImageLike, metric: str = "lpips", **options: Any) 
     with :func:`distance_label` (``"psnr as mse"``), and call ``create_metric("psnr")(x, y)``
     for PSNR itself.
 
-    Gradients flow when an input requires grad, so the result can serve as a loss.
+    Gradients flow when an input requires grad, so the result can serve as a loss. The metric
+    is built once per (options, device) and reused (:func:`percepmetric.functional.cached_metric`).
     """
     xb, yb = as_batch(x, "x"), as_batch(y, "y")
     if isinstance(y, torch.Tensor) and not isinstance(x, torch.Tensor):
         xb = xb.to(device=yb.device, dtype=yb.dtype)
     elif isinstance(x, torch.Tensor) and not isinstance(y, torch.Tensor):
         yb = yb.to(device=xb.device, dtype=xb.dtype)
-    m = _cached_metric(metric, options).to(device=xb.device)
-    return m.to_distance(m(xb, yb))
+    m = functional.cached_metric(metric, options, xb.device)
+    return m.to_distance(m.values(xb, yb))

@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,13 +34,14 @@ def save_checkpoint(obj: Any, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def load_checkpoint_file(path: str | os.PathLike, *, format: str, required: Iterable[str] = (),
+def load_checkpoint_file(path: str | os.PathLike, *, format: str | None, required: Iterable[str] = (),
                          what: str = "percepmetric checkpoint") -> dict[str, Any]:
     """Read a checkpoint dict written by :func:`save_checkpoint`, without running any code.
 
     :class:`InputError` naming the file when it is absent, unreadable, holds pickled objects
     (refused, not run), is not a dict with ``format`` equal to ``format``, or lacks one of the
-    ``required`` keys.
+    ``required`` keys. ``format=None`` takes any dict: a weight file made elsewhere (the ``lpips``
+    package's calibration), which has no ``format`` key.
     """
     path = Path(path)
     if not path.is_file():
@@ -54,7 +56,7 @@ def load_checkpoint_file(path: str | os.PathLike, *, format: str, required: Iter
             IndexError, TypeError) as exc:
         raise InputError(f"{path}: not a readable checkpoint ({type(exc).__name__}; truncated or not a "
                          f"torch file?)") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != format:
+    if not isinstance(ckpt, dict) or (format is not None and ckpt.get("format") != format):
         raise InputError(f"{path}: not a {what}")
     missing = [key for key in required if key not in ckpt]
     if missing:
@@ -70,7 +72,7 @@ def remove_stale_temporaries(folder: str | os.PathLike, names: Iterable[str]) ->
     writer's temporary file would be removed under it.
     """
     folder = Path(folder)
-    removed = []
+    removed: list[Path] = []
     if not folder.is_dir():
         return removed
     for name in names:

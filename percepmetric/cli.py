@@ -36,7 +36,8 @@ def _load_pair_compatible(paths: list[str], device: torch.device | None = None) 
     for path, img in zip(paths[1:], images[1:]):
         if img.shape[-2:] != first.shape[-2:]:
             raise InputError(
-                f"{path}: size {img.shape[-1]}x{img.shape[-2]} differs from {paths[0]} ({first.shape[-1]}x{first.shape[-2]})"
+                f"{path}: size {img.shape[-1]}x{img.shape[-2]} differs from {paths[0]} "
+                f"({first.shape[-1]}x{first.shape[-2]})"
             )
     # A grey image compared with a colour one: repeat grey to three channels.
     if any(img.shape[1] == 3 for img in images):
@@ -313,12 +314,12 @@ def score_command(images, metrics, net, variant, weights, extra, device, demo, s
 
 def _attach_commands() -> None:
     # Each part keeps its commands next to its code and lists them in COMMANDS.
+    from . import weights_command
     from .bench import commands as bench_commands
     from .deepsim import commands as deepsim_commands
-    from .nets import commands as nets_commands
     from .train import commands as train_commands
 
-    for module in (nets_commands, bench_commands, train_commands, deepsim_commands):
+    for module in (weights_command, bench_commands, train_commands, deepsim_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -6,11 +6,12 @@ importing the command group itself (no import cycle under ``python -m percepmetr
 
 from __future__ import annotations
 
-import ast
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import click
 
+from . import options
 from .errors import InputError
 
 DEFAULT_METRICS = ("psnr", "ssim", "ms_ssim", "fsim", "lpips")
@@ -33,25 +34,24 @@ def metric_option_flags(func):
     return func
 
 
-_TRUE_WORDS = ("true", "yes", "on", "1")
-_FALSE_WORDS = ("false", "no", "off", "0")
-
-
 def parse_option_value(text: str, default: Any = None) -> Any:
-    """A ``-o KEY=VALUE`` value as the user typed it -> the Python value.
+    """A ``-o KEY=VALUE`` value as the user typed it -> the Python value: the core's parser
+    (:func:`percepmetric.options.parse_option_value`) with the command line's words
+    (``yes``/``no``, ``on``/``off`` for boolean options; Python literals such as ``255``)."""
+    return options.parse_option_value(text, default, command_line=True)
 
-    ``true``/``false`` in any case are booleans; for an option whose default is a boolean,
-    ``1``/``0``, ``yes``/``no`` and ``on``/``off`` are too. Otherwise a Python literal
-    (``255``, ``0.5``, ``(0, 1)``, ``None``), else the text itself (a bare word such as
-    ``matlab`` or ``lab``).
-    """
-    word = text.strip().lower()
-    if word in ("true", "false") or (isinstance(default, bool) and word in _TRUE_WORDS + _FALSE_WORDS):
-        return word in _TRUE_WORDS
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+
+def split_option_items(items: Iterable[str]) -> dict[str, str]:
+    """``-o KEY=VALUE`` items -> ``{KEY: VALUE}`` with the values as typed (each command reads
+    them with :func:`parse_option_value`, by the option's default). ``-`` in a key means ``_``;
+    the last value of a repeated key wins; an item without ``=`` is one :class:`InputError` line."""
+    typed: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--option {item!r}: expected KEY=VALUE")
+        typed[key.replace("-", "_")] = value
+    return typed
 
 
 def device_option(func):
@@ -73,13 +73,9 @@ def build_metrics(names: Iterable[str], net, variant, weights, extra, default=DE
     """
     from .registry import create_metric, metric_options
 
-    typed: dict[str, str] = {}  # -o values as typed: parsed per metric, by each option's default
-    for item in extra:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"--option {item!r}: expected KEY=VALUE")
-        typed[key.replace("-", "_")] = value
-    given = {key: value for key, value in (("net", net), ("variant", variant), ("weights", weights)) if value is not None}
+    typed = split_option_items(extra)  # values as typed: parsed per metric, by each option's default
+    given = {key: value for key, value in (("net", net), ("variant", variant), ("weights", weights))
+             if value is not None}
     if parse_option_value(typed.get("spatial", "False"), False):
         # A per-pixel map has no single number to print.
         raise InputError("option 'spatial' gives a distance map, not a number: "

@@ -20,16 +20,20 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import torch
 
 from .errors import InputError
 
-ImageLike = Any  # torch.Tensor | np.ndarray | PIL.Image.Image | str | os.PathLike
+if TYPE_CHECKING:
+    import PIL.Image
+
+ImageLike = Union[torch.Tensor, np.ndarray, "PIL.Image.Image", str, "os.PathLike[str]"]  # what as_batch reads
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -113,7 +117,8 @@ def _pil_to_array(img) -> np.ndarray:
     if mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
         return np.asarray(img.convert("RGB"))
     if mode == "F":
-        raise InputError(f"{getattr(img, 'filename', 'image')}: floating-point images are not supported; save as 8- or 16-bit")
+        raise InputError(f"{getattr(img, 'filename', 'image')}: floating-point images are not supported; "
+                         "save as 8- or 16-bit")
     return np.asarray(img.convert("RGB"))
 
 
@@ -156,12 +161,11 @@ def as_batch(obj: ImageLike, name: str = "input") -> torch.Tensor:
             return t[None]
         if t.ndim == 4:
             return t
-        raise InputError(f"{name}: expected a tensor of 2, 3 or 4 dimensions (H,W / C,H,W / N,C,H,W), got shape {tuple(t.shape)}")
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        Image = None
-    if Image is not None and isinstance(obj, Image.Image):
+        raise InputError(f"{name}: expected a tensor of 2, 3 or 4 dimensions (H,W / C,H,W / N,C,H,W), "
+                         f"got shape {tuple(t.shape)}")
+    from PIL import Image  # a dependency, as for load_image
+
+    if isinstance(obj, Image.Image):
         obj = _pil_to_array(obj)
     if isinstance(obj, np.ndarray):
         array = _array_to_float(obj, name)
@@ -170,13 +174,16 @@ def as_batch(obj: ImageLike, name: str = "input") -> torch.Tensor:
         elif array.ndim == 3:
             array = array[None]
         elif array.ndim != 4:
-            raise InputError(f"{name}: expected an array of 2, 3 or 4 dimensions (H,W / H,W,C / N,H,W,C), got shape {array.shape}")
+            raise InputError(f"{name}: expected an array of 2, 3 or 4 dimensions (H,W / H,W,C / N,H,W,C), "
+                             f"got shape {array.shape}")
         if array.shape[-1] == 4:  # drop alpha, as for files
             array = array[..., :3]
         if array.shape[-1] not in (1, 3):
-            raise InputError(f"{name}: arrays are channel-last (H,W,C); got {array.shape[-1]} channels in shape {obj.shape}")
+            raise InputError(f"{name}: arrays are channel-last (H,W,C); "
+                             f"got {array.shape[-1]} channels in shape {obj.shape}")
         return torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2)))
-    raise InputError(f"{name}: cannot read an image from {type(obj).__name__} (give a tensor, NumPy array, PIL image or path)")
+    raise InputError(f"{name}: cannot read an image from {type(obj).__name__} "
+                     "(give a tensor, NumPy array, PIL image or path)")
 
 
 @contextmanager

@@ -1,76 +1,120 @@
-"""Name -> metric class, the single way in to every metric.
+"""Name -> metric class: the one table of every metric, and the way in to each.
 
-Metric families register their classes with :func:`register`; users call
-:func:`create_metric` / :func:`list_metrics` (re-exported by ``percepmetric``).
+:data:`METRICS` lists every metric by name, explicitly: a metric is reachable exactly when it
+is written there (``tests/test_api.py`` checks the table against the classes in
+:mod:`percepmetric.metrics`). Users call :func:`create_metric` / :func:`list_metrics`
+(re-exported by ``percepmetric``).
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+import typing
+from typing import Any, Literal, overload
 
 from .errors import InputError
-from .metrics.base import Metric
+from .metrics.base import Metric, MetricLoss
+from .metrics.fsim import FSIM
+from .metrics.lpips import LPIPS
+from .metrics.pixel import L1, L2, PSNR
+from .metrics.ssim import MSSSIM, SSIM
+from .options import Reduction, check_reduction, literal_choices, parse_option_value
 
-_REGISTRY: dict[str, type[Metric]] = {}
+METRICS: dict[str, type[Metric]] = {
+    "l2": L2,
+    "l1": L1,
+    "psnr": PSNR,
+    "ssim": SSIM,
+    "ms_ssim": MSSSIM,
+    "fsim": FSIM,  # FSIMc is fsim with chromatic=True
+    "lpips": LPIPS,
+}
 
-
-def register(cls: type[Metric]) -> type[Metric]:
-    """Class decorator: make ``cls`` reachable as ``create_metric(cls.name)``."""
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise RuntimeError(f"metric name {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _load_families() -> None:
-    # Importing the metric modules runs their @register decorators (cached by Python).
-    import importlib
-
-    from .metrics import FAMILIES
-
-    for family in FAMILIES:
-        importlib.import_module(f"{__package__}.metrics.{family}")
+# Options every metric takes through create_metric but that are not part of its identity
+# (``spec``): how forward's per-item values are reduced, and the loss form.
+API_OPTIONS = ("reduction", "as_loss")
 
 
 def list_metrics() -> list[str]:
-    """Names of all registered metrics, sorted."""
-    _load_families()
-    return sorted(_REGISTRY)
+    """Names of all metrics, sorted."""
+    return sorted(METRICS)
+
+
+def canonical_name(name: str) -> str:
+    """A metric name as users type it (``SSIM``, ``MS-SSIM``) -> its table name (``ssim``, ``ms_ssim``)."""
+    return name.strip().lower().replace("-", "_") if isinstance(name, str) else name
 
 
 def metric_class(name: str) -> type[Metric]:
-    _load_families()
     try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise InputError(f"unknown metric {name!r} (known: {', '.join(sorted(_REGISTRY))})") from None
+        return METRICS[canonical_name(name)]
+    except (KeyError, TypeError):
+        raise InputError(f"unknown metric {name!r} (known: {', '.join(sorted(METRICS))})") from None
+
+
+def _parameters(name: str) -> list[inspect.Parameter]:
+    params = inspect.signature(metric_class(name).__init__).parameters
+    return [p for p in params.values()
+            if p.name != "self" and p.name not in API_OPTIONS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def metric_options(name: str) -> dict[str, Any]:
-    """The options ``create_metric(name, ...)`` accepts, with their defaults."""
-    params = inspect.signature(metric_class(name).__init__).parameters
-    return {
-        p.name: p.default
-        for p in params.values()
-        if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
+    """The options ``create_metric(name, ...)`` accepts, with their defaults (``reduction``, which
+    every metric takes and which does not change its values, is left out)."""
+    return {p.name: p.default for p in _parameters(name)}
 
 
-def create_metric(name: str, **options: Any) -> Metric:
-    """Build the metric ``name`` with ``options``; unknown options raise :class:`InputError`.
+def option_choices(name: str) -> dict[str, tuple[object, ...]]:
+    """For each option of metric ``name`` typed with a ``Literal`` (or ``bool``), the values it allows."""
+    hints = typing.get_type_hints(metric_class(name).__init__)
+    return {option: literal_choices(hints[option]) for option in metric_options(name) if option in hints}
 
-    The result is a ``torch.nn.Module``: ``m(x, y)`` maps two ``(N,C,H,W)`` batches (or arrays,
-    PIL images, paths: see :meth:`Metric.forward`) to ``(N,)``, with ``m.lower_is_better``,
-    ``m.value_range``, ``m.differentiable`` and ``m.spec``.
-    """
+
+def parse_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` for metric ``name`` parsed as :func:`~percepmetric.options.parse_option_value`
+    reads them (``"True"`` -> True, ``"MATLAB"`` -> ``"matlab"``); unknown options raise
+    :class:`InputError`."""
     accepted = metric_options(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise InputError(
             f"metric {name!r} has no option {unknown[0]!r} (options: {', '.join(sorted(accepted)) or 'none'})"
         )
-    return metric_class(name)(**options)
+    choices = option_choices(name)
+    return {k: parse_option_value(v, accepted[k], choices.get(k, ())) for k, v in options.items()}
+
+
+@overload
+def create_metric(name: str, *, reduction: Reduction | None = None, as_loss: Literal[False] = False,
+                  **options: Any) -> Metric: ...
+
+
+@overload
+def create_metric(name: str, *, reduction: Reduction | None = None, as_loss: Literal[True],
+                  **options: Any) -> MetricLoss: ...
+
+
+def create_metric(name: str, *, reduction: Reduction | None = None, as_loss: bool = False,
+                  **options: Any) -> Metric | MetricLoss:
+    """Build the metric ``name`` (any case) with ``options``; unknown options raise :class:`InputError`.
+
+    The result is a ``torch.nn.Module``: ``m(x, y)`` maps two ``(N,C,H,W)`` batches (or arrays,
+    PIL images, paths: see :meth:`Metric.forward`) to ``(N,)``, or to one number with
+    ``reduction="mean"``/``"sum"``; with ``m.lower_is_better``, ``m.value_range``,
+    ``m.differentiable`` and ``m.spec``, and the evaluation-loop methods ``update``, ``compute``
+    and ``reset``. Option values are read as users type them: ``"True"``/``"1"`` for booleans,
+    choices in any case (``convention="MATLAB"``).
+
+    ``as_loss=True`` returns ``m.as_loss(reduction)`` instead (reduction ``"mean"`` unless
+    given): a module whose value is the metric's distance, to minimise.
+    """
+    parsed = parse_options(name, options)
+    loss_form = parse_option_value(as_loss, False)
+    if not isinstance(loss_form, bool):
+        raise InputError(f"option as_loss must be True or False, got {as_loss!r}")
+    if loss_form:
+        return metric_class(name)(**parsed).as_loss(check_reduction("mean" if reduction is None else reduction))
+    return metric_class(name)(**parsed, reduction=check_reduction("none" if reduction is None else reduction))
 
 
 def describe_metric(name: str) -> dict[str, Any]:

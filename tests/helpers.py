@@ -1,9 +1,34 @@
-"""Helpers several test files share (imported as ``helpers``: pytest puts tests/ on sys.path)."""
+"""Helpers several test files share (imported as ``helpers``: pytest puts tests/ on sys.path).
+
+Test files import from here or from ``conftest``, never from one another: a test module is
+collected on its own, and importing one from another runs its module-level set-up twice.
+Imports of the package sit inside the functions, so a helper's dependencies load only for the
+tests that use it.
+"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-def run_cli(capsys, *args) -> tuple[int, str, str]:
+import pytest
+import torch
+
+if TYPE_CHECKING:
+    from percepmetric.data.bapps import TwoAFCSplit
+    from percepmetric.metrics.lpips import LPIPS
+
+# ---------------------------------------------------------------- the command line
+
+
+#: Items per split of the session-wide synthetic BAPPS (conftest.py: fixture_root).
+FIXTURE_SIZE = 12
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
     """``percepmetric ARGS`` in this process: (exit code, stdout, stderr)."""
     from percepmetric.cli import main
 
@@ -11,6 +36,145 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
         main([str(a) for a in args])
         code = 0
     except SystemExit as exc:
-        code = exc.code or 0
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def run_cli_subprocess(
+    *args: object,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300,
+    check_rc: int | None = None,
+    module: str = "percepmetric.cli",
+) -> subprocess.CompletedProcess[str]:
+    """``python -m percepmetric.cli ARGS`` in a fresh interpreter, as a user runs it.
+
+    ``env``: the whole environment (default: this process's). ``check_rc``: the exit code the
+    caller expects; anything else fails with the command's output in the message.
+    """
+    proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, check=False,
+                          env=None if env is None else dict(env), timeout=timeout)
+    if check_rc is not None:
+        assert proc.returncode == check_rc, proc.stderr + proc.stdout
+    return proc
+
+
+# ---------------------------------------------------------------- weights
+
+
+def pretrained_lpips(net: str = "alex", **options: object) -> LPIPS:
+    """``create_metric("lpips", net=net, ...)`` with the ImageNet trunk; skips the test, naming
+    the missing file and its folder, where torchvision's cache lacks it."""
+    from percepmetric import WeightsNotFoundError, create_metric
+
+    try:
+        return create_metric("lpips", net=net, **options)  # type: ignore[return-value]
+    except WeightsNotFoundError as exc:
+        pytest.skip(f"pretrained {net} trunk missing: {exc}")
+
+
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # the file name of torchvision's AlexNet IMAGENET1K_V1 URL
+
+
+def alexnet_file() -> Path:
+    """Where torchvision looks for its pretrained AlexNet: ``torch.hub.get_dir()/checkpoints/``,
+    i.e. ``$TORCH_HOME/hub/checkpoints`` (else ``$XDG_CACHE_HOME/torch/hub``, else
+    ``~/.cache/torch/hub``), read when called, so a test's ``monkeypatch.setenv`` is followed."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
+
+
+def alexnet_torch_home(folder: Path, classifier: Literal["zeros", "nonzero"]) -> Path:
+    """A ``TORCH_HOME`` whose AlexNet file has the convolution weights of the one under test
+    (``$TORCH_HOME``) and a classifier of the test's choosing.
+
+    A test that needs the classifier zero, or not zero, makes it so here instead of relying on
+    whichever file the machine has: torchvision's genuine file has a trained classifier, a
+    trimmed copy may have zeros. ``"nonzero"`` gives each fully connected layer seeded random
+    rows repeated (stride 0 along the output axis), so the file stays as small as the
+    convolutions.
+    """
+    source = alexnet_file()
+    if not source.is_file():
+        pytest.skip(f"pretrained AlexNet file {source} is missing")
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    generator = torch.Generator().manual_seed(0)
+    for key in [k for k in state if k.startswith("classifier.")]:
+        shape = state[key].shape
+        if classifier == "zeros":
+            state[key] = torch.zeros(()).expand(shape)
+        else:
+            row = torch.randn(shape[1:], generator=generator) * 0.01
+            state[key] = row.expand(shape)
+    home = folder / "torch_home"
+    (home / "hub" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    torch.save(state, home / "hub" / "checkpoints" / ALEXNET_FILE)
+    return home
+
+
+# ---------------------------------------------------------------- data
+
+
+def png_chunk(kind: bytes, body: bytes, crc: int | None = None) -> bytes:
+    """One PNG chunk: length, type, body, CRC-32 of type + body (``crc`` overrides it, to make
+    a damaged file). Tests build PNGs by hand with it, independently of every decoder under test."""
+    import struct
+    import zlib
+
+    crc = zlib.crc32(kind + body) if crc is None else crc
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+
+def synthetic_bapps_root(tmp_path_factory: pytest.TempPathFactory, size: int, seed: int = 0) -> Path:
+    """One synthetic BAPPS per (size, seed) for the whole test session, shared by every file
+    that asks for the same one."""
+    from percepmetric.data import fixtures
+
+    root = tmp_path_factory.getbasetemp() / f"bapps-fixture-n{size}-s{seed}"
+    if not fixtures.is_synthetic(root):  # the marker is written last: its presence means complete
+        fixtures.make_fixture(root, size=size, seed=seed)
+    return root
+
+
+# Keyword arguments that keep percepmetric.train's train() silent.
+QUIET: dict[str, object] = {"progress": False, "log": lambda _msg: None}
+
+
+def calibration_split(n: int, seed: int) -> TwoAFCSplit:
+    """``2n`` triplets: n fixture sentinels + n blur-vs-noise with "people" preferring blur.
+
+    On the plain fixture the uncalibrated baseline already orders every triplet as the
+    simulated people do; the blur-vs-noise half is what it gets wrong more often than not, so
+    calibration has something to learn.
+    """
+    import numpy as np
+
+    from percepmetric.data.bapps import TwoAFCSplit
+    from percepmetric.data.fixtures import distort, photo_patches, sentinel_triplets
+
+    rng = np.random.default_rng(seed)
+    ref = photo_patches(n, 64, seed=seed)
+    blur = distort(ref, "blur", rng.uniform(0.3, 1.0, n), seed)
+    noise = distort(ref, "noise", rng.uniform(0.05, 0.4, n), seed + 1)
+    p1_blur = rng.random(n) < 0.5
+    p0 = np.where(p1_blur[:, None, None, None], noise, blur)
+    p1 = np.where(p1_blur[:, None, None, None], blur, noise)
+    s_ref, s_p0, s_p1, s_judge = sentinel_triplets(n, "traditional", seed=seed)
+    cat = np.concatenate
+    return TwoAFCSplit(f"calibration-{seed}", cat([ref, s_ref]), cat([p0, s_p0]), cat([p1, s_p1]),
+                       cat([p1_blur.astype(np.float32), s_judge]), [f"{i:06d}" for i in range(2 * n)])
+
+
+def write_split_folder(folder: Path, split: TwoAFCSplit) -> Path:
+    """``split`` as a 2AFC folder in BAPPS layout (``ref/ p0/ p1/`` PNGs, ``judge/`` .npy)."""
+    import numpy as np
+    from PIL import Image
+
+    for sub in ("ref", "p0", "p1", "judge"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(len(split.judge)):  # one file per item: that is the layout
+        for sub in ("ref", "p0", "p1"):
+            Image.fromarray(getattr(split, sub)[i]).save(folder / sub / f"{i:06d}.png")
+        np.save(folder / "judge" / f"{i:06d}.npy", split.judge[i:i + 1])
+    return folder

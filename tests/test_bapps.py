@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -19,27 +17,9 @@ from percepmetric.data import bapps, fixtures
 from percepmetric.data.download import ARCHIVES, DownloadError, download_bapps, fetch
 from percepmetric.errors import InputError
 
-SIZE = 12
+from helpers import FIXTURE_SIZE, png_chunk, run_cli_subprocess
 
-
-def shared_fixture(tmp_path_factory, size: int = SIZE, seed: int = 0) -> Path:
-    """One synthetic BAPPS per (size, seed) for the whole test session (test_bench.py uses it too)."""
-    root = tmp_path_factory.getbasetemp() / f"bapps-fixture-n{size}-s{seed}"
-    if not fixtures.is_synthetic(root):  # the marker is written last: its presence means complete
-        fixtures.make_fixture(root, size=size, seed=seed)
-    return root
-
-
-@pytest.fixture(scope="session")
-def fixture_root(tmp_path_factory) -> Path:
-    return shared_fixture(tmp_path_factory)
-
-
-@pytest.fixture()
-def cache(tmp_path, monkeypatch) -> Path:
-    path = tmp_path / "cache"
-    monkeypatch.setenv(bapps.ENV_CACHE, str(path))
-    return path
+SIZE = FIXTURE_SIZE  # items per split of the fixture_root fixture (conftest.py)
 
 
 def _copy_split(fixture_root: Path, tmp_path: Path, name: str = "val/cnn") -> Path:
@@ -189,14 +169,6 @@ def test_wrong_loader_for_kind(fixture_root, cache):
 
 # ---------------------------------------------------------------- fast decoding and judgments
 
-def _png_chunk(kind: bytes, body: bytes, crc: int | None = None) -> bytes:
-    import struct
-    import zlib
-
-    crc = zlib.crc32(kind + body) if crc is None else crc
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-
 def _with_chunks(png: bytes, *chunks: bytes) -> bytes:
     """``png`` with ``chunks`` inserted right after IHDR (8 + 25 bytes)."""
     return png[:33] + b"".join(chunks) + png[33:]
@@ -226,9 +198,9 @@ def _image_files(folder: Path) -> dict[str, Path]:
     Image.fromarray(rgb).save(folder / "transparent.png", transparency=(1, 2, 3))
     Image.fromarray(rgb).convert("P").save(folder / "palette-transparent.png", transparency=0)
     plain = (folder / "rgb.png").read_bytes()
-    (folder / "chunks.png").write_bytes(_with_chunks(plain, _png_chunk(b"gAMA", (45455).to_bytes(4, "big")),
-                                                     _png_chunk(b"sRGB", b"\0"), _png_chunk(b"tEXt", b"k\0v")))
-    (folder / "unknown-chunk.png").write_bytes(_with_chunks(plain, _png_chunk(b"xyZw", b"data")))
+    (folder / "chunks.png").write_bytes(_with_chunks(plain, png_chunk(b"gAMA", (45455).to_bytes(4, "big")),
+                                                     png_chunk(b"sRGB", b"\0"), png_chunk(b"tEXt", b"k\0v")))
+    (folder / "unknown-chunk.png").write_bytes(_with_chunks(plain, png_chunk(b"xyZw", b"data")))
     (folder / "RGB-UPPER.PNG").write_bytes(plain)
     for name in ("transparent.png", "palette-transparent.png", "chunks.png", "unknown-chunk.png", "RGB-UPPER.PNG"):
         paths[name] = folder / name
@@ -260,8 +232,8 @@ def test_decode_image_refuses_what_pil_refuses(tmp_path):
     plain = _image_files(tmp_path / "images")["rgb.png"].read_bytes()
     idat = plain.index(b"IDAT") - 4
     broken = {
-        "bad-text-checksum.png": _with_chunks(plain, _png_chunk(b"tEXt", b"k\0v", crc=12345)),
-        "short-phys.png": _with_chunks(plain, _png_chunk(b"pHYs", b"\0\0\0\1")),
+        "bad-text-checksum.png": _with_chunks(plain, png_chunk(b"tEXt", b"k\0v", crc=12345)),
+        "short-phys.png": _with_chunks(plain, png_chunk(b"pHYs", b"\0\0\0\1")),
         "cut-pixels.png": plain[: idat + 40],
         "damaged-pixels.png": plain[: idat + 30] + bytes(b ^ 0xFF for b in plain[idat + 30 : idat + 60])
         + plain[idat + 60 :],
@@ -362,7 +334,8 @@ def test_labels_errors_as_before(tmp_path):
     (folder / "23-header-only.npy").write_bytes(good[:20])
     (folder / "24-empty-file.npy").write_bytes(b"")
     header = b"{'descr': '|O', 'fortran_order': False, 'shape': (1,), }  \n"
-    (folder / "25-pickle.npy").write_bytes(np.lib.format.magic(1, 0) + len(header).to_bytes(2, "little") + header + b"\x80")
+    (folder / "25-pickle.npy").write_bytes(
+        np.lib.format.magic(1, 0) + len(header).to_bytes(2, "little") + header + b"\x80")
     (folder / "26-later-header.npy").write_bytes(good[:-4] + np.float32(2.0).tobytes())
     (folder / "27-missing.npy").symlink_to(folder / "nowhere.npy")  # a dangling link: OSError
     entries = _entries(folder)
@@ -432,12 +405,22 @@ def test_distortions_weak_is_closer():
         assert weak.dtype == np.uint8 and weak.shape == ref.shape
         err_weak = ((weak.astype(float) - ref) ** 2).mean(axis=(1, 2, 3))
         err_strong = ((strong.astype(float) - ref) ** 2).mean(axis=(1, 2, 3))
+        # Every kind's parameters grow with strength (fixtures.distort), so its pixel error
+        # does too on these patches (8 of 8 for each kind when written); 0.75 allows 2 of the 8
+        # where it need not (JPEG's quantisation steps, a shift onto similar texture).
         assert np.mean(err_weak < err_strong) >= 0.75, kind
 
 
 def test_sentinels_are_easy_for_l2(fixture_root, cache):
     from percepmetric.bench import jnd_map, two_afc_score
 
+    # JND (fixtures.sentinel_pairs): the "same" pairs are identical, at distance 0, and every
+    # other pair is distorted at full strength, so L2 ranks all "same" pairs first: mAP 1
+    # (on every split when written); 0.9 is a margin below it.
+    # 2AFC (fixtures.sentinel_triplets): 4 or 5 of 5 simulated people choose the weaker
+    # distortion, so a metric that always does scores their mean agreement, at least 0.8
+    # (0.87-0.95 here when written); 0.7 is that floor less what two of the SIZE = 12 triplets
+    # misordered at 4 of 5 agreement cost (each (0.8 - 0.2) / 12 = 0.05).
     for name in bapps.expand_splits(["train", "all"]):
         split = bapps.load_split(fixture_root, name)
         if isinstance(split, bapps.JNDSplit):
@@ -515,8 +498,8 @@ def test_download_cli_on_local_archive(fixture_root, tmp_path):
     archives = _official_archives(fixture_root, tmp_path / "mirror")
     root = tmp_path / "bapps"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "percepmetric.cli", "download-bapps", "--val-only", "--root", str(root),
-                          "--url-base", str(archives), "--no-progress"], capture_output=True, text=True, timeout=300, env=env)
+    run = run_cli_subprocess("download-bapps", "--val-only", "--root", root, "--url-base", archives, "--no-progress",
+                             env=env)
     assert run.returncode == 0, run.stderr
     assert f"BAPPS is in {root}" in run.stdout
     assert (root / "2afc/val/cnn/judge/000000.npy").is_file() and (root / "jnd/val/traditional/same").is_dir()
@@ -626,3 +609,30 @@ def test_unwritable_cache_decodes_in_memory_after_one_line(fixture_root, tmp_pat
         assert len(split) == SIZE and not isinstance(split.ref, np.memmap)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot write to the cache folder" in err and bapps.ENV_CACHE in err, err
+
+
+# ---------------------------------------------------------------- one form of 2AFC triplets
+
+def test_training_triplets_are_the_benchmark_split(fixture_root, cache):
+    """Training joins splits and folders into a TwoAFCSplit, the form the benchmark loads and
+    scores (there was a second class, train.data.Triplets): its sources, files and data
+    identity say what it was joined from."""
+    from percepmetric.bench import compute_distances
+    from percepmetric.registry import create_metric
+    from percepmetric.train import data as train_data
+
+    assert not hasattr(train_data, "Triplets")
+    cnn, color = bapps.load_two_afc(fixture_root, "val/cnn"), bapps.load_two_afc(fixture_root, "val/color")
+    assert cnn.sources == [{"name": "val/cnn", "count": SIZE}]  # a loaded split is its own source
+    joined = train_data.join_splits([("val/cnn", cnn), ("mine", color)])
+    assert isinstance(joined, bapps.TwoAFCSplit) and len(joined) == 2 * SIZE
+    assert joined.sources == [{"name": "val/cnn", "count": SIZE}, {"name": "mine", "count": SIZE}]
+    assert joined.files == cnn.files + color.files and joined.judge.dtype == np.float32
+    assert joined.fingerprint and joined.fingerprint not in (cnn.fingerprint, color.fingerprint)
+    np.testing.assert_array_equal(joined.p1[SIZE:], color.p1)
+    single = train_data.join_splits([("train", cnn)])
+    assert single.ref is cnn.ref and single.fingerprint == cnn.fingerprint  # one part: no copy
+    d0, _ = compute_distances(create_metric("l2"), joined, batch_size=5)
+    np.testing.assert_array_equal(d0[:SIZE], compute_distances(create_metric("l2"), cnn, batch_size=5)[0])
+    in_memory = bapps.TwoAFCSplit("x", cnn.ref, cnn.p0, cnn.p1, cnn.judge, cnn.files)
+    assert train_data.join_splits([("x", in_memory), ("y", cnn)]).fingerprint == ""  # unknown: no identity

@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
 import torch
 
 from percepmetric.data import bapps, fixtures
+
+from helpers import run_cli, run_cli_subprocess, synthetic_bapps_root
 
 SIZE = 6  # items per split: enough for every score, fast for LPIPS
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "bench.md"
@@ -29,10 +30,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "bench.md"
 
 @pytest.fixture(scope="session")
 def fixture_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.getbasetemp() / f"bench-cli-fixture-n{SIZE}"
-    if not fixtures.is_synthetic(root):
-        fixtures.make_fixture(root, size=SIZE)
-    return root
+    return synthetic_bapps_root(tmp_path_factory, size=SIZE)
 
 
 @pytest.fixture(autouse=True)
@@ -40,10 +38,6 @@ def private_cache(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "cache"
     monkeypatch.setenv(bapps.ENV_CACHE, str(path))
     return path
-
-
-def _main(args: list[str], capsys) -> tuple[int, str, str]:
-    return run_cli(capsys, *args)
 
 
 def _closed_port() -> int:
@@ -55,18 +49,14 @@ def _closed_port() -> int:
 def _offline_env(tmp_path: Path, proxy_port: int) -> dict[str, str]:
     """No weights (empty TORCH_HOME), no dataset, and every download sent to a local port."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PERCEPMETRIC_", "XDG_")) and k.lower() not in ("http_proxy", "https_proxy", "no_proxy")}
+           if not k.startswith(("PERCEPMETRIC_", "XDG_"))
+           and k.lower() not in ("http_proxy", "https_proxy", "no_proxy")}
     (tmp_path / "empty_torch_home").mkdir(exist_ok=True)
     proxy = f"http://127.0.0.1:{proxy_port}"
     env.update(HOME=str(tmp_path / "home"), PERCEPMETRIC_CACHE=str(tmp_path / "cache"),
                TORCH_HOME=str(tmp_path / "empty_torch_home"), OMP_NUM_THREADS="1",
                http_proxy=proxy, https_proxy=proxy, HTTP_PROXY=proxy, HTTPS_PROXY=proxy, no_proxy="", NO_PROXY="")
     return env
-
-
-def _run(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "percepmetric.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
 
 
 def _long_lines(text: str, tmp_path: Path) -> list[str]:
@@ -83,19 +73,19 @@ def _files(folder: Path) -> dict[str, int]:
 @pytest.mark.parametrize("device, message", [
     ("foo", "--device 'foo': expected auto, cpu, cuda or cuda:N"),
     pytest.param("cuda", "--device cuda: CUDA is not available", marks=pytest.mark.skipif(
-        torch.cuda.is_available(), reason="this machine has CUDA")),
+        torch.cuda.is_available(), reason="CUDA is available")),
 ])
 def test_bad_device_is_one_line_before_anything_is_written(fixture_root, tmp_path, capsys, device, message):
     out = tmp_path / "out"
     base = ["bench", "-m", "l2", "--root", str(fixture_root), "-s", "val/cnn", "--no-progress", "--bootstrap", "5",
             "--out", str(out)]
-    code, _, err = _main(base + ["--device", device], capsys)
+    code, _, err = run_cli(capsys, *base, "--device", device)
     assert code == 2 and err.count("\n") == 1 and message in err, err
     assert not out.exists(), "nothing may be written before the device is known"
     # With the distances already cached in --out, the device is still checked first.
-    assert _main(base + ["--device", "cpu"], capsys)[0] == 0
+    assert run_cli(capsys, *base, "--device", "cpu")[0] == 0
     before = _files(out)
-    code, _, err = _main(base + ["--device", device], capsys)
+    code, _, err = run_cli(capsys, *base, "--device", device)
     assert code == 2 and err.count("\n") == 1 and message in err, err
     assert _files(out) == before
 
@@ -116,8 +106,8 @@ def test_bench_out_that_cannot_be_written_is_one_line_before_computing(fixture_r
         name = case.split()[0]
         (out / name).mkdir(parents=True)
         extra = ["--plot"] if name.endswith(".png") else []
-    code, _, err = _main(["bench", "-m", "l2", "--root", str(fixture_root), "-s", "val/cnn", "--no-progress",
-                          "--bootstrap", "5", "--out", str(out), *extra], capsys)
+    code, _, err = run_cli(capsys, "bench", "-m", "l2", "--root", fixture_root, "-s", "val/cnn", "--no-progress",
+                           "--bootstrap", "5", "--out", out, *extra)
     assert code == 2 and err.count("\n") == 1 and err.startswith("percepmetric: error: --out "), err
     assert "Traceback" not in err
     if out.is_relative_to(tmp_path):
@@ -131,14 +121,14 @@ def test_make_fixture_directory_that_cannot_be_written_is_one_line(tmp_path, cap
         target = tmp_path / "fx"
         target.mkdir()
         (target / "2afc").write_text("a file where the layout needs a folder")
-    code, out, err = _main(["make-fixture", str(target), "--size", "2"], capsys)
+    code, out, err = run_cli(capsys, "make-fixture", str(target), "--size", "2")
     assert code == 2 and err.count("\n") == 1 and err.startswith("percepmetric: error: DIRECTORY "), err
     assert not out
 
 
 def test_all_and_split_together_are_refused(fixture_root, tmp_path, capsys):
-    code, _, err = _main(["bench", "--all", "-s", "val/cnn", "-m", "l2", "--root", str(fixture_root),
-                          "--no-progress"], capsys)
+    code, _, err = run_cli(capsys, "bench", "--all", "-s", "val/cnn", "-m", "l2", "--root", fixture_root,
+                           "--no-progress")
     assert code == 2 and err.count("\n") == 1 and "--all" in err and "--split" in err, err
 
 
@@ -148,6 +138,7 @@ def test_default_metrics_are_the_lpips_papers_table(fixture_root, capsys):
     from percepmetric.bench.commands import bench_metrics
 
     specs = [m.spec for m in bench_metrics((), None, None, None, ())]
+    # The metrics of the LPIPS paper's results table (Zhang et al. 2018): L2 in Lab, SSIM, LPIPS alex lin.
     assert len(specs) == 3
     assert specs[0].startswith("l2(") and "color=lab" in specs[0] and "convention=lpips" in specs[0]
     assert specs[1].startswith("ssim(") and "convention=lpips" in specs[1]
@@ -155,7 +146,7 @@ def test_default_metrics_are_the_lpips_papers_table(fixture_root, capsys):
     # The user's options go to the default metrics that take them and win over the presets.
     specs = [m.spec for m in bench_metrics((), "vgg", None, None, ("color=rgb",))]
     assert "color=rgb" in specs[0] and "net=vgg" in specs[2]
-    code, _, err = _main(["bench", "-o", "colour=lab", "--root", str(fixture_root), "--no-progress"], capsys)
+    code, _, err = run_cli(capsys, "bench", "-o", "colour=lab", "--root", str(fixture_root), "--no-progress")
     assert code == 2 and "option 'colour' is not accepted by any chosen metric" in err, err
 
 
@@ -163,7 +154,7 @@ def test_readme_first_command_runs_offline_without_lpips_weights(tmp_path):
     """`percepmetric bench`, verbatim, with no dataset, no TORCH_HOME weights and no network."""
     env = _offline_env(tmp_path, _closed_port())
     started = time.monotonic()
-    run = _run(["bench"], env)
+    run = run_cli_subprocess("bench", env=env)
     assert run.returncode == 0, run.stderr
     skipped = [line for line in run.stderr.splitlines() if "LPIPS skipped" in line]
     assert len(skipped) == 1 and "percepmetric weights" in skipped[0] and "TORCH_HOME" in skipped[0], run.stderr
@@ -178,7 +169,7 @@ def test_readme_first_command_runs_offline_without_lpips_weights(tmp_path):
 
 def test_explicit_lpips_without_weights_is_one_line_exit_2(fixture_root, tmp_path):
     env = _offline_env(tmp_path, _closed_port())
-    run = _run(["bench", "-m", "lpips", "--root", str(fixture_root), "-s", "val/cnn", "--no-progress"], env)
+    run = run_cli_subprocess("bench", "-m", "lpips", "--root", fixture_root, "-s", "val/cnn", "--no-progress", env=env)
     assert run.returncode == 2, run.stderr
     assert run.stderr.count("\n") == 1 and "weights" in run.stderr and "Traceback" not in run.stderr, run.stderr
 
@@ -193,14 +184,16 @@ def test_weight_download_gives_up_when_the_network_does_not_answer(tmp_path):
         code = ("import percepmetric.nets.backbones as b\n"
                 "b.DOWNLOAD_TIMEOUT_SECONDS = 1.0\n"
                 "from percepmetric.errors import WeightsNotFoundError\n"
-                "try:\n    b.load_pretrained_features('alex')\nexcept WeightsNotFoundError as e:\n    print('gave up:', e)\n")
-        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+                "try:\n    b.load_pretrained_features('alex')\n"
+                "except WeightsNotFoundError as e:\n    print('gave up:', e)\n")
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env,
+                             timeout=120)
     assert run.returncode == 0 and "gave up:" in run.stdout and "timed out" in run.stdout, run.stdout + run.stderr
 
 
 def test_weights_command_says_how_to_get_missing_files(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
-    code, out, _ = _main(["weights"], capsys)
+    code, out, _ = run_cli(capsys, "weights")
     assert code == 0 and "MISSING" in out
     assert "TORCH_HOME" in out and str(tmp_path / "empty" / "hub" / "checkpoints") in out
 
@@ -213,18 +206,19 @@ def test_report_explains_itself_and_fits_100_columns(fixture_root, tmp_path, cap
     from percepmetric.bench.report import READING_GUIDE, SYNTHETIC_GUIDE
 
     args = ["bench", "--root", str(fixture_root), "--no-progress", "--bootstrap", "20"]  # default metrics, all splits
-    code, out, err = _main(args, capsys)
+    code, out, err = run_cli(capsys, *args)
     assert code == 0, err
     assert not _long_lines(out, tmp_path) and not _long_lines(err, tmp_path), _long_lines(out + err, tmp_path)
     for line in READING_GUIDE + SYNTHETIC_GUIDE:
         assert line in out
-    assert re.search(r"^  \(\d+ more with \+0\.0 \[\+0\.0, \+0\.0\].*--verbose", out, re.M), out
-    assert not re.search(r"[+-]0\.0 +\[\+0\.0, \+0\.0\]", out.split("more with")[0]), "tests that say nothing are hidden"
-    code, verbose, _ = _main(args + ["--verbose"], capsys)
+    assert re.search(r"^  \(\d+ more with \+0\.0 \[\+0\.0, \+0\.0\].*--verbose", out, re.MULTILINE), out
+    listed = out.split("more with")[0]
+    assert not re.search(r"[+-]0\.0 +\[\+0\.0, \+0\.0\]", listed), "tests that say nothing are hidden"
+    code, verbose, _ = run_cli(capsys, *args, "--verbose")
     assert code == 0 and re.search(r"\+0\.0 +\[\+0\.0, \+0\.0\]", verbose) and "more with" not in verbose
     assert not _long_lines(verbose, tmp_path)
     # --help says the same, one line each (click may rewrap: compare words).
-    code, help_text, _ = _main(["bench", "--help"], capsys)
+    code, help_text, _ = run_cli(capsys, "bench", "--help")
     words = " ".join(help_text.split())
     assert code == 0 and all(" ".join(line.split()) in words for line in READING_GUIDE + SYNTHETIC_GUIDE)
     assert not [line for line in help_text.splitlines() if len(line) >= 100]
@@ -294,7 +288,7 @@ def test_sentinel_folders_follow_the_umask(tmp_path, capsys):
     previous = os.umask(0o002)
     try:
         embedded = fixtures.embedded_root(tmp_path / "cache", size=2)
-        code, out, err = _main(["make-fixture", str(tmp_path / "fx"), "--size", "2"], capsys)
+        code, out, err = run_cli(capsys, "make-fixture", str(tmp_path / "fx"), "--size", "2")
     finally:
         os.umask(previous)
     assert code == 0, err
@@ -317,8 +311,8 @@ def test_docs_name_what_the_code_accepts_and_writes(fixture_root, tmp_path, caps
     named = re.findall(r'precision="(\w+)"', text) + re.findall(r"precision=(\w+)`", text)
     assert named and all(value in PRECISIONS for value in named), named
     out = tmp_path / "out"
-    code, _, err = _main(["bench", "-m", "l2", "--root", str(fixture_root), "-s", "val/cnn", "-s", "jnd/traditional",
-                          "--no-progress", "--bootstrap", "5", "--out", str(out)], capsys)
+    code, _, err = run_cli(capsys, "bench", "-m", "l2", "--root", fixture_root, "-s", "val/cnn", "-s",
+                           "jnd/traditional", "--no-progress", "--bootstrap", "5", "--out", out)
     assert code == 0, err
     folders = sorted(p.name for p in (out / "distances").iterdir())
     assert folders == ["jnd_val_traditional", "val_cnn"]

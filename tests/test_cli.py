@@ -1,21 +1,13 @@
 """The percepmetric command through a subprocess: output, JSON, and one-line errors with exit 2."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
-import torch
 import pytest
-from helpers import run_cli
+import torch
 from PIL import Image
 
-
-def run(*args, check_rc=None):
-    proc = subprocess.run([sys.executable, "-m", "percepmetric.cli", *map(str, args)], capture_output=True, text=True, timeout=300)
-    if check_rc is not None:
-        assert proc.returncode == check_rc, proc.stderr + proc.stdout
-    return proc
+from helpers import run_cli, run_cli_subprocess
 
 
 @pytest.fixture(scope="module")
@@ -39,28 +31,33 @@ def images(tmp_path_factory):
 
 
 def test_metrics_lists_direction_and_range():
-    out = run("metrics", check_rc=0).stdout
+    out = run_cli_subprocess("metrics", check_rc=0).stdout
     assert "psnr" in out and "higher is better" in out and "lower is better" in out and "[0, data_range]" in out
-    rows = json.loads(run("metrics", "--json", check_rc=0).stdout)
+    rows = json.loads(run_cli_subprocess("metrics", "--json", check_rc=0).stdout)
     assert {r["name"] for r in rows} >= {"l2", "psnr"}
 
 
 def test_distance_json(images):
-    out = json.loads(run("distance", images["ref"], images["near"], "-m", "l2", "-m", "psnr", "--json", check_rc=0).stdout)
+    out = json.loads(run_cli_subprocess("distance", images["ref"], images["near"], "-m", "l2", "-m", "psnr", "--json",
+                                        check_rc=0).stdout)
     values = {r["metric"].split("(")[0]: r for r in out["results"]}
+    # "near" adds uniform integer noise in [-5, 5] (clipped): MSE <= (11**2 - 1) / 12 = 10, so
+    # PSNR >= 10 * log10(255**2 / 10) = 38.1 dB (hand calculation); 30 leaves room.
     assert values["l2"]["value"] > 0 and values["psnr"]["value"] > 30
 
 
 def test_score_says_which_is_closer(images):
-    proc = run("score", images["ref"], images["far"], images["near"], "-m", "l2", "-m", "psnr", check_rc=0)
+    proc = run_cli_subprocess("score", images["ref"], images["far"], images["near"], "-m", "l2", "-m", "psnr",
+                              check_rc=0)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(("l2", "psnr"))]
     assert len(lines) == 2 and all(line.rstrip().endswith("B") for line in lines)
-    out = json.loads(run("score", images["ref"], images["near"], images["far"], "-m", "psnr", "--json", check_rc=0).stdout)
+    out = json.loads(run_cli_subprocess("score", images["ref"], images["near"], images["far"], "-m", "psnr", "--json",
+                                        check_rc=0).stdout)
     assert out["results"][0]["closer"] == "A"
 
 
 def test_score_demo_runs_without_files():
-    proc = run("score", "--demo", "-m", "psnr", "-m", "l2", check_rc=0)
+    proc = run_cli_subprocess("score", "--demo", "-m", "psnr", "-m", "l2", check_rc=0)
     assert "astronaut" in proc.stdout
 
 
@@ -80,7 +77,7 @@ def test_score_demo_runs_without_files():
 )
 def test_bad_input_is_one_line_exit_2(images, args, needle):
     args = [a.format(**{k: str(v) for k, v in images.items()}) for a in args]
-    proc = run(*args)
+    proc = run_cli_subprocess(*args)
     assert proc.returncode == 2
     assert needle in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
@@ -88,9 +85,6 @@ def test_bad_input_is_one_line_exit_2(images, args, needle):
 
 
 # ---------------------------------------------------------------- in-process: percepmetric.cli.main
-
-
-call = run_cli
 
 
 def strict_json(text: str):
@@ -102,42 +96,44 @@ def strict_json(text: str):
 
 
 def test_no_arguments_prints_the_help_and_exits_0(capsys):
-    code, out, err = call(capsys)
+    code, out, err = run_cli(capsys)
     assert code == 0 and err == ""
     assert "Usage: percepmetric" in out and "distance" in out and "error" not in out
 
 
 def test_json_of_identical_images_is_strict_json_with_null_for_infinity(images, capsys):
-    code, out, _ = call(capsys, "distance", images["ref"], images["ref"], "-m", "psnr", "-m", "l2", "--json")
+    code, out, _ = run_cli(capsys, "distance", images["ref"], images["ref"], "-m", "psnr", "-m", "l2", "--json")
     document = strict_json(out)
     psnr = document["results"][0]
     assert code == 0 and document["identical"] is True
     assert psnr["value"] is None and psnr["distance"] == 0.0 and psnr["applicable"] is True
-    code, out, _ = call(capsys, "score", images["ref"], images["ref"], images["near"], "-m", "psnr", "--json")
+    code, out, _ = run_cli(capsys, "score", images["ref"], images["ref"], images["near"], "-m", "psnr", "--json")
     document = strict_json(out)
     assert document["identical"] == {"ref_a": True, "ref_b": False}
     assert document["results"][0]["ref_a"] is None and document["results"][0]["closer"] == "A"
-    code, out, _ = call(capsys, "distance", images["ref"], images["ref"], "-m", "psnr")
+    code, out, _ = run_cli(capsys, "distance", images["ref"], images["ref"], "-m", "psnr")
     assert "inf dB (identical images)" in out
 
 
 def test_a_metric_that_cannot_run_is_marked_and_the_others_are_shown(images, capsys):
-    code, out, _ = call(capsys, "distance", images["tiny"], images["tiny"], "-m", "psnr", "-m", "ssim", "-m", "fsim")
+    code, out, _ = run_cli(capsys, "distance", images["tiny"], images["tiny"], "-m", "psnr", "-m", "ssim", "-m", "fsim")
     assert code == 0
     lines = dict(line.split(None, 1) for line in out.splitlines())
     assert lines["ssim(color=grey)"].startswith("n/a: images of 8x8 are smaller than the 11x11")
-    assert lines["fsim"] == "1" and lines["psnr"].startswith("inf")
-    code, out, _ = call(capsys, "score", images["tiny"], images["tiny"], images["tiny"], "-m", "ssim", "-m", "l2", "--json")
+    assert lines["fsim"] == "1" and lines["psnr"].startswith("inf")  # identical images: FSIM's maximum, 1
+    code, out, _ = run_cli(capsys, "score", images["tiny"], images["tiny"], images["tiny"],
+                           "-m", "ssim", "-m", "l2", "--json")
     rows = {r["metric"].split("(")[0]: r for r in strict_json(out)["results"]}
     assert code == 0 and rows["l2"]["applicable"] and rows["l2"]["closer"] == "tie"
     assert not rows["ssim"]["applicable"] and "8x8" in rows["ssim"]["reason"] and rows["ssim"]["ref_a"] is None
 
 
 def test_psnr_is_shown_in_db_and_its_distance_form_is_labelled_mse(images, capsys):
-    code, out, _ = call(capsys, "distance", images["ref"], images["near"], "-m", "psnr")
+    code, out, _ = run_cli(capsys, "distance", images["ref"], images["near"], "-m", "psnr")
     assert code == 0 and out.split()[0] == "psnr" and out.strip().endswith("dB")
-    code, out, _ = call(capsys, "distance", images["ref"], images["near"], "-m", "psnr", "-m", "ssim", "--json")
+    code, out, _ = run_cli(capsys, "distance", images["ref"], images["near"], "-m", "psnr", "-m", "ssim", "--json")
     psnr, ssim = strict_json(out)["results"]
+    # >= 38.1 dB, see test_distance_json
     assert psnr["value"] > 30 and psnr["unit"] == "dB" and psnr["distance_label"] == "psnr as mse"
     assert abs(psnr["distance"] - 10 ** (-psnr["value"] / 10)) < 1e-9
     assert ssim["distance_label"].endswith(" as dssim")
@@ -147,7 +143,7 @@ def test_score_demo_saves_its_images(tmp_path, capsys):
     from percepmetric.data.examples import example_triplet
     from percepmetric.io import load_image
 
-    code, out, _ = call(capsys, "score", "--demo", "-m", "psnr", "--save", tmp_path / "demo", "--device", "cpu")
+    code, out, _ = run_cli(capsys, "score", "--demo", "-m", "psnr", "--save", tmp_path / "demo", "--device", "cpu")
     assert code == 0 and f"saved as {tmp_path / 'demo' / 'ref.png'}" in out
     assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["a.png", "b.png", "ref.png"]
     for name, image in zip(("ref", "a", "b"), example_triplet()):
@@ -156,7 +152,7 @@ def test_score_demo_saves_its_images(tmp_path, capsys):
 
 def test_distance_map_of_lpips_is_a_figure(images, tmp_path, capsys):
     target = tmp_path / "maps" / "where.png"
-    code, out, err = call(capsys, "distance", images["ref"], images["far"], "-m", "lpips", "--map", target, "--json")
+    code, out, err = run_cli(capsys, "distance", images["ref"], images["far"], "-m", "lpips", "--map", target, "--json")
     assert code == 0, err
     document = strict_json(out)
     assert document["map"] == str(target) and document["results"][0]["value"] > 0
@@ -171,7 +167,7 @@ def test_option_values_parse_as_users_type_them(images, capsys):
     assert parse_option_value("true") is True and parse_option_value("False") is False
     assert parse_option_value("1", default=False) is True and parse_option_value("no", default=True) is False
     assert parse_option_value("1") == 1 and parse_option_value("255") == 255 and parse_option_value("lab") == "lab"
-    code, out, _ = call(capsys, "distance", images["ref"], images["near"], "-m", "ssim",
+    code, out, _ = run_cli(capsys, "distance", images["ref"], images["near"], "-m", "ssim",
                         "-o", "downsample=false", "-o", "quantize=TRUE", "--json")
     spec = strict_json(out)["results"][0]["spec"]
     assert code == 0 and "downsample=False" in spec and "quantize=True" in spec
@@ -181,7 +177,8 @@ def test_option_values_parse_as_users_type_them(images, capsys):
     "args,needle",
     [
         (("distance", "{ref}", "{near}", "-m", "lpips", "-o", "spatial=true"), "--map MAP.png"),
-        (("distance", "{ref}", "{near}", "-m", "ssim", "--map", "out.png"), "has no per-pixel distance map (metrics with one: lpips)"),
+        (("distance", "{ref}", "{near}", "-m", "ssim", "--map", "out.png"),
+         "has no per-pixel distance map (metrics with one: lpips)"),
         (("distance", "{ref}", "{near}", "--map", "out.jpg"), "ending in .png"),
         (("distance", "{ref}", "{near}", "-m", "l2", "--device", "foo"), "--device 'foo'"),
         (("score", "{ref}", "{near}", "{far}", "-m", "l2", "--save", "somewhere"), "use it with --demo"),
@@ -190,6 +187,6 @@ def test_option_values_parse_as_users_type_them(images, capsys):
     ],
 )
 def test_new_options_refuse_bad_input_in_one_line(images, capsys, args, needle):
-    code, out, err = call(capsys, *[a.format(**{k: str(v) for k, v in images.items()}) for a in args])
+    code, out, err = run_cli(capsys, *[a.format(**{k: str(v) for k, v in images.items()}) for a in args])
     assert code == 2 and out == ""
     assert needle in err and len(err.strip().splitlines()) == 1 and err.startswith("percepmetric: error: ")

@@ -11,7 +11,7 @@ from torch import nn
 
 from percepmetric import create_metric
 from percepmetric.deepsim import losses as L
-from percepmetric.deepsim.train import ImageCrops, TrainConfig, Trainer
+from percepmetric.deepsim.train import DeepSimConfig, ImageCrops, Trainer
 from percepmetric.errors import InputError
 
 
@@ -60,11 +60,15 @@ def test_eq1_combines_the_weighted_terms():
     assert parts["img"] == pytest.approx(img, rel=1e-5)
     assert parts["feat"] == pytest.approx(feat, rel=1e-5)
     assert parts["adv"] == pytest.approx(adv, rel=1e-5)
+    # The paper's Eq. 1 with its Sec. 3.2 weights (their source: test_defaults_and_ablation_presets).
     assert total.item() == pytest.approx(0.01 * feat + 100 * adv + 2e-6 * img, rel=1e-5)
 
 
 def test_defaults_and_ablation_presets():
     w = L.LossWeights()
+    # DeePSiM paper (Dosovitskiy & Brox 2016), Sec. 3.2 "Training details": lambda_adv = 100,
+    # lambda_img = 2e-6, lambda_feat = 0.01 "for the AlexNet CONV5 comparator"; Sec. 4.2
+    # "Variational autoencoder": lambda_KL = 20.
     assert (w.feat, w.adv, w.img, w.kl) == (0.01, 100.0, 2e-6, 20.0)
     assert L.loss_weights("image").as_dict() | {} == {"feat": 0.0, "adv": 0.0, "img": 2e-6, "kl": 20.0, "metric": 0.0}
     assert L.loss_weights("features").adv == 0 and L.loss_weights("features").img == 0
@@ -97,8 +101,8 @@ def crops():
 
 
 def _tiny(loss="full", **kw):
-    return TrainConfig(task="autoencoder", size=32, iterations=1, batch_size=4, width=0.125, discriminator_width=0.125,
-                       loss=loss, comparator_pretrained=False, checkpoint_every=0, **kw)
+    return DeepSimConfig(task="autoencoder", size=32, iterations=1, batch_size=4, width=0.125,
+                         discriminator_width=0.125, loss=loss, comparator_pretrained=False, checkpoint_every=0, **kw)
 
 
 @pytest.mark.parametrize("ratio, updated", [(1e9, False), (0.0, True)])

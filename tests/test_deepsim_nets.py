@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TORCH_HOME
+from percepmetric.deepsim import networks as D
 from percepmetric.errors import InputError, WeightsNotFoundError
-from percepmetric.nets import deepsim as D
 
+from helpers import alexnet_file, alexnet_torch_home
 
-ALEX_FILE = TORCH_HOME / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
-needs_alexnet = pytest.mark.skipif(not ALEX_FILE.is_file(), reason=f"pretrained AlexNet file {ALEX_FILE} is missing")
+needs_alexnet = pytest.mark.skipif(not alexnet_file().is_file(),
+                                   reason=f"pretrained AlexNet file {alexnet_file()} is missing")
 
 
 @pytest.fixture(scope="module")
@@ -144,11 +144,13 @@ def test_features_only_random_alexnet_matches_torchvision_init():
 
 
 @needs_alexnet
-def test_pretrained_conv_weights_are_real_and_fc_are_zero_here():
+@pytest.mark.parametrize("classifier", ["zeros", "nonzero"])
+def test_pretrained_weights_come_from_the_file(tmp_path, monkeypatch, classifier):
+    # a file with a zeroed classifier (as a trimmed copy may have) and one with a real one
+    monkeypatch.setenv("TORCH_HOME", str(alexnet_torch_home(tmp_path, classifier)))
     alex = D.build_alexnet(pretrained=True)
     assert alex.features[0].weight.abs().sum() > 0
-    # The shared torch_home file has zeroed classifier layers (see the module docstring).
-    assert alex.classifier[1].weight.abs().sum() == 0
+    assert (alex.classifier[1].weight.abs().sum() > 0) == (classifier == "nonzero")
 
 
 def test_missing_weights_file_names_file_and_folder(tmp_path, monkeypatch):

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import TORCH_HOME
 from percepmetric import create_metric
 from percepmetric.deepsim import evaluate as E
-from percepmetric.deepsim.train import (ImageCrops, TrainConfig, load_checkpoint, model_from_checkpoint, resolve_device,
-                                        train)
+from percepmetric.deepsim.train import (
+    DeepSimConfig,
+    ImageCrops,
+    load_deepsim_checkpoint,
+    model_from_checkpoint,
+    train_generator,
+)
+from percepmetric.devices import resolve_device
 from percepmetric.errors import InputError
 from percepmetric.metrics.base import Metric
+
+from helpers import alexnet_file, alexnet_torch_home, run_cli_subprocess
 
 
 @pytest.fixture(scope="module")
@@ -42,30 +47,34 @@ def _config(folders, out, **kw):
     base = dict(task="autoencoder", size=32, data=str(folders / "train"), out=str(out), iterations=4, batch_size=2,
                 width=0.125, discriminator_width=0.125, comparator_pretrained=False, checkpoint_every=2, seed=3)
     base.update(kw)
-    return TrainConfig(**base)
+    return DeepSimConfig(**base)
 
 
 @pytest.fixture(scope="module")
 def two_runs(folders, tmp_path_factory):
     """An image-loss and a DeePSiM autoencoder, 4 iterations each."""
     root = tmp_path_factory.mktemp("runs")
-    a = train(_config(folders, root / "image_loss", loss="image"), progress=False)
-    b = train(_config(folders, root / "deepsim", loss="full"), progress=False)
+    a = train_generator(_config(folders, root / "image_loss", loss="image"), progress=False)
+    b = train_generator(_config(folders, root / "deepsim", loss="full"), progress=False)
     return a, b
 
 
 def test_train_save_resume_reload_round_trip(folders, tmp_path, two_runs):
-    straight = load_checkpoint(two_runs[1])  # 4 iterations in one go (same config as below)
-    train(_config(folders, tmp_path / "r", loss="full", iterations=2), progress=False)
-    assert load_checkpoint(tmp_path / "r" / "last.pt")["step"] == 2
-    resumed_path = train(_config(folders, tmp_path / "r", loss="full", iterations=4), resume=True, progress=False)
-    resumed = load_checkpoint(resumed_path)
+    straight = load_deepsim_checkpoint(two_runs[1])  # 4 iterations in one go (same config as below)
+    train_generator(_config(folders, tmp_path / "r", loss="full", iterations=2), progress=False)
+    assert load_deepsim_checkpoint(tmp_path / "r" / "last.pt")["step"] == 2
+    resumed_path = train_generator(_config(folders, tmp_path / "r", loss="full", iterations=4), resume=True,
+                                   progress=False)
+    resumed = load_deepsim_checkpoint(resumed_path)
     assert resumed["step"] == 4 and len(resumed["history"]) == 4
     for key in ("model_state", "discriminator_state"):
         for name, tensor in straight[key].items():
             torch.testing.assert_close(resumed[key][name], tensor, rtol=0, atol=0, msg=f"{key}.{name}")
     # what the checkpoint records
     assert resumed["config"]["task"] == "autoencoder" and resumed["model_config"]["size"] == 32
+    # DeePSiM paper (Dosovitskiy & Brox 2016), Sec. 3.2 "Training details": lambda_adv = 100,
+    # lambda_img = 2e-6, lambda_feat = 0.01 for the AlexNet CONV5 comparator; no KL term (the
+    # autoencoder here is not variational, Sec. 4.2's lambda_KL = 20 is for the VAE).
     assert resumed["loss_weights"] == {"feat": 0.01, "adv": 100.0, "img": 2e-6, "kl": 0.0, "metric": 0.0}
     assert resumed["comparator"] == {"spec": "alex:conv5", "pretrained": False}
     assert {"opt_g", "opt_d", "rng"} <= set(resumed)
@@ -79,11 +88,13 @@ def test_train_save_resume_reload_round_trip(folders, tmp_path, two_runs):
 
 
 def test_vae_and_inverter_train_one_step(folders, tmp_path):
-    vae = load_checkpoint(train(_config(folders, tmp_path / "vae", task="vae", size=64, latent=16, iterations=1, pretrained=False,
-                                        loss="image"), progress=False))
-    assert "kl" in vae["history"][0] and vae["loss_weights"]["kl"] == 20.0
-    inv = load_checkpoint(train(_config(folders, tmp_path / "inv", task="invert", layer="conv5", size=64, iterations=1,
-                                        pretrained=False, discriminator_features=True), progress=False))
+    vae_config = _config(folders, tmp_path / "vae", task="vae", size=64, latent=16, iterations=1, pretrained=False,
+                         loss="image")
+    vae = load_deepsim_checkpoint(train_generator(vae_config, progress=False))
+    assert "kl" in vae["history"][0] and vae["loss_weights"]["kl"] == 20.0  # lambda_KL, DeePSiM paper Sec. 4.2
+    inv_config = _config(folders, tmp_path / "inv", task="invert", layer="conv5", size=64, iterations=1,
+                         pretrained=False, discriminator_features=True)
+    inv = load_deepsim_checkpoint(train_generator(inv_config, progress=False))
     assert inv["model_config"]["layer"] == "conv5" and inv["step"] == 1
 
 
@@ -119,7 +130,7 @@ class TooBig(Metric):
     name = "too_big"
     min_size = 1000
 
-    def compute(self, x, y):
+    def formula(self, x, y):
         return (x - y).abs().mean(dim=(1, 2, 3))
 
 
@@ -160,12 +171,13 @@ def test_bench_models_bad_input(two_runs, folders, tmp_path):
 
 
 def _env():
-    return {**os.environ, "OMP_NUM_THREADS": "1"}  # see _one_thread
+    # One thread, as conftest sets for this process: on tiny batches more threads only wait for each other.
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def _cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "percepmetric.cli", "deepsim", *args], capture_output=True, text=True,
-                          timeout=timeout, env=_env())
+def _cli(*args):
+    """``percepmetric deepsim ARGS`` in a fresh interpreter."""
+    return run_cli_subprocess("deepsim", *args, env=_env())
 
 
 def test_cli_train_and_resume(folders, tmp_path):
@@ -174,10 +186,10 @@ def test_cli_train_and_resume(folders, tmp_path):
               "--batch-size", "2", "--width", "0.125", "--loss", "image", "--no-progress", "--checkpoint-every", "1",
               "--random-comparator", "--device", "cpu"]
     # the first iteration in-process (one subprocess less), the resumed one through the CLI
-    train(_config(folders, out, loss="image", iterations=1, checkpoint_every=1), progress=False)
+    train_generator(_config(folders, out, loss="image", iterations=1, checkpoint_every=1), progress=False)
     second = _cli("train", *common, "--iterations", "2", "--resume")
     assert second.returncode == 0, second.stderr
-    assert "final.pt" in second.stdout and load_checkpoint(out / "final.pt")["step"] == 2
+    assert "final.pt" in second.stdout and load_deepsim_checkpoint(out / "final.pt")["step"] == 2
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path):
@@ -199,7 +211,7 @@ def test_resolve_device(monkeypatch):
             resolve_device(spec)
     # fails before the (missing) data or checkpoint is read
     with pytest.raises(InputError, match="--device"):
-        train(TrainConfig(data="unused", device="cuda"), progress=False)
+        train_generator(DeepSimConfig(data="unused", device="cuda"), progress=False)
     with pytest.raises(InputError, match="--device"):
         E.evaluate_run("missing.pt", "unused", "unused", device="cuda:0")
     # generators follow parameter-free metrics to the automatic device
@@ -208,9 +220,8 @@ def test_resolve_device(monkeypatch):
 
 def test_cli_device_without_gpu_is_one_line_exit_2(tmp_path):
     # CUDA_VISIBLE_DEVICES="" hides any GPU, so this holds on GPU machines too
-    result = subprocess.run([sys.executable, "-m", "percepmetric.cli", "deepsim", "train", "--data", str(tmp_path),
-                             "--out", str(tmp_path / "o"), "--no-progress", "--device", "cuda"],
-                            capture_output=True, text=True, timeout=300, env={**_env(), "CUDA_VISIBLE_DEVICES": ""})
+    result = run_cli_subprocess("deepsim", "train", "--data", tmp_path, "--out", tmp_path / "o", "--no-progress",
+                                "--device", "cuda", env={**_env(), "CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().count("\n") == 0 and "--device cuda" in result.stderr
     assert "CUDA is not available" in result.stderr and not (tmp_path / "o").exists()
@@ -218,26 +229,25 @@ def test_cli_device_without_gpu_is_one_line_exit_2(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
 def test_train_two_iterations_on_cuda(folders, tmp_path):
-    path = train(_config(folders, tmp_path / "gpu", loss="full", iterations=2, device="cuda"), progress=False)
-    ckpt = load_checkpoint(path)
+    path = train_generator(_config(folders, tmp_path / "gpu", loss="full", iterations=2, device="cuda"), progress=False)
+    ckpt = load_deepsim_checkpoint(path)
     assert ckpt["step"] == 2 and ckpt["rng"]["cuda"] is not None
     assert all(t.device.type == "cpu" for t in ckpt["model_state"].values())  # loaded with map_location="cpu"
     model, _ = E.load_model(f"deepsim:{path}", "cuda")
     assert next(model.parameters()).device.type == "cuda"
     x = ImageCrops.from_folder(folders / "test", 32).center_crops()
     assert torch.isfinite(E.reconstruct(model, x)).all()
-    table = E.bench_models([f"deepsim:{path}"], str(folders / "test"), [create_metric("l2")], None, False, device="cuda")
+    table = E.bench_models([f"deepsim:{path}"], str(folders / "test"), [create_metric("l2")], None, False,
+                           device="cuda")
     assert np.isfinite(table["mean_distance"]).all()
 
 
-ALEX_FILE = TORCH_HOME / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
-
-
-@pytest.mark.skipif(not ALEX_FILE.is_file(), reason=f"the demo's comparator needs {ALEX_FILE}, which is missing")
+@pytest.mark.skipif(not alexnet_file().is_file(),
+                    reason=f"the demo's comparator needs {alexnet_file()}, which is missing")
 def test_cli_demo_tiny(tmp_path):
     out = tmp_path / "demo"
-    result = _cli("demo", "--out", str(out), "--iterations", "2", "--batch-size", "2", "--size", "32", "--width", "0.125",
-                  "--n-test", "4", "-m", "l2", "-m", "psnr", "--no-progress", "--device", "cpu")
+    result = _cli("demo", "--out", str(out), "--iterations", "2", "--batch-size", "2", "--size", "32",
+                  "--width", "0.125", "--n-test", "4", "-m", "l2", "-m", "psnr", "--no-progress", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     for name in ("deepsim_bench.csv", "deepsim_bench.png", "comparison.png", "summary.json", "summary.md",
                  "image_loss/final.pt", "deepsim/final.pt", "deepsim/eval/reencode.png"):
@@ -250,19 +260,19 @@ def test_cli_demo_tiny(tmp_path):
 
 
 def test_bench_command_with_two_models(two_runs, folders, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "percepmetric.cli", "bench", "--model", f"deepsim:{two_runs[0]}",
-         "--model", f"deepsim:{two_runs[1]}", "--data", str(folders / "test"), "-m", "l2", "-m", "psnr",
-         "--out", str(tmp_path), "--plot"],
-        capture_output=True, text=True, timeout=300, env=_env())
+    result = run_cli_subprocess("bench", "--model", f"deepsim:{two_runs[0]}", "--model", f"deepsim:{two_runs[1]}",
+                                "--data", folders / "test", "-m", "l2", "-m", "psnr", "--out", tmp_path, "--plot",
+                                env=_env())
     assert result.returncode == 0, result.stderr
     assert "image_loss" in result.stdout and "closer" in result.stdout and "95% CI" in result.stdout
     assert (tmp_path / "deepsim_bench.csv").is_file() and (tmp_path / "deepsim_bench.png").is_file()
 
 
-@pytest.mark.skipif(not ALEX_FILE.is_file(), reason=f"needs the pretrained AlexNet file {ALEX_FILE}, which is missing")
-def test_zero_fc_features_warn(folders, tmp_path):
-    # The shared AlexNet file has zeroed fc layers: inverting fc8 from it must not pass silently.
+@pytest.mark.skipif(not alexnet_file().is_file(),
+                    reason=f"needs the pretrained AlexNet file {alexnet_file()}, which is missing")
+def test_zero_fc_features_warn(folders, tmp_path, monkeypatch):
+    # An AlexNet file with zeroed fc layers gives nothing to invert: that must not pass silently.
+    monkeypatch.setenv("TORCH_HOME", str(alexnet_torch_home(tmp_path / "weights", "zeros")))
     with pytest.warns(RuntimeWarning, match="all zero"):
-        train(_config(folders, tmp_path, task="invert", layer="fc8", size=64, iterations=1, loss="image"),
-              progress=False)
+        train_generator(_config(folders, tmp_path, task="invert", layer="fc8", size=64, iterations=1, loss="image"),
+                        progress=False)

@@ -14,16 +14,23 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
-from helpers import run_cli
 import torch
+from conftest import ROOT
 from PIL import Image
 
-from conftest import ROOT
 from percepmetric import create_metric
 from percepmetric.deepsim import evaluate as E
-from percepmetric.deepsim.train import CHECKPOINT_FORMAT, TrainConfig, check_size, load_checkpoint, train
+from percepmetric.deepsim.networks import build_comparator
+from percepmetric.deepsim.train import (
+    CHECKPOINT_FORMAT,
+    DeepSimConfig,
+    check_size,
+    load_deepsim_checkpoint,
+    train_generator,
+)
 from percepmetric.errors import InputError
-from percepmetric.nets.deepsim import build_comparator
+
+from helpers import run_cli
 
 
 class Payload:
@@ -73,13 +80,13 @@ def tiny(data, out, **kw):
                 width=0.125, discriminator_width=0.125, loss="image", comparator_pretrained=False,
                 checkpoint_every=1, seed=0, device="cpu")
     base.update(kw)
-    return TrainConfig(**base)
+    return DeepSimConfig(**base)
 
 
 @pytest.fixture(scope="module")
 def run(data, tmp_path_factory):
     """One finished tiny run (image loss, one iteration)."""
-    return train(tiny(data, tmp_path_factory.mktemp("run") / "r"), progress=False)
+    return train_generator(tiny(data, tmp_path_factory.mktemp("run") / "r"), progress=False)
 
 
 TRAIN = ["--task", "autoencoder", "--size", "32", "--batch-size", "2", "--width", "0.125", "--loss", "image",
@@ -122,7 +129,7 @@ def test_train_resume_refuses_a_payload(capsys, data, tmp_path):
 
 
 def test_checkpoint_missing_fields_is_one_line(capsys, data, run, tmp_path):
-    ckpt = load_checkpoint(run)
+    ckpt = load_deepsim_checkpoint(run)
     partial = {k: v for k, v in ckpt.items() if k not in ("model_state", "opt_g")}
     torch.save(partial, tmp_path / "partial.pt")
     code, _, err = call(capsys, "deepsim", "evaluate", tmp_path / "partial.pt", "--data", data / "a",
@@ -153,7 +160,8 @@ def test_checkpoints_hold_plain_data_only(run):
 @pytest.mark.parametrize("size", [16, 24])
 def test_demo_too_small_says_the_smallest_size(capsys, tmp_path, size):
     code, _, err = call(capsys, "deepsim", "demo", "--size", size, "--out", tmp_path / "demo", "--device", "cpu")
-    one_line_error(code, err, f"--size {size}", "alex:conv5", "at least 31 px", "smallest --size this run accepts is 32")
+    one_line_error(code, err, f"--size {size}", "alex:conv5", "at least 31 px",
+                   "smallest --size this run accepts is 32")
     assert not (tmp_path / "demo").exists()  # refused before anything was written
 
 
@@ -165,26 +173,26 @@ def test_train_autoencoder_too_small_says_the_smallest_size(capsys, data, tmp_pa
 
 
 def test_size_limits_come_from_the_networks():
-    full = TrainConfig(task="autoencoder", loss="full", comparator_pretrained=False)
-    check_size(TrainConfig(**{**full.__dict__, "size": 32}))  # the limit: accepted
+    full = DeepSimConfig(task="autoencoder", loss="full", comparator_pretrained=False)
+    check_size(DeepSimConfig(**{**full.__dict__, "size": 32}))  # the limit: accepted
     with pytest.raises(InputError, match="multiple of 8.*smallest --size this run accepts is 32"):
-        check_size(TrainConfig(**{**full.__dict__, "size": 31}))
+        check_size(DeepSimConfig(**{**full.__dict__, "size": 31}))
     # the comparator's own limit, 31, holds for real tensors: one pixel less fails in torch
     comparator = build_comparator("alex:conv5", pretrained=False)
     comparator(torch.zeros(1, 3, 31, 31))
     with pytest.raises(RuntimeError):
         comparator(torch.zeros(1, 3, 30, 30))
     # the image loss alone has no comparator: the autoencoder's own limit, 8
-    check_size(TrainConfig(task="autoencoder", loss="image", size=8))
+    check_size(DeepSimConfig(task="autoencoder", loss="image", size=8))
     with pytest.raises(InputError, match="--size 4: the autoencoder needs at least 8 px"):
-        check_size(TrainConfig(task="autoencoder", loss="image", size=4))
+        check_size(DeepSimConfig(task="autoencoder", loss="image", size=4))
     # the conv5 inverter reads pool5: 63 px, one less refused
     invert = dict(task="invert", layer="conv5", loss="image", pretrained=False)
-    check_size(TrainConfig(size=63, **invert))
+    check_size(DeepSimConfig(size=63, **invert))
     with pytest.raises(InputError, match="at least 63 px; the smallest --size this run accepts is 63"):
-        check_size(TrainConfig(size=62, **invert))
+        check_size(DeepSimConfig(size=62, **invert))
     # a VGG comparator has its own limit (relu3_3: 4 px)
-    check_size(TrainConfig(task="autoencoder", loss="features", comparator="vgg:relu3_3", comparator_pretrained=False,
+    check_size(DeepSimConfig(task="autoencoder", loss="features", comparator="vgg:relu3_3", comparator_pretrained=False,
                            size=8))
 
 
@@ -215,7 +223,7 @@ def test_out_that_is_a_file_is_one_line(capsys, data, run, tmp_path):
 
 def test_train_without_resume_refuses_an_existing_run(capsys, data, tmp_path):
     out = tmp_path / "run"
-    final = train(tiny(data, out), progress=False)
+    final = train_generator(tiny(data, out), progress=False)
     before = final.read_bytes()
     code, _, err = call(capsys, "deepsim", "train", *TRAIN, "--data", data / "a", "--out", out, "--iterations", "2")
     one_line_error(code, err, "already holds a run", "--resume", "--out")
@@ -223,7 +231,7 @@ def test_train_without_resume_refuses_an_existing_run(capsys, data, tmp_path):
 
 
 def test_demo_refuses_an_earlier_demo(capsys, data, tmp_path):
-    train(tiny(data, tmp_path / "demo" / "deepsim"), progress=False)
+    train_generator(tiny(data, tmp_path / "demo" / "deepsim"), progress=False)
     code, _, err = call(capsys, "deepsim", "demo", "--out", tmp_path / "demo", "--size", "32", "--device", "cpu")
     one_line_error(code, err, "already holds a demo", "--out")
 
@@ -232,18 +240,18 @@ def test_demo_refuses_an_earlier_demo(capsys, data, tmp_path):
 
 def test_resume_refuses_other_data_and_accepts_a_copy(capsys, data, tmp_path):
     out = tmp_path / "run"
-    train(tiny(data, out), progress=False)
+    train_generator(tiny(data, out), progress=False)
     code, _, err = call(capsys, "deepsim", "train", *TRAIN, "--data", data / "b", "--out", out, "--iterations", "2",
                         "--resume")
     one_line_error(code, err, "--resume", f"--data {data / 'b'}", "not the data this run was trained on")
-    assert load_checkpoint(out / "last.pt")["step"] == 1
+    assert load_deepsim_checkpoint(out / "last.pt")["step"] == 1
     # the same images in another folder (a moved data set) are the same data
     copy = tmp_path / "moved"
     shutil.copytree(data / "a", copy)
     code, _, err = call(capsys, "deepsim", "train", *TRAIN, "--data", copy, "--out", out, "--iterations", "2",
                         "--resume")
     assert code == 0, err
-    assert load_checkpoint(out / "final.pt")["step"] == 2
+    assert load_deepsim_checkpoint(out / "final.pt")["step"] == 2
     # one image changed, same name and size: refused too (its bytes are in the fingerprint)
     changed = tmp_path / "changed"
     shutil.copytree(data / "a", changed)
@@ -259,7 +267,7 @@ def test_resume_refuses_other_data_and_accepts_a_copy(capsys, data, tmp_path):
 
 def test_stale_temporaries_are_removed_at_the_start(capsys, data, tmp_path):
     out = tmp_path / "run"
-    train(tiny(data, out), progress=False)
+    train_generator(tiny(data, out), progress=False)
     stale = [out / ".last.pt.k1ll3d.tmp", out / ".final.pt.abc.tmp", out / ".log.csv.x.tmp"]
     for path in stale:
         path.write_bytes(b"\0" * 1000)
@@ -274,7 +282,7 @@ def test_stale_temporaries_are_removed_at_the_start(capsys, data, tmp_path):
 def test_checkpoints_follow_the_umask(data, tmp_path):
     old = os.umask(0o002)
     try:
-        final = train(tiny(data, tmp_path / "run"), progress=False)
+        final = train_generator(tiny(data, tmp_path / "run"), progress=False)
     finally:
         os.umask(old)
     for path in (final, final.parent / "last.pt", final.parent / "log.csv"):
@@ -352,7 +360,7 @@ def test_new_flags_and_their_old_aliases_work(capsys, data, tmp_path, flags):
     code, _, err = call(capsys, "deepsim", "train", *args, *flags)
     assert code == 0, err
     assert "it/s" not in err  # no progress bar
-    assert load_checkpoint(out / "final.pt")["config"]["metric_options"] == {"data_range": 2.0}
+    assert load_deepsim_checkpoint(out / "final.pt")["config"]["metric_options"] == {"data_range": 2.0}
 
 
 def test_bad_option_names_the_flag(capsys, data, tmp_path):
@@ -362,6 +370,20 @@ def test_bad_option_names_the_flag(capsys, data, tmp_path):
     code, _, err = call(capsys, *common, "-o", "data_range=2")  # an option of no metric is not dropped silently
     one_line_error(code, err, "-o/--option", "--metric")
     assert not (tmp_path / "o").exists()
+
+
+def test_options_are_split_and_read_by_the_shared_parser(monkeypatch):
+    # issue 12: one KEY=VALUE parser (percepmetric.cli_options), no private copy in deepsim
+    import percepmetric.deepsim.commands as C
+    from percepmetric.cli_options import split_option_items
+
+    seen = []
+    monkeypatch.setattr(C, "split_option_items", lambda items: seen.append(items) or split_option_items(items))
+    items = ("data-range=255", "downsample=yes", "convention=lpips")
+    assert C._options("ssim", items) == {"data_range": 255, "downsample": True, "convention": "lpips"}
+    assert seen == [items]
+    with pytest.raises(InputError, match=r"^--option 'oops': expected KEY=VALUE$"):
+        C._options("ssim", ("oops",))
 
 
 # ---------------------------------------------------------------- item 11: the documentation

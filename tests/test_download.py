@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_cli
 from PIL import Image
 
 from percepmetric.data import bapps, download
+
+from helpers import png_chunk, run_cli
 
 ITEMS = 2  # per split
 
@@ -97,7 +98,7 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", linknam
 def _assert_refused(capsys, tmp_path: Path, mirror: Path, member: str | None, why: str) -> None:
     """Exit 2, one line naming the archive, the member and the reason; nothing under ROOT."""
     root = tmp_path / "root"
-    code, out, err = _run(capsys, "--val-only", "--root", str(root), "--url-base", str(mirror))
+    code, _, err = _run(capsys, "--val-only", "--root", str(root), "--url-base", str(mirror))
     lines = [line for line in err.splitlines() if line.startswith("percepmetric: error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     named = "jnd.tar.gz: refused: " + ("" if member is None else f"member '{member}' ")
@@ -123,11 +124,12 @@ def test_official_layout_installs_and_is_recorded(tmp_path, capsys, prefix):
     entry = manifest["archives"]["jnd.tar.gz"]
     archive = (mirror / "jnd.tar.gz").read_bytes()
     assert entry["bytes"] == len(archive) and entry["sha256"] == hashlib.sha256(archive).hexdigest()
+    # Files per item: p0, p1 and same for JND; ref, p0, p1 and judge for 2AFC.
     assert entry["splits"] == {name: {"items": ITEMS, "files": 3 * ITEMS} for name in bapps.JND_SPLITS}
     assert manifest["archives"]["twoafc_val.tar.gz"]["splits"]["val/cnn"] == {"items": ITEMS, "files": 4 * ITEMS}
     assert not entry["published_sha256_checked"] and "publishes no checksums" in manifest["checksums"]
     split = bapps.load_jnd(root, "jnd/val/cnn", cache_dir=False)
-    assert split.p0.shape == (ITEMS, 64, 64, 3) and split.same.tolist() == [0.25, 0.5]
+    assert split.p0.shape == (ITEMS, 64, 64, 3) and split.same.tolist() == [0.25, 0.5]  # _npy(0.25 * (i + 1))
     # The training archive, installed later, joins the record; the others stay.
     code, out, err = _run(capsys, "--root", str(root), "--url-base", str(mirror))
     assert code == 0, err
@@ -143,12 +145,12 @@ def test_published_checksum_is_checked_before_unpacking(tmp_path, capsys, monkey
     mirror = _mirror(tmp_path)
     monkeypatch.setattr(download, "PUBLISHED_SHA256", {"jnd.tar.gz": "0" * 64})
     root = tmp_path / "root"
-    code, out, err = _run(capsys, "--val-only", "--root", str(root), "--url-base", str(mirror))
+    code, _, err = _run(capsys, "--val-only", "--root", str(root), "--url-base", str(mirror))
     assert code == 2 and "jnd.tar.gz: sha256 " in err and f"differs from the published {'0' * 64}" in err
     assert not (root / "jnd").exists() and not (root / download.MANIFEST).exists()
     right = hashlib.sha256((mirror / "jnd.tar.gz").read_bytes()).hexdigest()
     monkeypatch.setattr(download, "PUBLISHED_SHA256", {"jnd.tar.gz": right})
-    code, out, err = _run(capsys, "--val-only", "--root", str(root), "--url-base", str(mirror))
+    code, _, err = _run(capsys, "--val-only", "--root", str(root), "--url-base", str(mirror))
     assert code == 0 and "matches the published checksum" in err, err
     assert json.loads((root / download.MANIFEST).read_text())["archives"]["jnd.tar.gz"]["published_sha256_checked"]
 
@@ -215,17 +217,16 @@ def _huge_png_header(width: int, height: int) -> bytes:
     import struct
     import zlib
 
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    pixels = zlib.compress(b"\0" * 100_000)
-    idat = struct.pack(">I", len(pixels)) + b"IDAT" + pixels + struct.pack(">I", zlib.crc32(b"IDAT" + pixels))
-    return b"\x89PNG\r\n\x1a\n" + chunk + idat
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(b"\0" * 100_000))
 
 
+# The limits in the messages: download.MAX_PNG_BYTES (1 MiB) and MAX_JUDGMENT_BYTES (4 KiB).
 @pytest.mark.parametrize("data, why", [
     (_huge_png_header(30000, 30000), "is a 30000x30000 image; BAPPS patches are 64x64"),
     (_png(7, (32, 32)), "is a 32x32 image; BAPPS patches are 64x64"),
     (_png(7, image_format="BMP"), "is not a PNG file"),  # PIL would open it whatever its name
+    # 2 MiB of padding after a 64x64 noise PNG of about 12 KiB: 2.01 MiB to three digits.
     (_png(7) + b"\0" * (2 << 20), "is 2.01 MiB, more than the 1 MiB allowed for one image"),
 ])
 def test_image_is_checked_from_its_header(tmp_path, capsys, data, why):
@@ -305,6 +306,8 @@ def test_decompressed_stream_cap(tmp_path, capsys, monkeypatch):
     info = tarfile.TarInfo("././@LongLink")
     info.type, info.size = tarfile.GNUTYPE_LONGNAME, 60_000  # below MAX_HEADER_BYTES
     _raw_archive(mirror / "jnd.tar.gz", info, b"j" * 60_000)
+    # The cap: max_bytes + 4 KiB of headers per member allowed (download._HEADER_ALLOWANCE),
+    # 1000 + 2 * 4096 = 9192 bytes = 8.98 KiB.
     _assert_refused(capsys, tmp_path, mirror, None, "refused: its tar stream goes past 8.98 KiB unpacked, the cap")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 
@@ -13,21 +14,16 @@ from scipy.signal import convolve2d
 
 from percepmetric import InputError, create_metric, distance
 from percepmetric.io import load_image
-from percepmetric.metrics.fsim import (
-    box_downsample,
-    downsample_factor,
-    fsim,
-    log_gabor_bank,
-    matlab_round,
-    phase_congruency,
-)
+from percepmetric.metrics.fsim import fsim, log_gabor_bank, phase_congruency
+from percepmetric.metrics.matlab import box_downsample, downsample_factor, matlab_round
 
 TID = "tid2013-pair"
 
 
 def expected_values(reference_dir) -> dict[tuple[str, str, str], tuple[float, float]]:
     with open(reference_dir / TID / "expected.csv", newline="") as f:
-        return {(r["distorted"], r["reference"], r["metric"]): (float(r["value"]), float(r["tolerance"])) for r in csv.DictReader(f)}
+        return {(r["distorted"], r["reference"], r["metric"]): (float(r["value"]), float(r["tolerance"]))
+                for r in csv.DictReader(f)}
 
 
 PARITY_CASES = [
@@ -178,7 +174,7 @@ def test_cli_prints_fsimc(reference_dir):
     out = subprocess.run(
         [sys.executable, "-m", "percepmetric.cli", "distance", str(folder / "i01_01_5.bmp"), str(folder / "I01.BMP"),
          "-m", "fsim", "-o", "chromatic=True"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, check=False,
     )
     assert out.returncode == 0, out.stderr
     line = out.stdout.strip().splitlines()[-1]
@@ -191,6 +187,8 @@ def test_cli_prints_fsimc(reference_dir):
 
 def test_matlab_rounding_and_downsample_factor():
     assert [matlab_round(v) for v in (0.5, 1.5, 2.5, -2.5)] == [1, 2, 3, -3]  # Python's round: 0, 2, 2, -2
+    halves = torch.tensor([0.5, 1.5, 2.5, -2.5, 0.49, 254.5])
+    assert matlab_round(halves).tolist() == [1, 2, 3, -3, 0, 255]  # torch.round: 0, 2, 2, -2, 0, 254
     assert downsample_factor(384, 512) == 2
     assert downsample_factor(640, 853) == 3  # 2.5 rounds up, as in MATLAB
     assert downsample_factor(100, 5000) == 1
@@ -206,7 +204,7 @@ def test_box_downsample_is_conv2_same_then_every_fth(factor, size):
     k = factor // 2
     same = full[k : k + size[0], k : k + size[1]]
     expected = torch.from_numpy(np.ascontiguousarray(same[::factor, ::factor]))
-    torch.testing.assert_close(box_downsample(x, factor)[0, 0], expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(box_downsample(x, factor, "zeros")[0, 0], expected, rtol=0, atol=1e-12)
 
 
 def test_filter_bank_and_phase_congruency():
@@ -223,3 +221,49 @@ def test_filter_bank_and_phase_congruency():
     assert pc.shape == (1, 32, 128) and pc.min() >= 0 and pc.max() <= 1
     profile = pc[0].mean(dim=0)
     assert profile[63:65].min() > 0.7 and profile[25:40].max() < 0.1
+
+
+# ---------------------------------------------------------------- steady speed, same numbers
+
+
+def test_scharr_gradient_of_a_batch_equals_conv2_per_image():
+    from percepmetric.metrics.fsim import scharr_gradient_magnitude
+
+    g = torch.Generator().manual_seed(3)
+    y = torch.rand(3, 1, 12, 17, generator=g, dtype=torch.float64) * 255
+    kernel = np.array([[3.0, 0.0, -3.0], [10.0, 0.0, -10.0], [3.0, 0.0, -3.0]]) / 16  # FeatureSIM.m's dx
+    for i in range(3):
+        ix = convolve2d(y[i, 0].numpy(), kernel, mode="same")
+        iy = convolve2d(y[i, 0].numpy(), kernel.T, mode="same")
+        expected = torch.from_numpy(np.sqrt(ix**2 + iy**2))
+        torch.testing.assert_close(scharr_gradient_magnitude(y)[i, 0], expected, rtol=0, atol=1e-10)
+
+
+def test_chunks_in_threads_give_the_numbers_of_the_plain_loop(monkeypatch):
+    import percepmetric.metrics.fsim as fsim_module
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(24, 3, 32, 32, generator=g)
+    y = (x + 0.1 * torch.rand(x.shape, generator=g)).clamp(0, 1)
+    monkeypatch.setattr(fsim_module, "_CHUNK_BYTES", 1 << 20)  # several chunks even for 24 images
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            in_threads = fsim(x, y, chromatic=True)
+        assert torch.get_num_threads() == 2, "the thread count is restored"
+        torch.set_num_threads(1)
+        plain = fsim(x, y, chromatic=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(in_threads, plain)
+    assert not plain.is_inference() and in_threads.is_inference()  # each caller's mode is kept
+
+
+@pytest.mark.parametrize("opt_out", ["", "0"])
+def test_fsim_keeps_freed_memory_unless_opted_out(opt_out):
+    code = ("import percepmetric.memory as m, percepmetric; percepmetric.create_metric('fsim'); "
+            "print(m._applied)")
+    env = {**os.environ, "PERCEPMETRIC_KEEP_FREED_MEMORY": opt_out}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.strip() == ("False" if opt_out == "0" or not sys.platform.startswith("linux") else "True")

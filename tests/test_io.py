@@ -1,5 +1,7 @@
 """Image reading rules and as_batch conversions."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,8 @@ from PIL import Image
 
 from percepmetric.errors import InputError
 from percepmetric.io import as_batch, load_image, read_image_array
+
+from helpers import png_chunk, run_cli_subprocess
 
 
 def _save(tmp_path, name, array, mode=None):
@@ -81,10 +85,9 @@ def test_atomic_path_never_leaves_half_written_files(tmp_path):
 
     target = tmp_path / "sub" / "result.json"
     atomic_write_text(target, "first")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
     assert target.read_text() == "first"  # the old complete result stays
     assert sorted(p.name for p in target.parent.iterdir()) == ["result.json"]  # no stray temporary file
 
@@ -109,14 +112,11 @@ def _png_16_bit(samples: np.ndarray) -> bytes:
     import zlib
 
     height, width, channels = samples.shape
-    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]  # grey, grey+alpha, RGB, RGBA (PNG spec, IHDR)
     rows = b"".join(b"\x00" + samples[r].astype(">u2").tobytes() for r in range(height))  # filter 0
     header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(rows))
+            + png_chunk(b"IEND", b""))
 
 
 @pytest.mark.parametrize("channels", [3, 4, 2, 1])
@@ -127,7 +127,8 @@ def test_sixteen_bit_png_of_any_colour_type_keeps_all_its_bits(tmp_path, channel
     array = read_image_array(path)
     kept = 1 if channels <= 2 else 3  # alpha dropped
     assert array.dtype == np.uint16 and np.array_equal(array, samples[..., :kept])
-    assert torch.equal(load_image(path)[0], torch.from_numpy(samples[..., :kept].transpose(2, 0, 1).astype(np.float32) / 65535))
+    expected = torch.from_numpy(samples[..., :kept].transpose(2, 0, 1).astype(np.float32) / 65535)
+    assert torch.equal(load_image(path)[0], expected)
 
 
 def test_sixteen_bit_rgb_tiff_keeps_all_its_bits(tmp_path):
@@ -139,11 +140,8 @@ def test_sixteen_bit_rgb_tiff_keeps_all_its_bits(tmp_path):
 
 
 def test_psnr_of_sixteen_bit_rgb_pngs_matches_the_raw_samples(tmp_path):
-    """The issue's case: 16-bit RGB files read at 8 bits gave 55.58 dB where the truth was 61.3."""
-    import json
-    import subprocess
-    import sys
-
+    """Issue 11's case: 16-bit RGB files read at 8 bits gave 55.58 dB where the truth was 61.3.
+    The truth here is computed from the raw samples, with numpy."""
     rng = np.random.default_rng(11)
     ref = rng.integers(2000, 63000, (24, 24, 3)).astype(np.uint16)
     noisy = (ref.astype(np.int64) + rng.integers(-60, 61, ref.shape)).astype(np.uint16)
@@ -151,8 +149,8 @@ def test_psnr_of_sixteen_bit_rgb_pngs_matches_the_raw_samples(tmp_path):
     (tmp_path / "noisy.png").write_bytes(_png_16_bit(noisy))
     mse = np.mean((ref / 65535.0 - noisy / 65535.0) ** 2)
     truth = 10 * np.log10(1.0 / mse)
-    proc = subprocess.run([sys.executable, "-m", "percepmetric", "distance", str(tmp_path / "ref.png"),
-                           str(tmp_path / "noisy.png"), "-m", "psnr", "--json"], capture_output=True, text=True, timeout=300)
+    proc = run_cli_subprocess("distance", tmp_path / "ref.png", tmp_path / "noisy.png", "-m", "psnr", "--json",
+                              module="percepmetric")
     assert proc.returncode == 0, proc.stderr
     value = json.loads(proc.stdout)["results"][0]["value"]
     assert abs(value - truth) < 1e-3, (value, truth)

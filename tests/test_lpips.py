@@ -6,12 +6,10 @@ skip, naming the missing file, where torchvision's cache lacks it.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
+from conftest import requires_cuda
 from PIL import Image
 
 import percepmetric
@@ -24,7 +22,9 @@ from percepmetric.metrics.lpips import (
 )
 from percepmetric.nets.backbones import build_backbone, tap_channels, trunk_weights_path
 
-# Documented bound (docs/lpips.md): a reduced-precision trunk changes distances by at most
+from helpers import alexnet_torch_home, pretrained_lpips, run_cli_subprocess
+
+# Documented bound (docs/lpips.md, "Precision"): a reduced-precision trunk changes distances by at most
 # this fraction of the float32 value (measured on CPU: fp16 ~1e-3, bf16 ~1e-2 relative).
 PRECISION_REL_BOUND = {"float16": 0.01, "bfloat16": 0.05}
 
@@ -40,13 +40,6 @@ def pair():
     x = torch.rand(3, 3, 64, 72, generator=g)
     y = (x + 0.2 * torch.randn(3, 3, 64, 72, generator=g)).clamp(0, 1)
     return x, y
-
-
-def pretrained(net="alex", **options):
-    try:
-        return create_metric("lpips", net=net, **options)
-    except WeightsNotFoundError as exc:  # the message names the file and the folder it belongs in
-        pytest.skip(f"pretrained {net} trunk missing: {exc}")
 
 
 # ---------------------------------------------------------------- properties
@@ -148,10 +141,10 @@ def test_reduced_precision_error(alex, pair, precision):
 
 
 def test_default_is_lin_v01_and_baseline(pair):
-    m = pretrained("alex")
+    m = pretrained_lpips("alex")
     assert (m.net, m.variant, m.options["weights"]) == ("alex", "lin", "v0.1")
     assert "net=alex" in m.spec and "variant=lin" in m.spec
-    base = pretrained("alex", variant="baseline")
+    base = pretrained_lpips("alex", variant="baseline")
     assert all(torch.equal(w, torch.ones_like(w)) for w in base.calibration)
     x, y = pair
     assert torch.all(base(x, y) > 0)
@@ -190,7 +183,7 @@ def test_checkpoint_round_trip(tmp_path, pair):
 
 
 def test_lin_checkpoint_keeps_trunk_out(tmp_path, pair):
-    m = pretrained("alex")
+    m = pretrained_lpips("alex")
     path = save_lpips_checkpoint(m, tmp_path / "lin.pt")
     assert load_lpips_checkpoint(path)["trunk"] is None
     x, y = pair
@@ -222,7 +215,7 @@ def test_cache_identity_is_the_content_of_every_weight_file(tmp_path, monkeypatc
     from percepmetric.metrics import lpips as lpips_module
 
     official = lpips_module.official_calibration_path("alex")
-    pretrained("alex")  # skips, naming the file, when the trunk is absent
+    pretrained_lpips("alex")  # skips, naming the file, when the trunk is absent
     monkeypatch.setenv("PERCEPMETRIC_LPIPS_WEIGHTS", str(tmp_path))
     calibration = lpips_module.official_calibration_path("alex")
     calibration.parent.mkdir(parents=True)
@@ -255,9 +248,24 @@ def test_backbone_taps_and_seeded_init():
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
     with torch.inference_mode():
         taps = a(torch.randn(1, 3, 64, 64))
+    # Channels of the tapped layers, as in the reference implementation's networks
+    # (the lpips package's lpips/lpips.py, ``self.chns`` of LPIPS.__init__ for vgg, alex, squeeze).
     assert [t.shape[1] for t in taps] == tap_channels("squeeze") == [64, 128, 256, 384, 384, 512, 512]
     assert tap_channels("alexnet") == [64, 192, 384, 256, 256]
     assert tap_channels("vgg16") == [64, 128, 256, 512, 512]
+
+
+def test_lpips_reads_only_the_convolutions_of_the_alexnet_file(tmp_path, monkeypatch, pair):
+    # torchvision's own file has a trained classifier, a trimmed copy may have zeros or none:
+    # the distances must not depend on which one the machine has.
+    x, y = pair
+    distances, identities = {}, {}
+    for classifier in ("zeros", "nonzero"):
+        monkeypatch.setenv("TORCH_HOME", str(alexnet_torch_home(tmp_path / classifier, classifier)))
+        metric = pretrained_lpips("alex")
+        distances[classifier], identities[classifier] = metric(x, y), metric.cache_identity
+    assert identities["zeros"] != identities["nonzero"]  # each file was read: their hashes differ
+    assert torch.equal(distances["zeros"], distances["nonzero"])
 
 
 def test_missing_pretrained_file_names_file_and_folder(tmp_path, monkeypatch):
@@ -271,14 +279,11 @@ def test_missing_pretrained_file_names_file_and_folder(tmp_path, monkeypatch):
     with pytest.raises(WeightsNotFoundError) as info:
         build_backbone("squeeze")
     message = str(info.value)
+    # torchvision's SqueezeNet1_1_Weights.IMAGENET1K_V1 URL ends in this file name.
     assert "squeezenet1_1-b8a52dc0.pth" in message and str(tmp_path / "hub" / "checkpoints") in message
 
 
 # ---------------------------------------------------------------- CLI
-
-
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "percepmetric.cli", *map(str, args)], capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -296,13 +301,13 @@ def image_files(tmp_path_factory):
 
 
 def test_cli_distance_vgg_and_score_baseline(image_files):
-    pretrained("vgg")
+    pretrained_lpips("vgg")
     ref, near, far = image_files
-    out = _cli("distance", ref, near, "--metric", "lpips", "--net", "vgg")
+    out = run_cli_subprocess("distance", ref, near, "--metric", "lpips", "--net", "vgg")
     assert out.returncode == 0, out.stderr
     line = out.stdout.strip().splitlines()[-1]
     assert line.startswith("lpips(") and "net=vgg" in line and float(line.split()[-1]) > 0
-    out = _cli("score", ref, far, near, "-m", "lpips", "--variant", "baseline", "-o", "input_range=0,1")
+    out = run_cli_subprocess("score", ref, far, near, "-m", "lpips", "--variant", "baseline", "-o", "input_range=0,1")
     assert out.returncode == 0, out.stderr
     assert "variant=baseline" in out.stdout and out.stdout.strip().splitlines()[-1].split()[-1] == "B"
 
@@ -310,28 +315,29 @@ def test_cli_distance_vgg_and_score_baseline(image_files):
 def test_cli_weights_file_and_errors(image_files, tmp_path):
     ref, near, _ = image_files
     path = save_lpips_checkpoint(LPIPS.untrained("squeeze", "scratch", seed=1), tmp_path / "sq.pt")
-    out = _cli("distance", ref, near, "-m", "lpips", "--weights", path)
+    out = run_cli_subprocess("distance", ref, near, "-m", "lpips", "--weights", path)
     assert out.returncode == 0, out.stderr
     assert "net=squeeze" in out.stdout and "sha256:" in out.stdout
-    out = _cli("distance", ref, near, "-m", "lpips", "--variant", "tune")
+    out = run_cli_subprocess("distance", ref, near, "-m", "lpips", "--variant", "tune")
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert "percepmetric train --variant tune" in out.stderr
 
 
 def test_cli_weights_listing():
-    out = _cli("weights")
+    out = run_cli_subprocess("weights")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().split("\n\n")[0].splitlines()  # the table; advice may follow
-    assert len(lines) == 6
-    for net in ("alex", "vgg", "squeeze"):
-        trunk = next(l for l in lines if l.split()[:2] == [net, "trunk"])
+    nets = ("alex", "vgg", "squeeze")
+    assert len(lines) == 2 * len(nets)  # a trunk and a calibration file per net
+    for net in nets:
+        trunk = next(line for line in lines if line.split()[:2] == [net, "trunk"])
         assert str(trunk_weights_path(net)) in trunk
         assert ("present" in trunk) == trunk_weights_path(net).is_file()
-        calibration = next(l for l in lines if l.split()[:2] == [net, "calibration"])
+        calibration = next(line for line in lines if line.split()[:2] == [net, "calibration"])
         assert calibration.split()[2] == "present" and calibration.endswith(f"v0.1/{net}.pth")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; none is present on this machine")
+@requires_cuda()
 def test_cuda_follows_input(pair):
     x, y = pair
     cpu = LPIPS.untrained("alex", "scratch", seed=0, calibration="v0.1")
@@ -343,7 +349,9 @@ def test_cuda_follows_input(pair):
 
 def test_triplet_values_share_the_reference_and_equal_two_forwards():
     # The benchmark asks d(ref, p0) and d(ref, p1): one trunk pass of 3N images must give
-    # exactly what two pair forwards give, identical pairs included (exactly 0).
+    # exactly what two pair forwards give, identical pairs included (exactly 0). Both share
+    # the trunk and the distance code; test_lpips_parity.py checks the triplet path against
+    # the reference implementation, an independent computation.
     m = create_metric("lpips", net="alex", variant="baseline")
     g = torch.Generator().manual_seed(3)
     ref, p0, p1 = (torch.rand(4, 3, 48, 48, generator=g) for _ in range(3))

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from percepmetric import WeightsNotFoundError, create_metric, load_image
+from percepmetric import load_image
 from percepmetric.metrics.lpips import LPIPS
 from percepmetric.nets.backbones import backbone_spec
+
+from helpers import pretrained_lpips, run_cli_subprocess
 
 lpips_ref = pytest.importorskip("lpips", reason="the lpips package (test extra) is needed for parity tests")
 
@@ -69,6 +69,22 @@ def test_parity_larger_and_spatial(seeded_pair):
     assert expected_map.shape == (2, 1, 72, 96)
 
 
+def test_triplet_values_match_the_reference_pair_by_pair(seeded_pair):
+    # The benchmark's triplet path (one trunk pass for ref, p0 and p1) against two separate
+    # calls of the reference implementation, identical pairs included.
+    ours, ref = seeded_pair
+    x, p0 = _images(3, 64, 64, seed=9)
+    _, p1 = _images(3, 64, 64, seed=10)
+    p1[1] = x[1]
+    with torch.no_grad():
+        expected0 = ref(x * 2 - 1, p0 * 2 - 1).flatten()
+        expected1 = ref(x * 2 - 1, p1 * 2 - 1).flatten()
+    v0, v1 = ours.triplet_values(x, p0, p1)
+    torch.testing.assert_close(v0, expected0, rtol=0, atol=1e-6)
+    torch.testing.assert_close(v1, expected1, rtol=0, atol=1e-6)
+    assert v1[1] == 0
+
+
 def test_parity_baseline_variant():
     ours = LPIPS.untrained("alex", "scratch", seed=5, calibration="ones")
     ref = reference_model("alex", ours.trunk.state_dict(), lin=False)
@@ -81,13 +97,6 @@ def test_parity_baseline_variant():
 # ---------------------------------------------------------------- pretrained trunks
 
 
-def pretrained_metric(net: str, **options):
-    try:
-        return create_metric("lpips", net=net, **options)
-    except WeightsNotFoundError as exc:  # the message names the file and the folder it belongs in
-        pytest.skip(f"pretrained {net} trunk missing: {exc}")
-
-
 def _expected_rows(reference_dir):
     folder = reference_dir / "lpips-example-triplet"
     with open(folder / "expected.csv", newline="") as f:
@@ -97,7 +106,7 @@ def _expected_rows(reference_dir):
 @pytest.mark.parametrize("net", ["alex", "vgg"])
 def test_reference_triplet(reference_dir, net):
     folder, rows = _expected_rows(reference_dir)
-    m = pretrained_metric(net)
+    m = pretrained_lpips(net)
     rows = [r for r in rows if r["metric"] == f"lpips-{net}-v0.1"]
     assert len(rows) == 3
     a = torch.cat([load_image(folder / r["img_a"]) for r in rows])
@@ -105,25 +114,24 @@ def test_reference_triplet(reference_dir, net):
     expected = torch.tensor([float(r["value"]) for r in rows])
     torch.testing.assert_close(m(a, b), expected, rtol=0, atol=1e-5)
     # LPIPS's own [-1, 1] convention gives the same numbers.
-    m11 = pretrained_metric(net, input_range="-1,1")
+    m11 = pretrained_lpips(net, input_range="-1,1")
     torch.testing.assert_close(m11(a * 2 - 1, b * 2 - 1), expected, rtol=0, atol=1e-5)
 
 
 def test_squeeze_pretrained():
-    m = pretrained_metric("squeeze")  # skips here: SqueezeNet 1.1's ImageNet file is not available
+    m = pretrained_lpips("squeeze")  # skips where torchvision's cache lacks SqueezeNet 1.1's file
     x, y = _images(2, 64, 64, seed=0)
     d = m(x, y)
     assert d.shape == (2,) and torch.all(d > 0)
 
 
 def test_cli_score_says_b_is_closer(reference_dir):
-    folder = reference_dir / "lpips-example-triplet"
-    pretrained_metric("alex")
-    out = subprocess.run(
-        [sys.executable, "-m", "percepmetric.cli", "score", str(folder / "ex_ref.png"), str(folder / "ex_p0.png"),
-         str(folder / "ex_p1.png"), "--metric", "lpips"],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    line = next(l for l in out.splitlines() if l.startswith("lpips("))
-    assert line.split()[1:3] == ["0.721881", "0.137566"]
-    assert line.split()[-1] == "B"
+    folder, rows = _expected_rows(reference_dir)
+    expected = {(r["img_a"], r["img_b"]): float(r["value"]) for r in rows if r["metric"] == "lpips-alex-v0.1"}
+    to_p0, to_p1 = expected[("ex_ref.png", "ex_p0.png")], expected[("ex_ref.png", "ex_p1.png")]
+    pretrained_lpips("alex")
+    out = run_cli_subprocess("score", folder / "ex_ref.png", folder / "ex_p0.png", folder / "ex_p1.png",
+                             "--metric", "lpips", check_rc=0).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("lpips("))
+    assert line.split()[1:3] == [f"{to_p0:.6f}", f"{to_p1:.6f}"]  # the CLI prints six decimals
+    assert to_p1 < to_p0 and line.split()[-1] == "B"

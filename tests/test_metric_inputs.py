@@ -54,7 +54,7 @@ def test_mixed_float_dtypes_are_promoted_to_the_common_one(name, options, size, 
     assert value.dtype == torch.promote_types(common, torch.float32) if name == "lpips" else value.dtype == common
     # The same number as the user casting both inputs first.
     assert torch.equal(value, m(x.to(common), y.to(common)))
-    v0, v1 = m.triplet_values(x, y, x.to(dtypes[1]))
+    v0, _ = m.triplet_values(x, y, x.to(dtypes[1]))
     assert torch.equal(v0, value)
 
 

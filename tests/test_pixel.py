@@ -31,7 +31,8 @@ def test_psnr_equals_scikit_image(pair):
 
 def test_psnr_data_range_255(pair):
     x, y = pair
-    assert torch.allclose(create_metric("psnr", data_range=255)(x * 255, y * 255), create_metric("psnr")(x, y), atol=1e-4)
+    assert torch.allclose(create_metric("psnr", data_range=255)(x * 255, y * 255), create_metric("psnr")(x, y),
+                          atol=1e-4)
 
 
 def test_psnr_identical_is_inf_with_finite_zero_gradient(pair):
@@ -59,6 +60,10 @@ def test_l2_plain_and_lpips_conventions(pair):
     expected = [0.5 * np.mean((rgb2lab(a) / 100 - rgb2lab(b) / 100) ** 2) for a, b in zip(x8, y8)]
     ours = create_metric("l2", convention="lpips", color="lab")(x.double(), y.double())
     assert np.allclose(ours.numpy(), expected, rtol=1e-9, atol=1e-12)
+    # As a loss the same number comes from another path (straight-through rounding, then the
+    # per-pixel sRGB power function instead of the 8-bit table): checked against skimage too.
+    as_loss = create_metric("l2", convention="lpips", color="lab")(x.double().requires_grad_(), y.double())
+    assert np.allclose(as_loss.detach().numpy(), expected, rtol=1e-9, atol=1e-12)
 
 
 def test_lpips_code_8bit_truncates_like_the_original():
@@ -84,7 +89,10 @@ def test_l1_is_mean_absolute_error(pair):
 def test_properties(pair, name, options):
     x, y = pair
     m = create_metric(name, **options)
-    d = lambda a, b: m.to_distance(m(a, b))  # noqa: E731
+
+    def d(a, b):
+        return m.to_distance(m(a, b))
+
     assert torch.allclose(d(x, x), torch.zeros(len(x)), atol=1e-12)
     assert torch.allclose(d(x, y), d(y, x))
     batched = d(x, y)

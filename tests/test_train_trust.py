@@ -19,11 +19,13 @@ from percepmetric.data.bapps import TwoAFCSplit
 from percepmetric.data.fixtures import sentinel_triplets
 from percepmetric.errors import InputError
 from percepmetric.train.data import join_splits
-from percepmetric.train.loop import CHECKPOINT_FORMAT, TrainConfig, load_checkpoint, train
+from percepmetric.train.loop import CHECKPOINT_FORMAT, LpipsTrainConfig, load_training_checkpoint, train_lpips
 
-from test_train import QUIET, _calibration_split, _write_folder
+from helpers import QUIET
+from helpers import calibration_split as _calibration_split
+from helpers import write_split_folder as _write_folder
 
-LIN = TrainConfig(net="alex", variant="lin", epochs=2, decay_epochs=1, batch_size=5, lr=1e-2, seed=0)
+LIN = LpipsTrainConfig(net="alex", variant="lin", epochs=2, decay_epochs=1, batch_size=5, lr=1e-2, seed=0)
 # cache_features=False: a run stopped after one step then costs one batch through the trunk.
 ONE_STEP = dict(stop_after=1, cache_features=False, **QUIET)
 
@@ -31,12 +33,6 @@ ONE_STEP = dict(stop_after=1, cache_features=False, **QUIET)
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PERCEPMETRIC_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def triplets():
-    ref, p0, p1, judge = sentinel_triplets(10, "mix", seed=3)
-    return join_splits([("mix", TwoAFCSplit("mix", ref, p0, p1, judge, []))])
 
 
 @pytest.fixture
@@ -77,7 +73,7 @@ def test_resume_refuses_a_pickled_payload_without_running_it(tmp_path, capsys, f
     line = _train_exits_2(capsys, "--data", folder, "--out", run, "--resume")
     assert "pickled" in line and "latest.pt" in line
     with pytest.raises(InputError, match="pickled"):
-        load_checkpoint(run / "latest.pt")
+        load_training_checkpoint(run / "latest.pt")
     assert not marker.exists()
 
 
@@ -89,24 +85,24 @@ def test_resume_from_a_checkpoint_missing_fields_is_one_line(tmp_path, capsys, f
     assert "latest.pt" in line and "'config'" in line
 
 
-def test_resume_from_a_checkpoint_with_damaged_fields_is_one_line(tmp_path, triplets):
+def test_resume_from_a_checkpoint_with_damaged_fields_is_one_line(tmp_path, small_triplets):
     run = tmp_path / "run"
-    train(LIN, triplets, run, **ONE_STEP)
+    train_lpips(LIN, small_triplets, run, **ONE_STEP)
     ck = torch.load(run / "latest.pt", weights_only=True)
     ck["rng"]["numpy"] = "not a state"
     torch.save(ck, run / "latest.pt")
     with pytest.raises(InputError, match="damaged"):
-        train(LIN, triplets, run, resume=True, **ONE_STEP)
+        train_lpips(LIN, small_triplets, run, resume=True, **ONE_STEP)
 
 
-def test_every_file_of_a_run_loads_without_pickle_and_follows_the_umask(tmp_path, triplets):
+def test_every_file_of_a_run_loads_without_pickle_and_follows_the_umask(tmp_path, small_triplets):
     from percepmetric.registry import create_metric
 
     run = tmp_path / "run"
     old = os.umask(0o002)
     try:
-        train(LIN, triplets, run, stop_after=1, **QUIET)      # latest.pt in the middle of an epoch
-        train(LIN, triplets, run, resume=True, **QUIET)       # epoch_NNN.pt, log.jsonl, final.pt
+        train_lpips(LIN, small_triplets, run, stop_after=1, **QUIET)      # latest.pt in the middle of an epoch
+        train_lpips(LIN, small_triplets, run, resume=True, **QUIET)       # epoch_NNN.pt, log.jsonl, final.pt
     finally:
         os.umask(old)
     written = sorted(p.name for p in run.iterdir())
@@ -129,7 +125,7 @@ def test_bad_device_is_one_line_and_leaves_no_out_folder(tmp_path, capsys, folde
     assert "--device" in line
     assert not run.exists()
     with pytest.raises(InputError, match="--device"):
-        train(LIN, join_splits([("x", _calibration_split(2, seed=8))]), run, device=device, **QUIET)
+        train_lpips(LIN, join_splits([("x", _calibration_split(2, seed=8))]), run, device=device, **QUIET)
     assert not run.exists()
 
 
@@ -191,28 +187,28 @@ def test_resume_notices_a_changed_patch_anywhere_in_the_data(tmp_path):
     """The fingerprint covers every patch, not a sample: one changed pixel in 200 triplets is seen."""
     ref, p0, p1, judge = sentinel_triplets(200, "mix", seed=4)
     data = join_splits([("mix", TwoAFCSplit("mix", ref, p0, p1, judge, []))])
-    train(LIN, data, tmp_path / "run", **ONE_STEP)
+    train_lpips(LIN, data, tmp_path / "run", **ONE_STEP)
     changed = p1.copy()
     changed[101, 5, 5, 0] ^= 1
     edited = join_splits([("mix", TwoAFCSplit("mix", ref, p0, changed, judge, []))])
-    with pytest.raises(InputError, match="other data .mix .200 triplets. has changed"):
-        train(LIN, edited, tmp_path / "run", resume=True, **(ONE_STEP | {"stop_after": 2}))
+    with pytest.raises(InputError, match=r"other data .mix .200 triplets. has changed"):
+        train_lpips(LIN, edited, tmp_path / "run", resume=True, **(ONE_STEP | {"stop_after": 2}))
 
 
-def test_resume_accepts_the_same_data_under_another_name(tmp_path, triplets):
+def test_resume_accepts_the_same_data_under_another_name(tmp_path, small_triplets):
     """A moved or copied folder is the same data: the run continues."""
-    train(LIN, triplets, tmp_path / "run", **ONE_STEP)
-    renamed = join_splits([("moved", TwoAFCSplit("moved", triplets.ref, triplets.p0, triplets.p1,
-                                                 triplets.judge, []))])
-    result = train(LIN, renamed, tmp_path / "run", resume=True, cache_features=False, **QUIET)
+    train_lpips(LIN, small_triplets, tmp_path / "run", **ONE_STEP)
+    renamed = join_splits([("moved", TwoAFCSplit("moved", small_triplets.ref, small_triplets.p0,
+                                                 small_triplets.p1, small_triplets.judge, []))])
+    result = train_lpips(LIN, renamed, tmp_path / "run", resume=True, cache_features=False, **QUIET)
     assert result["final"] is not None
 
 
 # ---------------------------------------------------------------------------- item: stale temporaries
 
-def test_temporaries_of_a_killed_checkpoint_write_are_removed_at_the_next_start(tmp_path, triplets):
+def test_temporaries_of_a_killed_checkpoint_write_are_removed_at_the_next_start(tmp_path, small_triplets):
     run = tmp_path / "run"
-    train(LIN, triplets, run, **ONE_STEP)
+    train_lpips(LIN, small_triplets, run, **ONE_STEP)
     stale = [run / ".latest.pt.k1ll3d.tmp", run / ".epoch_001.pt.x8y9z0.tmp", run / ".final.pt.a1b2c3.tmp",
              run / ".log.jsonl.q1w2e3.tmp"]
     for path in stale:
@@ -220,7 +216,7 @@ def test_temporaries_of_a_killed_checkpoint_write_are_removed_at_the_next_start(
     kept = [run / "notes.txt", run / ".mine.tmp"]
     for path in kept:
         path.write_text("the user's")
-    train(LIN, triplets, run, resume=True, **(ONE_STEP | {"stop_after": 2}))
+    train_lpips(LIN, small_triplets, run, resume=True, **(ONE_STEP | {"stop_after": 2}))
     assert not any(path.exists() for path in stale)
     assert all(path.read_text() == "the user's" for path in kept)
 
@@ -247,10 +243,10 @@ def test_run_folder_is_checked_before_the_data_loads(tmp_path, capsys, monkeypat
 
 # ---------------------------------------------------------------------------- item: the refusal says what differs
 
-def test_resume_refusal_names_the_setting_both_values_and_what_to_do(tmp_path, triplets):
-    train(LIN, triplets, tmp_path / "run", **ONE_STEP)
+def test_resume_refusal_names_the_setting_both_values_and_what_to_do(tmp_path, small_triplets):
+    train_lpips(LIN, small_triplets, tmp_path / "run", **ONE_STEP)
     with pytest.raises(InputError) as exc:
-        train(replace(LIN, epochs=3), triplets, tmp_path / "run", resume=True, **QUIET)
+        train_lpips(replace(LIN, epochs=3), small_triplets, tmp_path / "run", resume=True, **QUIET)
     message = str(exc.value)
     assert "--epochs" in message and "2" in message and "3" in message
     assert "new --out" in message and "decay" not in message  # decay_epochs was given, and is unchanged

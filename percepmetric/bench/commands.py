@@ -76,9 +76,11 @@ def bench_metrics(names, net, variant, weights, extra) -> list:
     for name, preset in DEFAULT_BENCH_METRICS:
         # The user's items come last: build_metrics keeps the last value of a key.
         mine = [item for item in extra if "=" not in item or _option_key(item) in accepted[name]]
-        own_flags = [v if k in accepted[name] else None for k, v in flags.items()]
+        takes = accepted[name]
         try:
-            built += build_metrics([name], *own_flags, list(preset) + mine)
+            built += build_metrics([name], net=net if "net" in takes else None,
+                                   variant=variant if "variant" in takes else None,
+                                   weights=weights if "weights" in takes else None, extra=list(preset) + mine)
         except WeightsNotFoundError:
             if name != "lpips" or weights is not None:  # a weight file the user named must be there
                 raise
@@ -203,10 +205,10 @@ def bench_command(splits, run_all, root, models, data_dir, metrics, net, variant
 
 
 def _bench_models(models, data_dir, metrics, out_dir, plot) -> None:
-    from ..deepsim.evaluate import bench_models, format_table
+    # Each KIND of model is a plugin (percepmetric.bench.models): bench imports none of them.
+    from .models import evaluate_models
 
-    frame = bench_models(models, data_dir, metrics, Path(out_dir) if out_dir else None, plot)
-    click.echo(format_table(frame))
+    click.echo(evaluate_models(models, data_dir, metrics, Path(out_dir) if out_dir else None, plot))
 
 
 @click.command("make-fixture")
@@ -241,7 +243,8 @@ def make_fixture_command(directory, size, seed) -> None:
               help="Where to put the dataset. Default: $PERCEPMETRIC_BAPPS, else ~/.local/share/percepmetric/bapps.")
 @click.option("--val-only", is_flag=True, help="Only the validation archives (2AFC val + JND), not the training set.")
 @click.option("--url-base", default=None,
-              help="Where the archives are: an http(s):// or file:// URL or a local folder (default: the official host).")
+              help="Where the archives are: an http(s):// or file:// URL or a local folder "
+                   "(default: the official host).")
 @click.option("--keep-archives", is_flag=True, help="Keep the .tar.gz files after unpacking.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def download_bapps_command(root, val_only, url_base, keep_archives, no_progress) -> None:

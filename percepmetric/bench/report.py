@@ -184,7 +184,7 @@ def format_summary(table: pd.DataFrame, names: dict[str, str] | None = None) -> 
         blocks.append((title, list(shown.index), two_afc))
     if jnd:
         blocks.append(("JND mAP %" + (" (all = mean of both)" if "jnd mean" in jnd else ""), jnd_rows, jnd))
-    lines = []
+    lines: list[str] = []
     for title, rows, columns in blocks:
         block = shown.loc[rows, columns]
         block.columns = [_short_column(c) for c in columns]

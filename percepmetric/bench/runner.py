@@ -1,40 +1,47 @@
 """Metric x split -> distances (batched, cached, resumable) -> scores.
 
 :func:`compute_distances` runs one registry :class:`~percepmetric.metrics.base.Metric` over
-one split in batches under ``torch.inference_mode()`` and returns its per-item distances
-``metric.to_distance(metric(x, y))``. With a cache folder, distances are stored per
-(metric, split) in ``<split folder>/<metric name>-<key>.npz`` (an unfinished split in
-``...partial.npz``, written atomically every ``checkpoint_seconds`` and when the run is
-interrupted), so a second run reuses them and an interrupted one resumes where it stopped.
-Only the complete file counts as done. Each file records what it was computed from: the
-metric's :func:`metric_identity` (its ``spec`` and the content hash of every weight file it
-was built from) and the split's :func:`split_identity`; a file recording anything else, or one
-that cannot be read (truncated, damaged), counts as absent and is computed again.
+one split and returns its per-item distances ``metric.to_distance(metric(x, y))``. It is made
+of three parts, each below it in this file:
+
+* **the batch loop**: the one every evaluation shares,
+  :func:`percepmetric.evaluation.distances_in_batches` (uint8 batches under
+  ``torch.inference_mode()``, formula metrics several batches at once in threads);
+* **checkpoints** (:class:`ResumableDistances`): an unfinished split is kept in
+  ``...partial.npz``, written atomically every ``checkpoint_seconds`` and when the run is
+  interrupted, so an interrupted run resumes where it stopped; only the complete file counts
+  as done;
+* **the cache** (:class:`DistanceStore`): distances are stored per (metric, split) in
+  ``<split folder>/<metric name>-<key>.npz``, so a second run reuses them. Each file records
+  what it was computed from: the metric's :func:`metric_identity` (its ``spec`` and the
+  content hash of every weight file it was built from) and the split's
+  :func:`split_identity`; a file recording anything else, or one that cannot be read
+  (truncated, damaged), counts as absent and is computed again.
 
 :func:`run_benchmark` validates every requested split first (before computing anything),
 then scores each metric on each split with 95% bootstrap intervals, the human ceiling and
-paired tests between metrics, and writes tables and figures (:mod:`percepmetric.bench.report`).
+paired tests between metrics (:mod:`percepmetric.stats`), and writes tables and figures
+(:mod:`percepmetric.bench.report`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import os
 import sys
 import time
 import zipfile
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from .. import stats
 from ..data.bapps import (
     JNDSplit,
     TwoAFCSplit,
@@ -48,25 +55,161 @@ from ..data.bapps import (
 )
 from ..devices import resolve_device
 from ..errors import InputError
-from ..registry import metric_label
-from . import scores
+from ..evaluation import Batch, distances_in_batches, metric_device
 from ..io import atomic_path
 from ..memory import keep_freed_memory
+from ..metrics.base import Metric
+from ..registry import metric_label
 
 DEFAULT_BATCH_SIZE = 100  # triplets (2AFC) or pairs (JND) per forward; a 2AFC batch is 2x this many pairs
-# Formula metrics (no weights): batches small enough to stay in the CPU cache, large enough to
-# amortise the per-call work (measured on 64x64 triplets, 2 threads: 16 best for L2 and SSIM).
+# Formula metrics (no weights): batches small enough that their temporaries stay in the CPU
+# cache, large enough to amortise the per-call work (BAPPS's 64x64 triplets: 16 was the fastest
+# size for L2 and SSIM).
 FORMULA_BATCH_SIZE = 16
 CHECKPOINT_SECONDS = 30.0
 
+Split = TwoAFCSplit | JNDSplit
 
-# ---------------------------------------------------------------- identities and the distance store
+
+# ---------------------------------------------------------------- distances of one metric on one split
+
+def compute_distances(metric: Metric, split: Split, batch_size: int | None = None,
+                      cache: DistanceStore | str | os.PathLike | None = None, *,
+                      device: torch.device | str | None = None, progress: bool = False,
+                      checkpoint_seconds: float = CHECKPOINT_SECONDS,
+                      workers: int | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Distances of ``metric`` on every item of ``split``.
+
+    2AFC: returns ``(d0, d1)``, float64 ``(N,)`` each, ``d_i = to_distance(metric(ref, p_i))``.
+    JND: returns ``d``, float64 ``(N,)``, ``to_distance(metric(p0, p1))``.
+    Images go to the metric as they are stored, uint8 ``(B,H,W,3)``, through
+    :func:`~percepmetric.metrics.eight_bit.triplet_values_8bit` (JND:
+    :func:`~percepmetric.metrics.eight_bit.values_8bit`), ``batch_size`` items at a time,
+    on ``device`` (default: where the metric's parameters are), by the loop every evaluation
+    shares (:func:`percepmetric.evaluation.distances_in_batches`).
+    ``cache``: a folder or :class:`DistanceStore`; finished results are read back instead of
+    recomputed, unfinished ones resumed (:class:`ResumableDistances`). ``workers``: batches
+    computed at once (default: torch's thread count for formula metrics on the CPU, else 1).
+    ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` or a ``torch.device``, checked
+    first (a device this machine lacks is an :class:`InputError`, cached distances or not).
+    """
+    device = resolve_device(device, option="device") if device is not None else metric_device(metric)
+    batch_size, workers = _batching(metric, device, batch_size, workers)
+    store = _as_store(cache)
+    entry = store.entry(metric, split) if store is not None else None
+    finished = entry.finished() if entry is not None else None
+    if finished is not None:
+        return finished
+    run = ResumableDistances(split, entry, checkpoint_seconds)
+    bar = _progress(len(split), run.done, f"{split.name} {metric.name}", progress)
+    try:
+        with run.saved_if_interrupted(), contextlib.closing(distances_in_batches(
+                metric, _images(split), batch_size=batch_size, device=device, prepare=uint8_batch, eight_bit=True,
+                start=run.done, workers=workers)) as batches:
+            for batch in batches:
+                run.add(batch)
+                bar.update(batch.stop - batch.first)
+    finally:
+        bar.close()
+    return run.finish()
+
+
+def _batching(metric: Metric, device: torch.device, batch_size: int | None,
+              workers: int | None) -> tuple[int, int]:
+    """Items per batch and batches at once. Formula metrics (no weights) take small batches
+    that stay in the CPU cache, several at once in threads on the CPU; metrics with weights
+    take large ones, one at a time."""
+    has_weights = any(True for _ in metric.parameters())
+    if batch_size is None:
+        batch_size = DEFAULT_BATCH_SIZE if has_weights else FORMULA_BATCH_SIZE
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise InputError(f"batch_size must be positive, got {batch_size}")
+    if workers is None:
+        workers = torch.get_num_threads() if device.type == "cpu" and not has_weights else 1
+    return batch_size, int(workers)
+
+
+def _images(split: Split) -> tuple[np.ndarray, ...]:
+    """What the metric compares: pairs ``(p0, p1)`` of a JND split, triplets ``(ref, p0, p1)`` of a 2AFC one."""
+    return (split.p0, split.p1) if isinstance(split, JNDSplit) else (split.ref, split.p0, split.p1)
+
+
+def _labels(split: Split) -> np.ndarray:
+    return split.same if isinstance(split, JNDSplit) else split.judge
+
+
+def _distance_keys(split: Split) -> tuple[str, ...]:
+    """The names of the distances of one item, in files and in :class:`Batch` order."""
+    return ("d",) if isinstance(split, JNDSplit) else ("d0", "d1")
+
+
+# ---------------------------------------------------------------- checkpoints: resuming an interrupted split
+
+class ResumableDistances:
+    """The distances of one (metric, split) while they are computed.
+
+    With an ``entry`` of the cache, it starts from what an interrupted run left there (its
+    partial file, if it records the same metric and split), saves what is done every
+    ``checkpoint_seconds`` and when the run is interrupted, and at the end stores the complete
+    distances, which alone count as done. Without one it only collects.
+    """
+
+    def __init__(self, split: Split, entry: DistanceEntry | None, checkpoint_seconds: float) -> None:
+        self.keys = _distance_keys(split)
+        self.total = len(split)
+        self.arrays = {k: np.empty(self.total, dtype=np.float64) for k in self.keys}
+        self.entry = entry
+        self.checkpoint_seconds = checkpoint_seconds
+        self.done = 0  # items 0..done are in self.arrays
+        partial = entry.partial() if entry is not None else None
+        if partial is not None:
+            self.done = len(partial[self.keys[0]])
+            for k in self.keys:
+                self.arrays[k][:self.done] = partial[k]
+        self.saved = self.done
+        self.last_save = time.monotonic()
+
+    def add(self, batch: Batch) -> None:
+        """Take in the next batch (batches arrive in order); save when the last save is old."""
+        for k, values in zip(self.keys, batch.distances):
+            self.arrays[k][batch.first:batch.stop] = values
+        self.done = batch.stop
+        if time.monotonic() - self.last_save > self.checkpoint_seconds and self.done < self.total:
+            self.save()
+            self.last_save = time.monotonic()
+
+    def save(self) -> None:
+        """Write what is done to the partial file (nothing without a store or when nothing is new)."""
+        if self.entry is not None and self.done > self.saved:
+            self.entry.write_partial({k: v[:self.done] for k, v in self.arrays.items()})
+            self.saved = self.done
+
+    @contextlib.contextmanager
+    def saved_if_interrupted(self) -> Generator[None, None, None]:
+        """Whatever stops the computation (Ctrl-C, an error): keep what was computed, so the
+        next run resumes from here; then let it propagate."""
+        try:
+            yield
+        except BaseException:
+            self.save()
+            raise
+
+    def finish(self) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Store the complete distances (replacing the partial file) and return them as
+        :func:`compute_distances` does."""
+        if self.entry is not None:
+            self.entry.write_complete(self.arrays)
+        return _as_result(self.arrays)
+
+
+# ---------------------------------------------------------------- the cache: where distances live and what keys them
 
 def _names_file(value: Any) -> bool:
     return isinstance(value, (str, os.PathLike)) and str(value) != "" and os.path.isfile(value)
 
 
-def metric_identity(metric) -> str:
+def metric_identity(metric: Metric) -> str:
     """What a metric's cached distances are keyed on: its ``cache_identity`` (``spec``, plus the
     content hash of each weight file it was built from) and the content hash of any file an
     option names. Content, not names or times: a retrained or swapped file never reuses stale
@@ -75,11 +218,12 @@ def metric_identity(metric) -> str:
     from ..metrics.lpips import weight_file_digest
 
     identity = getattr(metric, "cache_identity", None) or metric.spec
-    files = [f"{k}@{weight_file_digest(v)}" for k, v in sorted(getattr(metric, "options", {}).items()) if _names_file(v)]
+    files = [f"{k}@{weight_file_digest(v)}"
+             for k, v in sorted(getattr(metric, "options", {}).items()) if _names_file(v)]
     return identity + ("|" + ",".join(files) if files else "")
 
 
-def split_identity(split: TwoAFCSplit | JNDSplit) -> str:
+def split_identity(split: Split) -> str:
     """The split's name, size and data fingerprint (a hash of the arrays for in-memory splits)."""
     fingerprint = split.fingerprint
     if not fingerprint:
@@ -90,27 +234,15 @@ def split_identity(split: TwoAFCSplit | JNDSplit) -> str:
     return f"{split.name}|{len(split)}|{fingerprint}"
 
 
-def _images(split) -> tuple[np.ndarray, ...]:
-    return (split.p0, split.p1) if isinstance(split, JNDSplit) else (split.ref, split.p0, split.p1)
-
-
-def _labels(split) -> np.ndarray:
-    return split.same if isinstance(split, JNDSplit) else split.judge
-
-
 def _slug(text: str, limit: int = 60) -> str:
     keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
     return keep.strip("_")[:limit] or "x"
 
 
-def _record(metric, split) -> dict:
+def _record(metric: Metric, split: Split) -> dict:
     """What a distance file records about where its numbers came from; checked on reading."""
     return {"metric": metric.spec, "identity": metric_identity(metric), "split": split.name,
             "split_identity": split_identity(split), "n": len(split)}
-
-
-def _distance_keys(split) -> tuple[str, ...]:
-    return ("d",) if isinstance(split, JNDSplit) else ("d0", "d1")
 
 
 @dataclass
@@ -124,7 +256,7 @@ class DistanceStore:
 
     folder: Path
 
-    def path(self, metric, split) -> Path:
+    def path(self, metric: Metric, split: Split) -> Path:
         key = hashlib.sha1(f"{metric.spec}||{split_identity(split)}".encode()).hexdigest()[:16]
         return Path(self.folder) / _slug(split.name.replace("/", "_")) / f"{_slug(metric.name, 30)}-{key}.npz"
 
@@ -159,148 +291,66 @@ class DistanceStore:
             return None
         return {k: data[k] for k in keys}
 
-    def finished(self, metric, split, record: dict | None = None):
+    def entry(self, metric: Metric, split: Split) -> DistanceEntry:
+        """Where the distances of ``metric`` on ``split`` live, and what they must record."""
+        return DistanceEntry(self, self.path(metric, split), _record(metric, split), _distance_keys(split))
+
+    def finished(self, metric: Metric, split: Split) -> np.ndarray | tuple[np.ndarray, np.ndarray] | None:
         """The complete distances of ``metric`` on ``split`` if they are stored (as
         :func:`compute_distances` returns them), else None. Never computes."""
-        keys = _distance_keys(split)
-        done = self.read_matching(self.path(metric, split), record or _record(metric, split), keys)
-        if done is None or len(done[keys[0]]) != len(split):
-            return None
-        return done["d"] if len(keys) == 1 else (done["d0"], done["d1"])
+        return self.entry(metric, split).finished()
 
     @staticmethod
     def write(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
         """Atomic: write a temporary file next to ``path``, then rename it."""
+        contents: dict[str, Any] = {"meta": np.array(json.dumps(meta)), **arrays}
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+            np.savez(f, **contents)
 
 
-def _as_store(cache) -> DistanceStore | None:
+@dataclass(frozen=True)
+class DistanceEntry:
+    """One (metric, split) in a :class:`DistanceStore`: its complete file ``path`` and the
+    partial one beside it, and the ``record`` (:func:`_record`) that both must hold to be used."""
+
+    store: DistanceStore
+    path: Path
+    record: dict
+    keys: tuple[str, ...]
+
+    def finished(self) -> np.ndarray | tuple[np.ndarray, np.ndarray] | None:
+        """The complete distances, if they are stored; else None."""
+        done = self.store.read_matching(self.path, self.record, self.keys)
+        if done is None or len(done[self.keys[0]]) != self.record["n"]:
+            return None
+        return _as_result(done)
+
+    def partial(self) -> dict[str, np.ndarray] | None:
+        """The distances of the first items, as an interrupted run left them; else None."""
+        return self.store.read_matching(self.store.partial_path(self.path), self.record, self.keys)
+
+    def write_partial(self, arrays: dict[str, np.ndarray]) -> None:
+        done = len(arrays[self.keys[0]])
+        self.store.write(self.store.partial_path(self.path), arrays, {**self.record, "done": done})
+
+    def write_complete(self, arrays: dict[str, np.ndarray]) -> None:
+        """Store the complete distances; the partial file, now outdone, goes."""
+        self.store.write(self.path, arrays, self.record)
+        self.store.partial_path(self.path).unlink(missing_ok=True)
+
+
+def _as_result(arrays: dict[str, np.ndarray]) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """As :func:`compute_distances` returns distances: ``d`` of a JND split, ``(d0, d1)`` of a 2AFC one."""
+    return arrays["d"] if "d" in arrays else (arrays["d0"], arrays["d1"])
+
+
+def _as_store(cache: DistanceStore | str | os.PathLike | None) -> DistanceStore | None:
     if cache is None or cache is False:
         return None
     return cache if isinstance(cache, DistanceStore) else DistanceStore(Path(cache))
 
 
-# ---------------------------------------------------------------- distances
-
-def _metric_device(metric) -> torch.device:
-    for tensor in list(metric.parameters()) + list(metric.buffers()):
-        return tensor.device
-    return torch.get_default_device()
-
-
-def _in_threads(compute: Callable[[int], Any], starts: Sequence[int], workers: int) -> Iterator[tuple[int, Any]]:
-    """``(start, compute(start))`` for each start, in order. With ``workers > 1`` the batches run
-    in that many threads at once, each op single-threaded (torch's thread count is 1 meanwhile,
-    restored after): small batches of elementwise steps waste much of their time in the
-    fork-join of two-thread ops (measured on 2 cores: torch SSIM batches 1.2-1.5x faster this
-    way), and the compiled SSIM loop, single-threaded, releases the GIL and uses every core
-    only so. At most 2 x workers batches are in flight; closing the generator (the caller
-    stopped or was interrupted) cancels the rest."""
-    if workers <= 1:
-        yield from ((start, compute(start)) for start in starts)
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # also the count new threads start with
-    pool = ThreadPoolExecutor(max_workers=workers)
-    try:
-        pending = iter(starts)
-        running = deque((start, pool.submit(compute, start)) for start in itertools.islice(pending, 2 * workers))
-        while running:
-            start, future = running.popleft()
-            result = future.result()
-            running.extend((nxt, pool.submit(compute, nxt)) for nxt in itertools.islice(pending, 1))
-            yield start, result
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(threads)
-
-
-def compute_distances(metric, split: TwoAFCSplit | JNDSplit, batch_size: int | None = None, cache=None, *,
-                      device: torch.device | str | None = None, progress: bool = False,
-                      checkpoint_seconds: float = CHECKPOINT_SECONDS, workers: int | None = None):
-    """Distances of ``metric`` on every item of ``split``.
-
-    2AFC: returns ``(d0, d1)``, float64 ``(N,)`` each, ``d_i = to_distance(metric(ref, p_i))``.
-    JND: returns ``d``, float64 ``(N,)``, ``to_distance(metric(p0, p1))``.
-    Images go to the metric as they are stored, uint8 ``(B,H,W,3)``, through
-    :meth:`~percepmetric.metrics.base.Metric.triplet_values_8bit` (JND:
-    :meth:`~percepmetric.metrics.base.Metric.values_8bit`), ``batch_size`` items at a time,
-    on ``device`` (default: where the metric's parameters are).
-    ``cache``: a folder or :class:`DistanceStore`; finished results are read back instead of
-    recomputed, unfinished ones resumed. ``workers``: batches computed at once (default:
-    torch's thread count for formula metrics on the CPU, else 1; see :func:`_in_threads`).
-    ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` or a ``torch.device``, checked
-    first (a device this machine lacks is an :class:`InputError`, cached distances or not).
-    """
-    device = resolve_device(device, option="device") if device is not None else _metric_device(metric)
-    has_weights = any(True for _ in metric.parameters()) if hasattr(metric, "parameters") else True
-    if batch_size is None:
-        batch_size = DEFAULT_BATCH_SIZE if has_weights else FORMULA_BATCH_SIZE
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise InputError(f"batch_size must be positive, got {batch_size}")
-    jnd = isinstance(split, JNDSplit)
-    keys = _distance_keys(split)
-    n = len(split)
-    store = _as_store(cache)
-    path = store.path(metric, split) if store else None
-    record = _record(metric, split) if path is not None else None
-    out = {k: np.empty(n, dtype=np.float64) for k in keys}
-    start = 0
-    if path is not None:
-        done = store.finished(metric, split, record)
-        if done is not None:
-            return done
-        partial = store.read_matching(store.partial_path(path), record, keys)
-        if partial is not None:
-            start = len(partial[keys[0]])
-            for k in keys:
-                out[k][:start] = partial[k]
-
-    def save_partial(upto: int) -> None:
-        if path is not None and upto > start_saved[0]:
-            store.write(store.partial_path(path), {k: v[:upto] for k, v in out.items()}, {**record, "done": upto})
-            start_saved[0] = upto
-
-    start_saved = [start]
-    if workers is None:
-        workers = torch.get_num_threads() if device.type == "cpu" and not has_weights else 1
-    images = _images(split)
-
-    def distances(first: int) -> tuple[np.ndarray, ...]:
-        with torch.inference_mode():  # per thread: the batches may run in worker threads
-            batch = [uint8_batch(a[first:first + batch_size], device) for a in images]
-            values = (metric.values_8bit(*batch),) if jnd else metric.triplet_values_8bit(*batch)
-            return tuple(_as_distances(metric, v) for v in values)
-
-    bar = _progress(n, start, f"{split.name} {metric.name}", progress)
-    position, last_save = start, time.monotonic()
-    try:
-        with contextlib.closing(_in_threads(distances, range(start, n, batch_size), int(workers))) as batches:
-            for first, values in batches:
-                stop = min(first + batch_size, n)
-                for k, v in zip(keys, values):
-                    out[k][first:stop] = v
-                bar.update(stop - first)
-                position = stop
-                if path is not None and time.monotonic() - last_save > checkpoint_seconds and position < n:
-                    save_partial(position)
-                    last_save = time.monotonic()
-    except BaseException:
-        save_partial(position)  # keep what was computed; the run resumes from here
-        raise
-    finally:
-        bar.close()
-    if path is not None:
-        store.write(path, out, record)
-        store.partial_path(path).unlink(missing_ok=True)
-    return out["d"] if jnd else (out["d0"], out["d1"])
-
-
-def _as_distances(metric, values: torch.Tensor) -> np.ndarray:
-    return metric.to_distance(values).detach().to(torch.float64).cpu().numpy().reshape(-1)
-
+# ---------------------------------------------------------------- progress
 
 class _NoBar:
     def update(self, n: int) -> None:
@@ -310,7 +360,7 @@ class _NoBar:
         pass
 
 
-def _progress(total: int, initial: int, desc: str, enabled: bool):
+def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm
@@ -327,7 +377,7 @@ class BenchResult:
     ``rows``: one dict per (metric, split): metric (label), spec, split, kind ("2afc"/"jnd"),
     n, score, ci_low, ci_high, status ("complete" or "not computed").
     ``ceilings``: one dict per 2AFC split: split, n, score, ci_low, ci_high (the human ceiling).
-    ``comparisons``: paired tests between metrics, per split (see :class:`scores.PairedTest`).
+    ``comparisons``: paired tests between metrics, per split (see :class:`stats.PairedTest`).
     ``curves``: ``(label, split) -> (precision, recall)`` of each JND split, for plots.
     """
 
@@ -343,7 +393,8 @@ class BenchResult:
 
     @property
     def complete(self) -> bool:
-        return all(r["status"] == "complete" for r in self.rows) and len(self.rows) == len(self.splits) * len(self.metrics)
+        return (all(r["status"] == "complete" for r in self.rows)
+                and len(self.rows) == len(self.splits) * len(self.metrics))
 
     def table(self):
         """The summary table (rows: metrics and the human ceiling; columns: splits and means)."""
@@ -456,9 +507,9 @@ class _Scoring:
     def add_ceiling(self, split) -> None:
         if isinstance(split, JNDSplit) or any(c["split"] == split.name for c in self.result.ceilings):
             return
-        lo, hi = scores.bootstrap_ci(scores.human_ceiling, split.judge, n_boot=self.n_boot, level=self.level,
+        lo, hi = stats.bootstrap_ci(stats.human_ceiling, split.judge, n_boot=self.n_boot, level=self.level,
                                      seed=self.seed)
-        self.result.ceilings.append({"split": split.name, "n": len(split), "score": scores.human_ceiling(split.judge),
+        self.result.ceilings.append({"split": split.name, "n": len(split), "score": stats.human_ceiling(split.judge),
                                      "ci_low": lo, "ci_high": hi})
 
     def add(self, i: int, split, d) -> None:
@@ -467,7 +518,7 @@ class _Scoring:
             return
         row = _score_row(self.labels[i], self.metrics[i], split, d, self.n_boot, self.level, self.seed)
         if isinstance(split, JNDSplit):
-            self.result.curves[(self.labels[i], split.name)] = scores.precision_recall(d, split.same)
+            self.result.curves[(self.labels[i], split.name)] = stats.precision_recall(d, split.same)
         self.result.rows.append(row)
 
     def compare(self, split) -> None:
@@ -495,34 +546,38 @@ class _Scoring:
 
 def _score_row(label, metric, split, d, n_boot, level, seed) -> dict:
     jnd = isinstance(split, JNDSplit)
+    args: tuple[np.ndarray, ...]
+    statistic: stats.Statistic
     if jnd:
         args = (d, split.same)
-        statistic = scores.jnd_map
+        statistic = stats.jnd_map
     else:
         args = (d[0], d[1], split.judge)
-        statistic = scores.two_afc_score
-    lo, hi = scores.bootstrap_ci(statistic, *args, n_boot=n_boot, level=level, seed=seed)
+        statistic = stats.two_afc_score
+    lo, hi = stats.bootstrap_ci(statistic, *args, n_boot=n_boot, level=level, seed=seed)
     return {"metric": label, "spec": metric.spec, "split": split.name, "kind": "jnd" if jnd else "2afc",
             "n": len(split), "score": statistic(*args), "ci_low": lo, "ci_high": hi, "status": "complete"}
 
 
 def _comparisons(labels, split, distances, n_boot, level, seed) -> list[dict]:
     """Each metric against the best one on this split (paired bootstrap on the same items)."""
-    rows = []
+    rows: list[dict] = []
     have = [i for i in range(len(labels)) if (i, split.name) in distances]
     if len(have) < 2:
         return rows
+    statistic: stats.Statistic
+    args: dict[int, tuple[np.ndarray, ...]]
     if isinstance(split, JNDSplit):
-        statistic, args = scores.jnd_map, {i: (distances[(i, split.name)], split.same) for i in have}
+        statistic, args = stats.jnd_map, {i: (distances[(i, split.name)], split.same) for i in have}
     else:
-        statistic = scores.two_afc_score
+        statistic = stats.two_afc_score
         args = {i: (*distances[(i, split.name)], split.judge) for i in have}
     values = {i: statistic(*args[i]) for i in have}
     best = max(have, key=lambda i: values[i])
     for i in have:
         if i == best:
             continue
-        test = scores.paired_test(statistic, args[best], args[i], n_boot=n_boot, level=level, seed=seed)
+        test = stats.paired_test(statistic, args[best], args[i], n_boot=n_boot, level=level, seed=seed)
         rows.append({"split": split.name, "metric_a": labels[best], "metric_b": labels[i], **test.as_dict()})
     return rows
 

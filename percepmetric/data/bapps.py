@@ -48,6 +48,7 @@ import shutil
 import struct
 import sys
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,9 +59,11 @@ import torch
 from ..errors import InputError
 
 try:  # releases the GIL while decoding; PIL decodes whatever it does not take (see _decode_image)
-    from imagecodecs import spng_decode as _png_decode
+    from imagecodecs import spng_decode
 except ImportError:  # pragma: no cover - PIL alone gives the same arrays, only slower
-    _png_decode = None
+    _png_decode: Callable[[bytes], np.ndarray] | None = None
+else:
+    _png_decode = spng_decode
 
 ENV_ROOT = "PERCEPMETRIC_BAPPS"
 ENV_CACHE = "PERCEPMETRIC_CACHE"
@@ -72,7 +75,8 @@ TWO_AFC_CATEGORIES: dict[str, tuple[str, ...]] = {
 JND_CATEGORIES: tuple[str, ...] = ("traditional", "cnn")
 
 #: Leaf split names, in the order of the LPIPS paper's tables.
-TWO_AFC_SPLITS: tuple[str, ...] = tuple(f"{part}/{cat}" for part in ("train", "val") for cat in TWO_AFC_CATEGORIES[part])
+TWO_AFC_SPLITS: tuple[str, ...] = tuple(f"{part}/{cat}" for part in ("train", "val")
+                                        for cat in TWO_AFC_CATEGORIES[part])
 VAL_SPLITS: tuple[str, ...] = tuple(f"val/{cat}" for cat in TWO_AFC_CATEGORIES["val"])
 TRAIN_SPLITS: tuple[str, ...] = tuple(f"train/{cat}" for cat in TWO_AFC_CATEGORIES["train"])
 JND_SPLITS: tuple[str, ...] = tuple(f"jnd/val/{cat}" for cat in JND_CATEGORIES)
@@ -135,8 +139,7 @@ def default_cache_dir() -> Path:
 def canonical_split(name: str) -> str:
     """One leaf split name in its canonical form (``val/cnn``, ``jnd/val/cnn``); InputError if unknown."""
     text = str(name).strip().strip("/")
-    if text.startswith("2afc/"):
-        text = text[len("2afc/"):]
+    text = text.removeprefix("2afc/")
     if text.startswith("jnd/") and not text.startswith("jnd/val/"):
         text = "jnd/val/" + text[len("jnd/"):]
     if text in TWO_AFC_SPLITS or text in JND_SPLITS:
@@ -174,12 +177,16 @@ def split_dir(root: str | os.PathLike, name: str) -> Path:
 
 @dataclass
 class TwoAFCSplit:
-    """A 2AFC split: ``N`` triplets (reference, two distortions) and the human judgment.
+    """2AFC triplets (reference, two distortions) and the human judgment: one split, or several
+    joined. The one form of 2AFC data: the benchmark scores metrics on it, training learns from
+    it (:func:`percepmetric.train.data.join_splits` joins splits and folders into one).
 
     ``ref, p0, p1``: uint8 ``(N,H,W,3)`` (possibly memory-mapped from the cache; treat as read-only).
     ``judge``: float32 ``(N,)`` in [0, 1], the fraction of people who found ``p1`` closer to ``ref``.
     ``files``: the ``N`` file stems (``"000042"``), in order.
     ``fingerprint``: identity of the data on disk (keys the distance cache); ``""`` for in-memory splits.
+    ``sources``: ``[{"name": split or folder, "count": n}, ...]``, the parts in order (a training
+    run records them); by default the split itself.
     """
 
     name: str
@@ -189,6 +196,11 @@ class TwoAFCSplit:
     judge: np.ndarray
     files: list[str]
     fingerprint: str = field(default="", repr=False)
+    sources: list[dict[str, str | int]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            self.sources = [{"name": self.name, "count": len(self)}]
 
     def __len__(self) -> int:
         return len(self.judge)
@@ -335,7 +347,7 @@ def _decode_image(path: str) -> np.ndarray:
         data = _read_bytes(path)
         size = _plain_rgb_png(data) if data else None
         limit = Image.MAX_IMAGE_PIXELS  # larger images go to PIL, which warns or refuses
-        if size is not None and (limit is None or size[0] * size[1] <= limit):
+        if data and size is not None and (limit is None or size[0] * size[1] <= limit):
             try:
                 img = _png_decode(data)
             except Exception:  # noqa: BLE001 - PIL decides about a file libspng refuses
@@ -357,7 +369,7 @@ def _stem(name: str) -> str:
     return name[:dot] if 0 < dot < len(name) - 1 else name
 
 
-def _list_folder(folder: Path, suffixes: tuple[str, ...]) -> dict[str, os.DirEntry]:
+def _list_folder(folder: Path, suffixes: str | tuple[str, ...]) -> dict[str, os.DirEntry]:
     """stem -> directory entry, for the files of ``folder`` with one of ``suffixes``."""
     with os.scandir(folder) as it:
         return {_stem(e.name): e for e in it if e.is_file() and e.name.lower().endswith(suffixes)}
@@ -456,8 +468,8 @@ def _read_labels(entries: list[os.DirEntry], split: str, label_dir: str) -> np.n
     for i, e in enumerate(entries):  # one small .npy per item: file I/O, not arithmetic
         data = _read_bytes(e.path)
         start = _npy_header_end(data) if data else 0
-        dtype = known.get(data[:start]) if start else None
-        if dtype is not None and len(data) == start + dtype.itemsize:
+        dtype = known.get(data[:start]) if data and start else None
+        if data and dtype is not None and len(data) == start + dtype.itemsize:
             v = np.frombuffer(data, dtype, 1, start).astype(np.float64)
         else:
             try:  # the bytes already read, or the path if reading failed (np.load says why)
@@ -466,7 +478,7 @@ def _read_labels(entries: list[os.DirEntry], split: str, label_dir: str) -> np.n
             except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
                 bad.append(f"{label_dir}/{e.name} (unreadable: {exc.__class__.__name__})")
                 continue
-            if start and data[:start] not in known:  # learn the header: exactly one plain number?
+            if data and start and data[:start] not in known:  # learn the header: exactly one plain number?
                 plain = array.size == 1 and array.dtype.kind in "biuf" and len(data) == start + array.dtype.itemsize
                 known[data[:start]] = array.dtype if plain else None
         if v.size != 1 or not np.isfinite(v[0]) or not 0.0 <= v[0] <= 1.0:
@@ -546,7 +558,7 @@ def _decode_all(split: str, dirs: dict[str, list[os.DirEntry]], workers: int | N
 def _checksum(array: np.ndarray) -> str:
     """CRC-32 of an array's bytes, as 8 hex digits: it catches damaged or truncated cache files at
     about 5 GB/s (val/cnn's 174 MB: 0.03 s), and zlib lets other threads run meanwhile."""
-    return f"{zlib.crc32(memoryview(np.ascontiguousarray(array)).cast('B')):08x}"
+    return f"{zlib.crc32(np.ascontiguousarray(array).data.cast('B')):08x}"
 
 
 def _checksums(arrays: dict[str, np.ndarray]) -> dict[str, str]:
@@ -631,7 +643,8 @@ def _build_cache(target: Path, split: str, entries: dict[str, list[os.DirEntry]]
 
         arrays = _decode_all(split, {d: entries[d] for d in image_dirs}, workers, allocate)
         for arr in arrays.values():
-            arr.flush()
+            if isinstance(arr, np.memmap):  # all of them: allocate gives memory maps
+                arr.flush()
         np.save(tmp / f"{label_dir}.npy", labels)
         arrays[label_dir] = labels
         sums = _checksums(arrays)
@@ -659,13 +672,18 @@ def _load(folder: Path, split: str, image_dirs: tuple[str, ...], label_dir: str,
           cache_dir: str | os.PathLike | bool | None, workers: int | None):
     stems, entries = _listing(folder, split, image_dirs, label_dir)
     fingerprint = _fingerprint(folder, entries)
-    cache = None if cache_dir is False else Path(cache_dir if cache_dir not in (None, True) else default_cache_dir())
+    cache: Path | None
+    if cache_dir is False:
+        cache = None
+    elif cache_dir is None or cache_dir is True:
+        cache = default_cache_dir()
+    else:
+        cache = Path(cache_dir)
     target = cache / "splits" / f"{split.replace('/', '_').strip('_')[-60:]}-{fingerprint}" if cache else None
-    keys = image_dirs + (label_dir,)
     arrays = _open_entry(target, image_dirs, label_dir) if target is not None else None
     if arrays is None:
         labels = _read_labels(entries[label_dir], split, label_dir)  # cheap checks first
-        if target is not None:
+        if cache is not None and target is not None:
             meta = {"split": split, "folder": str(folder), "n": len(stems)}
             try:
                 _build_cache(target, split, entries, image_dirs, label_dir, labels, workers, meta)
@@ -676,9 +694,9 @@ def _load(folder: Path, split: str, image_dirs: tuple[str, ...], label_dir: str,
         if arrays is None:
             arrays = _decode_all(split, {d: entries[d] for d in image_dirs}, workers)
         arrays[label_dir] = labels
-    fields = {k: arrays[k] for k in keys}
-    cls = JNDSplit if label_dir == "same" else TwoAFCSplit
-    return cls(name=split, files=stems, fingerprint=fingerprint, **fields)
+    if label_dir == "same":
+        return JNDSplit(split, arrays["p0"], arrays["p1"], arrays["same"], stems, fingerprint)
+    return TwoAFCSplit(split, arrays["ref"], arrays["p0"], arrays["p1"], arrays["judge"], stems, fingerprint)
 
 
 def verify_split_folder(folder: str | os.PathLike, name: str, *, jnd: bool, workers: int | None = None) -> int:

@@ -66,6 +66,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, cast
 
 from ..errors import InputError, PercepmetricError
 from ..io import atomic_write_text, prepare_output_dir
@@ -135,6 +136,7 @@ def fetch(url: str, target: Path, progress: bool = True) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     have = part.stat().st_size if part.exists() else 0
     parsed = urllib.parse.urlparse(url)
+    total: int | None  # the announced length, None when the server gives none
     if parsed.scheme == "file":
         source = Path(urllib.request.url2pathname(parsed.path))
         if not source.is_file():
@@ -212,7 +214,8 @@ class _CheckedTarInfo(tarfile.TarInfo):
         if self.type in _EXTENDED_HEADERS and self.size > MAX_HEADER_BYTES:
             raise _Refused(self.name, f"is an extended tar header of {_size(self.size)}, more than the "
                                       f"{_size(MAX_HEADER_BYTES)} allowed")
-        return super()._proc_member(tar)
+        # A private method of TarInfo (the hook for reading a member's header), absent from typeshed.
+        return super()._proc_member(tar)  # type: ignore[misc]
 
 
 class _CappedStream:
@@ -325,10 +328,15 @@ def _unpack(archive: Archive, archive_path: Path, into: Path) -> dict[str, int]:
     members = unpacked = 0
     stream_cap = archive.max_bytes + archive.max_members * _HEADER_ALLOWANCE
     try:
+        # The cast: typeshed asks for a whole file object (read, write, seek, tell, close), but in
+        # stream mode ("r|") tarfile only calls read(), all that _CappedStream has.
         with _open_decompressed(archive_path) as raw, \
-                tarfile.open(fileobj=_CappedStream(raw, stream_cap), mode="r|", tarinfo=_CheckedTarInfo) as tar:
+                tarfile.open(fileobj=cast(IO[bytes], _CappedStream(raw, stream_cap)), mode="r|",
+                             tarinfo=_CheckedTarInfo) as tar:
             while (member := tar.next()) is not None:
-                tar.members.clear()  # tarfile keeps every header it reads; the training set has 600k
+                # tarfile keeps every header it reads; the training set has 600k. (``members`` is
+                # TarFile's list of them, not in typeshed; getmembers() would read the whole archive.)
+                tar.members.clear()  # type: ignore[attr-defined]
                 name = _member_name(member)
                 members += 1
                 if members > archive.max_members:
@@ -355,7 +363,9 @@ def _unpack(archive: Archive, archive_path: Path, into: Path) -> dict[str, int]:
                 unpacked += member.size
                 if unpacked > archive.max_bytes:
                     raise _Refused(name, f"takes the archive past {_size(archive.max_bytes)} unpacked, its cap")
-                data = tar.extractfile(member).read()
+                contents = tar.extractfile(member)
+                assert contents is not None  # a regular file (checked above) always has contents
+                data = contents.read()
                 problem = _png_problem(data) if suffix == ".png" else None
                 if problem:
                     raise _Refused(name, problem)

@@ -29,4 +29,8 @@ def example_triplet(size: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.
     ref = photo[top : top + size, left : left + size]
     a = _jpeg(ref, quality=10)
     b = np.clip(np.round(gaussian_filter(ref.astype(np.float64), sigma=(1.5, 1.5, 0))), 0, 255).astype(np.uint8)
-    return tuple(torch.from_numpy(im.transpose(2, 0, 1).astype(np.float32) / 255.0)[None] for im in (ref, a, b))
+
+    def tensor(im: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(im.transpose(2, 0, 1).astype(np.float32) / 255.0)[None]
+
+    return tensor(ref), tensor(a), tensor(b)

@@ -46,6 +46,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..metrics.color import YIQ_MATRIX
+
 PATCH = 64
 DEFAULT_SIZE = 48
 MARKER = "SYNTHETIC_SENTINELS.txt"
@@ -67,7 +69,7 @@ CATEGORY_KINDS: dict[str, tuple[str, ...]] = {
 
 # ---------------------------------------------------------------- photos and patches
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _photo(name: str) -> np.ndarray:
     from skimage import data
 
@@ -99,7 +101,7 @@ def photo_patches(n: int, size: int = PATCH, seed: int = 0) -> np.ndarray:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _halved(name: str) -> np.ndarray:
     p = _photo(name).astype(np.float32)
     h, w = (p.shape[0] // 2) * 2, (p.shape[1] // 2) * 2
@@ -215,7 +217,8 @@ def superres(images: np.ndarray, amount, factor: int = 4) -> np.ndarray:
 
 
 def deblur(images: np.ndarray, amount) -> np.ndarray:
-    """Blend in (by ``amount``) a blur (sigma 1.5) followed by a strong unsharp mask: a deblurring result with ringing."""
+    """Blend in (by ``amount``) a blur (sigma 1.5) followed by a strong unsharp mask: a deblurring
+    result with ringing."""
     blurred = _gaussian(_to_float(images), 1.5)
     sharpened = blurred + 2.0 * (blurred - _gaussian(blurred, 1.0))
     return _lerp(images, sharpened, amount)
@@ -225,7 +228,7 @@ def color_shift(images: np.ndarray, hue, saturation) -> np.ndarray:
     """Rotate the chroma plane of YIQ by ``hue`` radians and scale it by ``saturation`` (``(N,)`` each)."""
     x = _to_float(images)
     n = len(images)
-    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=x.dtype)
+    to_yiq = torch.tensor(YIQ_MATRIX, dtype=x.dtype)
     yiq = torch.einsum("ij,njhw->nihw", to_yiq, x)
     h, s = _per_image(hue, n).flatten(), _per_image(saturation, n).flatten()
     i, q = yiq[:, 1], yiq[:, 2]
@@ -274,7 +277,8 @@ def distort(images: np.ndarray, kind: str, strength, seed: int) -> np.ndarray:
         return color_shift(images, 1.2 * s * sign[:, 0], 1 + 0.8 * s * sign[:, 1])
     if kind == "ghosting":
         return ghosting(images, 0.5 * s, 4.0 * sign[:, 0], 4.0 * sign[:, 1])
-    raise ValueError(f"unknown distortion kind {kind!r} (known: {', '.join(sorted(set(sum(CATEGORY_KINDS.values(), ()))))})")
+    known = sorted(set(sum(CATEGORY_KINDS.values(), ())))
+    raise ValueError(f"unknown distortion kind {kind!r} (known: {', '.join(known)})")
 
 
 # ---------------------------------------------------------------- triplets, pairs, the layout

@@ -13,16 +13,18 @@ Flags mean what they mean in the other commands: ``--no-progress`` hides progres
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
-from ..cli_options import device_option, no_progress_option, parse_option_value
+from ..cli_options import device_option, no_progress_option, parse_option_value, split_option_items
 from ..errors import InputError
 
 
-def _options(metric: str | None, items) -> dict:
-    """``-o KEY=VALUE`` items -> the options of ``--metric``, each value read as the other
-    commands read it (:func:`~percepmetric.cli_options.parse_option_value`, by the option's default)."""
+def _options(metric: str | None, items: tuple[str, ...]) -> dict[str, Any]:
+    """``-o KEY=VALUE`` items -> the options of ``--metric``, split and read as every command
+    reads them (:func:`~percepmetric.cli_options.split_option_items`,
+    :func:`~percepmetric.cli_options.parse_option_value` by the option's default)."""
     if not items:
         return {}
     if not metric:
@@ -30,14 +32,7 @@ def _options(metric: str | None, items) -> dict:
     from ..registry import metric_options
 
     defaults = metric_options(metric)
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"--option {item!r}: expected KEY=VALUE")
-        key = key.replace("-", "_")
-        options[key] = parse_option_value(value, defaults.get(key))
-    return options
+    return {key: parse_option_value(value, defaults.get(key)) for key, value in split_option_items(items).items()}
 
 
 def progress_options(command):
@@ -83,8 +78,10 @@ def deepsim() -> None:
 @click.option("--option", "-o", "metric_options", multiple=True, metavar="KEY=VALUE",
               help="Option of --metric, e.g. -o net=vgg (repeatable).")
 @click.option("--metric-option", "old_metric_options", multiple=True, hidden=True)
-@click.option("--comparator", default="alex:conv5", show_default=True, help="NET:LAYER, e.g. alex:conv5, alex:fc6, vgg:relu3_3.")
-@click.option("--random-comparator", is_flag=True, help="Comparator with random weights (paper's study of comparators).")
+@click.option("--comparator", default="alex:conv5", show_default=True,
+              help="NET:LAYER, e.g. alex:conv5, alex:fc6, vgg:relu3_3.")
+@click.option("--random-comparator", is_flag=True,
+              help="Comparator with random weights (paper's study of comparators).")
 @click.option("--random-encoder", is_flag=True, help="Random AlexNet for the inverted layer / VAE encoder trunk.")
 @click.option("--width", type=float, default=1.0, show_default=True, help="Scale of every hidden layer (1 = paper).")
 @click.option("--latent", type=int, default=4096, show_default=True, help="VAE latent size.")
@@ -106,19 +103,19 @@ def train_command(task, layer, size, data, out, iterations, batch_size, lr, loss
 
     An OUT that already holds a run is continued with --resume, never overwritten.
     """
-    from .train import TrainConfig, train
+    from .train import DeepSimConfig, train_generator
 
     _set_threads(threads)
-    config = TrainConfig(
+    config = DeepSimConfig(
         task=task, layer=layer, size=size, data=data, out=out, iterations=iterations, batch_size=batch_size, lr=lr,
         loss=loss, lambda_feat=lambda_feat, lambda_adv=lambda_adv, lambda_img=lambda_img, lambda_kl=lambda_kl,
-        lambda_metric=lambda_metric, metric=metric, metric_options=_options(metric, old_metric_options + metric_options),
-        comparator=comparator,
+        lambda_metric=lambda_metric, metric=metric,
+        metric_options=_options(metric, old_metric_options + metric_options), comparator=comparator,
         comparator_pretrained=not random_comparator, pretrained=not random_encoder, width=width, latent=latent,
         code_channels=code_channels, discriminator_features=discriminator_features,
         checkpoint_every=checkpoint_every, seed=seed, device=device,
     )
-    path = train(config, resume=resume, progress=not (no_progress or quiet))
+    path = train_generator(config, resume=resume, progress=not (no_progress or quiet))
     click.echo(f"wrote {path}")
 
 
@@ -126,7 +123,8 @@ def train_command(task, layer, size, data, out, iterations, batch_size, lr, loss
 @click.argument("checkpoint", type=click.Path())
 @click.option("--data", required=True, type=click.Path(), help="Folder of test images (central crops are used).")
 @click.option("--out", required=True, type=click.Path(), help="Folder for errors.json and the image grids.")
-@click.option("--comparator", default=None, help="Feature space of the normalised error (default: the run's comparator).")
+@click.option("--comparator", default=None,
+              help="Feature space of the normalised error (default: the run's comparator).")
 @click.option("--iterations", type=int, default=4, show_default=True, help="Re-encoding iterations.")
 @device_option
 def evaluate_command(checkpoint, data, out, comparator, iterations, device) -> None:
@@ -145,14 +143,15 @@ def evaluate_command(checkpoint, data, out, comparator, iterations, device) -> N
 @click.option("--size", type=int, default=64, show_default=True, help="Patch size, 32 to 150.")
 @click.option("--width", type=float, default=0.5, show_default=True)
 @click.option("--n-test", type=int, default=16, show_default=True, help="Held-out test patches.")
-@click.option("--metric", "-m", "metrics", multiple=True, help="Metrics of the evaluation (default: all of the registry's usual ones).")
+@click.option("--metric", "-m", "metrics", multiple=True,
+              help="Metrics of the evaluation (default: all of the registry's usual ones).")
 @click.option("--metric-loss", default=None, help="Also train a generator with this registry metric as its loss.")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch CPU threads (0: torch's default). One is the most efficient on a busy shared machine.")
 @progress_options
 @device_option
-def demo_command(out, iterations, batch_size, lr, size, width, n_test, metrics, metric_loss, threads, no_progress, quiet,
-                 device) -> None:
+def demo_command(out, iterations, batch_size, lr, size, width, n_test, metrics, metric_loss, threads, no_progress,
+                 quiet, device) -> None:
     """Train an image-loss and a DeePSiM autoencoder on scikit-image photos and compare them with every metric."""
     from .demo import DEMO_METRICS, run_demo
 

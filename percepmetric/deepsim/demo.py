@@ -23,14 +23,15 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError, PercepmetricError
-from .train import TrainConfig, check_size, train
 from ..io import atomic_write_text, prepare_output_dir
+from .train import DeepSimConfig, check_size, train_generator
 
 DEMO_METRICS = ("l2", "psnr", "ssim", "ms_ssim", "fsim", "lpips")
 TRAIN_PHOTOS = ("astronaut", "coffee", "rocket", "immunohistochemistry")
@@ -51,7 +52,7 @@ def _half(image: np.ndarray) -> np.ndarray:
     from PIL import Image
 
     h, w = image.shape[:2]
-    return np.asarray(Image.fromarray(image).resize((w // 2, h // 2), Image.LANCZOS))
+    return np.asarray(Image.fromarray(image).resize((w // 2, h // 2), Image.Resampling.LANCZOS))
 
 
 def write_demo_data(folder: str | os.PathLike, size: int = 64, n_test: int = 16, seed: int = 0) -> tuple[Path, Path]:
@@ -94,7 +95,7 @@ def available_metrics(names=DEMO_METRICS) -> tuple[list, list[str]]:
     return metrics, notes
 
 
-def _check_before_writing(runs: dict[str, TrainConfig], out: Path, size: int, metric_loss: str | None) -> None:
+def _check_before_writing(runs: dict[str, DeepSimConfig], out: Path, size: int, metric_loss: str | None) -> None:
     """Refuse, in one line, what would fail or destroy something only after minutes of work."""
     for config in [runs["deepsim"], *runs.values()]:  # the DeePSiM loss has the most networks: the fullest message
         check_size(config)
@@ -109,7 +110,8 @@ def _check_before_writing(runs: dict[str, TrainConfig], out: Path, size: int, me
         if not metric.differentiable:
             raise InputError(f"--metric-loss {metric_loss}: not differentiable, so it cannot be a loss")
         if size < metric.min_size:
-            raise InputError(f"--size {size}: the loss metric {metric_loss} needs images of at least {metric.min_size} px")
+            raise InputError(
+                f"--size {size}: the loss metric {metric_loss} needs images of at least {metric.min_size} px")
     for name in runs:
         for file in ("final.pt", "last.pt"):
             if (out / name / file).is_file():
@@ -119,7 +121,8 @@ def _check_before_writing(runs: dict[str, TrainConfig], out: Path, size: int, me
 
 
 def run_demo(out: str | os.PathLike, iterations: int = 500, batch_size: int = 16, size: int = 64,
-             width: float = 0.5, lr: float = 1e-3, n_test: int = 16, metric_names=DEMO_METRICS, metric_loss: str | None = None,
+             width: float = 0.5, lr: float = 1e-3, n_test: int = 16, metric_names=DEMO_METRICS,
+             metric_loss: str | None = None,
              comparator: str = "alex:conv5", progress: bool = True, seed: int = 0, log=print,
              device: str = "auto") -> dict[str, Any]:
     """Train the demo generators into ``out`` and evaluate them; returns the summary dict.
@@ -134,22 +137,23 @@ def run_demo(out: str | os.PathLike, iterations: int = 500, batch_size: int = 16
     :func:`~percepmetric.deepsim.train.check_size`), ``metric_loss``, ``out`` (a folder that can
     be written) and that ``out`` holds no earlier demo, whose models it would overwrite.
     """
+    from ..devices import resolve_device
     from .evaluate import bench_models, evaluate_run, format_table, load_model, reconstruct, save_grid
-    from .train import ImageCrops, resolve_device
+    from .train import ImageCrops
 
     torch_device = resolve_device(device)
     out = Path(out)
     lambda_adv = 100.0 * (size / 227.0) ** 2
-    common = dict(task="autoencoder", size=size, data=str(out / "data" / "train"), iterations=iterations,
-                  batch_size=batch_size, lr=lr, width=width, discriminator_width=width / 2, comparator=comparator,
-                  checkpoint_every=0, seed=seed, device=str(torch_device))
+    common = DeepSimConfig(task="autoencoder", size=size, data=str(out / "data" / "train"), iterations=iterations,
+                           batch_size=batch_size, lr=lr, width=width, discriminator_width=width / 2,
+                           comparator=comparator, checkpoint_every=0, seed=seed, device=str(torch_device))
     runs = {
-        "image_loss": TrainConfig(out=str(out / "image_loss"), loss="image", **common),
-        "deepsim": TrainConfig(out=str(out / "deepsim"), loss="full", lambda_adv=lambda_adv, **common),
+        "image_loss": replace(common, out=str(out / "image_loss"), loss="image"),
+        "deepsim": replace(common, out=str(out / "deepsim"), loss="full", lambda_adv=lambda_adv),
     }
     if metric_loss:
-        runs[f"{metric_loss}_loss"] = TrainConfig(out=str(out / f"{metric_loss}_loss"), loss="metric",
-                                                  metric=metric_loss, **common)
+        runs[f"{metric_loss}_loss"] = replace(common, out=str(out / f"{metric_loss}_loss"), loss="metric",
+                                              metric=metric_loss)
     _check_before_writing(runs, out, size, metric_loss)
     started = time.perf_counter()
     test_dir = write_demo_data(out / "data", size, n_test, seed)[1]  # the train folder is in the configs
@@ -157,7 +161,7 @@ def run_demo(out: str | os.PathLike, iterations: int = 500, batch_size: int = 16
     for name, config in runs.items():
         log(f"training {name}: {iterations} iterations, batch {batch_size}, {size}x{size} on {torch_device} ...")
         t0 = time.perf_counter()
-        train(config, progress=progress)
+        train_generator(config, progress=progress)
         timings[name] = time.perf_counter() - t0
     specs = [f"deepsim:{out / name / 'final.pt'}" for name in runs]
 
@@ -175,15 +179,18 @@ def run_demo(out: str | os.PathLike, iterations: int = 500, batch_size: int = 16
               title="Held-out test patches (top row) and each model's reconstruction of them")
 
     summary = {
-        "models": list(runs), "iterations": iterations, "lr": lr, "batch_size": batch_size, "size": size, "width": width,
-        "lambda_adv_deepsim": lambda_adv, "device": str(torch_device), "train_seconds": timings, "total_seconds": time.perf_counter() - started,
+        "models": list(runs), "iterations": iterations, "lr": lr, "batch_size": batch_size, "size": size,
+        "width": width, "lambda_adv_deepsim": lambda_adv, "device": str(torch_device), "train_seconds": timings,
+        "total_seconds": time.perf_counter() - started,
         "unavailable_metrics": notes,
-        "normalized_errors": {k: {m: v[m] for m in ("image", "code", "comparator") if m in v} for k, v in errors.items()},
+        "normalized_errors": {k: {m: v[m] for m in ("image", "code", "comparator") if m in v}
+                              for k, v in errors.items()},
         "bench": table.to_dict(orient="records"),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
     md = ["# DeePSiM demo", "",
-          f"{len(runs)} {size}x{size} autoencoders (width {width}), {iterations} iterations of batch {batch_size}, lr {lr:g}, "
+          f"{len(runs)} {size}x{size} autoencoders (width {width}), {iterations} iterations of batch {batch_size}, "
+          f"lr {lr:g}, "
           f"trained on random crops of {', '.join(TRAIN_PHOTOS)} (scikit-image); tested on {n_test} patches of "
           f"{', '.join(TEST_PHOTOS)}.", "",
           "## Registry metrics between reconstruction and original (lower = closer)", "", "```",

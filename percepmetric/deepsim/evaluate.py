@@ -8,7 +8,7 @@
   registry metric between reconstruction and original (mean distance with a 95% bootstrap
   CI); with two or more models, per metric, the fraction of images on which each model
   reconstructs closer than the other (2AFC style). ``percepmetric bench --model deepsim:...``
-  calls it.
+  reaches it through :data:`DEEPSIM_MODELS`, a plugin of :mod:`percepmetric.bench.models`.
 
 Every number of that table is a distance (``metric.to_distance``: lower = closer), so a metric
 whose own value is a similarity is labelled by what the number is (:func:`distance_label`):
@@ -26,16 +26,20 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..devices import resolve_device
 from ..errors import InputError, PercepmetricError
-from ..nets.deepsim import ReconstructionModel, build_comparator
-from .train import ImageCrops, load_checkpoint, model_from_checkpoint, resolve_device
+from ..evaluation import metric_device, metric_distances
 from ..io import atomic_path, atomic_write_text, prepare_output_dir
+from ..stats import two_afc_credit
+from .networks import ReconstructionModel, build_comparator
+from .train import ImageCrops, load_deepsim_checkpoint, model_from_checkpoint
 
 MODEL_PREFIX = "deepsim:"
 
@@ -57,7 +61,7 @@ def checkpoint_path(spec: str) -> Path:
 def load_model(spec: str, device: str | torch.device | None = None) -> tuple[ReconstructionModel, dict[str, Any]]:
     """The model of ``deepsim:PATH`` in eval mode on ``device`` (None: the CPU), and its checkpoint dict."""
     path = checkpoint_path(spec)
-    ckpt = load_checkpoint(path)
+    ckpt = load_deepsim_checkpoint(path)
     return model_from_checkpoint(ckpt, device, path), ckpt
 
 
@@ -116,9 +120,11 @@ def inversion_errors(model: ReconstructionModel, images: torch.Tensor, comparato
     images = images.to(recon)
     out = {"image": normalized_error(recon, images)}
     with torch.inference_mode():
-        out["code"] = normalized_error(_batched(model.encode, recon, batch_size), _batched(model.encode, images, batch_size))
+        out["code"] = normalized_error(_batched(model.encode, recon, batch_size),
+                                       _batched(model.encode, images, batch_size))
         if comparator is not None:
-            out["comparator"] = normalized_error(_batched(comparator, recon, batch_size), _batched(comparator, images, batch_size))
+            out["comparator"] = normalized_error(_batched(comparator, recon, batch_size),
+                                                 _batched(comparator, images, batch_size))
     return out
 
 
@@ -238,7 +244,7 @@ def evaluate_run(spec: str, data_dir: str | os.PathLike, out_dir: str | os.PathL
                  ) -> dict[str, Any]:
     """Normalised errors, re-encoding and interpolation grids (and VAE samples) of one model.
 
-    Model and comparator run on ``device`` (:func:`~percepmetric.deepsim.train.resolve_device`).
+    Model and comparator run on ``device`` (:func:`~percepmetric.devices.resolve_device`).
 
     Writes ``errors.json``, ``reconstructions.png`` (originals / reconstructions),
     ``reencode.png``, ``interpolation.png`` and, for a VAE, ``samples.png`` into ``out_dir``;
@@ -251,10 +257,10 @@ def evaluate_run(spec: str, data_dir: str | os.PathLike, out_dir: str | os.PathL
     images = crops.center_crops().to(device)
     comp_spec = comparator or ckpt["comparator"]["spec"]
     comp = build_comparator(comp_spec, ckpt["comparator"]["pretrained"]).to(device)
-    errors = inversion_errors(model, images, comp)
-    errors = {"model": str(checkpoint_path(spec)), "task": model.task,
-              "layer": model.config["layer"] if model.task == "invert" else None,
-              "n_images": int(images.shape[0]), "comparator_spec": comp_spec, **errors}
+    errors: dict[str, Any] = {"model": str(checkpoint_path(spec)), "task": model.task,
+                              "layer": model.config["layer"] if model.task == "invert" else None,
+                              "n_images": int(images.shape[0]), "comparator_spec": comp_spec,
+                              **inversion_errors(model, images, comp)}
     show = images[:n_show]
     names = _short_names(crops.names[:n_show])
     save_grid([show, reconstruct(model, show).clamp(0, 1)], out / "reconstructions.png",
@@ -285,7 +291,7 @@ def evaluate_run(spec: str, data_dir: str | os.PathLike, out_dir: str | os.PathL
 
 def _ci(values: np.ndarray) -> tuple[float, float]:
     """95% percentile bootstrap CI of the mean, as every other table of percepmetric computes it."""
-    from ..bench.scores import bootstrap_ci
+    from ..stats import bootstrap_ci
 
     return bootstrap_ci(np.mean, np.asarray(values, dtype=np.float64), n_boot=1000, level=0.95, seed=0)
 
@@ -302,17 +308,6 @@ def distance_label(metric) -> str:
     if metric.lower_is_better:
         return label
     return f"{label} as {getattr(metric, 'distance_name', None) or 'distance'}"
-
-
-def metric_distances(metric, recon: torch.Tensor, images: torch.Tensor, batch_size: int = 16) -> np.ndarray:
-    """Per-image ``metric.to_distance(metric(clamp(recon, 0, 1), image))``: ``(N,)`` float64."""
-    p = next(metric.parameters(), None)
-    device = p.device if p is not None else recon.device
-    out = []
-    with torch.inference_mode():
-        for r, x in zip(recon.split(batch_size), images.split(batch_size)):
-            out.append(metric.to_distance(metric(r.clamp(0, 1).to(device), x.to(device))).double().cpu())
-    return torch.cat(out).numpy()
 
 
 def metrics_device(metrics: list) -> torch.device:
@@ -365,7 +360,8 @@ def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: 
                    "loss": ckpt["config"].get("loss"), "metric": metric.spec, "metric_name": metric.name,
                    "distance": distance_label(metric), "n_images": int(images.shape[0]), "note": ""}
             try:
-                d = metric_distances(metric, recon, images)
+                (d,) = metric_distances(metric, (recon.clamp(0, 1), images), batch_size=16,
+                                        device=metric_device(metric, default=recon.device))
             except PercepmetricError as exc:
                 row.update(mean_distance=float("nan"), ci_low=float("nan"), ci_high=float("nan"), note=str(exc))
             else:
@@ -379,15 +375,24 @@ def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: 
         for k in range(len(metrics)):
             for i in range(len(loaded)):
                 if (k, i) not in per_image:
-                    fractions.append(float("nan")); lows.append(float("nan")); highs.append(float("nan"))
+                    fractions.append(float("nan"))
+                    lows.append(float("nan"))
+                    highs.append(float("nan"))
                     continue
-                wins = [_closer(per_image[(k, i)], per_image[(k, j)]) for j in range(len(loaded)) if j != i and (k, j) in per_image]
+                # 1 where this model's reconstruction is the closer one, 1/2 on a tie: the 2AFC credit
+                # of a question (p0: the other model's, p1: this one's) that everybody answers p1
+                wins = [two_afc_credit(per_image[(k, j)], per_image[(k, i)], 1.0)
+                        for j in range(len(loaded)) if j != i and (k, j) in per_image]
                 if not wins:
-                    fractions.append(float("nan")); lows.append(float("nan")); highs.append(float("nan"))
+                    fractions.append(float("nan"))
+                    lows.append(float("nan"))
+                    highs.append(float("nan"))
                     continue
                 w = np.mean(wins, axis=0)  # per image, averaged over the other models
                 lo, hi = _ci(w)
-                fractions.append(float(w.mean())); lows.append(lo); highs.append(hi)
+                fractions.append(float(w.mean()))
+                lows.append(lo)
+                highs.append(hi)
         table["closer_fraction"] = fractions
         table["closer_ci_low"] = lows
         table["closer_ci_high"] = highs
@@ -396,11 +401,6 @@ def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: 
         if plot:
             plot_bench(table, out / "deepsim_bench.png")
     return table
-
-
-def _closer(d_self: np.ndarray, d_other: np.ndarray) -> np.ndarray:
-    """Per image: 1 when this reconstruction is closer (smaller distance), 1/2 on a tie, else 0."""
-    return (d_self < d_other).astype(np.float64) + 0.5 * (d_self == d_other)
 
 
 def _unique(labels: list[str]) -> list[str]:
@@ -440,7 +440,8 @@ def plot_bench(table, path: str | os.PathLike) -> Path:
         panels = [ax]
         if has_afc:
             ax = axes[1, col]
-            err = np.vstack([sub["closer_fraction"] - sub["closer_ci_low"], sub["closer_ci_high"] - sub["closer_fraction"]])
+            err = np.vstack([sub["closer_fraction"] - sub["closer_ci_low"],
+                             sub["closer_ci_high"] - sub["closer_fraction"]])
             ax.bar(x, sub["closer_fraction"], yerr=np.nan_to_num(err), capsize=3, color="C1")
             if not skipped:
                 ax.axhline(0.5, color="grey", lw=0.8, ls="--")  # as often closer as not
@@ -501,3 +502,23 @@ def format_table(table) -> str:
     if has_afc:
         lines.append("closer: fraction of images on which this model's reconstruction is the closer one")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the plugin of `bench --model`
+
+class DeepSimModels:
+    """DeePSiM generators as a kind of model under evaluation: ``percepmetric bench --model
+    deepsim:PATH`` (a :class:`percepmetric.bench.models.ModelKind`, announced under the
+    ``percepmetric.models`` entry points in ``pyproject.toml``). Its report is
+    :func:`format_table` of :func:`bench_models`."""
+
+    name = "deepsim"
+    example = f"{MODEL_PREFIX}PATH/TO/final.pt"
+
+    def evaluate(self, paths: Sequence[str], data_dir: str, metrics: Sequence[torch.nn.Module], out_dir: Path | None,
+                 plot: bool) -> str:
+        specs = [MODEL_PREFIX + path for path in paths]
+        return format_table(bench_models(specs, data_dir, list(metrics), out_dir, plot))
+
+
+DEEPSIM_MODELS = DeepSimModels()

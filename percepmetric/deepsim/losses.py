@@ -101,7 +101,8 @@ def kl_loss(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
     return (0.5 * (mu ** 2 + torch.exp(2 * log_sigma) - 2 * log_sigma)).sum(dim=1).mean()
 
 
-def discriminator_should_update(discr_loss: float, adv_loss: float, threshold: float = DISCRIMINATOR_PAUSE_RATIO) -> bool:
+def discriminator_should_update(discr_loss: float, adv_loss: float,
+                                threshold: float = DISCRIMINATOR_PAUSE_RATIO) -> bool:
     """Sec. 3.2: update D only while ``L_discr / L_adv >= threshold`` (D is paused when it is far ahead)."""
     if adv_loss <= 0:
         return False

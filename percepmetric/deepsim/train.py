@@ -13,12 +13,12 @@ tensors and plain data only (RNG states included) and are read with ``weights_on
 (:func:`percepmetric.checkpoints.load_checkpoint_file`): a file that wants to build Python
 objects is refused and nothing in it runs.
 
-Before a run reads its data or writes anything, :func:`train` checks what a user can get
+Before a run reads its data or writes anything, :func:`train_generator` checks what a user can get
 wrong: the image size (against what every network of the run accepts, :func:`check_size`), an
 existing run in ``OUT`` (continued only with ``resume``), the data of a resumed run (its
 fingerprint), and ``OUT`` itself (a folder that can be written).
 
-Device (``TrainConfig.device``, ``--device``): ``auto`` (CUDA when available, else the CPU),
+Device (``DeepSimConfig.device``, ``--device``): ``auto`` (CUDA when available, else the CPU),
 ``cpu``, ``cuda`` or ``cuda:N``. Networks are built on the CPU with the seeded CPU RNG (same
 initial weights on every device), then moved; every batch is moved to the device in
 :meth:`Trainer.train_step`. Checkpoints load with ``map_location="cpu"`` and are moved after.
@@ -31,9 +31,10 @@ import hashlib
 import io
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,9 @@ import torch
 from ..checkpoints import load_checkpoint_file, remove_stale_temporaries, save_checkpoint
 from ..devices import resolve_device
 from ..errors import InputError
-from ..nets.deepsim import (
+from ..io import atomic_write_text, prepare_output_dir
+from .losses import DeepSimLoss, LossWeights, discriminator_should_update, kl_loss, loss_weights
+from .networks import (
     Discriminator,
     ReconstructionModel,
     build_comparator,
@@ -49,8 +52,6 @@ from ..nets.deepsim import (
     size_error,
     smallest_accepted_size,
 )
-from .losses import DeepSimLoss, LossWeights, discriminator_should_update, kl_loss, loss_weights
-from ..io import atomic_write_text, prepare_output_dir
 
 CHECKPOINT_FORMAT = "percepmetric-deepsim/1"
 RUN_FILES = ("last.pt", "final.pt", "log.csv")  # what a run writes into OUT (atomically)
@@ -94,7 +95,7 @@ class ImageCrops:
         return dict(self._fingerprint)
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike, size: int) -> "ImageCrops":
+    def from_folder(cls, folder: str | os.PathLike, size: int) -> ImageCrops:
         from ..io import read_image_array
 
         folder = Path(folder)
@@ -118,7 +119,7 @@ class ImageCrops:
 
             scale = self.size / min(h, w)
             new = (max(self.size, round(w * scale)), max(self.size, round(h * scale)))
-            image = np.asarray(Image.fromarray(image).resize(new, Image.BICUBIC))
+            image = np.asarray(Image.fromarray(image).resize(new, Image.Resampling.BICUBIC))
         return np.ascontiguousarray(image)
 
     def __len__(self) -> int:
@@ -202,7 +203,7 @@ def _describe_fingerprint(fingerprint: Any) -> str:
 # ---------------------------------------------------------------- configuration
 
 @dataclass
-class TrainConfig:
+class DeepSimConfig:
     """Everything a run needs; stored in each checkpoint.
 
     ``loss``: ablation preset (``full``, ``image``, ``features``, ``adversarial``, ``metric``);
@@ -253,7 +254,7 @@ class TrainConfig:
         return w
 
 
-def build_model(config: TrainConfig) -> ReconstructionModel:
+def build_model(config: DeepSimConfig) -> ReconstructionModel:
     return ReconstructionModel(config.task, config.layer, config.size, config.width, config.pretrained,
                                config.code_channels, config.latent)
 
@@ -265,7 +266,7 @@ def _condition_dim(model: ReconstructionModel) -> int:
     return probe[0].numel()
 
 
-def build_loss(config: TrainConfig, model: ReconstructionModel) -> DeepSimLoss:
+def build_loss(config: DeepSimConfig, model: ReconstructionModel) -> DeepSimLoss:
     w = config.weights()
     comparator = build_comparator(config.comparator, config.comparator_pretrained) if w.feat else None
     discriminator = None
@@ -287,17 +288,18 @@ def build_loss(config: TrainConfig, model: ReconstructionModel) -> DeepSimLoss:
     return DeepSimLoss(w, comparator, discriminator, metric)
 
 
-def _model_description(config: TrainConfig) -> str:
+def _model_description(config: DeepSimConfig) -> str:
     if config.task == "invert":
         return f"the AlexNet {config.layer} inverter"
     return "the VAE" if config.task == "vae" else "the autoencoder"
 
 
-def _networks_seeing_images(config: TrainConfig) -> list[tuple[str, Callable[[int], Callable]]]:
+def _networks_seeing_images(config: DeepSimConfig) -> list[tuple[str, Callable[[int], Callable]]]:
     """Each network of the run that takes the images, and how to build it for a given size
     (random weights: shapes do not depend on them)."""
     w = config.weights()
-    networks = [(_model_description(config), lambda s: build_model(replace(config, size=s, pretrained=False)).reconstruct)]
+    networks = [(_model_description(config),
+                 lambda s: build_model(replace(config, size=s, pretrained=False)).reconstruct)]
     if w.feat:
         networks.append((f"the comparator {config.comparator} of the feature loss",
                          lambda s: build_comparator(config.comparator, pretrained=False)))
@@ -306,11 +308,11 @@ def _networks_seeing_images(config: TrainConfig) -> list[tuple[str, Callable[[in
     return networks
 
 
-def check_size(config: TrainConfig) -> None:
+def check_size(config: DeepSimConfig) -> None:
     """Refuse, in one line and before anything runs, an image size some network of the run cannot
     take; when it is too small, say what the smallest size is.
 
-    The sizes come from the networks themselves (:func:`~percepmetric.nets.deepsim.size_error`
+    The sizes come from the networks themselves (:func:`~percepmetric.deepsim.networks.size_error`
     runs them on PyTorch's meta device), so they follow the architecture, the comparator and
     the loss preset. A registry metric used as a loss is checked when it is built
     (:func:`build_loss`).
@@ -345,7 +347,7 @@ def check_size(config: TrainConfig) -> None:
 
 # ---------------------------------------------------------------- checkpoints
 
-def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = MODEL_FIELDS) -> dict[str, Any]:
+def load_deepsim_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = MODEL_FIELDS) -> dict[str, Any]:
     """Read a DeePSiM checkpoint without running any code in it (``weights_only=True``).
 
     :class:`InputError` in one line naming the file when it is absent, not a DeePSiM checkpoint,
@@ -385,7 +387,7 @@ def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device | Non
 class Trainer:
     """State of one run: model, loss (with D), optimisers, step, RNGs. See the module docstring."""
 
-    def __init__(self, config: TrainConfig, data: ImageCrops | None = None) -> None:
+    def __init__(self, config: DeepSimConfig, data: ImageCrops | None = None) -> None:
         self.config = config
         self.out = Path(config.out)
         self.device = resolve_device(config.device)
@@ -402,9 +404,10 @@ class Trainer:
         params = list(self.model.decoder.parameters())
         if self.model.encoder_trainable:
             params += list(self.model.encoder.parameters())
-        self.opt_g = torch.optim.Adam(params, lr=config.lr, betas=tuple(config.betas))
+        betas = (config.betas[0], config.betas[1])
+        self.opt_g = torch.optim.Adam(params, lr=config.lr, betas=betas)
         d = self.loss.discriminator
-        self.opt_d = torch.optim.Adam(d.parameters(), lr=config.lr, betas=tuple(config.betas)) if d is not None else None
+        self.opt_d = torch.optim.Adam(d.parameters(), lr=config.lr, betas=betas) if d is not None else None
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.data_rng = np.random.default_rng(config.seed)
@@ -430,7 +433,7 @@ class Trainer:
                 code = model.encoder(batch)
             condition = code
             if self.step == 0 and not code.any():
-                # e.g. the AlexNet file the tests use (shared/torch_home), whose fc layers are zeros
+                # e.g. an AlexNet weight file whose fully connected layers were stripped to save space
                 warnings.warn(f"AlexNet {model.config['layer']} features of the first batch are all zero: the "
                               "generator has nothing to invert (zeroed fully connected weights?); use --layer conv5 "
                               "or --random-encoder", RuntimeWarning, stacklevel=2)
@@ -456,7 +459,7 @@ class Trainer:
             parts["discr"] = d_loss.item()
             update = discriminator_should_update(parts["discr"], parts["adv"], self.config.pause_ratio)
             parts["d_updated"] = float(update)
-            if update:
+            if update and self.opt_d is not None:  # an optimiser exists whenever a discriminator does
                 self.opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 self.opt_d.step()
@@ -557,7 +560,8 @@ class Trainer:
                 parts = self.train_step(batch)
                 self.history.append(parts)
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in parts.items() if k in ("total", "img", "feat", "adv", "discr", "metric")})
+                bar.set_postfix({k: f"{v:.3g}" for k, v in parts.items()
+                                 if k in ("total", "img", "feat", "adv", "discr", "metric")})
                 if callback is not None:
                     callback(parts)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.iterations:
@@ -567,7 +571,8 @@ class Trainer:
             return self.save("final.pt")
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True, data: ImageCrops | None = None) -> Path:
+def train_generator(config: DeepSimConfig, resume: bool = False, progress: bool = True,
+                    data: ImageCrops | None = None) -> Path:
     """Train (or, with ``resume``, continue from ``OUT/last.pt``) and return the path of ``final.pt``.
 
     On resume the stored configuration wins except ``iterations`` (so a run can be extended),
@@ -592,13 +597,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, data
         last = out / "last.pt"
         if not last.is_file():
             raise InputError(f"--resume: {last} does not exist (nothing to resume)")
-        ckpt = load_checkpoint(last, required=RESUME_FIELDS)
+        ckpt = load_deepsim_checkpoint(last, required=RESUME_FIELDS)
         try:
             stored = dict(ckpt["config"])
             stored["betas"] = tuple(stored["betas"])
             stored.update(iterations=config.iterations, checkpoint_every=config.checkpoint_every, out=config.out,
                           data=config.data or stored["data"], device=config.device)
-            config = TrainConfig(**stored)
+            config = DeepSimConfig(**stored)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{last}: damaged DeePSiM checkpoint: its configuration does not fit this version "
                              f"({type(exc).__name__}: {exc})") from None

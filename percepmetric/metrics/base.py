@@ -12,27 +12,32 @@ can treat all of them alike:
 ``channels``           accepted channel counts
 ``input_range_doc``    the input range, in words, for listings
 
-Subclasses implement :meth:`compute` (inputs already validated) and, when higher is
-better, :meth:`to_distance` and :attr:`distance_name`. Validation happens once, in
-:meth:`forward`, which also takes what :func:`~percepmetric.io.as_batch` reads (NumPy arrays,
+Subclasses write their formula as ``formula(self, x, y)`` (inputs already validated) and,
+when higher is better, :meth:`to_distance` and :attr:`distance_name`. ``compute()`` is the
+evaluation-loop summary every metric has (``update(x, y)``, ``compute()``, ``reset()``, as
+torchmetrics users expect). Validation happens once,
+in :meth:`values`, which also takes what :func:`~percepmetric.io.as_batch` reads (NumPy arrays,
 PIL images, paths) and brings two float dtypes to their common one (float16 with float32 gives
 float32, float32 with float64 gives float64, as PyTorch's own arithmetic does).
+:meth:`forward` is :meth:`values` reduced as the ``reduction`` option says; :meth:`as_loss`
+wraps a metric into a :class:`MetricLoss` whose value is the distance to minimise.
 
-The benchmark hands metrics 8-bit images as decoded (uint8, channels last) through
-:meth:`Metric.values_8bit` / :meth:`Metric.triplet_values_8bit`. By default they convert
-to float and run :meth:`compute`; metrics whose formula can run on the integer codes
-(L2 with a colour table, SSIM's box sums) override ``compute_8bit`` /
-``compute_triplet_8bit``, tested equal to the float path.
+8-bit images as decoded (uint8, channels last), the benchmark's input, reach a metric through
+:mod:`percepmetric.metrics.eight_bit`, which converts them to float or, for the formulas that
+run on the integer codes, takes a faster path of its own; a metric itself only validates,
+computes and maps its value to a distance. :func:`check_8bit_pair` validates such batches.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..errors import InputError
+from ..options import Reduction, check_reduction, reduce_values
 
 
 def check_pair(
@@ -104,7 +109,8 @@ def _check_batches(x, y, *, channels, min_size, metric, eight_bit: bool) -> None
     if n == 0:
         raise InputError(f"{metric}: empty batch")
     if c not in channels:
-        raise InputError(f"{metric}: expected {' or '.join(map(str, channels))} channels, got {c} (shape {tuple(x.shape)})")
+        raise InputError(
+            f"{metric}: expected {' or '.join(map(str, channels))} channels, got {c} (shape {tuple(x.shape)})")
     if h < min_size or w < min_size:
         raise InputError(f"{metric}: images of {h}x{w} are smaller than the {min_size}x{min_size} this metric needs")
 
@@ -121,7 +127,8 @@ class Metric(nn.Module):
     name: ClassVar[str] = "metric"
     lower_is_better: ClassVar[bool] = True
     differentiable: ClassVar[bool] = True
-    min_size: ClassVar[int] = 1
+    # Not a ClassVar: a metric may set its own per instance (LPIPS per net, SSIM per convention).
+    min_size: int = 1
     channels: ClassVar[tuple[int, ...]] = (1, 3)
     input_range_doc: ClassVar[str] = "[0, data_range], data_range=1 by default"
     #: Unit of the metric's own value, for tables ("dB" for PSNR); empty when it has none.
@@ -130,13 +137,16 @@ class Metric(nn.Module):
     #: None when the value already is the distance. See ``registry.distance_label``.
     distance_name: ClassVar[str | None] = None
 
-    def __init__(self, data_range: float = 1.0) -> None:
+    def __init__(self, data_range: float = 1.0, reduction: Reduction = "none") -> None:
         super().__init__()
         if not isinstance(data_range, (int, float)) or not data_range > 0:
             raise InputError(f"{self.name}: data_range must be a positive number, got {data_range!r}")
         self.data_range = float(data_range)
         # Resolved options, defaults included: they make ``spec``, the metric's identity.
+        # ``reduction`` is not among them: it changes what forward returns, not the values.
         self.options: dict[str, Any] = {"data_range": self.data_range}
+        self.reduction: Reduction = check_reduction(reduction)
+        self._accumulated: list[torch.Tensor] = []
 
     @property
     def value_range(self) -> tuple[float, float]:
@@ -170,22 +180,32 @@ class Metric(nn.Module):
         )
 
     def forward(self, x: Any, y: Any) -> torch.Tensor:
-        """The metric's value ``(N,)`` for two image batches.
+        """The metric's values :meth:`values` reduced by ``reduction``: ``(N,)`` for ``"none"``
+        (the default), one number for ``"mean"`` or ``"sum"``."""
+        return reduce_values(self.values(x, y), self.reduction)
+
+    def values(self, x: Any, y: Any) -> torch.Tensor:
+        """The metric's value ``(N,)`` for two image batches, one per image pair.
 
         ``x``, ``y``: float tensors ``(N,C,H,W)``, used as they are; or anything
         :func:`~percepmetric.io.as_batch` reads (NumPy arrays and PIL images, channel-last,
         uint8 scaled to [0, 1]; image paths), put on the other input's device when that one
         is a tensor. Two float dtypes are brought to their common one.
+
+        Without inputs or parameters that require grad the formula runs under ``no_grad``
+        (not ``inference_mode``): the result is an ordinary tensor that may enter an autograd
+        graph later, e.g. ``(metric(x, y) * w).sum().backward()`` with ``w`` requiring grad.
         """
         x, y = _as_tensors(("x", x), ("y", y))
         self.check(x, y)
         x, y = promote_to_common_dtype(x, y)
         if self._wants_grad(x, y):
-            return self.compute(x, y)
-        with torch.inference_mode():
-            return self.compute(x, y)
+            return self.formula(x, y)
+        with torch.no_grad():
+            return self.formula(x, y)
 
-    def triplet_values(self, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def triplet_values(self, ref: torch.Tensor, p0: torch.Tensor,
+                       p1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(value(ref, p0), value(ref, p1))``, each ``(N,)``: the 2AFC benchmark's question.
 
         Validated like :meth:`forward`. Metrics that can reuse work on ``ref`` (its colour
@@ -197,48 +217,45 @@ class Metric(nn.Module):
         ref, p0, p1 = promote_to_common_dtype(ref, p0, p1)
         if self._wants_grad(ref, p0, p1):
             return self.compute_triplet(ref, p0, p1)
-        with torch.inference_mode():
+        with torch.no_grad():
             return self.compute_triplet(ref, p0, p1)
 
-    def compute_triplet(self, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute_triplet(self, ref: torch.Tensor, p0: torch.Tensor,
+                        p1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = ref.shape[0]
-        values = self.compute(torch.cat((ref, ref)), torch.cat((p0, p1)))
+        values = self.formula(torch.cat((ref, ref)), torch.cat((p0, p1)))
         return values[:n], values[n:]
 
-    # -- 8-bit images: the benchmark's input (decoded image files, never leaving uint8 until here)
-
-    def values_8bit(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The metric's values ``(N,)`` for uint8 batches ``(N,H,W,C)`` (channels last, as image
-        files decode), where 0..255 spans :attr:`value_range`: the same numbers as
-        ``forward`` on ``from_8bit(x), from_8bit(y)``, to float rounding. No gradient."""
-        check_8bit_pair(x, y, channels=self.channels, min_size=self.min_size, metric=self.name)
-        with torch.inference_mode():
-            return self.compute_8bit(x, y)
-
-    def triplet_values_8bit(self, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor):
-        """:meth:`triplet_values` for uint8 batches ``(N,H,W,C)``, as :meth:`values_8bit`."""
-        check_8bit_pair(ref, p0, channels=self.channels, min_size=self.min_size, metric=self.name)
-        check_8bit_pair(ref, p1, channels=self.channels, min_size=self.min_size, metric=self.name)
-        with torch.inference_mode():
-            return self.compute_triplet_8bit(ref, p0, p1)
-
-    def from_8bit(self, codes: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(N,H,W,C)`` -> float32 ``(N,C,H,W)`` in :attr:`value_range` (``code / 255``
-        mapped linearly), with channels-last strides (no copy to change the layout)."""
-        lo, hi = self.value_range
-        x = codes.permute(0, 3, 1, 2).float().div_(255.0)
-        return x if (lo, hi) == (0.0, 1.0) else x.mul_(hi - lo).add_(lo)
-
-    def compute_8bit(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Override with an integer path where the formula allows one (see ``pixel``, ``ssim``)."""
-        return self.compute(self.from_8bit(x), self.from_8bit(y))
-
-    def compute_triplet_8bit(self, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor):
-        return self.compute_triplet(*(self.from_8bit(t) for t in (ref, p0, p1)))
-
-    def compute(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The formula, on validated inputs. Returns ``(N,)``."""
+    def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The metric's formula on validated inputs, ``(N,)``: what each subclass defines."""
         raise NotImplementedError
+
+    # -- the evaluation loop: update(x, y) per batch, compute() at the end, reset() to start over
+
+    def update(self, x: Any, y: Any) -> None:
+        """Keep the per-item values :meth:`values` gives for this batch (on the CPU, in float64,
+        detached), for :meth:`compute`."""
+        values = self.values(x, y).detach()
+        if values.ndim != 1:
+            raise InputError(f"{self.name}: update needs one value per image, got shape {tuple(values.shape)} "
+                             "(spatial maps have no single value: use spatial=False)")
+        self._accumulated.append(values.to("cpu", torch.float64))
+
+    def reset(self) -> None:
+        """Forget the values :meth:`update` kept."""
+        self._accumulated = []
+
+    def compute(self) -> dict[str, float]:
+        """The summary of every value :meth:`update` kept, as :func:`summarize_values` gives it
+        (``mean``, ``ci_low``, ``ci_high``, ``n``); under an initialised ``torch.distributed``
+        process group, of the values of every rank, so each rank gets the same numbers."""
+        local = torch.cat(self._accumulated) if self._accumulated else torch.empty(0, dtype=torch.float64)
+        return summarize_values(_gather_across_ranks(local), what=self.name)
+
+    def as_loss(self, reduction: Reduction = "mean") -> MetricLoss:
+        """This metric as a loss: a module whose value is :meth:`to_distance` of the metric's
+        values (lower = more alike, 0 for x == y), reduced by ``reduction`` (``"mean"``)."""
+        return MetricLoss(self, reduction)
 
     def to_distance(self, value: torch.Tensor) -> torch.Tensor:
         """Map the metric's own value to a distance: lower means more alike, 0 for x == y.
@@ -248,6 +265,71 @@ class Metric(nn.Module):
         if self.lower_is_better:
             return value
         raise NotImplementedError(f"{self.name} must define to_distance")
+
+
+class MetricLoss(nn.Module):
+    """A metric's distance as a loss to minimise: ``loss(x, y) = reduce(metric.to_distance(metric.values(x, y)))``.
+
+    For SSIM and MS-SSIM that is ``(1 - SSIM) / 2`` (DSSIM), for FSIM ``1 - FSIM``, for PSNR the
+    MSE of the images scaled to [0, 1]; L2, L1 and LPIPS are their own distance. Gradients flow
+    to inputs that require grad, and stay finite at ``x == y``. ``update``/``compute``/``reset``
+    are the wrapped metric's (they summarise its own values).
+    """
+
+    def __init__(self, metric: Metric, reduction: Reduction = "mean") -> None:
+        super().__init__()
+        self.metric = metric
+        self.reduction: Reduction = check_reduction(reduction)
+
+    def forward(self, x: Any, y: Any) -> torch.Tensor:
+        return reduce_values(self.metric.to_distance(self.metric.values(x, y)), self.reduction)
+
+    def update(self, x: Any, y: Any) -> None:
+        self.metric.update(x, y)
+
+    def compute(self) -> dict[str, float]:
+        summary: dict[str, float] = self.metric.compute()
+        return summary
+
+    def reset(self) -> None:
+        self.metric.reset()
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+
+def summarize_values(values: torch.Tensor, what: str = "metric") -> dict[str, float]:
+    """Mean of per-item values ``(n,)`` with its 95% t-interval: ``{"mean", "ci_low", "ci_high", "n"}``.
+
+    The interval is Student's t (``mean +- t_{0.975, n-1} * sd / sqrt(n)``): exact under normal
+    values and close for evaluation-set means by the central limit theorem; deterministic and
+    closed-form, so every rank of a distributed run and every rerun gives the same numbers
+    without a resampling seed. NaN when ``n < 2`` (no spread to estimate) or when a value is
+    not finite (PSNR of identical images is +inf, so the mean is +inf).
+    """
+    from scipy import stats
+
+    n = int(values.numel())
+    if n == 0:
+        raise InputError(f"{what}: compute() before any update(x, y): there are no values to summarise")
+    values = values.to(torch.float64)
+    mean = float(values.mean())
+    if n < 2 or not math.isfinite(mean):
+        return {"mean": mean, "ci_low": math.nan, "ci_high": math.nan, "n": n}
+    half = float(stats.t.ppf(0.975, n - 1)) * float(values.std(unbiased=True)) / math.sqrt(n)
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+def _gather_across_ranks(local: torch.Tensor) -> torch.Tensor:
+    """Every rank's values in rank order, on every rank (an initialised process group), else ``local``."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return local
+    parts: list[Any] = [None] * dist.get_world_size()
+    # Objects, not tensors: ranks may hold different numbers of items, and any backend takes them.
+    dist.all_gather_object(parts, local)
+    return torch.cat([torch.as_tensor(p, dtype=torch.float64) for p in parts])
 
 
 def _as_tensors(*named: tuple[str, Any]) -> list[torch.Tensor]:

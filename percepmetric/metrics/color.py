@@ -1,18 +1,22 @@
-"""Colour conversions shared by the traditional metrics, batched and differentiable.
+"""Colour conversions of the traditional metrics, each written once, batched and differentiable.
 
-All take ``(N,3,H,W)`` RGB in [0, 1] and keep device and dtype.
+All take ``(N,3,H,W)`` RGB in [0, 1] (or say how they treat grey ``(N,1,H,W)``) and keep
+device and dtype. Also here: the LPIPS code's 8-bit round trip (:func:`lpips_code_8bit`),
+which decides which colours its L2-Lab and SSIM baselines saw.
 """
 
 from __future__ import annotations
-
-import functools
 
 import torch
 
 # MATLAB's rgb2gray (ITU-R BT.601 luma, rounded to 4 digits as MATLAB documents them).
 MATLAB_RGB2GRAY = (0.2989, 0.5870, 0.1140)
-# Luma of YIQ as the FSIM authors' code writes it.
-YIQ_Y = (0.299, 0.587, 0.114)
+# RGB -> YIQ rows (Y, I, Q), exactly as FeatureSIM.m (FSIM) writes them.
+YIQ_MATRIX = (
+    (0.299, 0.587, 0.114),
+    (0.596, -0.274, -0.322),
+    (0.211, -0.523, 0.312),
+)
 
 # sRGB (D65) -> CIE XYZ, and the D65 2-degree white point: the constants of
 # scikit-image's rgb2lab, which the LPIPS paper's Lab baselines used.
@@ -22,44 +26,59 @@ _RGB_TO_XYZ = (
     (0.019334, 0.119193, 0.950227),
 )
 _D65_WHITE = (0.95047, 1.0, 1.08883)
+# Lab from f = (f(X/Xn), f(Y/Yn), f(Z/Zn)): L = 116 fy - 16, a = 500 (fx - fy), b = 200 (fy - fz).
+_F_TO_LAB = ((0.0, 116.0, 0.0), (500.0, -500.0, 0.0), (0.0, 200.0, -200.0))
+_LAB_OFFSET = (-16.0, 0.0, 0.0)
 
 
-def weighted_channel_sum(x: torch.Tensor, weights: tuple[float, float, float]) -> torch.Tensor:
-    """``(N,3,H,W) -> (N,1,H,W)``: ``sum_c weights[c] * x[:, c]``."""
-    w = torch.tensor(weights, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+def as_rgb(x: torch.Tensor) -> torch.Tensor:
+    """``(N,C,H,W)``, C = 1 or 3 -> ``(N,3,H,W)``: grey repeated to three channels (a view)."""
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+# ---------------------------------------------------------------- luma and YIQ
+
+def rgb_to_grey_matlab(x: torch.Tensor) -> torch.Tensor:
+    """``(N,3,H,W) -> (N,1,H,W)``: MATLAB's ``rgb2gray`` luma ``0.2989 R + 0.5870 G + 0.1140 B``
+    (unrounded; SSIM's matlab convention rounds it as MATLAB does for uint8 input, see
+    ``percepmetric.metrics.ssim.matlab_luminance``)."""
+    w = torch.tensor(MATLAB_RGB2GRAY, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x * w).sum(dim=1, keepdim=True)
 
 
-def rgb_to_grey_matlab(x: torch.Tensor) -> torch.Tensor:
-    """MATLAB's ``rgb2gray`` luma (unrounded; SSIM's matlab convention rounds it as MATLAB
-    does for uint8 input, see ``percepmetric.metrics.ssim.matlab_luminance``)."""
-    return weighted_channel_sum(x, MATLAB_RGB2GRAY)
+def grey_matlab(x: torch.Tensor) -> torch.Tensor:
+    """:func:`rgb_to_grey_matlab` of RGB; grey input passes through."""
+    return rgb_to_grey_matlab(x) if x.shape[1] == 3 else x
 
 
-def straight_through(v: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
-    """``quantized`` in the forward pass, the gradient of ``v`` in the backward pass, so a
-    rounding step (8-bit emulation) does not stop a loss from training."""
-    if not v.requires_grad:
-        return quantized
-    return v + (quantized - v).detach()
+def rgb_to_yiq(x: torch.Tensor, channels: int = 3) -> torch.Tensor:
+    """``(N,3,H,W) -> (N,channels,H,W)``: the first ``channels`` of FeatureSIM.m's YIQ
+    (``channels=1``: the luma Y alone), on whatever scale ``x`` is (the transform is linear)."""
+    matrix = torch.tensor(YIQ_MATRIX[:channels], dtype=x.dtype, device=x.device)
+    return torch.einsum("kc,nchw->nkhw", matrix, x)
 
+
+# ---------------------------------------------------------------- CIE Lab
 
 def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
     """sRGB gamma expansion, as scikit-image's ``rgb2xyz`` applies it."""
     return torch.where(x > 0.04045, ((x.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, x / 12.92)
 
 
+def look_up(table: torch.Tensor, codes: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``table[codes]`` for integer-valued ``codes`` (uint8, or floats holding 0..255) of any
+    strides (e.g. a permuted view), contiguous in ``codes``' shape, into ``out`` if given
+    (contiguous). int32 indices: 1.2x faster than take's int64, which is 2x faster than indexing."""
+    index = codes.int().reshape(-1)
+    values = torch.index_select(table, 0, index, out=None if out is None else out.view(-1))
+    return values.view(codes.shape)
+
+
 def srgb8_to_linear(codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """:func:`srgb_to_linear` of ``codes / 255`` for integer-valued ``codes`` in 0..255, by table
-    look-up (no power function per pixel: the 8-bit benchmark path spends most of its time there).
-    """
+    look-up (no power function per pixel: 8-bit images spend most of their Lab time there)."""
     table = srgb_to_linear(torch.arange(256, dtype=torch.float64, device=codes.device) / 255.0).to(dtype)
     return look_up(table, codes)
-
-
-# Lab from f = (f(X/Xn), f(Y/Yn), f(Z/Zn)): L = 116 fy - 16, a = 500 (fx - fy), b = 200 (fy - fz).
-_F_TO_LAB = ((0.0, 116.0, 0.0), (500.0, -500.0, 0.0), (0.0, 200.0, -200.0))
-_LAB_OFFSET = (-16.0, 0.0, 0.0)
 
 
 def linear_to_lab(linear: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -69,8 +88,8 @@ def linear_to_lab(linear: torch.Tensor, dim: int = 1) -> torch.Tensor:
     product, which BLAS runs ten times faster than (pixels x 3) @ (3x3). ``dim=0`` input
     (channel planes already) needs no copy.
     """
-    kw = dict(dtype=linear.dtype, device=linear.device)
-    to_xyz = torch.tensor(_RGB_TO_XYZ, **kw) / torch.tensor(_D65_WHITE, **kw)[:, None]
+    to_xyz = torch.tensor(_RGB_TO_XYZ, dtype=linear.dtype, device=linear.device)
+    to_xyz = to_xyz / torch.tensor(_D65_WHITE, dtype=linear.dtype, device=linear.device)[:, None]
     planes = linear.movedim(dim, 0)
     xyz = to_xyz @ planes.reshape(3, -1)
     # The cube root's slope is infinite at 0; the clamp keeps the unused branch's gradient finite.
@@ -80,13 +99,30 @@ def linear_to_lab(linear: torch.Tensor, dim: int = 1) -> torch.Tensor:
         torch.exp2(torch.log2(xyz.clamp(min=0.008856)) / 3.0),
         7.787 * xyz + 16.0 / 116.0,
     )
-    lab = torch.addmm(torch.tensor(_LAB_OFFSET, **kw)[:, None], torch.tensor(_F_TO_LAB, **kw), f)
+    offset = torch.tensor(_LAB_OFFSET, dtype=linear.dtype, device=linear.device)[:, None]
+    lab = torch.addmm(offset, torch.tensor(_F_TO_LAB, dtype=linear.dtype, device=linear.device), f)
     return lab.view(planes.shape).movedim(0, dim)
 
 
 def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
     """sRGB in [0, 1] -> CIE Lab (L in [0, 100]), as ``skimage.color.rgb2lab`` computes it."""
     return linear_to_lab(srgb_to_linear(x))
+
+
+def lab_over_100(x: torch.Tensor) -> torch.Tensor:
+    """RGB or grey (repeated to RGB) in [0, 1] -> CIE Lab / 100 (L in [0, 1]): the Lab that the
+    LPIPS code's L2 and SSIM baselines compare (SSIM with data range 1 = 100 on raw Lab)."""
+    return rgb_to_lab(as_rgb(x)) / 100.0
+
+
+# ---------------------------------------------------------------- the LPIPS code's 8-bit round trip
+
+def straight_through(v: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
+    """``quantized`` in the forward pass, the gradient of ``v`` in the backward pass, so a
+    rounding step (8-bit emulation) does not stop a loss from training."""
+    if not v.requires_grad:
+        return quantized
+    return v + (quantized - v).detach()
 
 
 def lpips_code_8bit_values(x: torch.Tensor) -> torch.Tensor:
@@ -104,40 +140,3 @@ def lpips_code_8bit(x: torch.Tensor) -> torch.Tensor:
     paper's baseline scores needs the same step. The gradient passes straight through.
     """
     return straight_through(x, lpips_code_8bit_values(x.detach()).to(x.dtype) / 255.0)
-
-
-# ---------------------------------------------------------------- 8-bit code tables
-
-def look_up(table: torch.Tensor, codes: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``table[codes]`` for integer-valued ``codes`` (uint8, or floats holding 0..255) of any
-    strides (e.g. a permuted view), contiguous in ``codes``' shape, into ``out`` if given
-    (contiguous). int32 indices: 1.2x faster than take's int64, which is 2x faster than indexing."""
-    index = codes.int().reshape(-1)
-    values = torch.index_select(table, 0, index, out=None if out is None else out.view(-1))
-    return values.view(codes.shape)
-
-
-CODE_TABLES = ("value", "linear", "lpips_linear", "code", "lpips_code")
-
-
-@functools.lru_cache(maxsize=None)
-def code_table(kind: str, device: torch.device) -> torch.Tensor:
-    """A ``(256,)`` table indexed by 8-bit code, made once per device, computed by the float
-    path's own functions (so a look-up gives exactly the number that path computes per pixel):
-
-    ``value``          ``code / 255`` (float32)
-    ``linear``         :func:`srgb_to_linear` of it (float32)
-    ``lpips_linear``   the same after :func:`lpips_code_8bit`'s truncation (float32)
-    ``code``           the code itself (int32)
-    ``lpips_code``     the code after that truncation (int32)
-    """
-    with torch.inference_mode(False):  # usable in and out of inference mode
-        x = torch.arange(256, dtype=torch.float32, device=device) / 255.0
-        tables = {
-            "value": lambda: x,
-            "linear": lambda: srgb_to_linear(x),
-            "lpips_linear": lambda: srgb8_to_linear(lpips_code_8bit_values(x), torch.float32),
-            "code": lambda: torch.arange(256, dtype=torch.int32, device=device),
-            "lpips_code": lambda: lpips_code_8bit_values(x).to(torch.int32),
-        }
-        return tables[kind]()

@@ -5,7 +5,7 @@ passes over maps that do not fit in the CPU cache, and memory traffic, not arith
 the pace. A loop compiled with numba makes one pass per image with its running sums in
 registers and cache: 3x faster than the torch version on the benchmark (64x64 triplets).
 
-:data:`AVAILABLE` tells whether numba is installed; without it the metrics use their torch
+:data:`AVAILABLE` tells whether numba is installed; without it :mod:`.eight_bit` uses its torch
 paths, which give the same numbers (tests/test_eight_bit.py compares them). Kernels are
 compiled on first use and cached next to this file (a few seconds, once per install);
 they release the GIL, so the benchmark runs batches in several threads
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -24,7 +25,7 @@ AVAILABLE = importlib.util.find_spec("numba") is not None
 
 
 def _box_ssim(ref, p0, p1, table, k, c1, c2, out):  # pragma: no cover - runs compiled
-    """SSIM of ``ref`` against ``p0`` and ``p1`` (``ssim.box_ssim_8bit`` gives the formula).
+    """SSIM of ``ref`` against ``p0`` and ``p1`` (``eight_bit.box_ssim_8bit`` gives the formula).
 
     uint8 ``(N,H,W,C)`` images; ``table`` int64 ``(256,)`` code -> value; ``out`` float64
     ``(2,N)``. Per image and channel, the eight maps r, r^2, a, a^2, r a, b, b^2, r b (a = p0,
@@ -104,7 +105,7 @@ def _box_ssim(ref, p0, p1, table, k, c1, c2, out):  # pragma: no cover - runs co
         out[1, i] = total1 / (oh * ow * ch)
 
 
-_compiled = {}
+_compiled: dict[str, Callable[..., None]] = {}  # name -> numba-compiled kernel
 _compiling = threading.Lock()  # the benchmark's worker threads may all ask at once
 
 

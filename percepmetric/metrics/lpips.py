@@ -39,8 +39,9 @@ import contextlib
 import hashlib
 import os
 import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +58,7 @@ from ..nets.backbones import (
     tap_channels,
     trunk_weights_path,
 )
-from ..registry import register
+from ..options import Net, Precision, Reduction, Variant
 from .base import Metric, check_choice
 
 __all__ = [
@@ -76,7 +77,9 @@ __all__ = [
 ]
 
 VARIANTS = ("baseline", "lin", "tune", "scratch")
+# The trunk's dtype for each ``precision`` (see percepmetric.options): None follows the input.
 PRECISIONS = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+PRECISION_SYNONYMS: dict[str, Precision] = {"input": "auto"}  # the name FSIM uses for the same choice
 
 # LPIPS v0.1 input scaling (the ``ScalingLayer`` of the reference code): ImageNet's mean and
 # std, expressed for images in [-1, 1].
@@ -126,7 +129,8 @@ class ChannelNormalizedDistance(nn.Module):
 
     def layer_map(self, fx: torch.Tensor, fy: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """One layer: ``(N,C,h,w) x2 -> (N,1,h,w)`` map of ``sum_c w_c (n_x - n_y)^2``."""
-        if torch.is_grad_enabled() and (fx.requires_grad or fy.requires_grad or (weight is not None and weight.requires_grad)):
+        needs_grad = fx.requires_grad or fy.requires_grad or (weight is not None and weight.requires_grad)
+        if torch.is_grad_enabled() and needs_grad:
             d = normalize_channels(fx, self.eps) - normalize_channels(fy, self.eps)
         else:
             # No autograd: one feature-sized buffer, updated in place (less memory, fewer passes).
@@ -159,7 +163,7 @@ class ChannelNormalizedDistance(nn.Module):
         if weights is None:
             weights = [None] * len(feats_x)
         if spatial and out_size is None:
-            out_size = tuple(feats_x[0].shape[-2:])
+            out_size = (feats_x[0].shape[-2], feats_x[0].shape[-1])
         terms = [
             reduce_layer_map(self.layer_map(fx, fy, w), spatial, out_size)
             for fx, fy, w in zip(feats_x, feats_y, weights)
@@ -170,6 +174,8 @@ class ChannelNormalizedDistance(nn.Module):
 def reduce_layer_map(m: torch.Tensor, spatial: bool, out_size: tuple[int, int] | None) -> torch.Tensor:
     """``(N,1,h,w)`` layer map -> ``(N,)`` spatial mean, or ``(N,1,H,W)`` upsampled to ``out_size``."""
     if spatial:
+        if out_size is None:
+            raise ValueError("reduce_layer_map: spatial=True needs out_size")
         if tuple(m.shape[-2:]) == tuple(out_size):
             return m
         return F.interpolate(m, size=out_size, mode="bilinear", align_corners=False)
@@ -206,7 +212,8 @@ def official_calibration_path(net: str, version: str = OFFICIAL_VERSION) -> Path
         dist = metadata.distribution("lpips")
     except metadata.PackageNotFoundError:
         return Path("<lpips package not installed>") / "lpips" / "weights" / version / f"{net}.pth"
-    return Path(dist.locate_file(f"lpips/weights/{version}/{net}.pth"))
+    # str(): typeshed types locate_file's result as a SimplePath protocol, which Path() does not take.
+    return Path(str(dist.locate_file(f"lpips/weights/{version}/{net}.pth")))
 
 
 def load_official_calibration(net: str, version: str = OFFICIAL_VERSION) -> list[torch.Tensor]:
@@ -223,10 +230,9 @@ def load_official_calibration(net: str, version: str = OFFICIAL_VERSION) -> list
             f"`lpips` package (BSD-2-Clause): pip install lpips==0.1.4, or set PERCEPMETRIC_LPIPS_WEIGHTS "
             f"to a folder holding {version}/{net}.pth"
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable LPIPS calibration file ({exc})") from None
+    from ..checkpoints import load_checkpoint_file  # weights_only: a pickled payload is refused, not run
+
+    state = load_checkpoint_file(path, format=None, what="LPIPS calibration file")
     channels = tap_channels(net)
     weights = []
     for layer, c in enumerate(channels):
@@ -287,7 +293,7 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
-def save_lpips_checkpoint(metric: "LPIPS", path: str | os.PathLike, meta: dict | None = None) -> Path:
+def save_lpips_checkpoint(metric: LPIPS, path: str | os.PathLike, meta: dict | None = None) -> Path:
     """Write ``metric``'s weights to ``path`` atomically (temporary file + rename); returns the path.
 
     Format (a ``torch.save``'d dict)::
@@ -327,14 +333,12 @@ def load_lpips_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise WeightsNotFoundError(f"{path}: no such LPIPS weight file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable percepmetric LPIPS checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: not a percepmetric LPIPS checkpoint (no format {CHECKPOINT_FORMAT!r})")
+    from ..checkpoints import load_checkpoint_file  # weights_only: a pickled payload is refused, not run
+
+    state = load_checkpoint_file(path, format=CHECKPOINT_FORMAT, what="percepmetric LPIPS checkpoint")
     if not isinstance(state.get("version"), int) or state["version"] > CHECKPOINT_VERSION:
-        raise InputError(f"{path}: checkpoint version {state.get('version')!r} is newer than this percepmetric reads ({CHECKPOINT_VERSION})")
+        raise InputError(f"{path}: checkpoint version {state.get('version')!r} is newer than this percepmetric "
+                         f"reads ({CHECKPOINT_VERSION})")
     net, variant = state.get("net"), state.get("variant")
     if net not in NETS or variant not in VARIANTS:
         raise InputError(f"{path}: checkpoint names an unknown net/variant {net!r}/{variant!r}")
@@ -376,7 +380,6 @@ def _parse_input_range(value: Any) -> tuple[float, float]:
     return lo, hi
 
 
-@register
 class LPIPS(Metric):
     """LPIPS distance (Zhang et al. 2018), v0.1: nets alex/vgg/squeeze, variants baseline/lin/tune/scratch.
 
@@ -387,12 +390,15 @@ class LPIPS(Metric):
       ``baseline``, ``tune`` or ``scratch``. Left out, they come from ``weights``' file.
     - ``weights``: ``None``/``"v0.1"`` = the official v0.1 calibration (``lin``); or the path
       of a percepmetric checkpoint (:func:`save_lpips_checkpoint`), needed by tune/scratch.
-    - ``input_range``: ``"0,1"`` (default), ``"-1,1"`` (LPIPS's own convention) or ``(lo, hi)``;
-      inputs outside it are refused. ``data_range=R`` is shorthand for ``input_range=(0, R)``.
+    - ``data_range``: inputs lie in ``[0, data_range]`` (1 when left out), the option every
+      metric shares. ``input_range`` is LPIPS's own: ``"0,1"`` (default), ``"-1,1"`` (the
+      convention of the LPIPS code) or ``(lo, hi)``; give one of the two. Inputs outside the
+      range are refused. ``.data_range`` is the width of the range (``hi - lo``).
     - ``spatial=True``: ``forward`` returns the ``(N,1,H,W)`` distance map at input resolution
       instead of ``(N,)`` (its mean is close to, not equal to, the scalar distance).
-    - ``precision``: ``"auto"`` computes the trunk in the input's dtype; ``"float16"`` or
-      ``"bfloat16"`` runs the trunk in that dtype (the distance itself is summed in float32).
+    - ``precision``: ``"auto"`` (or ``"input"``, its name in FSIM) computes the trunk in the
+      input's dtype; ``"float32"``, ``"float16"`` or ``"bfloat16"`` runs the trunk in that dtype
+      (the distance itself is summed in float32 at least).
 
     Attributes: ``trunk`` (:class:`~percepmetric.nets.backbones.Trunk`, ``trunk(z)`` -> list of
     taps for LPIPS-scaled ``z``), ``calibration`` (``nn.ParameterList`` of ``(C_l,)`` channel
@@ -409,15 +415,17 @@ class LPIPS(Metric):
 
     def __init__(
         self,
-        net: str | None = None,
-        variant: str | None = None,
+        net: Net | None = None,
+        variant: Variant | None = None,
         weights: str | os.PathLike | None = None,
-        input_range: Any = "0,1",
+        input_range: str | tuple[float, float] = "0,1",
         spatial: bool = False,
-        precision: str = "auto",
+        precision: Precision = "auto",
         data_range: float | None = None,
+        reduction: Reduction = "none",
     ) -> None:
-        super().__init__()
+        super().__init__(reduction=reduction)
+        precision = PRECISION_SYNONYMS.get(precision, precision)
         if data_range is not None:
             if input_range not in ("0,1", (0, 1), (0.0, 1.0)):
                 raise InputError("lpips: give either data_range or input_range, not both")
@@ -450,7 +458,8 @@ class LPIPS(Metric):
         else:
             ckpt = load_lpips_checkpoint(weights)
             if net is not None and net != ckpt["net"]:
-                raise InputError(f"{weights}: this file was made for net {ckpt['net']!r}, not {net!r} (leave --net out)")
+                raise InputError(
+                    f"{weights}: this file was made for net {ckpt['net']!r}, not {net!r} (leave --net out)")
             if variant is not None and variant != ckpt["variant"]:
                 raise InputError(
                     f"{weights}: this file holds a {ckpt['variant']!r} model, not {variant!r} (leave --variant out)"
@@ -464,7 +473,8 @@ class LPIPS(Metric):
                 trunk, trunk_source = load_trunk(net, ckpt["trunk"]), "file"
             calibration = [ckpt["calibration"][str(i)].reshape(-1).float() for i in range(len(tap_channels(net)))]
             weights_id = f"sha256:{file_digest(weights)}"
-        self._setup(net, variant, trunk, calibration, trunk_source, (lo, hi), bool(spatial), precision, weights_id, files)
+        self._setup(net, variant, trunk, calibration, trunk_source, (lo, hi), bool(spatial), precision, weights_id,
+                    files)
 
     # -- construction helpers
 
@@ -478,9 +488,11 @@ class LPIPS(Metric):
         channels = tap_channels(net)
         if calibration is None:
             calibration = [torch.ones(c) for c in channels]
-        self.calibration = nn.ParameterList([nn.Parameter(w.detach().clone().float().reshape(c)) for w, c in zip(calibration, channels)])
+        self.calibration = nn.ParameterList([nn.Parameter(w.detach().clone().float().reshape(c))
+                                             for w, c in zip(calibration, channels)])
         self.distance = ChannelNormalizedDistance()
         self.input_range = input_range
+        self.data_range = input_range[1] - input_range[0]
         self.spatial = spatial
         self.precision = precision
         self.min_size = backbone_spec(net).min_size
@@ -511,10 +523,10 @@ class LPIPS(Metric):
         *,
         seed: int | None = None,
         calibration: str = "ones",
-        input_range: Any = "0,1",
+        input_range: str | tuple[float, float] = "0,1",
         spatial: bool = False,
-        precision: str = "auto",
-    ) -> "LPIPS":
+        precision: Precision = "auto",
+    ) -> LPIPS:
         """A model to train: ``lin``/``tune``/``baseline`` start from the ImageNet trunk, ``scratch``
         from torchvision's random init (reproducible with ``seed``).
 
@@ -543,6 +555,7 @@ class LPIPS(Metric):
             raise InputError(f"lpips: calibration init must be ones, v0.1 or random, got {calibration!r}")
         obj = cls.__new__(cls)
         Metric.__init__(obj)
+        precision = PRECISION_SYNONYMS.get(precision, precision)
         check_choice(cls.name, "precision", precision, PRECISIONS)
         obj._setup(net, variant, trunk, weights, source, _parse_input_range(input_range), bool(spatial), precision,
                    f"untrained(seed={seed},calibration={calibration})", files)
@@ -650,24 +663,23 @@ class LPIPS(Metric):
         n, size = ref.shape[0], tuple(ref.shape[-2:])
         z = self._stacked_input([ref, p0, p1])
         same = [(ref == p).flatten(1).all(dim=1) for p in (p0, p1)]
-        totals = [None, None]
+        totals: list[torch.Tensor | None] = [None, None]
         for f, w in zip(self.trunk.taps(z), self.calibration):
             for i in range(2):
                 term = self._pair_term(f[:n], f[(i + 1) * n:(i + 2) * n], w, same[i], self.spatial, size, ref.dtype)
-                totals[i] = term if totals[i] is None else totals[i] + term
+                total = totals[i]
+                totals[i] = term if total is None else total + term
         return totals[0], totals[1]
 
-    def compute(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return combine_layers(list(self.layer_terms(x, y)), per_layer=False)
 
     def layer_distances(self, x: torch.Tensor, y: torch.Tensor, spatial: bool | None = None) -> torch.Tensor:
         """Per-layer contributions: ``(N, L)`` (they sum to ``forward``'s value), or ``(N, L, H, W)``
         maps when spatial. Validates like :meth:`forward`."""
         self.check(x, y)
-        wants_grad = torch.is_grad_enabled() and (
-            x.requires_grad or y.requires_grad or any(p.requires_grad for p in self.parameters())
-        )
-        with contextlib.nullcontext() if wants_grad else torch.inference_mode():
+        # no_grad, not inference_mode, as in Metric.values: the result may enter a graph later
+        with contextlib.nullcontext() if self._wants_grad(x, y) else torch.no_grad():
             return combine_layers(list(self.layer_terms(x, y, spatial)), per_layer=True)
 
     def distance_map(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

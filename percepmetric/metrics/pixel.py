@@ -7,16 +7,15 @@ import math
 import torch
 
 from ..errors import InputError
-from ..registry import register
+from ..options import Color, L2Convention, Reduction
 from .base import Metric, check_choice
 from .color import (
-    code_table,
+    as_rgb,
+    grey_matlab,
+    lab_over_100,
     linear_to_lab,
-    look_up,
     lpips_code_8bit,
     lpips_code_8bit_values,
-    rgb_to_grey_matlab,
-    rgb_to_lab,
     srgb8_to_linear,
 )
 
@@ -32,10 +31,9 @@ def to_color_space(x: torch.Tensor, color: str) -> torch.Tensor:
     if color == "rgb":
         return x
     if color == "grey":
-        return rgb_to_grey_matlab(x) if x.shape[1] == 3 else x
+        return grey_matlab(x)
     if color == "lab":
-        rgb = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-        return rgb_to_lab(rgb) / 100.0
+        return lab_over_100(x)
     raise InputError(f"color must be one of {', '.join(COLORS)}, got {color!r}")
 
 
@@ -50,7 +48,8 @@ def mean_squared_error(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 _LPIPS_L2_FACTOR = {"rgb": 4.0, "lab": 0.5}
 
 
-def l2_representation(x: torch.Tensor, data_range: float = 1.0, color: str = "rgb", convention: str = "plain") -> torch.Tensor:
+def l2_representation(x: torch.Tensor, data_range: float = 1.0, color: str = "rgb",
+                      convention: str = "plain") -> torch.Tensor:
     """What :func:`l2_distance` compares: ``x / data_range`` in the chosen colour space; for the
     ``lpips`` convention in Lab, of the 8-bit image that code derives from its [-1, 1] tensors
     (see :func:`~percepmetric.metrics.color.lpips_code_8bit`)."""
@@ -59,27 +58,9 @@ def l2_representation(x: torch.Tensor, data_range: float = 1.0, color: str = "rg
         if x.requires_grad:  # straight-through rounding keeps the loss trainable
             return to_color_space(lpips_code_8bit(x), "lab")
         # Inference on 8-bit codes: a table replaces the per-pixel power function.
-        codes = lpips_code_8bit_values(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)
+        codes = lpips_code_8bit_values(as_rgb(x))
         return linear_to_lab(srgb8_to_linear(codes, x.dtype)) / 100.0
     return to_color_space(x, color)
-
-
-def l2_code_table(color: str, convention: str, device: torch.device) -> torch.Tensor:
-    """What :func:`l2_representation` makes of each 8-bit code before any colour mixing
-    (a :func:`~percepmetric.metrics.color.code_table`): ``code / 255`` in ``rgb``, its
-    linear-light value in ``lab`` (after the lpips convention's truncation)."""
-    if color == "rgb":
-        return code_table("value", device)
-    return code_table("lpips_linear" if convention == "lpips" else "linear", device)
-
-
-def l2_representation_8bit(codes: torch.Tensor, table: torch.Tensor, color: str) -> torch.Tensor:
-    """uint8 ``(N,H,W,C)`` -> float32 channel planes ``(C', N, H, W)``: :func:`l2_representation`
-    of ``codes / 255``, by one table look-up per value (then the Lab mixing, in ``lab``)."""
-    if color == "lab" and codes.shape[-1] == 1:
-        codes = codes.expand(-1, -1, -1, 3)
-    values = look_up(table, codes.permute(3, 0, 1, 2))
-    return linear_to_lab(values, dim=0) / 100.0 if color == "lab" else values
 
 
 def l2_distance(
@@ -113,15 +94,15 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     return torch.where(mse > 0, finite, torch.full_like(finite, math.inf))
 
 
-@register
 class L2(Metric):
     """Mean squared error in RGB, grey or Lab; conventions plain or lpips (the LPIPS code's L2)."""
 
     name = "l2"
     lower_is_better = True
 
-    def __init__(self, data_range: float = 1.0, color: str = "rgb", convention: str = "plain") -> None:
-        super().__init__(data_range)
+    def __init__(self, data_range: float = 1.0, color: Color = "rgb", convention: L2Convention = "plain",
+                 reduction: Reduction = "none") -> None:
+        super().__init__(data_range, reduction)
         check_choice(self.name, "color", color, COLORS)
         check_choice(self.name, "convention", convention, ("plain", "lpips"))
         if convention == "lpips" and color == "grey":
@@ -129,61 +110,39 @@ class L2(Metric):
         self.color, self.convention = color, convention
         self.options.update(color=color, convention=convention)
 
-    def compute(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return l2_distance(x, y, self.data_range, self.color, self.convention)
 
     @property
-    def _factor(self) -> float:
+    def convention_factor(self) -> float:
+        """The constant factor of the convention over the mean squared error (see :func:`l2_distance`)."""
         return _LPIPS_L2_FACTOR[self.color] if self.convention == "lpips" else 1.0
 
-    def compute_triplet(self, ref, p0, p1):
+    def compute_triplet(self, ref: torch.Tensor, p0: torch.Tensor,
+                        p1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # The reference's colour conversion is shared by both pairs.
         r, a, b = (l2_representation(t, self.data_range, self.color, self.convention) for t in (ref, p0, p1))
-        return self._factor * mean_squared_error(r, a), self._factor * mean_squared_error(r, b)
-
-    # 8-bit input: a 256-entry table per code replaces the per-pixel conversions (and, in Lab,
-    # the power function); all images of a batch go through the table in one call.
-
-    def compute_8bit(self, x, y):
-        if self.color == "grey":
-            return super().compute_8bit(x, y)
-        return self._mean_squares_8bit(x, (y,))[0]
-
-    def compute_triplet_8bit(self, ref, p0, p1):
-        if self.color == "grey":
-            return super().compute_triplet_8bit(ref, p0, p1)
-        return self._mean_squares_8bit(ref, (p0, p1)).unbind(0)
-
-    def _mean_squares_8bit(self, ref: torch.Tensor, others: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """``(len(others), N)``: ``factor * mean((rep(ref) - rep(other))^2)`` for each of ``others``."""
-        n = ref.shape[0]
-        table = l2_code_table(self.color, self.convention, ref.device)
-        rep = l2_representation_8bit(torch.cat((ref,) + others), table, self.color)
-        rep = rep.reshape(rep.shape[0], -1, n, rep[0, 0].numel())  # (channel, image group, n, pixels)
-        diff = rep[:, 1:] - rep[:, :1]
-        return self._factor * diff.square_().mean(dim=(0, 3))
+        return self.convention_factor * mean_squared_error(r, a), self.convention_factor * mean_squared_error(r, b)
 
 
-@register
 class L1(Metric):
     """Mean absolute error mean(|f(x) - f(y)|) in RGB, grey or Lab (f as for l2, plain convention)."""
 
     name = "l1"
     lower_is_better = True
 
-    def __init__(self, data_range: float = 1.0, color: str = "rgb") -> None:
-        super().__init__(data_range)
+    def __init__(self, data_range: float = 1.0, color: Color = "rgb", reduction: Reduction = "none") -> None:
+        super().__init__(data_range, reduction)
         check_choice(self.name, "color", color, COLORS)
         self.color = color
         self.options.update(color=color)
 
-    def compute(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         rx, ry = (to_color_space(t / self.data_range, self.color) for t in (x, y))
         # |.| has slope 0 at 0 in torch (sign(0) = 0): finite gradients at x == y.
         return (rx - ry).abs().flatten(1).mean(dim=1)
 
 
-@register
 class PSNR(Metric):
     """Peak signal-to-noise ratio in dB (higher is better); distance = MSE / data_range^2."""
 
@@ -192,7 +151,7 @@ class PSNR(Metric):
     unit = "dB"
     distance_name = "mse"  # MSE of the images scaled to [0, 1]: not PSNR, so never labelled "psnr"
 
-    def compute(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return psnr(x, y, self.data_range)
 
     def to_distance(self, value: torch.Tensor) -> torch.Tensor:

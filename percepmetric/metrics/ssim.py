@@ -30,17 +30,20 @@ in one pass of a separable filter (two 1-D filterings, see :func:`filter_valid`)
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..registry import register
-from . import kernels
+from ..options import Color, MatlabConvention, Reduction, SSIMConvention
 from .base import Metric, check_choice, check_pair, promote_to_common_dtype
-from .color import code_table, look_up, lpips_code_8bit, rgb_to_grey_matlab, rgb_to_lab, straight_through
+from .color import lab_over_100, lpips_code_8bit, rgb_to_grey_matlab, straight_through
+from .matlab import (
+    box_downsample,
+    downsample_factor,
+    matlab_round,
+    pad_symmetric,
+    same_offsets,
+)
 
 K1, K2 = 0.01, 0.03
 CONVENTIONS = ("matlab", "lpips")
@@ -170,53 +173,7 @@ def ssim_maps(
     return luminance * cs, cs
 
 
-def _window_constants(k: int) -> tuple[int, float, float]:
-    """``m = k^2`` and the constants of the integer form: ``m^2 C1``, ``m (m-1) C2`` (codes: L = 255)."""
-    m = k * k
-    return m, (K1 * 255.0) ** 2 * m * m, (K2 * 255.0) ** 2 * m * (m - 1)
-
-
-def box_ssim_8bit(ref: torch.Tensor, others: tuple[torch.Tensor, ...], table: torch.Tensor,
-                  k: int = UNIFORM_SIZE) -> torch.Tensor:
-    """SSIM of the lpips convention (k x k uniform window, sample covariance, 'valid' map,
-    mean over channels) of ``ref`` against each of ``others``: float32 ``(len(others), N)``.
-
-    Inputs are uint8 ``(N,H,W,C)``; ``table`` (int32 ``(256,)``) maps each code to the
-    integer value compared (the lpips convention's truncation, or the code itself). With the
-    window sums ``S`` over ``m = k^2`` pixels, :func:`ssim_maps` is the product of
-    ``(2 Sx Sy + m^2 C1) / (Sx^2 + Sy^2 + m^2 C1)`` and
-    ``(2 (m Sxy - Sx Sy) + m (m-1) C2) / (m Sxx - Sx^2 + m Syy - Sy^2 + m (m-1) C2)``,
-    ``C = (K 255)^2``. Every sum, product and difference there is an integer below 2^31
-    (``m Sxx <= 49^2 255^2``), computed exactly in int32; only the two ratios are rounded
-    (float32, relative error ~1e-7). The variance differences, which cancel badly in
-    floating point, are therefore exact, and the whole path is 7x cheaper than float64.
-    """
-    g = 1 + len(others)
-    m, c1, c2 = _window_constants(k)
-    codes = torch.stack((ref,) + others).permute(0, 1, 4, 2, 3)  # (g, n, C, H, W) view
-    # The maps to sum, written into one buffer: values, their squares, ref x each other.
-    maps = torch.empty((3 * g - 1,) + codes.shape[1:], dtype=table.dtype, device=codes.device)
-    v = look_up(table, codes, out=maps[:g])
-    torch.mul(v, v, out=maps[g:2 * g])
-    torch.mul(v[:1], v[1:], out=maps[2 * g:])
-    sums = box_sum_valid(maps, k)
-    s, ss, s_ref = sums[:g], sums[g:2 * g], sums[2 * g:]
-    squares = s * s
-    cross = s[:1] * s[1:]
-    spread = ss.mul_(m).sub_(squares)  # m^2 x (population variance), in place: exact int32
-    covariance = s_ref.mul_(m).sub_(cross)  # m^2 x covariance
-    # int32 (op) float scalar gives float32 in one pass: the exact integers are rounded once here.
-    ratio = (cross * 2.0).add_(c1).div_((squares[:1] + squares[1:]) + c1)
-    ratio.mul_((covariance * 2.0).add_(c2)).div_((spread[:1] + spread[1:]) + c2)
-    return ratio.mean(dim=(-1, -2)).mean(dim=-1)
-
-
 # ---------------------------------------------------------------- MATLAB pre-processing
-
-def matlab_round(v: torch.Tensor) -> torch.Tensor:
-    """MATLAB's ``round`` for values >= 0 (halves away from zero; ``torch.round`` goes to even)."""
-    return torch.floor(v + 0.5)
-
 
 def on_8bit_grid(x: torch.Tensor) -> torch.Tensor:
     """``(N,C,H,W)`` in [0, 1] -> ``(N,)`` bool: every value is ``k/255`` for an integer k
@@ -244,30 +201,6 @@ def matlab_luminance(x: torch.Tensor, quantize: bool | str = "auto") -> torch.Te
     return torch.where(on_8bit_grid(x).view(-1, 1, 1, 1), rounded, grey)
 
 
-def matlab_box_downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """``imfilter(img, ones(f)/f^2, 'symmetric', 'same')`` then ``img(1:f:end, 1:f:end)``.
-
-    ``(N,C,H,W) -> (N,C,ceil(H/f),ceil(W/f))``. MATLAB centres an f-tap kernel on tap
-    ``floor((f+1)/2)``, so output pixel ``i`` (0-based) averages rows ``i-(c-1) .. i+f-c``;
-    'symmetric' mirrors the border including the edge pixel (a b c | c b a). ssim.m uses it
-    with ``f = max(1, round(min(H, W) / 256))``; msssim.m with ``f = 2`` between scales.
-    """
-    if factor == 1:
-        return x
-    before = (factor + 1) // 2 - 1
-    after = factor - 1 - before
-    h, w = x.shape[-2:]
-    if before or h % factor or w % factor:
-        x = x.index_select(-2, _symmetric_index(h, before, after, x.device))
-        x = x.index_select(-1, _symmetric_index(w, before, after, x.device))
-    return F.avg_pool2d(x, factor, stride=factor)
-
-
-def _symmetric_index(n: int, before: int, after: int, device: torch.device) -> torch.Tensor:
-    i = torch.arange(-before, n + after, device=device)
-    return torch.where(i < 0, -i - 1, torch.where(i >= n, 2 * n - 1 - i, i))
-
-
 def matlab_rgb_planes(x: torch.Tensor, downsample: bool) -> torch.Tensor:
     """``(N,C,H,W) -> (N,1,H/f,C*W/f)``: what ssim.m does when handed an ``H x W x 3`` array.
 
@@ -279,21 +212,12 @@ def matlab_rgb_planes(x: torch.Tensor, downsample: bool) -> torch.Tensor:
     luminance 0.8799 on the same pair. Kept only to reproduce such numbers.
     """
     n, c, h, w = x.shape
-    f = matlab_downsample_factor(h, c * w) if downsample else 1
+    f = downsample_factor(h, c * w) if downsample else 1
     if f > 1:
         # The full 'same'-size filtered planes: the subsampling phase runs across plane borders.
-        before = (f + 1) // 2 - 1
-        after = f - 1 - before
-        x = x.index_select(-2, _symmetric_index(h, before, after, x.device))
-        x = x.index_select(-1, _symmetric_index(w, before, after, x.device))
-        x = F.avg_pool2d(x, f, stride=1)
+        x = F.avg_pool2d(pad_symmetric(x, *same_offsets(f)), f, stride=1)
     side_by_side = x.transpose(1, 2).reshape(n, 1, h, c * w)
     return side_by_side[..., ::f, ::f]
-
-
-def matlab_downsample_factor(h: int, w: int) -> int:
-    """ssim.m's ``f = max(1, round(min(M, N) / 256))`` (MATLAB rounds halves up: 384 -> 2)."""
-    return max(1, math.floor(min(h, w) / 256 + 0.5))
 
 
 # ---------------------------------------------------------------- colour and options
@@ -341,8 +265,7 @@ def _representation(x: torch.Tensor, color: str, quantize: bool | str) -> torch.
     if color == "grey":
         return matlab_luminance(x, quantize) if x.shape[1] == 3 else x
     if color == "lab":
-        rgb = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-        return rgb_to_lab(rgb) / 100.0
+        return lab_over_100(x)
     return x
 
 
@@ -369,13 +292,14 @@ def _ssim(x, y, data_range, convention, color, downsample, quantize) -> torch.Te
         downsample = False  # done, on the planes
     x, y = _representation(x, color, quantize), _representation(y, color, quantize)
     if convention == "matlab" and downsample:
-        f = matlab_downsample_factor(*x.shape[-2:])
-        x, y = matlab_box_downsample(x, f), matlab_box_downsample(y, f)
+        f = downsample_factor(*x.shape[-2:])
+        x, y = box_downsample(x, f, "symmetric"), box_downsample(y, f, "symmetric")
     window = _window_for(convention, x.dtype, x.device)
     h, w = x.shape[-2:]
     if min(h, w) < window.numel():
         raise _too_small("ssim", h, w, window.numel(), f"window of the {convention} convention")
     ssim_map, _ = ssim_maps(x, y, window, sample_covariance=convention == "lpips")
+    assert ssim_map is not None  # with_ssim=True
     return ssim_map.mean(dim=(-1, -2)).mean(dim=1)
 
 
@@ -396,7 +320,7 @@ def ssim(
     (MATLAB ``rgb2gray`` luminance; 8-bit rounded per ``quantize``, see
     :func:`matlab_luminance`); 11x11 Gaussian window (sigma 1.5), population moments, 'valid'
     map; with ``downsample`` first the ``f x f`` box filter and subsampling of
-    :func:`matlab_box_downsample`, ``f = max(1, round(min(H, W) / 256))``.
+    :func:`~.matlab.box_downsample` with the 'symmetric' border, ``f = max(1, round(min(H, W) / 256))``.
 
     ``convention="lpips"`` (the LPIPS paper's SSIM baseline = scikit-image's
     ``structural_similarity`` defaults): ``color`` ``"rgb"`` (default) or ``"lab"``; 7x7
@@ -471,17 +395,18 @@ def _ms_ssim(x, y, data_range, color, quantize, scales) -> torch.Tensor:
         raise _too_small("ms_ssim", h, w, GAUSSIAN_SIZE, "window of MS-SSIM's finest scale")
     weights = ms_ssim_weights(levels)
     window = gaussian_window(GAUSSIAN_SIZE, GAUSSIAN_SIGMA, x.dtype, x.device)
-    value = None
+    value: torch.Tensor | None = None
     for level, weight in enumerate(weights):
         if level > 0:
             # msssim.m: imfilter(im, ones(2)/4, 'symmetric', 'same'), then im(1:2:end, 1:2:end).
-            x, y = matlab_box_downsample(x, 2), matlab_box_downsample(y, 2)
+            x, y = box_downsample(x, 2, "symmetric"), box_downsample(y, 2, "symmetric")
         # 'product' method: mcs^w at scales 1..M-1, ssim^w at the coarsest scale M.
         coarsest = level == levels - 1
         ssim_map, cs_map = ssim_maps(x, y, window, with_ssim=coarsest)
-        term_map = ssim_map if coarsest else cs_map
+        term_map = cs_map if ssim_map is None else ssim_map  # ssim_map: at the coarsest scale only
         term = _positive_power(term_map.mean(dim=(-1, -2)), weight)  # (N, C)
         value = term if value is None else value * term
+    assert value is not None  # levels >= 1
     return value.mean(dim=1)
 
 
@@ -501,7 +426,7 @@ def ms_ssim(
 
     with ``mcs_j``/``mssim_j`` the means of the cs/SSIM maps (11x11 Gaussian, sigma 1.5,
     'valid', population moments) at scale j; between scales a 2x2 mean filter
-    ('symmetric' border) and every second pixel (:func:`matlab_box_downsample` with f = 2);
+    ('symmetric' border) and every second pixel (:func:`~.matlab.box_downsample` with f = 2);
     weights ``w = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)``; no automatic downsampling.
 
     ``color``: ``"grey"`` (MATLAB luminance, rounding per ``quantize`` as in :func:`ssim`),
@@ -533,7 +458,6 @@ class _StructuralSimilarity(Metric):
         return (1.0 - value) / 2.0
 
 
-@register
 class SSIM(_StructuralSimilarity):
     """Structural similarity (Wang et al. 2004); conventions matlab (default) and lpips (skimage)."""
 
@@ -543,12 +467,13 @@ class SSIM(_StructuralSimilarity):
     def __init__(
         self,
         data_range: float = 1.0,
-        convention: str = "matlab",
-        color: str | None = None,
+        convention: SSIMConvention = "matlab",
+        color: Color | None = None,
         downsample: bool = True,
         quantize: bool | str = "auto",
+        reduction: Reduction = "none",
     ) -> None:
-        super().__init__(data_range)
+        super().__init__(data_range, reduction)
         check_choice(self.name, "convention", convention, CONVENTIONS)
         self.convention = convention
         self.color = _resolve_color(self.name, convention, color)
@@ -559,44 +484,10 @@ class SSIM(_StructuralSimilarity):
         self.min_size = GAUSSIAN_SIZE if convention == "matlab" else UNIFORM_SIZE
         self.options.update(convention=convention, color=self.color, downsample=self.downsample, quantize=self.quantize)
 
-    def compute(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return _ssim(x, y, self.data_range, self.convention, self.color, self.downsample, self.quantize)
 
-    # 8-bit input: the lpips convention on RGB or grey runs on exact integer window sums
-    # (box_ssim_8bit); the reference's windows are shared by both pairs of a triplet.
 
-    def _integer_path(self) -> bool:
-        return self.convention == "lpips" and self.color == "rgb"
-
-    def _code_table(self, device) -> torch.Tensor:
-        return code_table("lpips_code" if self.quantize == LPIPS_CODE else "code", device)
-
-    def compute_8bit(self, x, y):
-        if not self._integer_path():
-            return super().compute_8bit(x, y)
-        if _use_kernel(x):
-            return self._kernel(x, y, y)[0]  # the second half of a triplet's work, unused
-        return box_ssim_8bit(x, (y,), self._code_table(x.device))[0]
-
-    def compute_triplet_8bit(self, ref, p0, p1):
-        if not self._integer_path():
-            return super().compute_triplet_8bit(ref, p0, p1)
-        if _use_kernel(ref):
-            return self._kernel(ref, p0, p1).unbind(0)
-        return box_ssim_8bit(ref, (p0, p1), self._code_table(ref.device)).unbind(0)
-
-    def _kernel(self, ref, p0, p1) -> torch.Tensor:
-        """:func:`box_ssim_8bit` by the compiled CPU loop of :mod:`.kernels`: ``(2, N)`` float32."""
-        table = self._code_table(ref.device).numpy().astype(np.int64)
-        _, c1, c2 = _window_constants(UNIFORM_SIZE)
-        return torch.from_numpy(kernels.box_ssim(ref.numpy(), p0.numpy(), p1.numpy(), table, UNIFORM_SIZE, c1, c2)).float()
-
-
-def _use_kernel(codes: torch.Tensor) -> bool:
-    return kernels.AVAILABLE and codes.device.type == "cpu"
-
-
-@register
 class MSSSIM(_StructuralSimilarity):
     """Multi-scale SSIM (Wang et al. 2003, msssim.m); fewer scales for small images."""
 
@@ -606,12 +497,13 @@ class MSSSIM(_StructuralSimilarity):
     def __init__(
         self,
         data_range: float = 1.0,
-        convention: str = "matlab",
-        color: str = "grey",
+        convention: MatlabConvention = "matlab",
+        color: Color = "grey",
         quantize: bool | str = "auto",
         scales: int = 5,
+        reduction: Reduction = "none",
     ) -> None:
-        super().__init__(data_range)
+        super().__init__(data_range, reduction)
         check_choice(self.name, "convention", convention, ("matlab",))
         _check_scales(scales)
         self.color = _resolve_color(self.name, convention, color)
@@ -619,5 +511,5 @@ class MSSSIM(_StructuralSimilarity):
         self.scales = scales
         self.options.update(convention=convention, color=self.color, quantize=self.quantize, scales=scales)
 
-    def compute(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return _ms_ssim(x, y, self.data_range, self.color, self.quantize, self.scales)

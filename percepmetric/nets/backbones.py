@@ -16,8 +16,9 @@ The trunk is torchvision's ``features`` Sequential truncated after the last tap,
 state dict uses torchvision's own keys (``features.0.weight``, ...) and a torchvision
 checkpoint loads into it without renaming. Pretrained weights come through torchvision's
 weights API (``AlexNet_Weights.IMAGENET1K_V1`` ...) and its cache
-``$TORCH_HOME/hub/checkpoints/`` (``torch.hub.get_dir()``); only ``features.*`` is read, so
-a checkpoint whose classifier is missing or zeroed works.
+``$TORCH_HOME/hub/checkpoints/`` (``torch.hub.get_dir()``); only ``features.*`` is read:
+LPIPS compares convolution activations, so the classifier's weights never matter and a file
+holding only the convolutions loads too.
 
 Inputs of :class:`Trunk` are already scaled the way LPIPS scales them (see
 :func:`percepmetric.metrics.lpips.lpips_input_scaling`); the trunk itself is plain torchvision.
@@ -30,14 +31,15 @@ import io
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
 
 from ..errors import InputError, WeightsNotFoundError
+from ..options import Net
 
 __all__ = [
     "NETS",
@@ -54,7 +56,7 @@ __all__ = [
 
 NETS = ("alex", "vgg", "squeeze")
 
-_ALIASES = {
+_ALIASES: dict[str, Net] = {
     "alex": "alex", "alexnet": "alex",
     "vgg": "vgg", "vgg16": "vgg",
     "squeeze": "squeeze", "squeezenet": "squeeze", "squeezenet1_1": "squeeze", "squeezenet1.1": "squeeze",
@@ -92,7 +94,7 @@ _SPECS = {
 }
 
 
-def canonical_net(net: str) -> str:
+def canonical_net(net: str) -> Net:
     """``"alexnet"`` -> ``"alex"`` etc.; :class:`InputError` for an unknown name."""
     key = str(net).strip().lower()
     if key not in _ALIASES:
@@ -185,7 +187,7 @@ def load_pretrained_features(net: str) -> dict[str, torch.Tensor]:
     try:
         # check_hash=False: torchvision never re-checks a cached file either.
         with contextlib.redirect_stdout(notice), _network_timeout(DOWNLOAD_TIMEOUT_SECONDS):
-            state = weights.get_state_dict(progress=False, check_hash=False)
+            state = weights.get_state_dict(progress=False, check_hash=False, weights_only=True)
     except Exception as exc:  # URLError, HTTPError, OSError, a truncated download ...
         if path.is_file():
             raise WeightsNotFoundError(f"{path}: cannot read the pretrained {spec.builder} weights ({exc})") from exc

@@ -16,14 +16,14 @@ sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 
 from ..devices import resolve_device
 
-__all__ = ["Dist", "setup", "teardown", "all_gather_rows"]
+__all__ = ["Dist", "all_gather_rows", "setup", "teardown"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def active(self) -> bool:
@@ -65,7 +65,7 @@ def setup(device: str | None = None) -> Dist:
     if not launched_by_torchrun():
         return Dist(device=requested)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = requested.type == "cuda"
     if use_cuda:
         chosen = torch.device("cuda", local_rank)
@@ -91,9 +91,9 @@ def all_gather_rows(d: Dist, rows: torch.Tensor, total: int) -> torch.Tensor:
     if not d.active:
         return rows
     per_rank = -(-total // d.world)
-    padded = rows.new_zeros((per_rank,) + tuple(rows.shape[1:]))
+    padded = rows.new_zeros((per_rank, *rows.shape[1:]))
     padded[: rows.shape[0]] = rows
     parts = [torch.empty_like(padded) for _ in range(d.world)]
     dist.all_gather(parts, padded)
     # parts[r][j] is row r + j * world: interleave back into order.
-    return torch.stack(parts, dim=1).reshape((per_rank * d.world,) + tuple(rows.shape[1:]))[:total]
+    return torch.stack(parts, dim=1).reshape((per_rank * d.world, *rows.shape[1:]))[:total]

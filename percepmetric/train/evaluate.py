@@ -1,8 +1,9 @@
 """Scoring a trained metric on 2AFC triplets (the end of a training run, and the tests).
 
 The 2AFC score of a metric on a split is the mean, over triplets, of the share of people who
-agree with it (Zhang et al. 2018, Sec. 2.2; ties count one half), computed by the benchmark's
-:func:`percepmetric.bench.scores.two_afc_score`.
+agree with it (Zhang et al. 2018, Sec. 2.2; ties count one half): :func:`percepmetric.stats.two_afc_score`
+on the distances that :func:`percepmetric.evaluation.metric_distances` computes, batch by batch,
+from the float images (``x / 255``, as the metric sees them in training).
 """
 
 from __future__ import annotations
@@ -12,31 +13,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.bapps import to_tensor
+from ..data.bapps import TwoAFCSplit, to_tensor
+from ..evaluation import metric_distances
+from ..metrics.base import Metric
+from ..stats import two_afc_score
 
-__all__ = ["metric_distances", "two_afc", "evaluate_weights", "present_val_splits"]
+__all__ = ["evaluate_weights", "present_val_splits", "two_afc"]
 
 
-def metric_distances(metric, ref: np.ndarray, p0: np.ndarray, p1: np.ndarray, batch_size: int = 100,
-                     device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(d0, d1)``, each ``(N,)`` on the CPU: ``metric``'s distances of uint8 ``(N,H,W,3)`` triplets."""
+def two_afc(metric: Metric, split: TwoAFCSplit, batch_size: int = 100, device: torch.device | None = None) -> float:
+    """2AFC score in [0, 1] of ``metric`` on a split with ``ref, p0, p1, judge``, computed on
+    ``device`` (default: the CPU; the metric is moved there)."""
     device = device or torch.device("cpu")
     metric = metric.to(device)
-    d0, d1 = [], []
-    with torch.inference_mode():
-        for start in range(0, len(ref), batch_size):
-            r, a, b = (to_tensor(x[start:start + batch_size], device) for x in (ref, p0, p1))
-            d0.append(metric.to_distance(metric(r, a)).float().cpu())
-            d1.append(metric.to_distance(metric(r, b)).float().cpu())
-    return torch.cat(d0), torch.cat(d1)
-
-
-def two_afc(metric, split, batch_size: int = 100, device: torch.device | None = None) -> float:
-    """2AFC score in [0, 1] of ``metric`` on a split with ``ref, p0, p1, judge``."""
-    from ..bench.scores import two_afc_score
-
-    d0, d1 = metric_distances(metric, split.ref, split.p0, split.p1, batch_size, device)
-    return two_afc_score(d0.numpy(), d1.numpy(), np.asarray(split.judge))
+    d0, d1 = metric_distances(metric, (split.ref, split.p0, split.p1), batch_size=batch_size, device=device,
+                              prepare=to_tensor)
+    return two_afc_score(d0, d1, np.asarray(split.judge))
 
 
 def present_val_splits(root: str | Path | None) -> list[str]:

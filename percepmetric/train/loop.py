@@ -6,6 +6,11 @@ judge fraction, minimise binary cross-entropy with Adam (lr 1e-4, betas (0.5, 0.
 the calibration weights w at zero. The learning rate stays at its base value and then decays
 linearly over the last ``decay_epochs`` epochs (:func:`~percepmetric.train.ranking.learning_rate`).
 
+Reading order: :class:`LpipsTrainConfig` (what decides the weights), :func:`train_lpips` (the
+checks on the run folder and the data, then a :class:`LpipsTrainer`), :class:`LpipsTrainer`
+(construction, :meth:`~LpipsTrainer.step`, :meth:`~LpipsTrainer.fit`, :meth:`~LpipsTrainer.save`,
+:meth:`~LpipsTrainer.load_state`), then the checks and the checkpoint reader.
+
 Files in ``out/``: ``latest.pt`` (the state to resume from, written atomically at the end of
 every epoch and every ``save_every`` steps), ``epoch_NNN.pt`` (the state after epoch NNN),
 ``log.jsonl`` (one JSON row per epoch: loss, training 2AFC, lr, seconds) and, at the end,
@@ -16,10 +21,11 @@ the RNG states; the order of triplets in an epoch is a function of (seed, epoch)
 (:class:`~torch.utils.data.DistributedSampler`), so a resumed run takes exactly the steps the
 uninterrupted one would have. A resume is refused when a setting or any byte of the data differs.
 
-Every checkpoint holds tensors and plain values only and is read with ``weights_only=True``
-(:mod:`percepmetric.checkpoints`): a hostile ``latest.pt`` is refused and nothing in it runs.
-Files are written atomically and follow the umask; temporaries that a kill during a write left
-behind are removed when the next run starts.
+Every checkpoint holds tensors and plain values only, is written by
+:func:`~percepmetric.checkpoints.save_checkpoint` and read by
+:func:`~percepmetric.checkpoints.load_checkpoint_file` (``weights_only=True``): a hostile
+``latest.pt`` is refused and nothing in it runs. Files are written atomically and follow the
+umask; temporaries that a kill during a write left behind are removed when the next run starts.
 """
 
 from __future__ import annotations
@@ -28,27 +34,43 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
-from ..checkpoints import (load_checkpoint_file, numpy_rng_state, remove_stale_temporaries, save_checkpoint,
-                           set_numpy_rng_state)
-from ..data.bapps import to_tensor
+from ..checkpoints import (
+    load_checkpoint_file,
+    numpy_rng_state,
+    remove_stale_temporaries,
+    save_checkpoint,
+    set_numpy_rng_state,
+)
+from ..data.bapps import TwoAFCSplit, to_tensor
 from ..errors import InputError
 from ..io import atomic_write_text, prepare_output_dir
-from .data import Triplets
+from ..stats import two_afc_credit
 from .distributed import Dist, all_gather_rows, setup, teardown
-from .model import VARIANTS, W_INITS, LPIPSTrainable
-from .ranking import RankingHead, learning_rate, ranking_loss, two_afc_agreement
+from .model import TRAINABLE_VARIANTS, W_INITS, LPIPSTrainable, export_metric
+from .ranking import RankingHead, learning_rate, ranking_loss
 
-__all__ = ["TrainConfig", "TwoAFCModel", "train", "load_checkpoint", "check_loop_options",
-           "check_run_folder", "CHECKPOINT_FORMAT"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "LpipsTrainConfig",
+    "LpipsTrainer",
+    "TrainingResult",
+    "TwoAFCModel",
+    "check_loop_options",
+    "check_run_folder",
+    "data_fingerprint",
+    "load_training_checkpoint",
+    "train_lpips",
+]
 
 CHECKPOINT_FORMAT = "percepmetric-train"
 # 2: the NumPy RNG state is stored as a tensor and numbers (version 1 pickled it, so cannot be read safely).
@@ -59,9 +81,12 @@ RESUME_FIELDS = ("version", "config", "data", "model", "optimizer", "epoch", "st
 RUN_FILES = ("latest.pt", "epoch_[0-9][0-9][0-9].pt", "final.pt", "log.jsonl", "eval.json")
 STATS_BATCH = 100  # triplets per trunk pass when precomputing lin statistics
 
+EpochRow = dict[str, float]  # one line of log.jsonl: epoch, lr, loss, train_2afc, triplets, steps, seconds
+Fingerprint = dict[str, Any]  # what data_fingerprint returns; stored in every checkpoint
+
 
 @dataclass(frozen=True)
-class TrainConfig:
+class LpipsTrainConfig:
     """Everything that decides the trained weights (the run's identity; stored in every checkpoint).
 
     ``epochs`` is the total; the last ``decay_epochs`` of them decay the rate linearly
@@ -81,20 +106,20 @@ class TrainConfig:
     w_init: str = "ones"
     seed: int = 0
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> LpipsTrainConfig:
         """Defaults filled in and every value checked; :class:`InputError` names the bad option."""
         from ..nets.backbones import canonical_net
 
-        cfg = replace(self, net=canonical_net(self.net),
-                      decay_epochs=self.epochs // 2 if self.decay_epochs is None else self.decay_epochs)
-        if cfg.variant not in VARIANTS:
-            raise InputError(f"--variant {cfg.variant!r}: choose one of {', '.join(VARIANTS)}")
+        decay = self.decaying_epochs
+        cfg = replace(self, net=canonical_net(self.net), decay_epochs=decay)
+        if cfg.variant not in TRAINABLE_VARIANTS:
+            raise InputError(f"--variant {cfg.variant!r}: choose one of {', '.join(TRAINABLE_VARIANTS)}")
         if cfg.w_init not in W_INITS:
             raise InputError(f"--w-init {cfg.w_init!r}: choose one of {', '.join(W_INITS)}")
         if cfg.epochs < 1:
             raise InputError(f"--epochs must be at least 1, got {cfg.epochs}")
-        if not 0 <= cfg.decay_epochs <= cfg.epochs:
-            raise InputError(f"--decay-epochs must lie in [0, --epochs={cfg.epochs}], got {cfg.decay_epochs}")
+        if not 0 <= decay <= cfg.epochs:
+            raise InputError(f"--decay-epochs must lie in [0, --epochs={cfg.epochs}], got {decay}")
         if cfg.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {cfg.batch_size}")
         if not cfg.lr > 0:
@@ -104,6 +129,11 @@ class TrainConfig:
         if cfg.hidden < 1 or not cfg.eps > 0:
             raise InputError(f"--hidden must be >= 1 and --eps > 0, got {cfg.hidden}, {cfg.eps}")
         return cfg
+
+    @property
+    def decaying_epochs(self) -> int:
+        """How many of the last epochs decay the rate: ``decay_epochs``, or half of ``epochs`` when None."""
+        return self.epochs // 2 if self.decay_epochs is None else self.decay_epochs
 
 
 class TwoAFCModel(nn.Module):
@@ -127,38 +157,313 @@ class TwoAFCModel(nn.Module):
         return d0, d1, self.head(d0, d1)
 
 
-# ---------------------------------------------------------------------------- checkpoints
+class TrainingResult(TypedDict):
+    """What :func:`train_lpips` and :meth:`LpipsTrainer.fit` return.
 
-def load_checkpoint(path: str | Path) -> dict:
-    """A training checkpoint written by :func:`train`, read without running any code.
-
-    :class:`InputError` (one line naming the file) when it is absent, holds pickled objects,
-    is not a training checkpoint, was written by a newer percepmetric, or lacks what a resume needs.
+    ``final``: the path of ``final.pt``, or None when ``stop_after`` stopped the run first.
     """
-    path = Path(path)
-    ck = load_checkpoint_file(path, format=CHECKPOINT_FORMAT, required=RESUME_FIELDS,
-                              what="percepmetric training checkpoint")
-    if not isinstance(ck["version"], int) or ck["version"] > CHECKPOINT_VERSION:
-        raise InputError(f"{path}: training checkpoint version {ck['version']!r} is newer than this "
-                         f"percepmetric reads ({CHECKPOINT_VERSION})")
-    names = {f.name for f in fields(TrainConfig)}
-    if not isinstance(ck["config"], dict) or set(ck["config"]) != names:
-        raise InputError(f"{path}: damaged percepmetric training checkpoint: its 'config' does not hold "
-                         f"the training settings")
-    if not isinstance(ck["data"], dict) or "sha1" not in ck["data"]:
-        raise InputError(f"{path}: damaged percepmetric training checkpoint: its 'data' has no fingerprint")
-    return ck
 
+    final: Path | None
+    history: list[EpochRow]
+    config: dict[str, Any]
+    data: Fingerprint
+
+
+# ---------------------------------------------------------------------------- the entry point
+
+def train_lpips(
+    config: LpipsTrainConfig,
+    data: TwoAFCSplit,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    cache_features: bool = True,
+    save_every: int = 0,
+    progress: bool = True,
+    device: str | None = None,
+    log: Callable[[str], None] | None = None,
+    stop_after: int | None = None,
+) -> TrainingResult:
+    """Train an LPIPS variant on ``data`` and write checkpoints and ``final.pt`` into ``out``.
+
+    Launched by torchrun, every process runs this same call (see :mod:`.distributed`); the
+    global batch ``config.batch_size`` is split evenly across processes.
+
+    ``cache_features`` (``lin`` only): keep the pair statistics of every triplet in memory
+    (``2 * N * sum_l C_l * 4`` bytes: 9.2 KB per triplet for alex, 11.8 KB for vgg, 17.9 KB for
+    squeeze) so the trunk runs once for the whole run instead of once per epoch.
+
+    ``stop_after``: stop once this many steps (counted over the whole run) are done, leaving a
+    checkpoint to ``resume`` from and no ``final.pt`` (``result["final"]`` is then ``None``):
+    a time-boxed job, or a simulated interruption in the tests.
+
+    Everything a user can get wrong is refused, in one :class:`InputError` line, before ``out``
+    is created: the options, the device, the batch against the number of processes, the run
+    folder (:func:`check_run_folder`) and, on resume, the data (its :func:`data_fingerprint`).
+    """
+    cfg = config.resolved()
+    check_loop_options(save_every, stop_after)
+    dist = setup(device)  # checks the device before anything is written
+    try:
+        out = Path(out)
+        if cfg.batch_size % dist.world:
+            raise InputError(f"--batch-size {cfg.batch_size} must be divisible by the {dist.world} processes")
+        if len(data) == 0:
+            raise InputError("no training triplets")
+        checkpoint = check_run_folder(out, cfg, resume)
+        fingerprint = data_fingerprint(data)
+        if checkpoint is not None:
+            _refuse_other_data(checkpoint["data"], fingerprint, out)
+        prepare_output_dir(out)  # every rank: each fails with the same line rather than waiting for rank 0
+        if dist.is_main:
+            remove_stale_temporaries(out, RUN_FILES)
+        trainer = LpipsTrainer(cfg, data, out, dist, fingerprint=fingerprint, cache_features=cache_features,
+                               progress=progress, log=log)
+        if checkpoint is not None:
+            trainer.load_state(checkpoint, out / "latest.pt")
+        return trainer.fit(save_every=save_every, stop_after=stop_after)
+    finally:
+        teardown(dist)
+
+
+# ---------------------------------------------------------------------------- the trainer
+
+class LpipsTrainer:
+    """One training run as this process sees it: the model and its optimiser, the schedule, the
+    order of the triplets, and where the run stands (epoch, step, this epoch's running sums) --
+    which, with the RNG states, is what a checkpoint holds.
+
+    :func:`train_lpips` checks the run folder and the data, builds one, continues it from
+    ``latest.pt`` with :meth:`load_state` on resume, and calls :meth:`fit`. ``config`` must be
+    :meth:`~LpipsTrainConfig.resolved`, ``out`` an existing folder, and ``config.batch_size``
+    divisible by ``dist.world``.
+    """
+
+    def __init__(self, config: LpipsTrainConfig, data: TwoAFCSplit, out: str | Path, dist: Dist, *,
+                 fingerprint: Fingerprint | None = None, cache_features: bool = True, progress: bool = True,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.config, self.data, self.out, self.dist = config, data, Path(out), dist
+        self.fingerprint = data_fingerprint(data) if fingerprint is None else fingerprint
+        self.cache_features, self.progress = cache_features, progress
+        self.say: Callable[[str], None] = (log or print) if dist.is_main else _silent
+
+        # The model: seeded, so every process (and every rerun) starts from the same weights.
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+        random.seed(config.seed)
+        self.model = TwoAFCModel(LPIPSTrainable(config.net, config.variant, config.w_init, seed=config.seed),
+                                 RankingHead(config.hidden, eps=config.eps)).to(dist.device)
+        self.lpips = self.model.lpips
+        # What the steps run through: under torchrun, DDP averages the gradients across processes.
+        self.stepper: nn.Module = self.model
+        if dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.stepper = DistributedDataParallel(
+                self.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+
+        # The optimiser; its rate follows the schedule, set at the start of every epoch (learning_rate).
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=config.lr, betas=(config.beta1, config.beta2))
+
+        # The data order: this process's share of each epoch's permutation, a function of (seed, epoch) only.
+        self.sampler: DistributedSampler[int] = DistributedSampler(
+            _Sized(len(data)), num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=config.seed, drop_last=False)
+        self.local_batch = config.batch_size // dist.world
+
+        # Where the run stands.
+        self.epoch = 1  # the epoch being trained (1-based); epochs + 1 once the run is done
+        self.epoch_step = 0  # steps of this epoch already taken
+        self.global_step = 0  # steps of the whole run
+        self.history: list[EpochRow] = []
+        self.sums = self._zero_sums()  # this process's loss * n, agreement, n over this epoch so far
+        self._lin_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ one step
+
+    def step(self, batch: np.ndarray) -> None:
+        """One optimiser step on the triplets ``batch`` (indices into the data: this process's
+        share of a global batch), then w is clamped at zero; adds to the epoch's sums."""
+        judge = torch.from_numpy(self.data.judge[batch]).to(self.dist.device)
+        d0, d1, logit = self.stepper(*self._model_inputs(batch))
+        loss = ranking_loss(logit, judge)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.lpips.clamp_weights_()
+        self.epoch_step += 1
+        self.global_step += 1
+        with torch.no_grad():
+            agree = two_afc_credit(d0.detach(), d1.detach(), judge).double().sum()
+            self.sums += torch.stack((loss.detach().double() * len(batch), agree, agree.new_tensor(float(len(batch)))))
+
+    def epoch_batches(self) -> list[np.ndarray]:
+        """This process's batches of triplet indices for the current epoch, in the order they are taken."""
+        self.sampler.set_epoch(self.epoch)
+        order = np.fromiter(iter(self.sampler), dtype=np.int64)
+        return [order[i:i + self.local_batch] for i in range(0, len(order), self.local_batch)]
+
+    def _model_inputs(self, batch: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """What :class:`TwoAFCModel` takes for triplets ``batch``: cached or fresh lin statistics, or images."""
+        device = self.dist.device
+        if self._lin_cache is not None:
+            rows = torch.from_numpy(batch).to(device)
+            return self._lin_cache[0][rows], self._lin_cache[1][rows]
+        images = tuple(to_tensor(x[batch], device) for x in (self.data.ref, self.data.p0, self.data.p1))
+        return self.lpips.pair_stats(*images) if self.lpips.variant == "lin" else images
+
+    # ------------------------------------------------------------------ the run
+
+    def fit(self, save_every: int = 0, stop_after: int | None = None) -> TrainingResult:
+        """Train the epochs that remain, checkpointing at every epoch end (and every ``save_every``
+        steps); write ``final.pt``. ``stop_after``: stop, with a checkpoint and without
+        ``final.pt``, once the run has taken that many steps (see :func:`train_lpips`)."""
+        cfg = self.config
+        if cfg.variant == "lin" and self.cache_features and self.epoch <= cfg.epochs and self._lin_cache is None:
+            self._lin_cache = self._lin_statistics()
+        self.model.train()
+        while self.epoch <= cfg.epochs:
+            if not self._train_epoch(save_every, stop_after):
+                return self._stopped(f"epoch {self.epoch}, step {self.epoch_step}")
+            if self.global_step == stop_after and self.epoch <= cfg.epochs:
+                return self._stopped(f"end of epoch {self.epoch - 1}")
+        return self._finish()
+
+    def _train_epoch(self, save_every: int, stop_after: int | None) -> bool:
+        """Take the rest of the current epoch's steps, then log it and checkpoint; False when
+        ``stop_after`` stopped it in the middle (after a checkpoint)."""
+        from tqdm import tqdm
+
+        cfg = self.config
+        started = time.perf_counter()
+        lr = learning_rate(cfg.lr, self.epoch, cfg.epochs, cfg.decaying_epochs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batches = self.epoch_batches()
+        if self.epoch_step == 0:
+            self.sums = self._zero_sums()
+        with tqdm(total=len(batches), initial=self.epoch_step, desc=f"epoch {self.epoch}/{cfg.epochs}", unit="batch",
+                  disable=not (self.progress and self.dist.is_main), leave=False) as bar:
+            for batch in batches[self.epoch_step:]:
+                self.step(batch)
+                bar.update(1)
+                # A checkpoint at the epoch's last step would be the end-of-epoch one, written below.
+                if self.epoch_step < len(batches) and (
+                        (save_every and self.global_step % save_every == 0) or self.global_step == stop_after):
+                    self.save()
+                    if self.global_step == stop_after:
+                        return False
+        self._end_epoch(lr, time.perf_counter() - started)
+        return True
+
+    def _end_epoch(self, lr: float, seconds: float) -> None:
+        totals = _summed_over_ranks(self.dist, self.sums)
+        row: EpochRow = {"epoch": self.epoch, "lr": lr, "loss": (totals[0] / totals[2]).item(),
+                         "train_2afc": (totals[1] / totals[2]).item(), "triplets": int(totals[2].item()),
+                         "steps": self.global_step, "seconds": round(seconds, 3)}
+        self.history.append(row)
+        self.say(f"epoch {self.epoch}/{self.config.epochs}  lr {lr:.3g}  loss {row['loss']:.4f}  "
+                 f"train 2AFC {100 * row['train_2afc']:.2f}%  ({row['triplets']} triplets, {row['seconds']:.1f} s)")
+        self.epoch, self.epoch_step = self.epoch + 1, 0
+        self.sums = self._zero_sums()
+        self.save(also=f"epoch_{self.epoch - 1:03d}.pt")
+        if self.dist.is_main:
+            atomic_write_text(self.out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+
+    def _stopped(self, where: str) -> TrainingResult:
+        self.say(f"stopped after step {self.global_step} ({where}); continue with --resume")
+        self.dist.barrier()
+        return self._result(None)
+
+    def _finish(self) -> TrainingResult:
+        final = self.out / "final.pt"
+        if self.dist.is_main:
+            meta = {"trained_on": self.fingerprint, "training": asdict(self.config), "history": self.history,
+                    "processes": self.dist.world, "steps": self.global_step}
+            export_metric(self.lpips, final, meta)
+        self.dist.barrier()
+        return self._result(final)
+
+    def _result(self, final: Path | None) -> TrainingResult:
+        return {"final": final, "history": self.history, "config": asdict(self.config), "data": self.fingerprint}
+
+    def _lin_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(s0, s1)`` for every triplet, ``(N, sum C)`` each; each process computes every world-th row."""
+        from tqdm import tqdm
+
+        d, data, lp = self.dist, self.data, self.lpips
+        mine = np.arange(d.rank, len(data), d.world)
+        s0, s1 = [], []
+        for start in tqdm(range(0, len(mine), STATS_BATCH), desc="trunk features", unit="batch",
+                          disable=not (self.progress and d.is_main), leave=False):
+            idx = mine[start:start + STATS_BATCH]
+            a, b = lp.pair_stats(*(to_tensor(x[idx], d.device) for x in (data.ref, data.p0, data.p1)))
+            s0.append(a)
+            s1.append(b)
+        width = sum(lp.channels)
+        rows0 = torch.cat(s0) if s0 else torch.zeros(0, width, device=d.device)
+        rows1 = torch.cat(s1) if s1 else torch.zeros(0, width, device=d.device)
+        return all_gather_rows(d, rows0, len(data)), all_gather_rows(d, rows1, len(data))
+
+    def _zero_sums(self) -> torch.Tensor:
+        return torch.zeros(3, dtype=torch.float64, device=self.dist.device)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self, also: str | None = None) -> None:
+        """Write where the run stands to ``out/latest.pt`` (and to ``out/ALSO``), atomically.
+
+        Every process calls this (the epoch's sums are summed over processes); rank 0 writes.
+        """
+        sums = _summed_over_ranks(self.dist, self.sums)
+        if not self.dist.is_main:
+            return
+        state = self._state(sums)
+        save_checkpoint(state, self.out / "latest.pt")
+        if also is not None:
+            save_checkpoint(state, self.out / also)
+
+    def _state(self, summed_sums: torch.Tensor) -> dict[str, Any]:
+        # Tensors and plain values only, so the file loads with weights_only=True.
+        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": asdict(self.config),
+                "data": self.fingerprint, "model": _trainable_state(self.model),
+                "optimizer": self.optimizer.state_dict(), "epoch": self.epoch, "step": self.epoch_step,
+                "global_step": self.global_step, "sums": summed_sums.cpu(), "history": self.history,
+                "rng": _rng_state()}
+
+    def load_state(self, checkpoint: dict[str, Any], path: Path) -> None:
+        """Continue the run from ``checkpoint`` (:func:`load_training_checkpoint` of ``path``, made
+        with this configuration and data: :func:`train_lpips` checks both).
+
+        :class:`InputError` naming ``path`` when a field holds something this run cannot take.
+        """
+        try:
+            _load_trainable_state(self.model, checkpoint["model"], path)
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.epoch, self.epoch_step = checkpoint["epoch"], checkpoint["step"]
+            self.global_step, self.history = checkpoint["global_step"], checkpoint["history"]
+            # The stored sums are totals over all processes: rank 0 carries them, the others restart at 0.
+            self.sums = checkpoint["sums"].to(self.dist.device) if self.dist.is_main else self._zero_sums()
+            _set_rng_state(checkpoint["rng"])
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+            # The fields are present (load_training_checkpoint checked) but hold something else: damaged or forged.
+            raise InputError(f"{path}: damaged percepmetric training checkpoint ({type(exc).__name__} "
+                             f"while restoring the run)") from None
+        self.say(f"resuming {self.out} at epoch {self.epoch}, step {self.epoch_step} "
+                 f"({self.global_step} steps done)")
+
+
+# ---------------------------------------------------------------------------- checks before a run
 
 def check_loop_options(save_every: int, stop_after: int | None) -> None:
-    """:class:`InputError` for a ``save_every`` or ``stop_after`` that :func:`train` cannot honour."""
+    """:class:`InputError` for a ``save_every`` or ``stop_after`` that :func:`train_lpips` cannot honour."""
     if save_every < 0:
         raise InputError(f"--save-every must be >= 0, got {save_every}")
     if stop_after is not None and stop_after < 1:
         raise InputError(f"--stop-after must be at least 1, got {stop_after}")
 
 
-def check_run_folder(out: str | Path, config: TrainConfig, resume: bool) -> dict | None:
+def check_run_folder(out: str | Path, config: LpipsTrainConfig, resume: bool) -> dict[str, Any] | None:
     """The checks on ``out`` that need no data, so a command makes them before loading any.
 
     Without ``resume``, ``out`` must not hold a run already; with it, ``out/latest.pt`` must
@@ -172,21 +477,43 @@ def check_run_folder(out: str | Path, config: TrainConfig, resume: bool) -> dict
     if resume and not latest.is_file():
         raise InputError(f"--resume: {latest} does not exist (nothing to resume)")
     if not resume and latest.exists():
-        raise InputError(f"{out} already holds a run ({latest.name}); pass --resume to continue it or choose another --out")
+        raise InputError(f"{out} already holds a run ({latest.name}); pass --resume to continue it or choose "
+                         f"another --out")
     if not resume:
         return None
-    ck = load_checkpoint(latest)
-    _refuse_other_settings(TrainConfig(**ck["config"]), config, out)
-    return ck
+    checkpoint = load_training_checkpoint(latest)
+    _refuse_other_settings(LpipsTrainConfig(**checkpoint["config"]), config, out)
+    return checkpoint
+
+
+def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A training checkpoint written by :meth:`LpipsTrainer.save`, read without running any code.
+
+    :class:`InputError` (one line naming the file) when it is absent, holds pickled objects,
+    is not a training checkpoint, was written by a newer percepmetric, or lacks what a resume needs.
+    """
+    path = Path(path)
+    checkpoint = load_checkpoint_file(path, format=CHECKPOINT_FORMAT, required=RESUME_FIELDS,
+                                      what="percepmetric training checkpoint")
+    if not isinstance(checkpoint["version"], int) or checkpoint["version"] > CHECKPOINT_VERSION:
+        raise InputError(f"{path}: training checkpoint version {checkpoint['version']!r} is newer than this "
+                         f"percepmetric reads ({CHECKPOINT_VERSION})")
+    names = {f.name for f in fields(LpipsTrainConfig)}
+    if not isinstance(checkpoint["config"], dict) or set(checkpoint["config"]) != names:
+        raise InputError(f"{path}: damaged percepmetric training checkpoint: its 'config' does not hold "
+                         f"the training settings")
+    if not isinstance(checkpoint["data"], dict) or "sha1" not in checkpoint["data"]:
+        raise InputError(f"{path}: damaged percepmetric training checkpoint: its 'data' has no fingerprint")
+    return checkpoint
 
 
 def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _refuse_other_settings(stored: TrainConfig, given: TrainConfig, out: Path) -> None:
+def _refuse_other_settings(stored: LpipsTrainConfig, given: LpipsTrainConfig, out: Path) -> None:
     # A resumed run must take the steps the interrupted one would have: every setting must match.
-    differ = [f.name for f in fields(TrainConfig) if getattr(stored, f.name) != getattr(given, f.name)]
+    differ = [f.name for f in fields(LpipsTrainConfig) if getattr(stored, f.name) != getattr(given, f.name)]
     if "decay_epochs" in differ and "epochs" in differ and all(
             c.decay_epochs == c.epochs // 2 for c in (stored, given)):
         differ.remove("decay_epochs")  # it follows --epochs on both sides; naming it would send the user looking
@@ -197,12 +524,12 @@ def _refuse_other_settings(stored: TrainConfig, given: TrainConfig, out: Path) -
                          f"use a new --out")
 
 
-def _refuse_other_data(stored: dict, given: dict, out: Path) -> None:
+def _refuse_other_data(stored: Fingerprint, given: Fingerprint, out: Path) -> None:
     # Same content under another name (a moved or copied folder) is the same data.
     if stored["sha1"] == given["sha1"]:
         return
 
-    def described(fingerprint: dict) -> str:
+    def described(fingerprint: Fingerprint) -> str:
         sources = fingerprint.get("sources")
         if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
             return "unrecorded sources"
@@ -214,7 +541,7 @@ def _refuse_other_data(stored: dict, given: dict, out: Path) -> None:
                      f"same --data/--root/--split as when it started; to train on this data, use a new --out")
 
 
-def data_fingerprint(data: Triplets) -> dict:
+def data_fingerprint(data: TwoAFCSplit) -> Fingerprint:
     """What the run was trained on: sources, count, patch size and a SHA-1 of every judge and patch.
 
     Every byte is hashed (1-2 s per GB), so a resume on data that changed anywhere is
@@ -222,43 +549,18 @@ def data_fingerprint(data: Triplets) -> dict:
     """
     digest = hashlib.sha1()
     for array in (data.judge, data.ref, data.p0, data.p1):
-        digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+        digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
     return {"sources": list(data.sources), "triplets": len(data),
             "patch_size": list(data.ref.shape[1:3]), "sha1": digest.hexdigest()}
 
 
-def _frozen_prefixes(model: "TwoAFCModel") -> tuple[str, ...]:
-    # A frozen trunk is rebuilt from torchvision's ImageNet weights: no need to store it each epoch.
-    return ("lpips.metric.trunk.",) if model.lpips.variant == "lin" else ()
+# ---------------------------------------------------------------------------- small helpers
+
+def _silent(_message: str) -> None:
+    """Where the processes other than rank 0 send their progress lines."""
 
 
-def _trainable_state(model: "TwoAFCModel") -> dict:
-    skip = _frozen_prefixes(model)
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not (skip and k.startswith(skip))}
-
-
-def _load_trainable_state(model: "TwoAFCModel", state: dict, path: Path) -> None:
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    skip = _frozen_prefixes(model)
-    missing = [k for k in missing if not (skip and k.startswith(skip))]
-    if missing or unexpected:
-        raise InputError(f"{path}: checkpoint does not fit the model (missing {missing[:2]}, unexpected {unexpected[:2]})")
-
-
-def _rng_state() -> dict:
-    # Tensors and plain values only, so the checkpoint loads with weights_only=True.
-    return {"torch": torch.get_rng_state(), "numpy": numpy_rng_state(), "python": random.getstate()}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    set_numpy_rng_state(state["numpy"])
-    random.setstate(state["python"])
-
-
-# ---------------------------------------------------------------------------- the loop
-
-class _Sized:
+class _Sized(Dataset[int]):
     # DistributedSampler only needs len(dataset): batches are gathered from arrays directly.
     def __init__(self, n: int) -> None:
         self.n = n
@@ -267,198 +569,34 @@ class _Sized:
         return self.n
 
 
-def _lin_statistics(lp: LPIPSTrainable, data: Triplets, d: Dist, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(s0, s1)`` for every triplet, ``(N, sum C)`` each; each rank computes every world-th row."""
-    from tqdm import tqdm
-
-    mine = np.arange(d.rank, len(data), d.world)
-    s0, s1 = [], []
-    for start in tqdm(range(0, len(mine), STATS_BATCH), desc="trunk features", unit="batch",
-                      disable=not (progress and d.is_main), leave=False):
-        idx = mine[start:start + STATS_BATCH]
-        a, b = lp.pair_stats(*(to_tensor(x[idx], d.device) for x in (data.ref, data.p0, data.p1)))
-        s0.append(a)
-        s1.append(b)
-    width = sum(lp.channels)
-    s0 = torch.cat(s0) if s0 else torch.zeros(0, width, device=d.device)
-    s1 = torch.cat(s1) if s1 else torch.zeros(0, width, device=d.device)
-    return all_gather_rows(d, s0, len(data)), all_gather_rows(d, s1, len(data))
+def _frozen_prefixes(model: TwoAFCModel) -> tuple[str, ...]:
+    # A frozen trunk is rebuilt from torchvision's ImageNet weights: no need to store it each epoch.
+    return ("lpips.metric.trunk.",) if model.lpips.variant == "lin" else ()
 
 
-def train(
-    config: TrainConfig,
-    data: Triplets,
-    out: str | Path,
-    *,
-    resume: bool = False,
-    cache_features: bool = True,
-    save_every: int = 0,
-    progress: bool = True,
-    device: str | None = None,
-    log: Callable[[str], None] | None = None,
-    stop_after: int | None = None,
-) -> dict:
-    """Train an LPIPS variant on ``data`` and write checkpoints and ``final.pt`` into ``out``.
-
-    Launched by torchrun, every process runs this same call (see :mod:`.distributed`); the
-    global batch ``config.batch_size`` is split evenly across processes. Returns
-    ``{"final": path, "history": [per-epoch rows], "config": dict, "data": fingerprint}``.
-
-    ``cache_features`` (``lin`` only): keep the pair statistics of every triplet in memory
-    (``2 * N * sum_l C_l * 4`` bytes: 9.2 KB per triplet for alex, 11.8 KB for vgg, 17.9 KB for
-    squeeze) so the trunk runs once for the whole run instead of once per epoch.
-
-    ``stop_after``: stop once this many steps (counted over the whole run) are done, leaving a
-    checkpoint to ``resume`` from and no ``final.pt`` (``result["final"]`` is then ``None``):
-    a time-boxed job, or a simulated interruption in the tests.
-    """
-    cfg = config.resolved()
-    check_loop_options(save_every, stop_after)
-    d = setup(device)  # checks the device before anything is written
-    try:
-        return _train(cfg, data, Path(out), d, resume, cache_features, save_every, progress, log, stop_after)
-    finally:
-        teardown(d)
+def _trainable_state(model: TwoAFCModel) -> dict[str, torch.Tensor]:
+    skip = _frozen_prefixes(model)
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not (skip and k.startswith(skip))}
 
 
-def _train(cfg: TrainConfig, data: Triplets, out: Path, d: Dist, resume: bool, cache_features: bool,
-           save_every: int, progress: bool, log: Callable[[str], None] | None, stop_after: int | None) -> dict:
-    from tqdm import tqdm
-
-    from .model import export_metric
-
-    say = (log or print) if d.is_main else (lambda _msg: None)
-    if cfg.batch_size % d.world:
-        raise InputError(f"--batch-size {cfg.batch_size} must be divisible by the {d.world} processes")
-    if len(data) == 0:
-        raise InputError("no training triplets")
-    local_batch = cfg.batch_size // d.world
-    latest = out / "latest.pt"
-    # Refuse a mismatching run before building anything, and create --out only once all is well.
-    ck = check_run_folder(out, cfg, resume)
-    fingerprint = data_fingerprint(data)
-    if ck is not None:
-        _refuse_other_data(ck["data"], fingerprint, out)
-    prepare_output_dir(out)  # every rank: each fails with the same line rather than waiting for rank 0
-    if d.is_main:
-        remove_stale_temporaries(out, RUN_FILES)
-
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    random.seed(cfg.seed)
-    model = TwoAFCModel(LPIPSTrainable(cfg.net, cfg.variant, cfg.w_init, seed=cfg.seed),
-                        RankingHead(cfg.hidden, eps=cfg.eps)).to(d.device)
-    lp = model.lpips
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    epoch, step, global_step, history = 1, 0, 0, []
-    sums = torch.zeros(3, dtype=torch.float64, device=d.device)  # loss * n, agreement, n
-    if resume:
-        try:
-            _load_trainable_state(model, ck["model"], latest)
-            optimizer.load_state_dict(ck["optimizer"])
-            epoch, step, global_step, history = ck["epoch"], ck["step"], ck["global_step"], ck["history"]
-            # The stored sums are totals over all ranks: rank 0 carries them, the others restart at 0.
-            sums = ck["sums"].to(d.device) if d.is_main else torch.zeros_like(sums)
-            _set_rng_state(ck["rng"])
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
-            # The fields are present (load_checkpoint checked) but hold something else: damaged or forged.
-            raise InputError(f"{latest}: damaged percepmetric training checkpoint ({type(exc).__name__} "
-                             f"while restoring the run)") from None
-        say(f"resuming {out} at epoch {epoch}, step {step} ({global_step} steps done)")
-
-    def checkpoint(next_epoch: int, next_step: int, running: torch.Tensor, also: Path | None = None) -> None:
-        # Every rank calls this (the epoch sums are summed over ranks); rank 0 writes.
-        running = _summed_over_ranks(d, running)
-        if not d.is_main:
-            return
-        state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": asdict(cfg), "data": fingerprint,
-                 "model": _trainable_state(model), "optimizer": optimizer.state_dict(),
-                 "epoch": next_epoch, "step": next_step, "global_step": global_step,
-                 "sums": running.cpu(), "history": history, "rng": _rng_state()}
-        save_checkpoint(state, latest)
-        if also is not None:
-            save_checkpoint(state, also)
-
-    def stopped(where: str) -> dict:
-        say(f"stopped after step {global_step} ({where}); continue with --resume")
-        d.barrier()
-        return {"final": None, "history": history, "config": asdict(cfg), "data": fingerprint}
-
-    wrapped: nn.Module = model
-    if d.active:
-        from torch.nn.parallel import DistributedDataParallel
-
-        wrapped = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-
-    lin = cfg.variant == "lin"
-    cache = _lin_statistics(lp, data, d, progress) if lin and cache_features and epoch <= cfg.epochs else None
-    sampler = DistributedSampler(_Sized(len(data)), num_replicas=d.world, rank=d.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=False)
-    model.train()
-    while epoch <= cfg.epochs:
-        started = time.perf_counter()
-        lr = learning_rate(cfg.lr, epoch, cfg.epochs, cfg.decay_epochs)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        # This rank's share of the epoch's permutation, a function of (seed, epoch) only.
-        sampler.set_epoch(epoch)
-        order = np.fromiter(iter(sampler), dtype=np.int64)
-        batches = [order[i:i + local_batch] for i in range(0, len(order), local_batch)]
-        if step == 0:
-            sums = torch.zeros_like(sums)
-        bar = tqdm(total=len(batches), initial=step, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
-                   disable=not (progress and d.is_main), leave=False)
-        for k in range(step, len(batches)):
-            idx = batches[k]
-            judge = torch.from_numpy(data.judge[idx]).to(d.device)
-            d0, d1, logit = wrapped(*_batch_inputs(lp, data, idx, cache, d.device))
-            loss = ranking_loss(logit, judge)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            lp.clamp_weights_()
-            global_step += 1
-            with torch.no_grad():
-                agree = two_afc_agreement(d0.detach(), d1.detach(), judge).double().sum()
-                sums += torch.stack((loss.detach().double() * len(idx), agree, agree.new_tensor(float(len(idx)))))
-            bar.update(1)
-            if k + 1 < len(batches) and ((save_every and global_step % save_every == 0) or global_step == stop_after):
-                checkpoint(epoch, k + 1, sums)
-                if global_step == stop_after:
-                    bar.close()
-                    return stopped(f"epoch {epoch}, step {k + 1}")
-        bar.close()
-        totals = _summed_over_ranks(d, sums)
-        row = {"epoch": epoch, "lr": lr, "loss": (totals[0] / totals[2]).item(),
-               "train_2afc": (totals[1] / totals[2]).item(), "triplets": int(totals[2].item()),
-               "steps": global_step, "seconds": round(time.perf_counter() - started, 3)}
-        history.append(row)
-        say(f"epoch {epoch}/{cfg.epochs}  lr {lr:.3g}  loss {row['loss']:.4f}  "
-            f"train 2AFC {100 * row['train_2afc']:.2f}%  ({row['triplets']} triplets, {row['seconds']:.1f} s)")
-        epoch, step = epoch + 1, 0
-        checkpoint(epoch, 0, torch.zeros_like(sums), also=out / f"epoch_{epoch - 1:03d}.pt")
-        if d.is_main:
-            atomic_write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-        if global_step == stop_after and epoch <= cfg.epochs:
-            return stopped(f"end of epoch {epoch - 1}")
-
-    final = out / "final.pt"
-    if d.is_main:
-        meta = {"trained_on": fingerprint, "training": asdict(cfg), "history": history,
-                "processes": d.world, "steps": global_step}
-        export_metric(lp, final, meta)
-    d.barrier()
-    return {"final": final, "history": history, "config": asdict(cfg), "data": fingerprint}
+def _load_trainable_state(model: TwoAFCModel, state: dict[str, torch.Tensor], path: Path) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    skip = _frozen_prefixes(model)
+    missing = [k for k in missing if not (skip and k.startswith(skip))]
+    if missing or unexpected:
+        raise InputError(f"{path}: checkpoint does not fit the model (missing {missing[:2]}, "
+                         f"unexpected {unexpected[:2]})")
 
 
-def _batch_inputs(lp: LPIPSTrainable, data: Triplets, idx: np.ndarray, cache, device: torch.device) -> tuple:
-    """What :class:`TwoAFCModel` takes for triplets ``idx``: cached or fresh lin statistics, or images."""
-    if cache is not None:
-        rows = torch.from_numpy(idx).to(device)
-        return cache[0][rows], cache[1][rows]
-    images = tuple(to_tensor(x[idx], device) for x in (data.ref, data.p0, data.p1))
-    return lp.pair_stats(*images) if lp.variant == "lin" else images
+def _rng_state() -> dict[str, Any]:
+    # Tensors and plain values only, so the checkpoint loads with weights_only=True.
+    return {"torch": torch.get_rng_state(), "numpy": numpy_rng_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    set_numpy_rng_state(state["numpy"])
+    random.setstate(state["python"])
 
 
 def _summed_over_ranks(d: Dist, sums: torch.Tensor) -> torch.Tensor:

@@ -33,9 +33,10 @@ from torch import nn
 from ..errors import InputError
 from ..nets.backbones import canonical_net, tap_channels
 
-__all__ = ["VARIANTS", "W_INITS", "LPIPSTrainable", "gaussian_init_"]
+__all__ = ["TRAINABLE_VARIANTS", "W_INITS", "LPIPSTrainable", "export_metric", "gaussian_init_"]
 
-VARIANTS = ("lin", "tune", "scratch")
+# The LPIPS variants training makes (metrics/lpips.py VARIANTS adds baseline, which is not trained).
+TRAINABLE_VARIANTS = ("lin", "tune", "scratch")
 W_INITS = ("ones", "torch")
 
 
@@ -72,8 +73,8 @@ class LPIPSTrainable(nn.Module):
         from ..metrics.lpips import LPIPS
 
         net = canonical_net(net)
-        if variant not in VARIANTS:
-            raise InputError(f"--variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+        if variant not in TRAINABLE_VARIANTS:
+            raise InputError(f"--variant {variant!r}: choose one of {', '.join(TRAINABLE_VARIANTS)}")
         if w_init not in W_INITS:
             raise InputError(f"--w-init {w_init!r}: choose one of {', '.join(W_INITS)}")
         self.net, self.variant, self.w_init = net, variant, w_init
@@ -101,7 +102,7 @@ class LPIPSTrainable(nn.Module):
     @staticmethod
     def tap_stats(taps_a: list[torch.Tensor], taps_b: list[torch.Tensor]) -> torch.Tensor:
         """``s`` of Eq. 1: ``(N, sum_l C_l)``, the spatial mean of ``(yhat_a - yhat_b)^2`` per channel."""
-        return torch.cat([(a - b).square().mean(dim=(2, 3)) for a, b in zip(taps_a, taps_b)], dim=1)
+        return torch.cat([(a - b).square().mean(dim=(2, 3)) for a, b in zip(taps_a, taps_b, strict=True)], dim=1)
 
     def w_vector(self) -> torch.Tensor:
         """All channel weights as one ``(sum_l C_l,)`` vector, in tap order."""
@@ -121,12 +122,13 @@ class LPIPSTrainable(nn.Module):
         with torch.no_grad():
             return self._stats(ref, p0, p1)
 
-    def triplet_distances(self, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def triplet_distances(self, ref: torch.Tensor, p0: torch.Tensor,
+                          p1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(d0, d1)``, each ``(N,)``, with gradients through trunk and w (one trunk pass on 3N images)."""
         s0, s1 = self._stats(ref, p0, p1)
         return self.distance_from_stats(s0), self.distance_from_stats(s1)
 
-    def _stats(self, ref, p0, p1):
+    def _stats(self, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = ref.shape[0]
         taps = self.normalized_taps(torch.cat((ref, p0, p1)))
         t_ref = [t[:n] for t in taps]
@@ -140,7 +142,7 @@ class LPIPSTrainable(nn.Module):
                 v.clamp_(min=0)
 
 
-def export_metric(lp: LPIPSTrainable, path: Path, meta: dict) -> Path:
+def export_metric(lp: LPIPSTrainable, path: Path, meta: dict[str, object]) -> Path:
     """Write the trained metric as an LPIPS weight file (``save_lpips_checkpoint``), atomically.
 
     ``lin`` files hold only w (the trunk is torchvision's ImageNet one); ``tune``/``scratch``

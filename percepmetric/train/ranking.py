@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["RankingHead", "ranking_loss", "two_afc_agreement", "learning_rate"]
+__all__ = ["RankingHead", "learning_rate", "ranking_loss"]
 
 
 class RankingHead(nn.Module):
@@ -47,16 +47,6 @@ class RankingHead(nn.Module):
 def ranking_loss(logit: torch.Tensor, judge: torch.Tensor) -> torch.Tensor:
     """Mean binary cross-entropy between ``sigmoid(logit)`` and the judge fraction ``judge`` (both ``(N,)``)."""
     return F.binary_cross_entropy_with_logits(logit, judge.to(logit.dtype))
-
-
-def two_afc_agreement(d0: torch.Tensor, d1: torch.Tensor, judge: torch.Tensor) -> torch.Tensor:
-    """Per-triplet 2AFC score ``(N,)``: the share of people who agree with the metric.
-
-    ``judge`` is the fraction who chose p1. The metric picks p1 when ``d1 < d0``: score ``judge``;
-    p0 when ``d0 < d1``: score ``1 - judge``; a tie scores 0.5 (as the LPIPS evaluation code).
-    """
-    judge = judge.to(d0.dtype)
-    return torch.where(d1 < d0, judge, torch.where(d0 < d1, 1 - judge, torch.full_like(judge, 0.5)))
 
 
 def learning_rate(base: float, epoch: int, epochs: int, decay_epochs: int) -> float:

@@ -1,4 +1,9 @@
-"""CLI commands of this part, attached to ``percepmetric`` by ``percepmetric.cli``."""
+"""``percepmetric weights``: which weight files LPIPS uses, which are present, and where the
+missing ones belong. Attached to ``percepmetric`` by ``percepmetric.cli``.
+
+A command, so it lives beside the CLI rather than in ``nets/`` (the core, which never imports
+the command line); it reads the core's paths (:mod:`percepmetric.nets.backbones`,
+:mod:`percepmetric.metrics.lpips`)."""
 
 from __future__ import annotations
 
@@ -9,8 +14,8 @@ import click
 
 def weights_table() -> list[dict]:
     """For each LPIPS net: the ImageNet trunk file (torchvision cache) and the v0.1 calibration file."""
-    from ..metrics.lpips import official_calibration_path
-    from .backbones import NETS, backbone_spec, trunk_weights_path
+    from .metrics.lpips import official_calibration_path
+    from .nets.backbones import NETS, backbone_spec, trunk_weights_path
 
     rows = []
     for net in NETS:

@@ -1,11 +1,13 @@
-"""2AFC score, human ceiling, JND mAP (VOC average precision), bootstrap intervals, paired tests."""
+"""percepmetric.stats: 2AFC credit and score, human ceiling, JND mAP (VOC average precision),
+bootstrap intervals, paired tests; one module that bench, train and deepsim share."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from percepmetric.bench import (
+from percepmetric.errors import InputError
+from percepmetric.stats import (
     bootstrap_ci,
     human_ceiling,
     jnd_map,
@@ -14,7 +16,6 @@ from percepmetric.bench import (
     two_afc_credit,
     two_afc_score,
 )
-from percepmetric.errors import InputError
 
 
 def test_two_afc_score_hand_computed_with_tie():
@@ -97,6 +98,29 @@ def test_jnd_map_perfect_and_undefined():
         jnd_map([0.1, 0.2], [0, 0])
 
 
+def _two_afc_score_direct(d0, d1, judge) -> float:
+    """2AFC score from its definition, one triplet at a time."""
+    credit = [j if b < a else 1 - j if a < b else 0.5 for a, b, j in zip(d0, d1, judge, strict=True)]
+    return sum(credit) / len(credit)
+
+
+def _human_ceiling_direct(judge) -> float:
+    """How often two people agree, p^2 + (1 - p)^2 per triplet (LPIPS paper, Sec. 5), averaged."""
+    return sum(p * p + (1 - p) ** 2 for p in judge) / len(judge)
+
+
+def _bootstrap_ci_loop(statistic, arrays, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap, one resample at a time: resample b takes the items of row b of
+    ``default_rng(seed).integers(0, N, (n_boot, N))`` -- the draws percepmetric.stats makes when
+    the items' values are many (here: continuous random data) -- and the interval is the
+    (1 - level) / 2 and (1 + level) / 2 quantiles of the ``n_boot`` values."""
+    arrays = [np.asarray(a, dtype=float) for a in arrays]
+    rows = np.random.default_rng(seed).integers(0, len(arrays[0]), (n_boot, len(arrays[0])))
+    values = [statistic(*(a[row] for a in arrays)) for row in rows]
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
 def test_bootstrap_ci_properties():
     rng = np.random.default_rng(2)
     n = 400
@@ -106,10 +130,12 @@ def test_bootstrap_ci_properties():
     low, high = bootstrap_ci(two_afc_score, d0, d1, judge, n_boot=500, seed=3)
     assert low < score < high
     assert (low, high) == bootstrap_ci(two_afc_score, d0, d1, judge, n_boot=500, seed=3)  # deterministic
-    # The vectorized statistic agrees with the generic path (any callable).
+    # The vectorized statistic and the generic path (any callable) both agree with a plain loop.
+    reference = _bootstrap_ci_loop(_two_afc_score_direct, (d0, d1, judge), n_boot=200, seed=3)
     generic = bootstrap_ci(lambda a, b, c: two_afc_score(a, b, c), d0, d1, judge, n_boot=200, seed=3)
     fast = bootstrap_ci(two_afc_score, d0, d1, judge, n_boot=200, seed=3)
-    np.testing.assert_allclose(generic, fast)
+    np.testing.assert_allclose(generic, reference)
+    np.testing.assert_allclose(fast, reference)
     # More data, narrower interval (about 1/sqrt(n)).
     big = np.tile(np.stack([d0, d1, judge]), 16)
     low_b, high_b = bootstrap_ci(two_afc_score, *big, n_boot=300, seed=3)
@@ -118,8 +144,10 @@ def test_bootstrap_ci_properties():
     same = (rng.random(n) < 0.5).astype(float)
     lo, hi = bootstrap_ci(jnd_map, d0, same, n_boot=200)
     assert lo <= jnd_map(d0, same) <= hi
+    np.testing.assert_allclose((lo, hi), _bootstrap_ci_loop(_voc_ap_direct, (d0, same), n_boot=200, seed=0))
     lo, hi = bootstrap_ci(human_ceiling, judge, n_boot=200)
     assert lo <= human_ceiling(judge) <= hi
+    np.testing.assert_allclose((lo, hi), _bootstrap_ci_loop(_human_ceiling_direct, (judge,), n_boot=200, seed=0))
 
 
 def test_bootstrap_by_counts_matches_bootstrap_by_indices():
@@ -156,3 +184,32 @@ def test_paired_test_detects_the_better_metric():
     d = rng.random(n)
     jnd = paired_test(jnd_map, (d, judge), (d * 2.0, judge), n_boot=100)  # a monotone map: identical mAP
     assert jnd.difference == 0.0 and jnd.better == "neither"
+
+
+# ---------------------------------------------------------------- one statistics module for every application
+
+def test_two_afc_credit_is_the_one_credit_for_arrays_and_tensors():
+    """Training's running 2AFC score and the benchmark's use this one function (it was written
+    twice: ``two_afc_credit`` in NumPy, ``two_afc_agreement`` in torch)."""
+    import torch
+
+    d0, d1 = [0.1, 0.5, 0.3, np.nan], [0.2, 0.4, 0.3, 0.1]
+    judge = [0.25, 0.25, 0.9, 0.6]
+    expected = [0.75, 0.25, 0.5, 0.5]  # d0 < d1: 1 - judge; d1 < d0: judge; tie or NaN: 1/2
+    np.testing.assert_array_equal(two_afc_credit(d0, d1, judge), expected)
+    as_tensors = [torch.tensor(a, dtype=torch.float32) for a in (d0, d1, judge)]
+    credit = two_afc_credit(*as_tensors)
+    assert isinstance(credit, torch.Tensor) and credit.dtype == torch.float32
+    torch.testing.assert_close(credit, torch.tensor(expected))
+    half = two_afc_credit(as_tensors[0].half(), as_tensors[1].half(), as_tensors[2])
+    assert half.dtype == torch.float16  # the distances' dtype, as training computes them
+    # Broadcasting: one judgment for every item (DeePSiM's "which reconstruction is closer").
+    np.testing.assert_array_equal(two_afc_credit([1.0, 2.0, 3.0], [2.0, 2.0, 1.0], 1.0), [0.0, 0.5, 1.0])
+
+
+def test_bench_exports_the_statistics_of_percepmetric_stats():
+    from percepmetric import bench, stats
+
+    for name in stats.__all__:
+        assert getattr(bench, name) is getattr(stats, name), name
+

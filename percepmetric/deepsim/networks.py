@@ -21,9 +21,9 @@ fc8        class scores (before softmax)                        1000
 For inversion the paper's CONV5 means pooled features, so ``layer="conv5"`` of a
 :class:`Generator` reads pool5; as a *comparator* ``conv5`` is the unpooled relu5 map.
 
-NOTE: the AlexNet file the project tests with (shared/torch_home) has real convolution
-weights but ZERO fully connected weights, so fc6/fc7/fc8 of the "pretrained" AlexNet are
-all zeros there. Use conv layers, or random (``pretrained=False``) / trained encoders.
+An AlexNet weight file whose fully connected layers were stripped or zeroed (to save space)
+gives all-zero fc6/fc7/fc8 features: nothing to invert. Conv layers, random
+(``pretrained=False``) or trained encoders do not depend on those layers.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -119,7 +119,7 @@ def build_alexnet(pretrained: bool = True, features_only: bool = False) -> nn.Mo
         weights = tvm.AlexNet_Weights.IMAGENET1K_V1
         path = alexnet_weights_path()
         try:
-            state = weights.get_state_dict(progress=False, check_hash=False)
+            state = weights.get_state_dict(progress=False, check_hash=False, weights_only=True)
         except Exception as exc:  # URLError, OSError, a truncated file ...
             raise WeightsNotFoundError(
                 f"pretrained AlexNet weights {path.name} are not readable in {path.parent} and could not be "
@@ -200,6 +200,9 @@ class AlexNetFeatures(nn.Module):
     module in eval mode; gradients still flow to the input (comparator use).
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, layer: str = "conv5", pretrained: bool = True, trainable: bool = False,
                  model: nn.Module | None = None) -> None:
         super().__init__()
@@ -210,14 +213,16 @@ class AlexNetFeatures(nn.Module):
         self.trainable = trainable
         if model is None:
             model = build_alexnet(pretrained, features_only=layer in _ALEX_FEATURE_ENDS)
+        self.features: nn.Module
+        self.avgpool: nn.Module | None = None
+        self.classifier: nn.Module | None = None
         if layer in _ALEX_FEATURE_ENDS:
-            self.features = nn.Sequential(*list(model.features.children())[: _ALEX_FEATURE_ENDS[layer]])
-            self.avgpool = None
-            self.classifier = None
+            conv_side = list(model.get_submodule("features").children())
+            self.features = nn.Sequential(*conv_side[: _ALEX_FEATURE_ENDS[layer]])
         else:
-            self.features = model.features
-            self.avgpool = model.avgpool
-            linear = [m for m in model.classifier.children() if isinstance(m, nn.Linear)]
+            self.features = model.get_submodule("features")
+            self.avgpool = model.get_submodule("avgpool")
+            linear = [m for m in model.get_submodule("classifier").children() if isinstance(m, nn.Linear)]
             parts: list[nn.Module] = []
             for i, fc in enumerate(linear[: _ALEX_FC[layer]]):
                 parts.append(fc)
@@ -238,7 +243,7 @@ class AlexNetFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.features((x - self.mean) / self.std)
-        if self.classifier is not None:
+        if self.classifier is not None and self.avgpool is not None:
             h = self.classifier(torch.flatten(self.avgpool(h), 1))
         return h
 
@@ -248,9 +253,12 @@ class BackboneFeatures(nn.Module):
     :func:`percepmetric.nets.backbones.build_backbone`) as a frozen feature extractor:
     ``(N,3,H,W)`` in [0, 1] -> ``(N,C,h,w)``, ImageNet normalisation inside."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, net: str, tap: str, pretrained: bool = True) -> None:
         super().__init__()
-        from .backbones import build_backbone
+        from ..nets.backbones import build_backbone
 
         trunk = build_backbone(net, pretrained=pretrained, seed=0)
         if tap not in trunk.tap_names:
@@ -309,7 +317,8 @@ def _upsampling_stages(size: int, width: float) -> nn.Sequential:
     layers: list[nn.Module] = []
     c = _ch(256, width)
     for up, conv in pairs[: min(k - 1, 3)]:
-        layers += [UpConv(c, _ch(up, width)), lrelu(), nn.Conv2d(_ch(up, width), _ch(conv, width), 3, padding=1), lrelu()]
+        layers += [UpConv(c, _ch(up, width)), lrelu(),
+                   nn.Conv2d(_ch(up, width), _ch(conv, width), 3, padding=1), lrelu()]
         c = _ch(conv, width)
     plain = 64
     for _ in range(max(0, k - 1 - 3)):
@@ -404,14 +413,13 @@ class Discriminator(nn.Module):
         self.convs = nn.Sequential(*layers)
         self.feature_dim = feature_dim
         joint = c
+        self.feature_branch: nn.Sequential | None = None
         if feature_dim:
             self.feature_branch = nn.Sequential(
                 nn.Linear(feature_dim, _ch(1024, width)), lrelu(),
                 nn.Linear(_ch(1024, width), _ch(512, width)), lrelu(),
             )
             joint += _ch(512, width)
-        else:
-            self.feature_branch = None
         self.head = nn.Sequential(
             nn.Dropout(0.5),
             nn.Linear(joint, _ch(512, width)), lrelu(),
@@ -481,7 +489,7 @@ class VAEEncoder(nn.Module):
     (pool5, adaptive-average-pooled to 6x6 as torchvision does) followed by two fully
     connected heads in place of fc6. ``sigma`` is parametrised by its log so it stays positive.
     Conv weights come from ImageNet when ``pretrained`` (as the paper initialises with
-    AlexNet); the heads start random (the fc6 file here is zeros anyway). Trainable.
+    AlexNet); the heads start random. Trainable.
     """
 
     def __init__(self, latent: int = 4096, pretrained: bool = True, model: nn.Module | None = None) -> None:
@@ -531,7 +539,9 @@ class ReconstructionModel(nn.Module):
         if task in ("invert", "vae") and int(size) < alexnet_smallest_size("pool5"):
             raise InputError(f"--size {size}: the {task} task reads AlexNet pool5, which needs images of at least "
                              f"{alexnet_smallest_size('pool5')} px")
-        self.task, self.size = task, int(size)
+        self.task, self.size, self.latent = task, int(size), int(latent)
+        self.encoder: nn.Module
+        self.decoder: nn.Module
         self.config = {"task": task, "layer": layer, "size": int(size), "width": float(width),
                        "pretrained": bool(pretrained), "code_channels": int(code_channels), "latent": int(latent)}
         if task == "invert":
@@ -568,5 +578,5 @@ class ReconstructionModel(nn.Module):
         if self.task != "vae":
             raise InputError("sampling from the prior needs a VAE (--task vae)")
         p = next(self.decoder.parameters())
-        z = torch.randn((n, self.encoder.latent), generator=generator, device=p.device, dtype=p.dtype)
+        z = torch.randn((n, self.latent), generator=generator, device=p.device, dtype=p.dtype)
         return self.decode(z)

@@ -1,14 +1,19 @@
-"""How well distances agree with people: 2AFC score, JND mAP, bootstrap intervals, paired tests.
+"""How well distances agree with people: 2AFC credit and score, human ceiling, JND average
+precision, bootstrap intervals and paired tests.
 
-Pure NumPy, no I/O. Definitions follow the evaluation of the LPIPS paper (Zhang et al.,
-CVPR 2018, Sec. 2 and 5) and its reference code (``score_2afc_dataset``,
-``score_jnd_dataset`` / ``voc_ap``):
+The one home of percepmetric's statistics: the benchmark (``bench``), the evaluation of a
+trained LPIPS (``train``) and the DeePSiM tables (``deepsim``) all score with these functions,
+so a number means the same wherever it is printed. Pure NumPy, no I/O, and nothing from the
+applications: only :mod:`percepmetric.errors` is imported.
+
+Definitions follow the evaluation of the LPIPS paper (Zhang et al., CVPR 2018, Sec. 2 and 5)
+and its reference code (``score_2afc_dataset``, ``score_jnd_dataset`` / ``voc_ap``):
 
 * **2AFC**: per triplet, ``judge`` = fraction of people who found ``p1`` closer to ``ref``.
   A metric earns ``judge`` when ``d1 < d0``, ``1 - judge`` when ``d0 < d1`` and ``0.5`` on a
-  tie; the score is the mean credit. People themselves, if each answered with the group's
-  proportion ``p``, would agree with a random other person ``p^2 + (1 - p)^2`` of the time:
-  the human ceiling is its mean.
+  tie (:func:`two_afc_credit`); the score is the mean credit (:func:`two_afc_score`). People
+  themselves, if each answered with the group's proportion ``p``, would agree with a random
+  other person ``p^2 + (1 - p)^2`` of the time: the human ceiling is its mean.
 * **JND**: pairs ordered by ascending distance; precision and recall of "same" (fractional
   labels count fractionally) down that list; the score is the VOC-style average precision:
   the area under the precision envelope (precision made non-increasing from the right),
@@ -21,21 +26,41 @@ triplets (or pairs); :func:`paired_test` resamples the same triplets for two met
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
+import numpy.typing as npt
 
-from ..errors import InputError
+from .errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "PairedTest",
+    "average_precision",
+    "bootstrap_ci",
+    "human_ceiling",
+    "jnd_map",
+    "paired_test",
+    "precision_recall",
+    "two_afc_credit",
+    "two_afc_score",
+]
+
+FloatArray = npt.NDArray[np.float64]
+Statistic = Callable[..., float]
 
 _CHUNK_ELEMENTS = 4_000_000  # bootstrap resamples are drawn in chunks of about this many indices
 
 
-def _as_1d(a) -> np.ndarray:
+def _as_1d(a: npt.ArrayLike) -> FloatArray:
     return np.asarray(a, dtype=np.float64).reshape(-1)
 
 
-def _check_same_length(**arrays: np.ndarray) -> int:
+def _check_same_length(**arrays: FloatArray) -> int:
     lengths = {k: len(v) for k, v in arrays.items()}
     if len(set(lengths.values())) != 1:
         raise InputError(f"arrays differ in length: {', '.join(f'{k}={n}' for k, n in lengths.items())}")
@@ -47,16 +72,26 @@ def _check_same_length(**arrays: np.ndarray) -> int:
 
 # ---------------------------------------------------------------- 2AFC
 
-def two_afc_credit(d0, d1, judge) -> np.ndarray:
-    """Per-triplet credit ``(N,)``: ``judge`` if ``d1 < d0``, ``1 - judge`` if ``d0 < d1``, 0.5 on a tie.
+@overload
+def two_afc_credit(d0: torch.Tensor, d1: torch.Tensor, judge: torch.Tensor) -> torch.Tensor: ...
+@overload
+def two_afc_credit(d0: npt.ArrayLike, d1: npt.ArrayLike, judge: npt.ArrayLike) -> FloatArray: ...
+def two_afc_credit(d0: Any, d1: Any, judge: Any) -> Any:
+    """Per-triplet credit: ``judge`` if ``d1 < d0``, ``1 - judge`` if ``d0 < d1``, 0.5 on a tie
+    (or when a distance is NaN: neither is smaller).
 
-    Broadcasts over leading dimensions (``(..., N)`` in, ``(..., N)`` out).
+    Broadcasts (``(..., N)`` in, ``(..., N)`` out). Array-likes give float64 NumPy arrays;
+    torch tensors give a tensor of ``d0``'s dtype on their device (training totals its running
+    2AFC score this way without leaving the GPU).
     """
+    if hasattr(d0, "__torch_function__"):  # a torch tensor: the same selection, with its own where
+        judge = judge.to(d0.dtype)
+        return judge.where(d1 < d0, (1 - judge).where(d0 < d1, 0.5))
     d0, d1, judge = (np.asarray(a, dtype=np.float64) for a in (d0, d1, judge))
     return np.where(d1 < d0, judge, np.where(d0 < d1, 1.0 - judge, 0.5))
 
 
-def two_afc_score(d0, d1, judge) -> float:
+def two_afc_score(d0: npt.ArrayLike, d1: npt.ArrayLike, judge: npt.ArrayLike) -> float:
     """2AFC score in [0, 1]: mean of :func:`two_afc_credit` over the ``N`` triplets.
 
     ``d0, d1``: distances ``(N,)`` from the reference to p0 and p1 (lower = more alike);
@@ -67,7 +102,7 @@ def two_afc_score(d0, d1, judge) -> float:
     return float(two_afc_credit(d0, d1, judge).mean())
 
 
-def human_ceiling(judge) -> float:
+def human_ceiling(judge: npt.ArrayLike) -> float:
     """Mean of ``p^2 + (1 - p)^2`` over triplets: how often one person agrees with another (LPIPS paper, Sec. 5)."""
     p = _as_1d(judge)
     _check_same_length(judge=p)
@@ -76,7 +111,7 @@ def human_ceiling(judge) -> float:
 
 # ---------------------------------------------------------------- JND
 
-def precision_recall(d, same) -> tuple[np.ndarray, np.ndarray]:
+def precision_recall(d: npt.ArrayLike, same: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
     """Precision and recall of "same" down the list of pairs ordered by ascending distance.
 
     ``d``: ``(..., N)`` distances; ``same``: ``(..., N)`` fractions in [0, 1]. Returns
@@ -95,7 +130,7 @@ def precision_recall(d, same) -> tuple[np.ndarray, np.ndarray]:
         return tp / (tp + fp), tp / (tp + fn)
 
 
-def average_precision(recall, precision) -> np.ndarray:
+def average_precision(recall: npt.ArrayLike, precision: npt.ArrayLike) -> FloatArray:
     """VOC average precision (``use_07_metric=False``) of PR curves ``(..., N)`` -> ``(...)``.
 
     With sentinels ``recall = [0, r..., 1]``, ``precision = [0, p..., 0]``: the envelope
@@ -112,12 +147,12 @@ def average_precision(recall, precision) -> np.ndarray:
     return np.sum(np.where(step != 0, step * envelope[..., 1:], 0.0), axis=-1)
 
 
-def _jnd_map_rows(d: np.ndarray, same: np.ndarray) -> np.ndarray:
+def _jnd_map_rows(d: FloatArray, same: FloatArray) -> FloatArray:
     precision, recall = precision_recall(d, same)
     return average_precision(recall, precision)
 
 
-def jnd_map(d, same) -> float:
+def jnd_map(d: npt.ArrayLike, same: npt.ArrayLike) -> float:
     """JND score in [0, 1]: VOC average precision of "same" when pairs are ordered by ascending ``d``.
 
     ``d``: ``(N,)`` distances of the pairs; ``same``: ``(N,)`` fraction of people who judged
@@ -132,7 +167,7 @@ def jnd_map(d, same) -> float:
 
 # ---------------------------------------------------------------- bootstrap
 
-def _item_values(statistic: Callable, arrays: Sequence[np.ndarray]) -> np.ndarray | None:
+def _item_values(statistic: Statistic, arrays: Sequence[FloatArray]) -> FloatArray | None:
     """Per-item values whose mean is ``statistic(*arrays)``, for the statistics that are means
     (2AFC, human ceiling, ``np.mean``); ``None`` for any other statistic."""
     if statistic is two_afc_score:
@@ -145,14 +180,14 @@ def _item_values(statistic: Callable, arrays: Sequence[np.ndarray]) -> np.ndarra
     return None
 
 
-def _rows_statistic(statistic: Callable) -> Callable[..., np.ndarray]:
+def _rows_statistic(statistic: Statistic) -> Callable[..., FloatArray]:
     """A version of a (non-mean) ``statistic`` taking ``(B, N)`` resampled arrays, returning ``(B,)``."""
     if statistic is jnd_map:
         return _jnd_map_rows
     return lambda *rows: np.array([statistic(*(r[b] for r in rows)) for b in range(len(rows[0]))])
 
 
-def _bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+def _bootstrap_means(values: FloatArray, n_boot: int, rng: np.random.Generator) -> FloatArray:
     """Means of ``n_boot`` resamples (``N`` draws with replacement) of ``values`` ``(N,)``.
 
     A resample's mean depends only on how often each distinct value is drawn, and those counts
@@ -171,14 +206,15 @@ def _bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) 
                            for start in range(0, n_boot, chunk)])
 
 
-def _resampled(statistic: Callable, arrays: Sequence[np.ndarray], n_boot: int, seed: int,
-               second: Sequence[np.ndarray] | None = None) -> np.ndarray:
+def _resampled(statistic: Statistic, arrays: Sequence[FloatArray], n_boot: int, seed: int,
+               second: Sequence[FloatArray] | None = None) -> FloatArray:
     """``statistic`` on ``n_boot`` bootstrap resamples ``(n_boot,)``; with ``second``, the
     difference ``statistic(arrays) - statistic(second)`` on the same resampled items."""
     rng = np.random.default_rng(seed)
     items = _item_values(statistic, arrays)
     if items is not None:  # a mean: the difference of means is the mean of the differences
-        return _bootstrap_means(items - _item_values(statistic, second) if second is not None else items, n_boot, rng)
+        others = _item_values(statistic, second) if second is not None else None
+        return _bootstrap_means(items - others if others is not None else items, n_boot, rng)
     rows_stat = _rows_statistic(statistic)
     n = len(arrays[0])
     chunk = max(1, _CHUNK_ELEMENTS // n)
@@ -190,7 +226,7 @@ def _resampled(statistic: Callable, arrays: Sequence[np.ndarray], n_boot: int, s
     return np.concatenate(out)
 
 
-def bootstrap_ci(statistic: Callable, *arrays, n_boot: int = 1000, level: float = 0.95,
+def bootstrap_ci(statistic: Statistic, *arrays: npt.ArrayLike, n_boot: int = 1000, level: float = 0.95,
                  seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap confidence interval ``(low, high)`` of ``statistic(*arrays)``.
 
@@ -221,11 +257,12 @@ class PairedTest:
     p_value: float  # two-sided, bootstrap: how often the resampled difference crosses 0
     better: str  # "a", "b", or "neither" when the interval contains 0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, float | str]:
         return asdict(self)
 
 
-def paired_test(statistic: Callable, arrays_a: Sequence, arrays_b: Sequence, n_boot: int = 1000,
+def paired_test(statistic: Statistic, arrays_a: Sequence[npt.ArrayLike], arrays_b: Sequence[npt.ArrayLike],
+                n_boot: int = 1000,
                 level: float = 0.95, seed: int = 0) -> PairedTest:
     """Compare two metrics on the same triplets/pairs by a paired bootstrap.
 
@@ -242,8 +279,9 @@ def paired_test(statistic: Callable, arrays_a: Sequence, arrays_b: Sequence, n_b
     score_a, score_b = float(statistic(*a)), float(statistic(*b))
     diff = _resampled(statistic, a, int(n_boot), seed, second=b)
     alpha = (1.0 - level) / 2.0
-    low, high = (float(v) for v in np.nanquantile(diff, [alpha, 1.0 - alpha]))
-    p = min(1.0, 2.0 * min(np.mean(diff <= 0), np.mean(diff >= 0)))
+    quantiles = np.nanquantile(diff, [alpha, 1.0 - alpha])
+    low, high = float(quantiles[0]), float(quantiles[1])
+    p = min(1.0, 2.0 * min(float(np.mean(diff <= 0)), float(np.mean(diff >= 0))))
     p = max(p, 1.0 / n_boot)
     better = "a" if low > 0 else "b" if high < 0 else "neither"
     return PairedTest(score_a, score_b, score_a - score_b, low, high, float(p), better)
