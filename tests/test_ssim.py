@@ -128,6 +128,8 @@ def test_tid2013_pair_matches_ssim_m_on_an_rgb_array():
     x, y = load_image(TID / "i01_01_5.bmp"), load_image(TID / "I01.BMP")
     assert abs(ssim(x, y, color="rgb_planes").item() - value) < 1e-4
     assert abs(create_metric("ssim", color="rgb")(x, y).item() - value) < tol
+    # Luminance SSIM (the default) has no reference value in expected.csv: 0.8799 is this
+    # project's value when the test was written, kept as a regression guard.
     assert abs(create_metric("ssim")(x, y).item() - 0.8799) < 1e-3
 
 
@@ -426,5 +428,8 @@ def test_cli_distance_prints_published_ssim():
     ).stdout
     lines = out.strip().splitlines()
     assert lines[0].startswith("ssim(color=grey)")  # the label: name and options off their defaults
-    assert round(float(lines[0].split()[-1]), 4) == 0.8202
+    value, tol = expected("goldhill_jpeg.gif", "ssim")
+    assert abs(float(lines[0].split()[-1]) - value) < tol
+    # MS-SSIM has no reference value for this pair: a sanity band around SSIM's 0.82 (coarser
+    # scales of a JPEG agree more, so MS-SSIM is a little higher).
     assert lines[1].startswith("ms_ssim") and 0.85 < float(lines[1].split()[-1]) < 0.95
