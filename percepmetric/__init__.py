@@ -3,17 +3,19 @@
 Public surface::
 
     percepmetric.distance(x, y, metric="lpips", net="alex")   # lower = more alike
+    percepmetric.pairwise(x, y=None, metric="lpips")           # (N, M) distance matrix
     percepmetric.distance_label("psnr")                        # "psnr as mse": what distance() gave
     percepmetric.create_metric("ssim", convention="matlab")    # a torch.nn.Module, (N,C,H,W) x2 -> (N,)
     percepmetric.list_metrics()
     percepmetric.functional.ssim(x, y)                         # one function per metric
     percepmetric.create_metric("ssim", as_loss=True)           # the distance as a loss (mean)
     m.update(x, y); m.compute()                                # evaluation loop: mean and 95% interval
+    percepmetric.compare_folders("gt/", "out/", ["psnr", "ssim", "lpips"])  # DataFrame, a row per pair
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,13 +24,18 @@ from .errors import InputError, PercepmetricError, WeightsNotFoundError
 from .io import ImageLike, as_batch, load_image
 from .metrics.base import Metric, MetricLoss
 from .options import Reduction
+from .pairwise import pairwise
 from .registry import create_metric, describe_metric, distance_label, list_metrics
+
+if TYPE_CHECKING:
+    from .compare import compare_folders
 
 __version__ = "0.1.0"
 
 __all__ = [
     "distance",
     "distance_label",
+    "pairwise",
     "create_metric",
     "list_metrics",
     "describe_metric",
@@ -41,7 +48,18 @@ __all__ = [
     "PercepmetricError",
     "InputError",
     "WeightsNotFoundError",
+    "compare_folders",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``compare_folders`` on first use: ``import percepmetric`` stays free of pandas and tqdm."""
+    if name == "compare_folders":
+        from .compare import compare_folders
+
+        return compare_folders
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 def distance(x: ImageLike, y: ImageLike, metric: str = "lpips", **options: Any) -> torch.Tensor:
     """Perceptual distance between ``x`` and ``y``: an ``(N,)`` tensor, lower = more alike, 0 for x == y.

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 import torch
 
-from .cli_options import build_metrics, device_option, metric_option_flags
+from .cli_options import build_metrics, device_option, metric_option_flags, no_progress_option
 from .devices import resolve_device
 from .errors import InputError, PercepmetricError
 from .registry import distance_label, metric_label
@@ -83,15 +83,9 @@ def _require_one_result(rows: list[dict]) -> None:
 
 def _check_map_target(path: str) -> Path:
     """The ``--map`` file, checked before any work: a .png whose folder can be written."""
-    from .io import prepare_output_dir
+    from .io import prepare_output_file
 
-    target = Path(path)
-    if target.suffix.lower() != ".png":
-        raise InputError(f"--map {path}: the map is written as a PNG file; give a path ending in .png")
-    if target.is_dir():
-        raise InputError(f"--map {path}: is a folder; give a file path ending in .png")
-    prepare_output_dir(target.parent, option="--map")
-    return target
+    return prepare_output_file(path, (".png",), option="--map")
 
 
 def _metrics_with_maps() -> list[str]:
@@ -139,13 +133,42 @@ def metrics_command(as_json: bool) -> None:
                    "the one chosen metric that has one (lpips, the default with --map).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON instead of a table (an infinite value, PSNR of identical images, is null).")
-def distance_command(image_a, image_b, metrics, net, variant, weights, extra, device, map_path, as_json) -> None:
-    """Compare two images with each metric.
+@click.option("--out", "out", default=None, metavar="FILE.csv|FILE.json",
+              help="Folders: write the table of pairs there (CSV, or JSON by extension) and the per-metric "
+                   "summary beside it (FILE.summary.csv); a rerun after an interruption resumes.")
+@click.option("--match", type=click.Choice(["path", "stem"]), default=None,
+              help="Folders: pair files by relative path (default) or by path without extension "
+                   "(0001.png with 0001.jpg).")
+@click.option("--allow-missing", is_flag=True, help="Folders: skip files present on one side only (listed).")
+@click.option("--size-mismatch", type=click.Choice(["resize", "crop"]), default=None,
+              help="Folders: compare pairs of different sizes: resize B to A's size (bicubic, antialiased) "
+                   "or crop the centre of both to the common size. Default: refuse them.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Folders: pairs per batch (default 16; fewer for large images).")
+@no_progress_option
+def distance_command(image_a, image_b, metrics, net, variant, weights, extra, device, map_path, as_json,
+                     out, match, allow_missing, size_mismatch, batch_size, no_progress) -> None:
+    """Compare two images, or two folders image by image, with each metric.
 
-    Each row is the metric's own value (PSNR in dB, SSIM, ...). A metric that cannot run on
-    these images (e.g. SSIM's window on an 8x8 image) is marked n/a with the reason; exit
-    code 0 when at least one metric ran, 2 when none could.
+    Two images: each row is the metric's own value (PSNR in dB, SSIM, ...). A metric that
+    cannot run on these images (e.g. SSIM's window on an 8x8 image) is marked n/a with the
+    reason; exit code 0 when at least one metric ran, 2 when none could.
+
+    Two folders: pairs matched by relative path, recursively; one row per pair (a, b, one
+    column per metric), then per metric the mean and its 95% bootstrap interval. See
+    docs/folders.md.
     """
+    if Path(image_a).is_dir() or Path(image_b).is_dir():
+        _distance_folders(image_a, image_b, build_metrics(metrics, net, variant, weights, extra),
+                          device=device, map_path=map_path, as_json=as_json, out=out, match=match or "path",
+                          allow_missing=allow_missing, size_mismatch=size_mismatch,
+                          batch_size=batch_size or 16, progress=not no_progress)
+        return
+    folder_only = {"--out": out, "--match": match, "--allow-missing": allow_missing or None,
+                   "--size-mismatch": size_mismatch, "--batch-size": batch_size}
+    given = [flag for flag, value in folder_only.items() if value is not None]
+    if given:
+        raise InputError(f"{given[0]} applies to two folders; {image_a} and {image_b} are files")
     torch_device = resolve_device(device)
     if map_path is not None:
         map_target = _check_map_target(map_path)
@@ -184,6 +207,54 @@ def distance_command(image_a, image_b, metrics, net, variant, weights, extra, de
         click.echo(f"{r['metric']:<{width}}  {shown}")
     if map_path is not None:
         click.echo(f"map: {map_target}")
+
+
+def _distance_folders(dir_a: str, dir_b: str, built: list, *, device: str, map_path: str | None,
+                      as_json: bool, out: str | None, **job) -> None:
+    """``distance DIR_A DIR_B``: :func:`percepmetric.compare.compare_folders`, printed.
+
+    Without ``--out`` the table of pairs is printed, then the summary; with it, the summary and
+    where both files went. Notes (skipped files, metrics that could not run) go to stderr.
+    """
+    from .compare import compare_folders, summary_path, unmatched_note
+
+    for path in (dir_a, dir_b):
+        if not Path(path).is_dir():
+            raise InputError(f"{path}: not a folder; distance compares two images or two folders")
+    if map_path is not None:
+        raise InputError("--map draws one pair: use it with two images, not two folders")
+    table = compare_folders(dir_a, dir_b, built, out=out, device=device, **job)
+    summary = table.attrs["summary"]
+    if not any(row["n"] or row["infinite"] for row in summary):
+        reasons = "; ".join(f"{row['metric']}: {row['reason']}" for row in summary)
+        raise InputError(f"no chosen metric can run on these images ({reasons})")
+    if table.attrs["only_a"] or table.attrs["only_b"]:
+        note = unmatched_note(table.attrs["only_a"], table.attrs["only_b"], Path(dir_a), Path(dir_b))
+        click.echo(f"percepmetric: skipped {note}", err=True)
+    for row in summary:
+        if row["not_applicable"]:
+            click.echo(f"percepmetric: {row['metric']}: n/a for {row['not_applicable']} pair(s): {row['reason']}",
+                       err=True)
+    if as_json:
+        from .compare import json_records
+
+        document = {"a": dir_a, "b": dir_b, "pairs": json_records(table), "summary": json_records(summary),
+                    "only_a": table.attrs["only_a"], "only_b": table.attrs["only_b"]}
+        if out is not None:
+            document.update(out=out, summary_out=str(summary_path(out)))
+        click.echo(_dump_json(document))
+        return
+    if out is None:
+        click.echo(table.to_string(index=False))
+        click.echo("")
+    width = max(len(row["metric"]) for row in summary)
+    click.echo(f"{'metric':<{width}}  {'mean':>12}  95% interval (bootstrap)       pairs")
+    for row in summary:
+        interval = f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
+        extra = f" (+{row['infinite']} infinite)" if row["infinite"] else ""
+        click.echo(f"{row['metric']:<{width}}  {_fmt(row['mean'], row['unit']):>12}  {interval:<28}  {row['n']}{extra}")
+    if out is not None:
+        click.echo(f"table: {out}\nsummary: {summary_path(out)}")
 
 
 def _save_distance_map(target: Path, metric, x: torch.Tensor, y: torch.Tensor, value: float,
@@ -314,12 +385,12 @@ def score_command(images, metrics, net, variant, weights, extra, device, demo, s
 
 def _attach_commands() -> None:
     # Each part keeps its commands next to its code and lists them in COMMANDS.
-    from . import weights_command
+    from . import matrix_command, weights_command
     from .bench import commands as bench_commands
     from .deepsim import commands as deepsim_commands
     from .train import commands as train_commands
 
-    for module in (weights_command, bench_commands, train_commands, deepsim_commands):
+    for module in (weights_command, matrix_command, bench_commands, train_commands, deepsim_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -6,7 +6,9 @@ importing the command group itself (no import cycle under ``python -m percepmetr
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
@@ -20,14 +22,17 @@ DEFAULT_METRICS = ("psnr", "ssim", "ms_ssim", "fsim", "lpips")
 def metric_option_flags(func):
     """The options every metric-using command shares (metric choice and metric options)."""
     decorators = [
-        click.option("--metric", "-m", "metrics", multiple=True, metavar="NAME",
-                     help="Metric to use (repeatable). See `percepmetric metrics`."),
+        click.option("--metric", "-m", "metrics", multiple=True, metavar="NAME[:KEY=VALUE,...]",
+                     help="Metric to use (repeatable), with options of its own that win over -o, e.g. "
+                          "-m lpips:net=alex -m lpips:net=vgg -m ssim:convention=lpips. "
+                          "See `percepmetric metrics`."),
         click.option("--net", default=None, help="LPIPS backbone: alex, vgg or squeeze."),
         click.option("--variant", default=None, help="LPIPS variant: baseline, lin, tune or scratch."),
         click.option("--weights", default=None, type=click.Path(dir_okay=False),
                      help="Weight file of a trained metric (e.g. run/final.pt)."),
         click.option("--option", "-o", "extra", multiple=True, metavar="KEY=VALUE",
-                     help="Any other metric option, e.g. -o convention=matlab -o data_range=255 -o downsample=false."),
+                     help="Any other metric option, for every chosen metric that takes it, e.g. "
+                          "-o convention=matlab -o data_range=255 -o downsample=false."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -65,31 +70,147 @@ def no_progress_option(func):
     return click.option("--no-progress", is_flag=True, help="No progress bar.")(func)
 
 
-def build_metrics(names: Iterable[str], net, variant, weights, extra, default=DEFAULT_METRICS):
-    """Create each named metric with the options that metric accepts.
+@dataclass(frozen=True)
+class MetricSpec:
+    """One ``-m`` value, ``NAME[:KEY=VALUE[,KEY=VALUE...]]``: the metric's registry name and its
+    own options, with the values as typed (read later by :func:`parse_option_value`, by each
+    option's default, as ``-o`` values are)."""
 
-    An option that none of the chosen metrics accepts is an error (a typo must not be
-    silently ignored).
+    text: str
+    name: str
+    options: dict[str, str] = field(default_factory=dict)
+
+
+_OPENING, _CLOSING, _QUOTES = "([{", ")]}", "\"'"
+
+
+def _split_outside_brackets(text: str) -> list[str]:
+    """``text`` split at the commas that are not inside brackets or quotes: a tuple value keeps
+    its commas when written in brackets (``input_range=(-1,1)``)."""
+    items: list[str] = []
+    current: list[str] = []
+    depth, quote = 0, ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in _QUOTES:
+            quote = char
+        elif char in _OPENING:
+            depth += 1
+        elif char in _CLOSING:
+            depth = max(depth - 1, 0)
+        elif char == "," and depth == 0:
+            items.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    items.append("".join(current))
+    return items
+
+
+def parse_metric_spec(text: str) -> MetricSpec:
+    """``NAME[:KEY=VALUE[,KEY=VALUE...]]`` -> :class:`MetricSpec`.
+
+    The name is read as the registry reads names (any case, ``-`` for ``_``); in keys, as in
+    ``-o``, ``-`` means ``_``, and the last value of a repeated key wins. Commas separate the
+    items; a value that holds commas (a tuple) is written in brackets, ``input_range=(-1,1)``.
+    A malformed item is one :class:`InputError` line naming the spec.
     """
-    from .registry import create_metric, metric_options
+    from .registry import canonical_name
+
+    name, colon, rest = text.partition(":")
+    if not name.strip():
+        raise InputError(f"-m {shlex.quote(text)}: expected NAME or NAME:KEY=VALUE[,KEY=VALUE...]")
+    options: dict[str, str] = {}
+    for position, item in enumerate(_split_outside_brackets(rest) if colon else []):
+        key, sep, value = item.partition("=")
+        if not item:
+            raise InputError(f"-m {shlex.quote(text)}: an empty item where KEY=VALUE was expected")
+        if not sep or not key.strip():
+            # After a comma, most likely the rest of a value that holds commas.
+            hint = " (a value with commas goes in brackets, e.g. input_range=(-1,1))" if position else ""
+            raise InputError(f"-m {shlex.quote(text)}: {item!r} is not KEY=VALUE{hint}")
+        options[key.strip().replace("-", "_")] = value
+    return MetricSpec(text=text, name=canonical_name(name), options=options)
+
+
+def _refuse_maps(typed: dict[str, str], where: str) -> None:
+    if parse_option_value(typed.get("spatial", "False"), False) is True:
+        # A per-pixel map has no single number to print.
+        raise InputError(f"{where}'spatial' gives a distance map, not a number: "
+                         "use `percepmetric distance A B -m lpips --map MAP.png` (or Python: metric.distance_map)")
+
+
+def metric_requests(names: Iterable[str], net=None, variant=None, weights=None, extra: Iterable[str] = (),
+                    default: Iterable[str] = DEFAULT_METRICS) -> list[tuple[MetricSpec, dict[str, Any]]]:
+    """What :func:`build_metrics` would create, without creating it: each metric's spec and the
+    options it gets, every option checked.
+
+    ``names``: ``-m`` values (:func:`parse_metric_spec`); none means the ``default`` specs.
+    ``-o`` items and the ``--net``/``--variant``/``--weights`` flags go to every metric that
+    accepts them (a flag wins over ``-o``). A spec's own options win over both for that
+    metric, as the more specific choice; the options of a ``default`` spec are presets,
+    which the user's ``-o`` and flags override (``bench``'s default set: L2 in Lab, ...).
+
+    Errors, one :class:`InputError` line each: an unknown metric; a key that the spec's
+    metric does not take (naming both); a ``-o`` key or flag that no chosen metric takes (a
+    typo must not be silently ignored).
+    """
+    from .registry import metric_options
 
     typed = split_option_items(extra)  # values as typed: parsed per metric, by each option's default
-    given = {key: value for key, value in (("net", net), ("variant", variant), ("weights", weights))
+    flags = {key: value for key, value in (("net", net), ("variant", variant), ("weights", weights))
              if value is not None}
-    if parse_option_value(typed.get("spatial", "False"), False):
-        # A per-pixel map has no single number to print.
-        raise InputError("option 'spatial' gives a distance map, not a number: "
-                         "use `percepmetric distance A B -m lpips --map MAP.png` (or Python: metric.distance_map)")
-    names = list(names) or list(default)
+    _refuse_maps(typed, "option ")
+    given = list(names)
+    specs = [parse_metric_spec(text) for text in given or default]
+    presets = not given
     used: set[str] = set()
-    metrics = []
-    for name in names:
-        accepted = metric_options(name)
-        mine = {k: parse_option_value(v, accepted[k]) for k, v in typed.items() if k in accepted}
-        mine.update({k: v for k, v in given.items() if k in accepted})
-        used.update(mine)
-        metrics.append(create_metric(name, **mine))
-    unused = sorted((set(typed) | set(given)) - used)
+    requests = []
+    for spec in specs:
+        accepted = metric_options(spec.name)  # an unknown metric name fails here
+        unknown = sorted(set(spec.options) - set(accepted))
+        if unknown:
+            raise InputError(f"-m {shlex.quote(spec.text)}: metric {spec.name} has no option {unknown[0]!r} "
+                             f"(options: {', '.join(sorted(accepted)) or 'none'})")
+        _refuse_maps(spec.options, f"-m {shlex.quote(spec.text)}: ")
+        own = {k: parse_option_value(v, accepted[k]) for k, v in spec.options.items()}
+        shared = {k: parse_option_value(v, accepted[k]) for k, v in typed.items() if k in accepted}
+        shared.update({k: v for k, v in flags.items() if k in accepted})  # a flag's value is taken as given
+        used.update(shared)
+        requests.append((spec, {**own, **shared} if presets else {**shared, **own}))
+    unused = sorted((set(typed) | set(flags)) - used)
     if unused:
-        raise InputError(f"option {unused[0]!r} is not accepted by any chosen metric ({', '.join(names)})")
-    return metrics
+        chosen = ", ".join(spec.name for spec in specs)
+        raise InputError(f"option {unused[0]!r} is not accepted by any chosen metric ({chosen})")
+    return requests
+
+
+def check_unique_labels(built: Iterable[tuple[MetricSpec, Any]]) -> None:
+    """Refuse, with one :class:`InputError` line, two metrics that tables and files would show
+    under one label (:func:`percepmetric.registry.metric_label`): the same metric given twice,
+    or two that differ only in what the label does not show. ``built``: (spec, metric) pairs."""
+    from .registry import metric_label
+
+    seen: dict[str, tuple[MetricSpec, Any]] = {}
+    for spec, metric in built:
+        label = metric_label(metric)
+        if label in seen:
+            first, other = seen[label]
+            both = f"-m {shlex.quote(first.text)} and -m {shlex.quote(spec.text)}"
+            if other.spec == metric.spec:
+                raise InputError(f"{both} are the same metric ({label}): give it once")
+            raise InputError(f"{both} would share the label {label!r} in tables and files: compare them in two runs")
+        seen[label] = (spec, metric)
+
+
+def build_metrics(names: Iterable[str], net, variant, weights, extra, default=DEFAULT_METRICS) -> list:
+    """Create each metric the user chose (``-m`` specs, else ``default``) with the options it
+    accepts, as :func:`metric_requests` resolves them; their labels are unique
+    (:func:`check_unique_labels`), so each names one column of any table or file."""
+    from .registry import create_metric
+
+    built = [(spec, create_metric(spec.name, **options))
+             for spec, options in metric_requests(names, net, variant, weights, extra, default)]
+    check_unique_labels(built)
+    return [metric for _, metric in built]

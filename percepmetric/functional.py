@@ -26,9 +26,11 @@ from .metrics.base import Metric
 from .options import (
     Color,
     L2Convention,
+    LumaColor,
     MatlabConvention,
     Net,
     Precision,
+    PSNRColor,
     Reduction,
     SSIMConvention,
     Variant,
@@ -77,19 +79,23 @@ def l1(x: ImageLike, y: ImageLike, *, data_range: float = 1.0, color: Color = "r
     return _run("l1", x, y, reduction, {"data_range": data_range, "color": color})
 
 
-def psnr(x: ImageLike, y: ImageLike, *, data_range: float = 1.0, reduction: Reduction = "none") -> torch.Tensor:
+def psnr(x: ImageLike, y: ImageLike, *, data_range: float = 1.0, color: PSNRColor = "rgb", shave: int = 0,
+         quantize: bool = False, reduction: Reduction = "none") -> torch.Tensor:
     """PSNR in dB per image pair (:class:`~percepmetric.metrics.pixel.PSNR`); +inf for identical images.
-    ``reduction="mean"`` averages the per-image dB values (not the PSNR of the pooled MSE)."""
-    return _run("psnr", x, y, reduction, {"data_range": data_range})
+    ``reduction="mean"`` averages the per-image dB values (not the PSNR of the pooled MSE).
+    ``color="y", shave=N``: the super-resolution convention (BT.601 luma, N border pixels removed)."""
+    return _run("psnr", x, y, reduction, {"data_range": data_range, "color": color, "shave": shave,
+                                          "quantize": quantize})
 
 
 def ssim(x: ImageLike, y: ImageLike, *, data_range: float = 1.0, convention: SSIMConvention = "matlab",
-         color: Color | None = None, downsample: bool = True, quantize: bool | str = "auto",
-         reduction: Reduction = "none") -> torch.Tensor:
+         color: Color | LumaColor | None = None, downsample: bool = True, quantize: bool | str = "auto",
+         shave: int = 0, reduction: Reduction = "none") -> torch.Tensor:
     """SSIM per image pair (:class:`~percepmetric.metrics.ssim.SSIM`): ``convention="matlab"``
-    (ssim.m, the default) or ``"lpips"`` (scikit-image, as the LPIPS code uses it)."""
+    (ssim.m, the default) or ``"lpips"`` (scikit-image, as the LPIPS code uses it); ``color="y",
+    shave=N``: the super-resolution convention (BT.601 luma, N border pixels removed)."""
     return _run("ssim", x, y, reduction, {"data_range": data_range, "convention": convention, "color": color,
-                                          "downsample": downsample, "quantize": quantize})
+                                          "downsample": downsample, "quantize": quantize, "shave": shave})
 
 
 def ms_ssim(x: ImageLike, y: ImageLike, *, data_range: float = 1.0, convention: MatlabConvention = "matlab",

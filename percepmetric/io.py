@@ -233,3 +233,17 @@ def prepare_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
         reason = exc.strerror or type(exc).__name__
         raise InputError(f"{option} {path}: cannot write there ({reason})") from None
     return path
+
+
+def prepare_output_file(path: str | os.PathLike, suffixes: tuple[str, ...], option: str = "--out") -> Path:
+    """Check an output file before any work: its name ends in one of ``suffixes`` (the format is
+    chosen by it), it is not a folder, and its folder can be created and written
+    (:func:`prepare_output_dir`). :class:`InputError` naming ``option`` otherwise."""
+    target = Path(path)
+    wanted = " or ".join(suffixes)
+    if target.suffix.lower() not in suffixes:
+        raise InputError(f"{option} {path}: give a file ending in {wanted}")
+    if target.is_dir():
+        raise InputError(f"{option} {path}: is a folder; give a file ending in {wanted}")
+    prepare_output_dir(target.parent, option=option)
+    return target

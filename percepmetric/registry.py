@@ -138,16 +138,29 @@ def metric_label(metric: Metric) -> str:
     It names the metric's own value (``metric(x, y)``: PSNR in dB, SSIM, ...); a column of
     ``metric.to_distance`` values is labelled by :func:`distance_label` instead.
 
-    Options defaulting to "auto" resolve from the others and are not shown; those defaulting
-    to None (e.g. LPIPS's net, variant, weights: "decided by the weight file") show what they
-    resolved to.
+    Options defaulting to "auto" are shown when their value is another of the choices a user
+    can give (``ssim(quantize=True)``, ``lpips(precision=float16)``), so that variants a user
+    compares get labels of their own; a value only "auto" resolves to is not shown, as the
+    options shown imply it (SSIM's ``quantize=lpips_code`` under ``convention=lpips``).
+    Those defaulting to None (e.g. LPIPS's net, variant, weights: "decided by the weight
+    file") show what they resolved to. Two metrics of different ``spec`` can still share a
+    label; the command line refuses such a pair
+    (:func:`percepmetric.cli_options.check_unique_labels`).
     """
     try:
         defaults = metric_options(metric.name)
     except InputError:  # not a registry metric: its full spec identifies it
         return metric.spec
-    changed = {k: v for k, v in sorted(metric.options.items())
-               if k not in defaults or (defaults[k] != v and defaults[k] != "auto")}
+    choices = option_choices(metric.name)
+
+    def shown(option: str, value: Any) -> bool:
+        if option not in defaults:
+            return True
+        if defaults[option] == "auto":
+            return value != "auto" and any(value == c and type(value) is type(c) for c in choices.get(option, ()))
+        return defaults[option] != value
+
+    changed = {k: v for k, v in sorted(metric.options.items()) if shown(k, v)}
     if not changed:
         return metric.name
     return f"{metric.name}(" + ",".join(f"{k}={v}" for k, v in changed.items()) + ")"
@@ -165,3 +178,13 @@ def distance_label(metric: Metric | str) -> str:
     else:
         label, name = metric_label(metric), getattr(metric, "distance_name", None)
     return label if name is None else f"{label} as {name}"
+
+
+def number_repeats(labels: list[str]) -> list[str]:
+    """The labels with each repeat numbered (``psnr``, ``psnr#2``), so table columns stay unique."""
+    seen: dict[str, int] = {}
+    numbered = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        numbered.append(label if seen[label] == 1 else f"{label}#{seen[label]}")
+    return numbered

@@ -10,17 +10,23 @@ from pathlib import Path
 
 import click
 
-from ..cli_options import build_metrics, device_option, metric_option_flags, no_progress_option
+from ..cli_options import (
+    build_metrics,
+    check_unique_labels,
+    device_option,
+    metric_option_flags,
+    metric_requests,
+    no_progress_option,
+    split_option_items,
+)
 from ..errors import InputError, WeightsNotFoundError
 
 #: The metrics of the LPIPS paper's results table, with the options that reproduce its numbers:
-#: L2 in Lab and SSIM as the LPIPS code computes them, and LPIPS (alex, lin). Options the user
-#: gives (-o, --net, ...) go to every default metric that accepts them, and win over these.
-DEFAULT_BENCH_METRICS = (
-    ("l2", ("color=lab", "convention=lpips")),
-    ("ssim", ("convention=lpips",)),
-    ("lpips", ()),
-)
+#: L2 in Lab and SSIM as the LPIPS code computes them, and LPIPS (alex, lin). In the syntax of
+#: ``-m`` (:func:`~percepmetric.cli_options.parse_metric_spec`); as defaults, their options are
+#: presets: options the user gives (-o, --net, ...) go to every default metric that accepts
+#: them, and win over these.
+DEFAULT_BENCH_METRICS = ("l2:color=lab,convention=lpips", "ssim:convention=lpips", "lpips")
 #: What ``bench --out DIR`` writes in DIR (the figures only with --plot); a folder of one of
 #: these names there would stop the run at its very end, so it is refused at the start.
 TABLE_FILES = ("results.csv", "summary.csv", "comparisons.csv", "results.json")
@@ -48,10 +54,6 @@ def _dataset_root(root: str | None) -> tuple[Path, bool]:
     return path, False
 
 
-def _option_key(item: str) -> str:
-    return item.partition("=")[0].replace("-", "_")
-
-
 def bench_metrics(names, net, variant, weights, extra) -> list:
     """The metrics ``bench`` scores: the named ones, or :data:`DEFAULT_BENCH_METRICS`.
 
@@ -63,29 +65,21 @@ def bench_metrics(names, net, variant, weights, extra) -> list:
     """
     if names:
         return build_metrics(names, net, variant, weights, extra)
-    from ..registry import metric_options
+    from ..registry import create_metric
 
-    flags = {"net": net, "variant": variant, "weights": weights}
-    accepted = {name: metric_options(name) for name, _ in DEFAULT_BENCH_METRICS}
-    given = [k for k, v in flags.items() if v is not None] + [_option_key(item) for item in extra if "=" in item]
-    for key in given:  # a typo must not be silently ignored, as in build_metrics
-        if not any(key in options for options in accepted.values()):
-            chosen = ", ".join(accepted)
-            raise InputError(f"option {key!r} is not accepted by any chosen metric ({chosen})")
+    # Every option is checked against the whole default set, LPIPS included, before any is built.
+    requests = metric_requests((), net, variant, weights, extra, default=DEFAULT_BENCH_METRICS)
     built = []
-    for name, preset in DEFAULT_BENCH_METRICS:
-        # The user's items come last: build_metrics keeps the last value of a key.
-        mine = [item for item in extra if "=" not in item or _option_key(item) in accepted[name]]
-        takes = accepted[name]
+    for spec, options in requests:
         try:
-            built += build_metrics([name], net=net if "net" in takes else None,
-                                   variant=variant if "variant" in takes else None,
-                                   weights=weights if "weights" in takes else None, extra=list(preset) + mine)
+            built.append((spec, create_metric(spec.name, **options)))
         except WeightsNotFoundError:
-            if name != "lpips" or weights is not None:  # a weight file the user named must be there
+            named_file = weights is not None or "weights" in split_option_items(extra)
+            if spec.name != "lpips" or named_file:  # a weight file the user named must be there
                 raise
             click.echo(LPIPS_SKIPPED, err=True)
-    return built
+    check_unique_labels(built)
+    return [metric for _, metric in built]
 
 
 def _prepare_out(out_dir: str, plot: bool) -> Path:

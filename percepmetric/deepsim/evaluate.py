@@ -37,6 +37,7 @@ from ..devices import resolve_device
 from ..errors import InputError, PercepmetricError
 from ..evaluation import metric_device, metric_distances
 from ..io import atomic_path, atomic_write_text, prepare_output_dir
+from ..registry import number_repeats
 from ..stats import two_afc_credit
 from .networks import ReconstructionModel, build_comparator
 from .train import ImageCrops, load_deepsim_checkpoint, model_from_checkpoint
@@ -349,7 +350,7 @@ def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: 
         raise InputError(f"the models reconstruct images of different sizes ({', '.join(map(str, sorted(sizes)))}); "
                          "compare models of one size")
     images = ImageCrops.from_folder(data_dir, sizes.pop()).center_crops()
-    labels = _unique([model_label(spec, ckpt) for spec, _, ckpt in loaded])
+    labels = number_repeats([model_label(spec, ckpt) for spec, _, ckpt in loaded])
     recons = [reconstruct(model, images) for _, model, _ in loaded]
 
     rows = []
@@ -401,15 +402,6 @@ def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: 
         if plot:
             plot_bench(table, out / "deepsim_bench.png")
     return table
-
-
-def _unique(labels: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for label in labels:
-        seen[label] = seen.get(label, 0) + 1
-        out.append(label if seen[label] == 1 else f"{label}#{seen[label]}")
-    return out
 
 
 def plot_bench(table, path: str | os.PathLike) -> Path:

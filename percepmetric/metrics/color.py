@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import torch
 
+from .matlab import matlab_round
+
 # MATLAB's rgb2gray (ITU-R BT.601 luma, rounded to 4 digits as MATLAB documents them).
 MATLAB_RGB2GRAY = (0.2989, 0.5870, 0.1140)
+# ITU-R BT.601 YCbCr's luma on the 0..255 scale for R, G, B in [0, 1]: Y = 16 + 65.481 R +
+# 128.553 G + 24.966 B, in [16, 235]. The row of MATLAB's rgb2ycbcr and of BasicSR's
+# rgb2ycbcr / bgr2ycbcr (y_only=True), the luma the super-resolution literature scores.
+BT601_Y_WEIGHTS = (65.481, 128.553, 24.966)
+BT601_Y_OFFSET = 16.0
 # RGB -> YIQ rows (Y, I, Q), exactly as FeatureSIM.m (FSIM) writes them.
 YIQ_MATRIX = (
     (0.299, 0.587, 0.114),
@@ -49,6 +56,25 @@ def rgb_to_grey_matlab(x: torch.Tensor) -> torch.Tensor:
 def grey_matlab(x: torch.Tensor) -> torch.Tensor:
     """:func:`rgb_to_grey_matlab` of RGB; grey input passes through."""
     return rgb_to_grey_matlab(x) if x.shape[1] == 3 else x
+
+
+def rgb_to_ycbcr_y(x: torch.Tensor, quantize: bool = False) -> torch.Tensor:
+    """``(N,3,H,W)`` RGB in [0, 1] -> ``(N,1,H,W)``: BT.601 luma ``Y / 255`` (in [16/255, 235/255]),
+    ``Y = 16 + 65.481 R + 128.553 G + 24.966 B``; grey ``(N,1,H,W)`` passes through (as in
+    BasicSR's ``to_y_channel``: a single channel already is the luma).
+
+    ``quantize=False``: the float Y of the Python super-resolution toolboxes (BasicSR,
+    KAIR); ``True``: Y rounded to an integer as MATLAB's ``rgb2ycbcr`` returns it for uint8
+    input (halves up), the Y of the MATLAB evaluation scripts. The rounding passes gradients
+    straight through.
+    """
+    if x.shape[1] == 1:
+        return x
+    w = torch.tensor(BT601_Y_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    luma = (x * w).sum(dim=1, keepdim=True) + BT601_Y_OFFSET
+    if quantize:
+        luma = straight_through(luma, matlab_round(luma.detach()))
+    return luma / 255.0
 
 
 def rgb_to_yiq(x: torch.Tensor, channels: int = 3) -> torch.Tensor:

@@ -685,3 +685,43 @@ class LPIPS(Metric):
     def distance_map(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The ``(N,1,H,W)`` distance map at input resolution, whatever ``spatial`` was set to."""
         return self.layer_distances(x, y, spatial=True).sum(dim=1, keepdim=True)
+
+    # -- features once, distances many times (distance matrices: percepmetric.pairwise)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each layer's unit-normalised features ``n^l`` of Eq. 1 for one batch ``(N,C,H,W)``:
+        a list of ``(N, C_l, H_l, W_l)`` tensors, in float32 at least (as the distance is summed).
+
+        Computing them once per image and comparing them with :meth:`distance_from_features`
+        costs one trunk pass per image instead of one per pair. Validated like :meth:`forward`.
+        """
+        self.check(x, x)
+        dist_dtype = torch.promote_types(x.dtype, torch.float32)
+        with contextlib.nullcontext() if self._wants_grad(x) else torch.no_grad():
+            z = self._stacked_input([x])
+            return [normalize_channels(f.to(dist_dtype), self.distance.eps) for f in self.trunk.taps(z)]
+
+    def distance_from_features(self, fx: Sequence[torch.Tensor], fy: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Eq. 1 from two lists :meth:`features` gave: ``(N,)`` (``fy`` may have one row to compare
+        every row of ``fx`` with, by broadcasting). Equals :meth:`forward` within float rounding."""
+        terms = []
+        for a, b, w in zip(fx, fy, self.calibration):
+            terms.append(self.distance._weighted_square_sum(a - b, w).mean(dim=(1, 2, 3)))
+        return combine_layers(terms, per_layer=False)
+
+    def pair_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, K)`` rows ``e_i`` such that ``d(x_i, x_j) = ||e_i - e_j||^2``: the :meth:`features`
+        of every layer times ``sqrt(w_l / (H_l W_l))``, flattened and concatenated.
+
+        Eq. 1 is a weighted squared Euclidean distance, so a whole matrix of distances follows from
+        the Gram matrix of these rows (:func:`percepmetric.pairwise`). ``K`` is the number of
+        feature values of one image (31,872 for AlexNet at 64x64).
+        """
+        if any(bool((w < 0).any()) for w in self.calibration):
+            raise InputError("lpips: these calibration weights have negative entries, which no embedding "
+                             "can express; compare pairs with the metric itself")
+        parts = []
+        for f, w in zip(self.features(x), self.calibration):
+            gain = (w.to(f.dtype) / (f.shape[-2] * f.shape[-1])).sqrt().view(1, -1, 1, 1)
+            parts.append((f * gain).flatten(1))
+        return torch.cat(parts, dim=1)

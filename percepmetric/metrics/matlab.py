@@ -14,6 +14,8 @@ from typing import Literal, overload
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
+
 Border = Literal["zeros", "symmetric"]
 
 
@@ -80,3 +82,22 @@ def box_downsample(x: torch.Tensor, factor: int, border: Border) -> torch.Tensor
     elif before or h % factor or w % factor:  # otherwise the pooling blocks never reach the border
         x = pad_symmetric(x, before, after)
     return F.avg_pool2d(x, factor, stride=factor)
+
+
+def check_shave(metric: str, shave: object) -> int:
+    """``shave`` as a non-negative integer (the border width), else :class:`InputError`."""
+    if isinstance(shave, bool) or not isinstance(shave, int) or shave < 0:
+        raise InputError(f"{metric}: option shave must be a non-negative integer (pixels), got {shave!r}")
+    return shave
+
+
+def shave_border(x: torch.Tensor, shave: int) -> torch.Tensor:
+    """``(..., H, W) -> (..., H - 2 shave, W - 2 shave)``: ``shave`` pixels removed on every side.
+
+    The super-resolution convention (the ``shave`` of the MATLAB evaluation scripts,
+    ``crop_border`` in BasicSR): an upscaler's outermost pixels see only a padded input, so
+    PSNR and SSIM are taken on the inside, usually with ``shave`` = the scale factor.
+    """
+    if shave == 0:
+        return x
+    return x[..., shave:-shave, shave:-shave]

@@ -1,4 +1,9 @@
-"""Per-pixel metrics: L2 (mean squared error), L1 (mean absolute error) and PSNR."""
+"""Per-pixel metrics: L2 (mean squared error), L1 (mean absolute error) and PSNR.
+
+PSNR also follows the super-resolution convention on request (``color="y"``, ``shave=N``): on
+the BT.601 luma Y, with a border removed, as BasicSR's ``calculate_psnr(..., crop_border=N,
+test_y_channel=True)`` computes it (see docs/metrics.md, "The super-resolution convention").
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import math
 import torch
 
 from ..errors import InputError
-from ..options import Color, L2Convention, Reduction
+from ..options import Color, L2Convention, PSNRColor, Reduction
 from .base import Metric, check_choice
 from .color import (
     as_rgb,
@@ -16,8 +21,10 @@ from .color import (
     linear_to_lab,
     lpips_code_8bit,
     lpips_code_8bit_values,
+    rgb_to_ycbcr_y,
     srgb8_to_linear,
 )
+from .matlab import check_shave, shave_border
 
 COLORS = ("rgb", "grey", "lab")
 
@@ -144,14 +151,43 @@ class L1(Metric):
 
 
 class PSNR(Metric):
-    """Peak signal-to-noise ratio in dB (higher is better); distance = MSE / data_range^2."""
+    """Peak signal-to-noise ratio in dB (higher is better); distance = MSE / data_range^2.
+
+    ``color="rgb"`` (default): over all channels as given. ``color="y"``: on the BT.601 luma
+    ``Y`` of :func:`~.color.rgb_to_ycbcr_y` (float; MATLAB's integer Y with ``quantize=True``),
+    peak 255 on Y's 0..255 scale, as the super-resolution literature reports it.
+    ``shave``: pixels removed on every side first (0 by default).
+    """
 
     name = "psnr"
     lower_is_better = False
     unit = "dB"
     distance_name = "mse"  # MSE of the images scaled to [0, 1]: not PSNR, so never labelled "psnr"
 
+    def __init__(self, data_range: float = 1.0, color: PSNRColor = "rgb", shave: int = 0, quantize: bool = False,
+                 reduction: Reduction = "none") -> None:
+        super().__init__(data_range, reduction)
+        check_choice(self.name, "color", color, ("rgb", "y"))
+        self.color, self.shave = color, check_shave(self.name, shave)
+        if not isinstance(quantize, bool):
+            raise InputError(f"{self.name}: option quantize must be True or False, got {quantize!r}")
+        if quantize and color != "y":
+            raise InputError(f"{self.name}: quantize=True rounds the luma of color='y'; with color {color!r} "
+                             "there is nothing to round")
+        self.quantize = quantize
+        self.min_size = 1 + 2 * self.shave
+        # Only non-default values enter the identity: the default spec keys existing caches.
+        if color != "rgb":
+            self.options.update(color=color, quantize=quantize)
+        if self.shave:
+            self.options.update(shave=self.shave)
+
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.shave:
+            x, y = shave_border(x, self.shave), shave_border(y, self.shave)
+        if self.color == "y":
+            rx, ry = (rgb_to_ycbcr_y(t / self.data_range, self.quantize) for t in (x, y))
+            return psnr(rx, ry, 1.0)
         return psnr(x, y, self.data_range)
 
     def to_distance(self, value: torch.Tensor) -> torch.Tensor:

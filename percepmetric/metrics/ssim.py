@@ -24,6 +24,11 @@ Two conventions, each what a reference code computes (see docs/metrics.md):
                       with its defaults (7x7 uniform window, sample covariance, 'valid'
                       region) on every channel of RGB or Lab, mean over channels.
 
+The super-resolution convention is the matlab convention's window and constants on the BT.601
+luma (``color="y"``: float Y, never downsampled; MATLAB's integer Y with ``quantize=True``)
+with ``shave`` border pixels removed: BasicSR's ``calculate_ssim(..., crop_border=shave,
+test_y_channel=True)``.
+
 Speed: the five moment maps ``x, y, x^2, y^2, xy`` of all channels are stacked and filtered
 in one pass of a separable filter (two 1-D filterings, see :func:`filter_valid`).
 """
@@ -34,15 +39,17 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..options import Color, MatlabConvention, Reduction, SSIMConvention
+from ..options import Color, LumaColor, MatlabConvention, Reduction, SSIMConvention
 from .base import Metric, check_choice, check_pair, promote_to_common_dtype
-from .color import lab_over_100, lpips_code_8bit, rgb_to_grey_matlab, straight_through
+from .color import lab_over_100, lpips_code_8bit, rgb_to_grey_matlab, rgb_to_ycbcr_y, straight_through
 from .matlab import (
     box_downsample,
+    check_shave,
     downsample_factor,
     matlab_round,
     pad_symmetric,
     same_offsets,
+    shave_border,
 )
 
 K1, K2 = 0.01, 0.03
@@ -50,6 +57,8 @@ CONVENTIONS = ("matlab", "lpips")
 COLORS = ("grey", "rgb", "lab")
 # ssim.m handed an RGB array: the planes side by side as one grey image (see matlab_rgb_planes).
 RGB_PLANES = "rgb_planes"
+# The super-resolution convention's BT.601 luma (matlab convention only, see rgb_to_ycbcr_y).
+LUMA_Y = "y"
 QUANTIZE = ("auto", True, False)
 LPIPS_CODE = "lpips_code"  # quantize option of the lpips convention: see lpips_code_8bit
 # MS-SSIM scale weights of Wang, Simoncelli & Bovik (2003), fine to coarse (msssim.m defaults).
@@ -227,7 +236,7 @@ def _resolve_color(metric: str, convention: str, color: str | None) -> str:
         return "grey" if convention == "matlab" else "rgb"
     if color == "gray":
         color = "grey"
-    choices = COLORS + (RGB_PLANES,) if metric == "ssim" and convention == "matlab" else COLORS
+    choices = COLORS + (LUMA_Y, RGB_PLANES) if metric == "ssim" and convention == "matlab" else COLORS
     if color not in choices:
         raise InputError(
             f"{metric}: option color must be one of {', '.join(choices)} with convention {convention!r}, got {color!r}"
@@ -235,9 +244,11 @@ def _resolve_color(metric: str, convention: str, color: str | None) -> str:
     return color
 
 
-def _resolve_quantize(metric: str, convention: str, quantize) -> bool | str:
+def _resolve_quantize(metric: str, convention: str, quantize, color: str | None = None) -> bool | str:
     """matlab: ``"auto"`` | True | False (rounding of the luminance); lpips: False (values as
-    given, = scikit-image) | ``"lpips_code"`` (:func:`lpips_code_8bit`); ``"auto"`` -> ``"lpips_code"``."""
+    given, = scikit-image) | ``"lpips_code"`` (:func:`lpips_code_8bit`); ``"auto"`` -> ``"lpips_code"``.
+    With ``color="y"`` (resolved), ``"auto"`` -> False: the float Y of the Python SR toolboxes
+    whatever the input; MATLAB's integer Y only when asked (True)."""
     if isinstance(quantize, str) and quantize.lower() in ("true", "false"):
         quantize = quantize.lower() == "true"
     choices = QUANTIZE if convention == "matlab" else ("auto", False, LPIPS_CODE)
@@ -246,6 +257,8 @@ def _resolve_quantize(metric: str, convention: str, quantize) -> bool | str:
             f"{metric}: option quantize must be one of {', '.join(map(repr, choices))} with convention "
             f"{convention!r}, got {quantize!r}"
         )
+    if color == LUMA_Y and quantize == "auto":
+        return False
     # The lpips convention reproduces the paper's evaluation by default, uint8 truncation included.
     return LPIPS_CODE if convention == "lpips" and quantize == "auto" else quantize
 
@@ -260,10 +273,14 @@ def _representation(x: torch.Tensor, color: str, quantize: bool | str) -> torch.
 
     ``grey``: MATLAB luminance (grey input passes through); ``rgb``: unchanged (grey input
     stays one channel); ``lab``: CIE Lab / 100 (grey input repeated to RGB first), so that
-    ``L = 1`` here is ``data_range = 100`` on raw Lab, as the LPIPS code used.
+    ``L = 1`` here is ``data_range = 100`` on raw Lab, as the LPIPS code used; ``y``: BT.601
+    ``Y / 255`` (:func:`~.color.rgb_to_ycbcr_y`; grey input passes through), so that ``L = 1``
+    here is BasicSR's 255 on Y in 0..255.
     """
     if color == "grey":
         return matlab_luminance(x, quantize) if x.shape[1] == 3 else x
+    if color == LUMA_Y:
+        return rgb_to_ycbcr_y(x, quantize is True)
     if color == "lab":
         return lab_over_100(x)
     return x
@@ -281,9 +298,9 @@ def _too_small(metric: str, h: int, w: int, need: int, why: str) -> InputError:
 
 # ---------------------------------------------------------------- SSIM
 
-def _ssim(x, y, data_range, convention, color, downsample, quantize) -> torch.Tensor:
+def _ssim(x, y, data_range, convention, color, downsample, quantize, shave=0) -> torch.Tensor:
     """SSIM on validated inputs with resolved options; see :func:`ssim`."""
-    x, y = x / data_range, y / data_range
+    x, y = shave_border(x / data_range, shave), shave_border(y / data_range, shave)
     if quantize == LPIPS_CODE:
         x, y = lpips_code_8bit(x), lpips_code_8bit(y)
         quantize = False
@@ -311,6 +328,7 @@ def ssim(
     color: str | None = None,
     downsample: bool = True,
     quantize: bool | str = "auto",
+    shave: int = 0,
 ) -> torch.Tensor:
     """Structural similarity ``(N,)`` in [-1, 1] (1 for ``x == y``) of ``(N,C,H,W)`` batches in
     ``[0, data_range]``, C = 1 or 3. Differentiable; device and dtype follow the input
@@ -334,16 +352,23 @@ def ssim(
     or ``"grey"`` under ``lpips``; ``"rgb_planes"`` (matlab only) reproduces ssim.m handed an
     RGB array (:func:`matlab_rgb_planes`). As a distance use ``(1 - ssim) / 2``
     (:meth:`SSIM.to_distance`).
+
+    The super-resolution convention: ``color="y"`` (matlab only) compares the BT.601 luma
+    (:func:`~.color.rgb_to_ycbcr_y`), float unless ``quantize=True`` (MATLAB's integer Y;
+    ``"auto"`` means False here), and never downsamples (``downsample`` does not apply, as
+    BasicSR and the other SR toolboxes never do). ``shave`` removes that many pixels on every
+    side first, whatever the colour.
     """
     check_choice("ssim", "convention", convention, CONVENTIONS)
     _check_data_range("ssim", data_range)
     color = _resolve_color("ssim", convention, color)
-    quantize = _resolve_quantize("ssim", convention, quantize)
-    if convention == "lpips":
+    quantize = _resolve_quantize("ssim", convention, quantize, color)
+    shave = check_shave("ssim", shave)
+    if convention == "lpips" or color == LUMA_Y:
         downsample = False
-    check_pair(x, y, value_range=(0.0, float(data_range)), min_size=1, metric="ssim")
+    check_pair(x, y, value_range=(0.0, float(data_range)), min_size=1 + 2 * shave, metric="ssim")
     x, y = promote_to_common_dtype(x, y)
-    return _ssim(x, y, float(data_range), convention, color, bool(downsample), quantize)
+    return _ssim(x, y, float(data_range), convention, color, bool(downsample), quantize, shave)
 
 
 # ---------------------------------------------------------------- MS-SSIM
@@ -468,24 +493,30 @@ class SSIM(_StructuralSimilarity):
         self,
         data_range: float = 1.0,
         convention: SSIMConvention = "matlab",
-        color: Color | None = None,
+        color: Color | LumaColor | None = None,
         downsample: bool = True,
         quantize: bool | str = "auto",
+        shave: int = 0,
         reduction: Reduction = "none",
     ) -> None:
         super().__init__(data_range, reduction)
         check_choice(self.name, "convention", convention, CONVENTIONS)
         self.convention = convention
         self.color = _resolve_color(self.name, convention, color)
-        # Resolved: downsampling and 8-bit rounding of the luminance exist only in ssim.m.
-        self.downsample = bool(downsample) and convention == "matlab"
-        self.quantize = _resolve_quantize(self.name, convention, quantize)
-        # The window must fit; matlab downsampling only ever applies to images of 384+ pixels.
-        self.min_size = GAUSSIAN_SIZE if convention == "matlab" else UNIFORM_SIZE
+        # Resolved: downsampling and 8-bit rounding of the luminance exist only in ssim.m; the
+        # SR convention (color="y") never downsamples, as the SR toolboxes it follows.
+        self.downsample = bool(downsample) and convention == "matlab" and self.color != LUMA_Y
+        self.quantize = _resolve_quantize(self.name, convention, quantize, self.color)
+        self.shave = check_shave(self.name, shave)
+        # The window must fit inside the shaved image; matlab downsampling only ever applies to
+        # images of 384+ pixels.
+        self.min_size = (GAUSSIAN_SIZE if convention == "matlab" else UNIFORM_SIZE) + 2 * self.shave
         self.options.update(convention=convention, color=self.color, downsample=self.downsample, quantize=self.quantize)
+        if self.shave:  # only when set: the default spec keys existing caches
+            self.options.update(shave=self.shave)
 
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return _ssim(x, y, self.data_range, self.convention, self.color, self.downsample, self.quantize)
+        return _ssim(x, y, self.data_range, self.convention, self.color, self.downsample, self.quantize, self.shave)
 
 
 class MSSSIM(_StructuralSimilarity):

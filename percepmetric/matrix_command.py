@@ -1,0 +1,189 @@
+"""``percepmetric matrix DIR [DIR2]``: the distance matrix of a folder's images (against
+themselves or against a second folder), computed by :func:`percepmetric.pairwise`. Attached to
+``percepmetric`` by ``percepmetric.cli``.
+
+One metric per run: a matrix file holds one metric's numbers, and a second ``-m`` is refused
+in one line (run the command once per metric, each with its own ``--out``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+from .cli_options import build_metrics, device_option, metric_option_flags, no_progress_option
+from .errors import InputError
+from .io import prepare_output_file
+
+#: Longest line the summary prints.
+LINE_WIDTH = 99
+#: How many of the closest pairs the summary lists.
+CLOSEST = 5
+OUT_SUFFIXES = (".npy", ".csv")
+
+
+def list_images(folder: str) -> list[str]:
+    """Image files under ``folder`` (recursively; hidden files and folders left out), as sorted
+    relative paths with ``/`` separators; one :class:`InputError` line when there are none."""
+    from .io import IMAGE_SUFFIXES
+
+    root = Path(folder)
+    if not root.exists():
+        raise InputError(f"{folder}: no such folder")
+    if not root.is_dir():
+        raise InputError(f"{folder}: is not a folder (matrix compares the images of a folder)")
+    found = []
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        for name in files:
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                found.append((Path(directory) / name).relative_to(root).as_posix())
+    if not found:
+        raise InputError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it or below it")
+    return sorted(found)
+
+
+def names_path(target: Path) -> Path:
+    """The sidecar of a ``.npy`` matrix: ``matrix.npy`` -> ``matrix.names.json``."""
+    return target.with_suffix(".names.json")
+
+
+def write_matrix(target: Path, matrix: torch.Tensor, rows: list[str], cols: list[str], about: dict) -> list[Path]:
+    """Write the matrix atomically: ``.npy`` (float32/64 as computed) plus its names sidecar, or
+    a labelled ``.csv`` (header: an empty corner cell, then the column names; each row starts with
+    its name; values with 9 significant digits, enough to read float32 back exactly)."""
+    from .io import atomic_path, atomic_write_text
+
+    values = matrix.detach().cpu().numpy()
+    if target.suffix.lower() == ".csv":
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(["", *cols])
+        for name, row in zip(rows, values):
+            writer.writerow([name, *(f"{v:.9g}" for v in row)])
+        atomic_write_text(target, text.getvalue())
+        return [target]
+    import numpy as np
+
+    sidecar = names_path(target)
+    atomic_write_text(sidecar, json.dumps({**about, "rows": rows, "columns": cols}, indent=1) + "\n")
+    with atomic_path(target, suffix=".npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, values)
+    return [target, sidecar]
+
+
+def _shorten(text: str, width: int) -> str:
+    """``text`` cut in the middle to ``width`` characters (the ends of paths say the most)."""
+    if len(text) <= width:
+        return text
+    keep = max(width - 3, 2)
+    return text[: keep // 2] + "..." + text[len(text) - (keep - keep // 2):]
+
+
+def summary_lines(matrix: torch.Tensor, rows: list[str], cols: list[str], same: bool, label: str) -> list[str]:
+    """A few lines: the shape, min/mean/max over the pairs (off the diagonal for a folder
+    against itself), and the closest pairs; every line shorter than 100 columns."""
+    values = matrix.detach().double().cpu()
+    if same:
+        i, j = torch.triu_indices(len(rows), len(rows), offset=1)
+        pairs = values[i, j]
+    else:
+        grid_i, grid_j = torch.meshgrid(torch.arange(len(rows)), torch.arange(len(cols)), indexing="ij")
+        i, j, pairs = grid_i.flatten(), grid_j.flatten(), values.flatten()
+    what = "against itself" if same else "rows: DIR, columns: DIR2"
+    lines = [_shorten(f"{label}: {len(rows)} x {len(cols)} ({what})", LINE_WIDTH)]
+    if pairs.numel() == 0:
+        return lines + ["one image: no pairs to compare"]
+    where = "off-diagonal" if same else "all pairs"
+    lines.append(f"{where}: min {pairs.min():.6g}  mean {pairs.mean():.6g}  max {pairs.max():.6g}")
+    lines.append("closest pairs:")
+    order = torch.argsort(pairs, stable=True)[:CLOSEST]
+    for k in order.tolist():
+        value = f"  {pairs[k]:.6g}  "
+        room = (LINE_WIDTH - len(value) - 2) // 2
+        lines.append(f"{value}{_shorten(rows[i[k]], room)}  {_shorten(cols[j[k]], room)}")
+    return lines
+
+
+@click.command("matrix")
+@click.argument("folder", type=click.Path())
+@click.argument("folder2", required=False, type=click.Path())
+@metric_option_flags
+@device_option
+@click.option("--out", default=None, metavar="FILE.npy|FILE.csv",
+              help="Write the matrix: .npy (with FILE.names.json naming rows and columns) or a labelled .csv.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Images per trunk pass (deep metrics).")
+@no_progress_option
+def matrix_command(folder, folder2, metrics, net, variant, weights, extra, device, out, batch_size,
+                   no_progress) -> None:
+    """Distances between every pair of images of DIR (or of DIR against DIR2).
+
+    Images are found recursively and sorted by relative path; all must have the same size.
+    Entries are each metric's distance form (LPIPS as it is, SSIM as (1 - SSIM) / 2, PSNR as
+    the MSE), as `percepmetric distance` reports under "distance". One metric per run (-m,
+    lpips by default). Prints a summary: size, min/mean/max and the closest pairs.
+    """
+    from .devices import resolve_device
+    from .pairwise import pairwise
+    from .registry import distance_label
+
+    if len(metrics) > 1:
+        raise InputError(f"matrix computes one metric per run, got {len(metrics)} (-m {' -m '.join(metrics)}): "
+                         "run it once per metric, each with its own --out")
+    target = prepare_output_file(out, OUT_SUFFIXES) if out is not None else None
+    torch_device = resolve_device(device)
+    rows = list_images(folder)
+    same = folder2 is None
+    cols = rows if same else list_images(folder2)
+    (metric,) = build_metrics(metrics, net, variant, weights, extra, default=("lpips",))
+    row_files = [str(Path(folder) / name) for name in rows]
+    col_files = None if same else [str(Path(folder2) / name) for name in cols]
+    with _ProgressBar(not no_progress) as advance:
+        matrix = pairwise(row_files, col_files, metric, batch_size=batch_size, device=torch_device,
+                          progress=advance)
+    label = distance_label(metric)
+    for line in summary_lines(matrix, rows, cols, same, label):
+        click.echo(line)
+    if target is not None:
+        about = {"metric": label, "spec": metric.spec, "rows_folder": str(folder),
+                 "columns_folder": str(folder if same else folder2)}
+        for kind, path in zip(("matrix", "names"), write_matrix(target, matrix, rows, cols, about)):
+            click.echo(f"{kind}: {path}")
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr (rate and time left) driven by ``pairwise``'s ``progress(done, total)``;
+    nothing when disabled."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def __enter__(self):
+        return self.advance
+
+    def advance(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="matrix", unit="step", leave=False, dynamic_ncols=True)
+        bar = self.bar
+        bar.total = total
+        bar.update(done - bar.n)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+COMMANDS = [matrix_command]

@@ -1,0 +1,326 @@
+"""Distance matrices: every image of one set against every image of another (or of itself).
+
+``pairwise(x, y=None, metric="lpips", **options)`` returns the ``(N, M)`` matrix whose entry
+``[i, j]`` is ``percepmetric.distance(x[i], y[j], metric, **options)``: the metric's *distance
+form* (``metric.to_distance`` of its value: LPIPS as it is, DSSIM ``(1 - SSIM) / 2`` for SSIM,
+the MSE of the images scaled to [0, 1] for PSNR), so that a matrix entry and a ``distance``
+call on the same pair agree (within 1e-6). ``y=None`` compares ``x`` with itself: ``N x N``,
+with a diagonal of exact zeros, and for the symmetric metrics (all the registered ones) only the
+upper triangle is computed and mirrored, so the matrix is exactly symmetric. Pairs of identical
+images are exact zeros wherever they are.
+
+Two ways of computing, chosen by the metric:
+
+* **Embedding metrics** (LPIPS: ``metric.pair_embedding``): the distance is a squared Euclidean
+  distance between per-image rows ``e_i`` (unit-normalised trunk features times
+  ``sqrt(w_l / (H_l W_l))``). Each image goes through the trunk once (``N + M`` passes, not
+  ``N * M``), in batches of ``batch_size``; then each tile of the matrix is
+  ``|e_i|^2 + |e_j|^2 - 2 e_i . e_j``, one matrix product per tile, in float64 (float32 would
+  lose about 1e-5 to cancellation). Memory: the embeddings, ``(N + M) * K * 4`` bytes
+  (``K`` = 31,872 for AlexNet at 64x64: 125 KiB per image, 1.3 GB for 10,000 images), plus per
+  tile ``2 * T * K * 8 + T^2 * 8`` bytes for a ``T x T`` tile; ``T`` is the largest that fits
+  ``memory_budget`` (256 MB by default: ``T`` = 526 for AlexNet at 64x64).
+* **Formula metrics** (L2, PSNR, SSIM, ...): the pairs of a ``T x T`` tile are laid out as two
+  batches of ``T^2`` images and go through the metric in one call (no Python loop over pairs).
+  A pair costs about ``2 * C * H * W * 4 * 12`` bytes with the metric's temporaries, and ``T`` is
+  the largest tile whose pairs fit ``memory_budget``.
+
+``tile_size`` overrides ``T`` (tiles change nothing but memory and speed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .functional import cached_metric
+from .io import ImageLike, as_batch
+from .metrics.base import Metric, check_pair
+
+__all__ = ["pairwise", "ImageSet", "DEFAULT_MEMORY_BUDGET", "SYMMETRIC_METRICS"]
+
+#: What one tile of the computation may hold, in bytes (see the module docstring).
+DEFAULT_MEMORY_BUDGET = 256 * 2**20
+#: Metrics whose distance is symmetric in (x, y): the upper triangle of x against itself suffices.
+SYMMETRIC_METRICS = frozenset({"l2", "l1", "psnr", "ssim", "ms_ssim", "fsim", "lpips"})
+#: Bytes a formula metric holds per pair, as a multiple of the two images' bytes (SSIM's
+#: filtered maps are the largest of the registered metrics' temporaries).
+FORMULA_OVERHEAD = 12
+
+#: One image set: a batch tensor ``(N,C,H,W)`` / ``(N,H,W,C)`` array, or a sequence of anything
+#: :func:`percepmetric.io.as_batch` reads as one image (paths, arrays, PIL images, tensors).
+ImageSet = torch.Tensor | np.ndarray | Sequence[ImageLike]
+Progress = Callable[[int, int], None]
+
+
+def pairwise(
+    x: ImageSet,
+    y: ImageSet | None = None,
+    metric: str | Metric = "lpips",
+    *,
+    batch_size: int = 64,
+    tile_size: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    device: torch.device | str | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> torch.Tensor:
+    """The ``(N, M)`` matrix of ``distance(x[i], y[j], metric, **options)``; ``N x N`` for ``y=None``.
+
+    ``x``, ``y``: a tensor ``(N,C,H,W)`` (or ``(N,H,W,C)`` NumPy array), or a list of paths,
+    arrays, PIL images or single-image tensors; every image of both sets must have the same
+    height and width (one :class:`InputError` line names the first that differs). Lists of
+    files are read ``batch_size`` at a time for embedding metrics, so only the embeddings stay
+    in memory. ``metric``: a registry name, with ``options`` for it (``net="vgg"``,
+    ``convention="lpips"``, ...), or a metric object already built (then no ``options``).
+
+    ``device``: where to compute (default: the device of a tensor input, else the CPU).
+    ``progress(done, total)`` is called as work advances (trunk batches, then tiles).
+    The result is on that device, in the dtype ``distance`` would give (float32 for float32
+    or uint8 inputs). See the module docstring for the memory each tile takes.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"pairwise: batch_size must be a positive integer, got {batch_size!r}")
+    if tile_size is not None and (not isinstance(tile_size, int) or tile_size < 1):
+        raise InputError(f"pairwise: tile_size must be a positive integer, got {tile_size!r}")
+    same = y is None
+    rows = _Images(x, "x")
+    cols = rows if y is None else _Images(y, "y")
+    if not same:
+        _check_same_size(rows, cols)
+    target = torch.device(device) if device is not None else (rows.device or cols.device or torch.device("cpu"))
+    if isinstance(metric, Metric):
+        if options:
+            raise InputError(f"pairwise: options {sorted(options)} go with a metric name, not a built metric")
+        m = metric.to(target)
+    else:
+        m = cached_metric(metric, options, target)
+    if getattr(m, "spatial", False):
+        raise InputError("pairwise: option spatial gives a distance map per pair, not a number")
+    symmetric = same and bool(getattr(m, "symmetric", m.name in SYMMETRIC_METRICS))
+    if hasattr(m, "pair_embedding"):
+        matrix = _embedding_matrix(m, rows, cols, same, symmetric, target, batch_size, tile_size,
+                                   memory_budget, progress)
+    else:
+        matrix = _formula_matrix(m, rows, cols, same, symmetric, target, tile_size, memory_budget, progress)
+    _zero_identical_pairs(matrix, rows, cols, same)
+    return matrix
+
+
+# ---------------------------------------------------------------- image sets
+
+
+class _Images:
+    """One image set, read lazily: ``len``, ``size`` (H, W), ``batches(n)`` and ``all()``.
+
+    A tensor or array batch is converted once; a list is read item by item, so a folder of
+    files is decoded ``n`` at a time. Each image's content digest is kept as it is read, to
+    find identical images (their distance is exactly 0).
+    """
+
+    def __init__(self, images: ImageSet, label: str) -> None:
+        self.label = label
+        self.device: torch.device | None = None
+        self.batch: torch.Tensor | None = None
+        self.items: list[Any] = []
+        if isinstance(images, (torch.Tensor, np.ndarray)):
+            self.batch = as_batch(images, label)
+            self.device = self.batch.device if isinstance(images, torch.Tensor) else None
+            count = self.batch.shape[0]
+        elif isinstance(images, (str, os.PathLike)):
+            raise InputError(f"{label}: give a list of images (or a batch tensor), not one path")
+        else:
+            self.items = list(images)
+            count = len(self.items)
+            self.device = next((i.device for i in self.items if isinstance(i, torch.Tensor)), None)
+        if count == 0:
+            raise InputError(f"{label}: no images")
+        self.count = count
+        self.digests: list[str | None] = [None] * count
+        self.size = self._common_size()
+
+    def __len__(self) -> int:
+        return self.count
+
+    def name(self, index: int) -> str:
+        item = self.items[index] if self.items else None
+        return str(item) if isinstance(item, (str, os.PathLike)) else f"{self.label}[{index}]"
+
+    def _common_size(self) -> tuple[int, int]:
+        """(H, W) of every image (read from file headers for paths), or one InputError line."""
+        if self.batch is not None:
+            return (self.batch.shape[-2], self.batch.shape[-1])
+        sizes = (_image_size(item, self.name(i)) for i, item in enumerate(self.items))
+        first = next(sizes)
+        for index, size in enumerate(sizes, start=1):
+            if size != first:
+                raise InputError(f"{self.name(index)}: size {size[1]}x{size[0]} differs from {self.name(0)} "
+                                 f"({first[1]}x{first[0]}); every image must have the same size")
+        return first
+
+    def batches(self, n: int, device: torch.device) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(start, (b,C,H,W) float tensor on device)`` for consecutive runs of ``n`` images."""
+        for start in range(0, self.count, n):
+            stop = min(start + n, self.count)
+            if self.batch is not None:
+                part = self.batch[start:stop]
+            else:
+                images = [_one_image(self.items[i], self.name(i)) for i in range(start, stop)]
+                if any(image.shape[1] == 3 for image in images):  # grey among colour: repeated to RGB
+                    images = [image.expand(-1, 3, -1, -1) for image in images]
+                part = torch.cat(images)
+            self._note_digests(start, part)
+            yield start, part.to(device)
+
+    def all(self, device: torch.device) -> torch.Tensor:
+        return torch.cat([part for _, part in self.batches(max(self.count, 1), device)])
+
+    def _note_digests(self, start: int, part: torch.Tensor) -> None:
+        flat = part.detach().to("cpu").contiguous()
+        for offset in range(flat.shape[0]):
+            if self.digests[start + offset] is None:
+                data = flat[offset].numpy().tobytes() + str(tuple(flat[offset].shape)).encode()
+                self.digests[start + offset] = hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _one_image(item: Any, name: str) -> torch.Tensor:
+    batch = as_batch(item, name)
+    if batch.shape[0] != 1:
+        raise InputError(f"{name}: each item of an image list must be one image, got a batch of {batch.shape[0]}")
+    return batch
+
+
+def _image_size(item: Any, name: str) -> tuple[int, int]:
+    """(H, W) of one list item; files are sized from their header, without decoding."""
+    if isinstance(item, (str, os.PathLike)):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(item) as img:
+                return (img.height, img.width)
+        except FileNotFoundError:
+            raise InputError(f"{name}: no such file") from None
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputError(f"{name}: not a readable image ({exc.__class__.__name__})") from None
+    if isinstance(item, torch.Tensor):
+        return (item.shape[-2], item.shape[-1])
+    batch = as_batch(item, name)  # arrays and PIL images: channel-last, as_batch knows the layout
+    return (batch.shape[-2], batch.shape[-1])
+
+
+def _check_same_size(rows: _Images, cols: _Images) -> None:
+    if rows.size != cols.size:
+        (h, w), (h0, w0) = cols.size, rows.size
+        raise InputError(f"{cols.name(0)}: size {w}x{h} differs from {rows.name(0)} ({w0}x{h0}); "
+                         "every image of both sets must have the same size")
+
+
+# ---------------------------------------------------------------- the two ways of computing
+
+
+def _tiles(n: int, m: int, tile: int, upper_only: bool) -> list[tuple[slice, slice]]:
+    """The ``tile x tile`` blocks covering an ``n x m`` matrix; for ``upper_only`` only the
+    blocks on or above the diagonal (the rest is mirrored)."""
+    blocks = []
+    for i in range(0, n, tile):
+        for j in range(i if upper_only else 0, m, tile):
+            blocks.append((slice(i, min(i + tile, n)), slice(j, min(j + tile, m))))
+    return blocks
+
+
+def _fill(matrix: torch.Tensor, rows: slice, cols: slice, block: torch.Tensor, symmetric: bool) -> None:
+    """Write one computed block; for a symmetric matrix also its mirror image. A block on the
+    diagonal keeps its upper triangle only, mirrored, so the matrix is exactly symmetric."""
+    if symmetric and rows == cols:
+        upper = torch.triu(block, diagonal=1)
+        block = upper + upper.T
+    matrix[rows, cols] = block
+    if symmetric and rows != cols:
+        matrix[cols, rows] = block.T
+
+
+def _output_dtype(reference: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(reference.dtype, torch.float32)
+
+
+def _embedding_matrix(m: Metric, rows: _Images, cols: _Images, same: bool, symmetric: bool, device: torch.device,
+                      batch_size: int, tile_size: int | None, budget: int, progress: Progress | None) -> torch.Tensor:
+    """Embedding metrics: one trunk pass per image, then the squared distances of the rows of
+    the embeddings, tile by tile (see the module docstring)."""
+    trunk_batches = math.ceil(len(rows) / batch_size) + (0 if same else math.ceil(len(cols) / batch_size))
+    blocks: list[tuple[slice, slice]] = []
+    done = 0
+
+    def embed(images: _Images) -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal done, blocks
+        parts = []
+        for _, part in images.batches(batch_size, device):
+            parts.append(m.pair_embedding(part))  # type: ignore[operator]
+            if not blocks:  # the tile size follows from the embedding's length K
+                k = parts[0].shape[1]
+                tile = tile_size or max(1, int(budget // (16 * k + 8)))
+                blocks = _tiles(len(rows), len(cols), tile, symmetric)
+            done += 1
+            if progress is not None:
+                progress(done, trunk_batches + len(blocks))
+        embedding = torch.cat(parts)
+        return embedding, embedding.double().square().sum(dim=1)
+
+    ex, norms_x = embed(rows)
+    ey, norms_y = (ex, norms_x) if same else embed(cols)
+    total = trunk_batches + len(blocks)
+    matrix = torch.empty((len(rows), len(cols)), dtype=_output_dtype(ex), device=device)
+    for r, c in blocks:
+        gram = ex[r].double() @ ey[c].double().T
+        block = (norms_x[r, None] + norms_y[None, c] - 2.0 * gram).clamp_min_(0.0)
+        _fill(matrix, r, c, block.to(matrix.dtype), symmetric)
+        done += 1
+        if progress is not None:
+            progress(done, total)
+    return matrix
+
+
+def _formula_matrix(m: Metric, rows: _Images, cols: _Images, same: bool, symmetric: bool, device: torch.device,
+                    tile_size: int | None, budget: int, progress: Progress | None) -> torch.Tensor:
+    """Formula metrics: each tile's pairs laid out as two batches, one metric call per tile."""
+    xs = rows.all(device)
+    ys = xs if same else cols.all(device)
+    if xs.shape[1] != ys.shape[1]:  # a grey set against a colour one: grey repeated to RGB
+        xs, ys = xs.expand(-1, 3, -1, -1), ys.expand(-1, 3, -1, -1)
+    # Validate each set once here, so that the tiles' errors cannot name a pair layout.
+    check_pair(xs, xs, value_range=m.value_range, channels=m.channels, min_size=m.min_size, metric=m.name)
+    if not same:
+        check_pair(ys, ys, value_range=m.value_range, channels=m.channels, min_size=m.min_size, metric=m.name)
+    pair_bytes = 2 * xs[0].numel() * xs.element_size() * FORMULA_OVERHEAD
+    tile = tile_size or max(1, math.isqrt(max(1, budget // pair_bytes)))
+    blocks = _tiles(len(rows), len(cols), tile, symmetric)
+    matrix = torch.empty((len(rows), len(cols)), dtype=_output_dtype(xs), device=device)
+    for done, (r, c) in enumerate(blocks, start=1):
+        a, b = xs[r], ys[c]
+        first = a.repeat_interleave(b.shape[0], dim=0)
+        second = b.repeat(a.shape[0], 1, 1, 1)
+        block = m.to_distance(m.values(first, second)).reshape(a.shape[0], b.shape[0])
+        _fill(matrix, r, c, block.to(matrix.dtype), symmetric)
+        if progress is not None:
+            progress(done, len(blocks))
+    return matrix
+
+
+def _zero_identical_pairs(matrix: torch.Tensor, rows: _Images, cols: _Images, same: bool) -> None:
+    """Exact zeros on the diagonal of a set against itself and for every pair of identical
+    images (``distance`` gives 0 for ``x == y``; float rounding would leave ~1e-9)."""
+    if same:
+        matrix.fill_diagonal_(0.0)
+    where: dict[str | None, list[int]] = {}
+    for j, digest in enumerate(cols.digests):
+        where.setdefault(digest, []).append(j)
+    for i, digest in enumerate(rows.digests):
+        if digest is not None and digest in where:
+            matrix[i, where[digest]] = 0.0
