@@ -217,6 +217,7 @@ def _distance_folders(dir_a: str, dir_b: str, built: list, *, device: str, map_p
     where both files went. Notes (skipped files, metrics that could not run) go to stderr.
     """
     from .compare import compare_folders, summary_path, unmatched_note
+    from .distributed import current_group
 
     for path in (dir_a, dir_b):
         if not Path(path).is_dir():
@@ -224,6 +225,8 @@ def _distance_folders(dir_a: str, dir_b: str, built: list, *, device: str, map_p
     if map_path is not None:
         raise InputError("--map draws one pair: use it with two images, not two folders")
     table = compare_folders(dir_a, dir_b, built, out=out, device=device, **job)
+    if not current_group().is_main:
+        return  # under torchrun rank 0 reports for every rank
     summary = table.attrs["summary"]
     if not any(row["n"] or row["infinite"] for row in summary):
         reasons = "; ".join(f"{row['metric']}: {row['reason']}" for row in summary)

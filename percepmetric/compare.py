@@ -22,6 +22,11 @@ steps, each below in this file:
 * **results**: one row per pair (``a``, ``b``: paths relative to their folders; one column per
   metric label with the metric's own value), and per metric the mean over finite values with
   its 95% bootstrap interval (:func:`percepmetric.stats.bootstrap_ci`).
+* **several processes** (``torchrun --nproc-per-node N -m percepmetric distance ...``): every
+  rank plans the same chunks and computes chunk ``i`` when ``i % N`` is its rank
+  (:func:`percepmetric.distributed.shard`), saving it in its resume folder as above; the values
+  are then gathered on every rank and rank 0 writes the outputs, byte for byte those of one
+  process. A rank that fails stops all of them (:func:`percepmetric.distributed.run_part`).
 
 Part of the core by the layering rule (tests/test_layering.py): it imports only core modules,
 so that ``percepmetric.compare_folders`` is the library's own function.
@@ -46,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from . import stats
+from . import distributed, stats
 from .devices import resolve_device
 from .errors import InputError
 from .io import IMAGE_SUFFIXES, atomic_path, prepare_output_file, read_image_array
@@ -444,9 +449,11 @@ def compare_folders(dir_a: str | os.PathLike, dir_b: str | os.PathLike,
     (:func:`summary_path`), atomically; the run keeps finished chunks in
     :func:`resume_folder` and a rerun after an interruption computes only what is missing.
     ``workers`` threads decode images (default: the CPU count, at most 8).
+    Under torchrun each rank computes its share of the chunks and returns the whole table; only
+    rank 0 writes ``out``.
     """
     built = _build_metrics(metrics)
-    torch_device = resolve_device(device)
+    torch_device = distributed.rank_device(resolve_device(device))
     target = prepare_output_file(out, OUTPUT_SUFFIXES) if out is not None else None
     if isinstance(batch_size, bool) or not isinstance(batch_size, int):
         raise InputError(f"--batch-size {batch_size!r}: must be a whole number")
@@ -455,48 +462,69 @@ def compare_folders(dir_a: str | os.PathLike, dir_b: str | os.PathLike,
     built = [metric.to(torch_device).eval() for metric in built]
     identities = [metric.cache_identity for metric in built]
     chunks = plan_chunks(found.pairs, batch_size, size_mismatch, identities)
-    values = np.full((len(found.pairs), len(built)), np.nan)
-    reasons: list[str | None] = [None] * len(built)
-
-    def keep(chunk: Chunk, result: ChunkValues) -> None:
-        values[list(chunk.indices)] = result.values
-        for column, reason in enumerate(result.reasons):
-            reasons[column] = reasons[column] or reason
-
     state = resume_folder(target) if target is not None else None
-    missing = list(chunks)
+    with distributed.process_group(torch_device) as group:
+        mine = distributed.shard(list(enumerate(chunks)), group)
+        part = distributed.run_part(group, lambda: _compute_part(
+            mine, found.pairs, built, size_mismatch, torch_device, _decoders(workers), state,
+            progress and group.is_main))
+        values = np.full((len(found.pairs), len(built)), np.nan)
+        reasons: list[str | None] = [None] * len(built)
+        for rank_part in distributed.all_gather(group, part):
+            for position, result in rank_part.items():
+                values[list(chunks[position].indices)] = result.values
+                for column, reason in enumerate(result.reasons):
+                    reasons[column] = reasons[column] or reason
+        table = _table(found.pairs, unique_labels(built), values)
+        table.attrs["summary"] = _summary(built, unique_labels(built), values, reasons)
+        table.attrs["only_a"], table.attrs["only_b"] = found.only_a, found.only_b
+        if target is not None and state is not None:
+            distributed.run_part(group, lambda: _write_outputs(table, target) if group.is_main else None)
+            shutil.rmtree(state, ignore_errors=True)  # each machine's own, or the one they share
+    return table
+
+
+def _compute_part(mine: Sequence[tuple[int, Chunk]], pairs, metrics: Sequence[Metric], size_mismatch: str | None,
+                  device: torch.device, workers: int, state: Path | None,
+                  progress: bool) -> dict[int, ChunkValues]:
+    """This rank's chunks' values by chunk position: read from the resume folder ``state`` when a
+    previous run saved them, computed (and saved there at once) otherwise."""
+    done: dict[int, ChunkValues] = {}
+    missing = [(position, chunk) for position, chunk in mine]
     if state is not None:
         state.mkdir(exist_ok=True)
-        for stale in state.glob(".chunk-*.tmp"):  # a kill during an atomic write leaves these
-            stale.unlink(missing_ok=True)
+        for _, chunk in mine:
+            # A kill during an atomic write leaves these. Each rank clears only its own chunks'
+            # temporaries: another rank may be writing its chunks right now.
+            for stale in state.glob(f".chunk-{chunk.key}.npz.*.tmp"):
+                stale.unlink(missing_ok=True)
         missing = []
-        for chunk in chunks:
-            saved = _read_chunk(state, chunk, len(built))
+        for position, chunk in mine:
+            saved = _read_chunk(state, chunk, len(metrics))
             if saved is None:
-                missing.append(chunk)
+                missing.append((position, chunk))
             else:
-                keep(chunk, saved)
-    done = len(found.pairs) - sum(len(chunk.indices) for chunk in missing)
-    bar = _progress_bar(len(found.pairs), done, progress)
+                done[position] = saved
+    positions = {chunk.key: position for position, chunk in missing}
+    total = sum(len(chunk.indices) for _, chunk in mine)
+    bar = _progress_bar(total, total - sum(len(chunk.indices) for _, chunk in missing), progress)
     try:
-        for chunk, result in _run_chunks(missing, found.pairs, built, size_mismatch, torch_device,
-                                         _decoders(workers)):
+        for chunk, result in _run_chunks([chunk for _, chunk in missing], pairs, metrics, size_mismatch, device,
+                                         workers):
             if state is not None:
                 _write_chunk(state, chunk, result)
-            keep(chunk, result)
+            done[positions[chunk.key]] = result
             bar.update(len(chunk.indices))
     finally:
         bar.close()
+    return done
+
+
+def _write_outputs(table: pd.DataFrame, target: Path) -> None:
     import pandas as pd
 
-    table = _table(found.pairs, unique_labels(built), values)
-    table.attrs["summary"] = _summary(built, unique_labels(built), values, reasons)
-    table.attrs["only_a"], table.attrs["only_b"] = found.only_a, found.only_b
-    if target is not None and state is not None:
-        write_table(table, target)
-        write_table(pd.DataFrame(table.attrs["summary"]), summary_path(target))
-        shutil.rmtree(state, ignore_errors=True)
-    return table
+    write_table(table, target)
+    write_table(pd.DataFrame(table.attrs["summary"]), summary_path(target))
 
 
 def _table(pairs, labels: Sequence[str], values: np.ndarray) -> pd.DataFrame:

@@ -131,6 +131,7 @@ def matrix_command(folder, folder2, metrics, net, variant, weights, extra, devic
     the MSE), as `percepmetric distance` reports under "distance". One metric per run (-m,
     lpips by default). Prints a summary: size, min/mean/max and the closest pairs.
     """
+    from . import distributed
     from .devices import resolve_device
     from .pairwise import pairwise
     from .registry import distance_label
@@ -139,16 +140,22 @@ def matrix_command(folder, folder2, metrics, net, variant, weights, extra, devic
         raise InputError(f"matrix computes one metric per run, got {len(metrics)} (-m {' -m '.join(metrics)}): "
                          "run it once per metric, each with its own --out")
     target = prepare_output_file(out, OUT_SUFFIXES) if out is not None else None
-    torch_device = resolve_device(device)
+    torch_device = distributed.rank_device(resolve_device(device))
     rows = list_images(folder)
     same = folder2 is None
     cols = rows if same else list_images(folder2)
     (metric,) = build_metrics(metrics, net, variant, weights, extra, default=("lpips",))
     row_files = [str(Path(folder) / name) for name in rows]
     col_files = None if same else [str(Path(folder2) / name) for name in cols]
-    with _ProgressBar(not no_progress) as advance:
-        matrix = pairwise(row_files, col_files, metric, batch_size=batch_size, device=torch_device,
-                          progress=advance)
+    # Under torchrun every rank computes its share of the trunk batches and tiles; rank 0 reports
+    # and writes (percepmetric.distributed). Every rank reads every image, so a bad file fails
+    # them all alike, and torchrun stops the others when one fails.
+    with distributed.process_group(torch_device) as group:
+        with _ProgressBar(not no_progress and group.is_main) as advance:
+            matrix = pairwise(row_files, col_files, metric, batch_size=batch_size, device=torch_device,
+                              progress=advance, split=group)
+        if not group.is_main:
+            return
     label = distance_label(metric)
     for line in summary_lines(matrix, rows, cols, same, label):
         click.echo(line)

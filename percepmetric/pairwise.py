@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .distributed import Group, all_gather, shard
 from .errors import InputError
 from .functional import cached_metric
 from .io import ImageLike, as_batch
@@ -70,6 +71,7 @@ def pairwise(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     device: torch.device | str | None = None,
     progress: Progress | None = None,
+    split: Group | None = None,
     **options: Any,
 ) -> torch.Tensor:
     """The ``(N, M)`` matrix of ``distance(x[i], y[j], metric, **options)``; ``N x N`` for ``y=None``.
@@ -85,6 +87,11 @@ def pairwise(
     ``progress(done, total)`` is called as work advances (trunk batches, then tiles).
     The result is on that device, in the dtype ``distance`` would give (float32 for float32
     or uint8 inputs). See the module docstring for the memory each tile takes.
+
+    ``split``: a :class:`~percepmetric.distributed.Group` whose process group is joined (as
+    ``percepmetric matrix`` does under torchrun): every rank of it must call ``pairwise`` with
+    the same arguments; rank ``r`` computes the trunk batches and tiles ``r, r + world, ...``
+    and every rank returns the whole matrix, equal to one process's.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"pairwise: batch_size must be a positive integer, got {batch_size!r}")
@@ -107,9 +114,10 @@ def pairwise(
     symmetric = same and bool(getattr(m, "symmetric", m.name in SYMMETRIC_METRICS))
     if hasattr(m, "pair_embedding"):
         matrix = _embedding_matrix(m, rows, cols, same, symmetric, target, batch_size, tile_size,
-                                   memory_budget, progress)
+                                   memory_budget, progress, split or Group())
     else:
-        matrix = _formula_matrix(m, rows, cols, same, symmetric, target, tile_size, memory_budget, progress)
+        matrix = _formula_matrix(m, rows, cols, same, symmetric, target, tile_size, memory_budget, progress,
+                                 split or Group())
     _zero_identical_pairs(matrix, rows, cols, same)
     return matrix
 
@@ -251,45 +259,81 @@ def _output_dtype(reference: torch.Tensor) -> torch.dtype:
 
 
 def _embedding_matrix(m: Metric, rows: _Images, cols: _Images, same: bool, symmetric: bool, device: torch.device,
-                      batch_size: int, tile_size: int | None, budget: int, progress: Progress | None) -> torch.Tensor:
+                      batch_size: int, tile_size: int | None, budget: int, progress: Progress | None,
+                      split: Group) -> torch.Tensor:
     """Embedding metrics: one trunk pass per image, then the squared distances of the rows of
-    the embeddings, tile by tile (see the module docstring)."""
+    the embeddings, tile by tile (see the module docstring). Split over ranks, each rank runs
+    its share of the trunk batches (all ranks still read every image, for the digests) and of
+    the tiles; the parts are gathered on every rank."""
     trunk_batches = math.ceil(len(rows) / batch_size) + (0 if same else math.ceil(len(cols) / batch_size))
     blocks: list[tuple[slice, slice]] = []
     done = 0
 
     def embed(images: _Images) -> tuple[torch.Tensor, torch.Tensor]:
         nonlocal done, blocks
-        parts = []
-        for _, part in images.batches(batch_size, device):
-            parts.append(m.pair_embedding(part))  # type: ignore[operator]
-            if not blocks:  # the tile size follows from the embedding's length K
-                k = parts[0].shape[1]
-                tile = tile_size or max(1, int(budget // (16 * k + 8)))
-                blocks = _tiles(len(rows), len(cols), tile, symmetric)
+        parts: dict[int, torch.Tensor] = {}
+        for number, (_, part) in enumerate(images.batches(batch_size, device)):
+            if number % split.world != split.rank:
+                continue
+            parts[number] = m.pair_embedding(part)  # type: ignore[operator]
             done += 1
             if progress is not None:
                 progress(done, trunk_batches + len(blocks))
-        embedding = torch.cat(parts)
+        embedding = torch.cat([part.to(device) for _, part in sorted(_gathered(split, parts).items())])
+        if not blocks:  # the tile size follows from the embedding's length K
+            tile = tile_size or max(1, int(budget // (16 * embedding.shape[1] + 8)))
+            blocks = _tiles(len(rows), len(cols), tile, symmetric)
         return embedding, embedding.double().square().sum(dim=1)
 
     ex, norms_x = embed(rows)
     ey, norms_y = (ex, norms_x) if same else embed(cols)
     total = trunk_batches + len(blocks)
     matrix = torch.empty((len(rows), len(cols)), dtype=_output_dtype(ex), device=device)
-    for r, c in blocks:
+    computed: dict[int, torch.Tensor] = {}
+    for number, (r, c) in shard(list(enumerate(blocks)), split):
         gram = ex[r].double() @ ey[c].double().T
-        block = (norms_x[r, None] + norms_y[None, c] - 2.0 * gram).clamp_min_(0.0)
-        _fill(matrix, r, c, block.to(matrix.dtype), symmetric)
+        block = (norms_x[r, None] + norms_y[None, c] - 2.0 * gram).clamp_min_(0.0).to(matrix.dtype)
+        _keep(matrix, blocks, number, block, symmetric, split, computed)
         done += 1
         if progress is not None:
             progress(done, total)
+    _fill_gathered(matrix, blocks, split, computed, symmetric)
     return matrix
 
 
+def _keep(matrix: torch.Tensor, blocks: Sequence[tuple[slice, slice]], number: int, block: torch.Tensor,
+          symmetric: bool, split: Group, computed: dict[int, torch.Tensor]) -> None:
+    """One process fills its block at once (memory stays one matrix); a rank keeps it to share."""
+    if split.active:
+        computed[number] = block
+    else:
+        _fill(matrix, *blocks[number], block, symmetric)
+
+
+def _fill_gathered(matrix: torch.Tensor, blocks: Sequence[tuple[slice, slice]], split: Group,
+                   computed: dict[int, torch.Tensor], symmetric: bool) -> None:
+    """Every rank's blocks into ``matrix`` (nothing to do outside torchrun: :func:`_keep` filled them)."""
+    if not split.active:
+        return
+    for number, block in _gathered(split, computed).items():
+        _fill(matrix, *blocks[number], block.to(matrix.device), symmetric)
+
+
+def _gathered(split: Group, parts: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """Every rank's ``{number: tensor}`` merged (on the CPU for the exchange); ``parts`` itself
+    outside torchrun."""
+    if not split.active:
+        return parts
+    merged: dict[int, torch.Tensor] = {}
+    for rank_parts in all_gather(split, {n: t.cpu() for n, t in parts.items()}):
+        merged.update(rank_parts)
+    return merged
+
+
 def _formula_matrix(m: Metric, rows: _Images, cols: _Images, same: bool, symmetric: bool, device: torch.device,
-                    tile_size: int | None, budget: int, progress: Progress | None) -> torch.Tensor:
-    """Formula metrics: each tile's pairs laid out as two batches, one metric call per tile."""
+                    tile_size: int | None, budget: int, progress: Progress | None, split: Group) -> torch.Tensor:
+    """Formula metrics: each tile's pairs laid out as two batches, one metric call per tile;
+    split over ranks, each computes its share of the tiles and they are gathered on every rank."""
     xs = rows.all(device)
     ys = xs if same else cols.all(device)
     if xs.shape[1] != ys.shape[1]:  # a grey set against a colour one: grey repeated to RGB
@@ -302,14 +346,17 @@ def _formula_matrix(m: Metric, rows: _Images, cols: _Images, same: bool, symmetr
     tile = tile_size or max(1, math.isqrt(max(1, budget // pair_bytes)))
     blocks = _tiles(len(rows), len(cols), tile, symmetric)
     matrix = torch.empty((len(rows), len(cols)), dtype=_output_dtype(xs), device=device)
-    for done, (r, c) in enumerate(blocks, start=1):
+    mine = shard(list(enumerate(blocks)), split)
+    computed: dict[int, torch.Tensor] = {}
+    for done, (number, (r, c)) in enumerate(mine, start=1):
         a, b = xs[r], ys[c]
         first = a.repeat_interleave(b.shape[0], dim=0)
         second = b.repeat(a.shape[0], 1, 1, 1)
-        block = m.to_distance(m.values(first, second)).reshape(a.shape[0], b.shape[0])
-        _fill(matrix, r, c, block.to(matrix.dtype), symmetric)
+        block = m.to_distance(m.values(first, second)).reshape(a.shape[0], b.shape[0]).to(matrix.dtype)
+        _keep(matrix, blocks, number, block, symmetric, split, computed)
         if progress is not None:
-            progress(done, len(blocks))
+            progress(done, len(mine))
+    _fill_gathered(matrix, blocks, split, computed, symmetric)
     return matrix
 
 

@@ -1,0 +1,165 @@
+"""``torchrun -m percepmetric distance DIR_A DIR_B``: two CPU processes give one process's outputs.
+
+Launched as ``python -m torch.distributed.run`` (torchrun's module) in a subprocess, on a free
+port, so the tests exercise the real process group (gloo) and torchrun's failure handling.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+METRICS = ("-m", "psnr", "-m", "ssim", "-m", "l2")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _percepmetric(*args: object, processes: int = 1) -> subprocess.CompletedProcess[str]:
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
+                 "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "percepmetric"]
+                if processes > 1 else [sys.executable, "-m", "percepmetric"])
+    return subprocess.run([*launcher, *map(str, args)], capture_output=True, text=True, timeout=120, env=_env())
+
+
+def _folders(root: Path, n: int = 6) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    a, b = root / "a", root / "b"
+    for folder in (a, b):
+        folder.mkdir()
+    for k in range(n):
+        size = 32 if k % 2 else 48  # two sizes: several chunks of different cost
+        image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        noisy = np.clip(image.astype(int) + rng.integers(-20, 21, image.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(a / f"{k:03d}.png")
+        Image.fromarray(noisy).save(b / f"{k:03d}.png")
+    return a, b
+
+
+def test_shard_is_round_robin_and_covers_everything():
+    from percepmetric.distributed import Group, shard
+
+    items = list(range(7))
+    parts = [shard(items, Group(rank, 3)) for rank in range(3)]
+    assert parts == [[0, 3, 6], [1, 4], [2, 5]]
+    assert shard(items, Group()) == items
+
+
+def test_two_processes_write_the_bytes_of_one(tmp_path):
+    a, b = _folders(tmp_path)
+    single, double = tmp_path / "one.csv", tmp_path / "two.csv"
+    one = _percepmetric("distance", a, b, *METRICS, "--batch-size", "2", "--out", single)
+    assert one.returncode == 0, one.stderr
+    two = _percepmetric("distance", a, b, *METRICS, "--batch-size", "2", "--out", double, processes=2)
+    assert two.returncode == 0, two.stderr
+    assert double.read_bytes() == single.read_bytes()
+    assert (tmp_path / "two.summary.csv").read_bytes() == (tmp_path / "one.summary.csv").read_bytes()
+    assert not (tmp_path / "two.csv.partial").exists()
+    assert two.stdout.count("table:") == 1  # rank 0 reports, the other rank is silent
+
+
+def test_a_failing_rank_stops_both_and_a_rerun_resumes(tmp_path):
+    a, b = _folders(tmp_path)
+    reference = tmp_path / "one.csv"
+    assert _percepmetric("distance", a, b, *METRICS, "--batch-size", "2", "--out", reference).returncode == 0
+    # Chunks (batch size 2, sorted by size): 0 = 001,003; 1 = 005; 2 = 000,002; 3 = 004.
+    # Rank 1 takes chunks 1 and 3: damage 004, whose header reads but whose pixels do not.
+    damaged = b / "004.png"
+    good = damaged.read_bytes()
+    damaged.write_bytes(good[: len(good) // 2])
+    out = tmp_path / "two.csv"
+    failed = _percepmetric("distance", a, b, *METRICS, "--batch-size", "2", "--out", out, processes=2)
+    assert failed.returncode != 0
+    ours = [line for line in failed.stderr.splitlines() if line.startswith("percepmetric:")]
+    assert len(ours) == 2, failed.stderr
+    assert any("004.png" in line for line in ours)
+    assert any("stopped: rank 1 of 2 failed" in line for line in ours)
+    assert "/percepmetric/" not in failed.stderr  # torchrun's own report follows, no frame of ours
+    assert not out.exists()
+    saved = sorted((tmp_path / "two.csv.partial").glob("chunk-*.npz"))
+    assert len(saved) == 3  # rank 0's two chunks and rank 1's first one
+    damaged.write_bytes(good)
+    os.utime(damaged, ns=(os.stat(a / "004.png").st_mtime_ns,) * 2)
+    rerun = _percepmetric("distance", a, b, *METRICS, "--batch-size", "2", "--out", out, processes=2)
+    assert rerun.returncode == 0, rerun.stderr
+    assert out.read_bytes() == reference.read_bytes()
+
+
+@pytest.mark.parametrize("value", ["x", "-1"])
+def test_a_bad_rank_variable_is_one_line(value, monkeypatch):
+    from percepmetric.distributed import current_group
+    from percepmetric.errors import InputError
+
+    monkeypatch.setenv("RANK", value)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(InputError, match="RANK"):
+        current_group()
+
+
+@pytest.mark.parametrize("metric", ["ssim", "l2"])
+def test_two_processes_give_the_matrix_of_one(tmp_path, metric):
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for k in range(7):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{k}.png")
+    one = _percepmetric("matrix", folder, "-m", metric, "--out", tmp_path / "one.npy", "--no-progress")
+    assert one.returncode == 0, one.stderr
+    two = _percepmetric("matrix", folder, "-m", metric, "--out", tmp_path / "two.npy", "--no-progress",
+                        processes=2)
+    assert two.returncode == 0, two.stderr
+    assert np.array_equal(np.load(tmp_path / "two.npy"), np.load(tmp_path / "one.npy"))
+    assert two.stdout.count("matrix:") == 1
+
+
+def test_split_pairwise_shares_the_tiles(monkeypatch):
+    """Many small tiles, split over two simulated ranks: each computes its own, and together all
+    of them (the exchange itself is covered by the torchrun tests)."""
+    import importlib
+
+    import torch
+
+    from percepmetric.distributed import Group
+
+    pairwise_module = importlib.import_module("percepmetric.pairwise")
+    images = torch.rand(9, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    shares = []
+    for rank in range(2):
+        monkeypatch.setattr(pairwise_module, "_fill_gathered",
+                            lambda matrix, blocks, split, computed, symmetric: shares.append(computed))
+        pairwise_module.pairwise(images, metric="l2", tile_size=2, split=Group(rank, 2))
+    first, second = shares
+    assert not set(first) & set(second)
+    assert len(first) + len(second) == len(pairwise_module._tiles(9, 9, 2, True))
+
+
+def test_two_processes_share_the_lpips_trunk_passes(tmp_path):
+    """The embedding path: rank r runs trunk batches r, r + 2, ...; values as one process's
+    (within float rounding: torchrun runs each process on one thread, which may change the
+    last bits of a convolution)."""
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for k in range(5):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / f"{k}.png")
+    common = ("matrix", folder, "-m", "lpips", "--batch-size", "2", "--no-progress")
+    assert _percepmetric(*common, "--out", tmp_path / "one.npy").returncode == 0
+    two = _percepmetric(*common, "--out", tmp_path / "two.npy", processes=2)
+    assert two.returncode == 0, two.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "two.npy"), np.load(tmp_path / "one.npy"), rtol=0, atol=1e-6)
