@@ -39,7 +39,7 @@ from .options import (
 )
 from .registry import canonical_name, create_metric
 
-__all__ = ["l2", "l1", "psnr", "ssim", "ms_ssim", "fsim", "lpips", "cached_metric", "clear_cache"]
+__all__ = ["l2", "l1", "psnr", "ssim", "ms_ssim", "fsim", "lpips", "dists", "cached_metric", "clear_cache"]
 
 _CACHE: dict[tuple[str, tuple[tuple[str, str], ...], str], Metric] = {}
 _CACHE_LOCK = threading.Lock()
@@ -123,3 +123,10 @@ def lpips(x: ImageLike, y: ImageLike, *, net: Net | None = None, variant: Varian
     return _run("lpips", x, y, reduction, {"net": net, "variant": variant, "weights": weights,
                                            "input_range": input_range, "spatial": spatial,
                                            "precision": precision, "data_range": data_range})
+
+
+def dists(x: ImageLike, y: ImageLike, *, resize: bool = False, data_range: float = 1.0,
+          reduction: Reduction = "none") -> torch.Tensor:
+    """DISTS distance per image pair (:class:`~percepmetric.metrics.dists.DISTS`); ``resize=True``
+    shrinks images whose shorter side exceeds 256 as piq does. Built once per options and device."""
+    return _run("dists", x, y, reduction, {"resize": resize, "data_range": data_range})

@@ -14,6 +14,7 @@ from typing import Any, Literal, overload
 
 from .errors import InputError
 from .metrics.base import Metric, MetricLoss
+from .metrics.dists import DISTS
 from .metrics.fsim import FSIM
 from .metrics.lpips import LPIPS
 from .metrics.pixel import L1, L2, PSNR
@@ -28,6 +29,7 @@ METRICS: dict[str, type[Metric]] = {
     "ms_ssim": MSSSIM,
     "fsim": FSIM,  # FSIMc is fsim with chromatic=True
     "lpips": LPIPS,
+    "dists": DISTS,
 }
 
 # Options every metric takes through create_metric but that are not part of its identity

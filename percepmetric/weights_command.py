@@ -1,4 +1,4 @@
-"""``percepmetric weights``: which weight files LPIPS uses, which are present, and where the
+"""``percepmetric weights``: which weight files LPIPS and DISTS use, which are present, and where the
 missing ones belong. Attached to ``percepmetric`` by ``percepmetric.cli``.
 
 A command, so it lives beside the CLI rather than in ``nets/`` (the core, which never imports
@@ -13,7 +13,9 @@ import click
 
 
 def weights_table() -> list[dict]:
-    """For each LPIPS net: the ImageNet trunk file (torchvision cache) and the v0.1 calibration file."""
+    """For each LPIPS net: the ImageNet trunk file (torchvision cache) and the v0.1 calibration
+    file; then DISTS's: the VGG16 trunk (the same file as LPIPS vgg's) and its alpha/beta."""
+    from .metrics.dists import dists_weights_path
     from .metrics.lpips import official_calibration_path
     from .nets.backbones import NETS, backbone_spec, trunk_weights_path
 
@@ -25,6 +27,11 @@ def weights_table() -> list[dict]:
                      "path": str(trunk), "present": trunk.is_file()})
         rows.append({"net": net, "kind": "calibration", "what": "LPIPS v0.1 lin (lpips package)",
                      "path": str(calib), "present": calib.is_file()})
+    trunk, alpha_beta = trunk_weights_path("vgg"), dists_weights_path()
+    rows.append({"net": "dists", "kind": "trunk", "what": "vgg16 ImageNet (torchvision)",
+                 "path": str(trunk), "present": trunk.is_file()})
+    rows.append({"net": "dists", "kind": "alpha_beta", "what": "DISTS alpha/beta (dists-pytorch package, MIT)",
+                 "path": str(alpha_beta), "present": alpha_beta.is_file()})
     return rows
 
 
@@ -48,13 +55,18 @@ def missing_weights_advice(rows: list[dict]) -> list[str]:
             "Missing calibration files ship with the lpips package: pip install lpips==0.1.4, or set",
             "PERCEPMETRIC_LPIPS_WEIGHTS to a folder holding v0.1/<net>.pth.",
         ]
+    if any(r["kind"] == "alpha_beta" and not r["present"] for r in rows):
+        lines += [
+            "DISTS's alpha/beta ship with the dists-pytorch package (MIT): pip install dists-pytorch==0.1,",
+            "or set PERCEPMETRIC_DISTS_WEIGHTS to the path of its weights.pt.",
+        ]
     return lines
 
 
 @click.command("weights")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def weights_command(as_json: bool) -> None:
-    """List the weight files LPIPS uses: which are present and where; how to get the missing ones.
+    """List the weight files LPIPS and DISTS use: which are present and where; how to get the missing ones.
 
     Trunks live in torchvision's cache ($TORCH_HOME/hub/checkpoints); a missing one is
     downloaded on first use when there is internet, or can be copied there by hand.

@@ -30,7 +30,8 @@ from percepmetric.registry import METRICS, list_metrics, metric_options, option_
 ROOT = Path(__file__).resolve().parents[1]
 
 # Options that keep each metric small and fast on 32x32 images.
-SMALL = {"l2": {}, "l1": {}, "psnr": {}, "ssim": {}, "ms_ssim": {}, "fsim": {}, "lpips": {"variant": "baseline"}}
+SMALL = {"l2": {}, "l1": {}, "psnr": {}, "ssim": {}, "ms_ssim": {}, "fsim": {}, "lpips": {"variant": "baseline"},
+         "dists": {}}
 
 
 def _pair(n: int = 3, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

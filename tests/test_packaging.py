@@ -10,7 +10,7 @@ from conftest import ROOT
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
 
 # Exact pins a user's resolver must accept, each for a reason pyproject.toml states beside it.
-DATA_PINS = {"lpips"}  # carries the LPIPS v0.1 calibration weights: the files are the data
+DATA_PINS = {"lpips", "dists-pytorch"}  # carry the LPIPS v0.1 calibration / DISTS alpha-beta: the files are the data
 
 
 def _requirements() -> list[str]:

@@ -1,0 +1,288 @@
+"""DISTS: deep image structure and texture similarity (Ding, Ma, Wang, Simoncelli, TPAMI 2020).
+
+For images ``x, y`` and feature sets ``k = 0..5`` (``k = 0``: the image itself; ``k = 1..5``:
+the VGG16 stages ending at relu1_2, relu2_2, relu3_3, relu4_3, relu5_3, with every max pooling
+replaced by L2 pooling), per channel ``j`` of feature set ``k``, with spatial means ``mu``,
+variances ``sigma^2`` and covariance ``sigma_xy`` of the activations::
+
+    l_kj(x, y) = (2 mu_x mu_y + c1) / (mu_x^2 + mu_y^2 + c1)               structure (means)
+    s_kj(x, y) = (2 sigma_xy + c2) / (sigma_x^2 + sigma_y^2 + c2)          texture (covariance)
+
+    DISTS(x, y) = 1 - sum_{k,j} (alpha_kj l_kj + beta_kj s_kj) / (sum alpha + sum beta)
+
+``c1 = c2 = 1e-6``. L2 pooling of a feature map ``f``: ``sqrt(g * f^2 + 1e-12)``, per channel,
+stride 2, zero padding 1, where ``g`` is the 3x3 outer product of ``[0.5, 1, 0.5]`` (the inner
+taps of a 5-point Hann window) divided by its sum (4). Inputs in ``[0, data_range]`` are scaled
+to ``[0, 1]``; the trunk sees them normalised by ImageNet's mean ``(0.485, 0.456, 0.406)`` and
+std ``(0.229, 0.224, 0.225)``, feature set 0 is the ``[0, 1]`` image as given. Variances are
+the biased (population) ones. Every constant is the one of ``DISTS_pt.py`` in the
+``dists-pytorch`` 0.1 distribution (see docs/metrics.md).
+
+Weights: the VGG16 convolutions are torchvision's ImageNet ``VGG16_Weights.IMAGENET1K_V1``
+(:mod:`percepmetric.nets.backbones`, ``$TORCH_HOME``); ``alpha`` and ``beta`` (1475 values
+each: 3 + 64 + 128 + 256 + 512 + 512 channels) are read from ``DISTS_pytorch/weights.pt`` of
+the installed ``dists-pytorch`` distribution (MIT licence, (c) 2020 Keyan Ding) as a data file;
+its Python code is never imported.
+
+``resize=True`` shrinks a pair whose shorter side exceeds 256 pixels so that side becomes 256,
+as piq's DISTS does (bilinear, ``align_corners=False``, no antialiasing, the scale factor
+``256 / min(H, W)`` kept as given); the original metric does not resize, hence the default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError, WeightsNotFoundError
+from ..nets.backbones import load_pretrained_features, load_trunk, trunk_weights_path
+from ..options import Reduction
+from .base import Metric
+from .lpips import _loaded_file, _stat_key, weight_file_digest
+
+__all__ = ["DISTS", "L2Pooling", "dists_weights_path", "load_dists_weights", "DISTS_CHANNELS"]
+
+#: Channels of the six feature sets: the RGB image, then the five VGG16 stages.
+DISTS_CHANNELS = (3, 64, 128, 256, 512, 512)
+#: Indices of VGG16's ``features`` where each stage ends (after relu1_2 ... relu5_3); the max
+#: pooling that starts each later stage (indices 4, 9, 16, 23) is replaced by L2 pooling.
+STAGE_ENDS = (4, 9, 16, 23, 30)
+STRUCTURE_C1 = 1e-6  # DISTS_pt.py: c1
+TEXTURE_C2 = 1e-6  # DISTS_pt.py: c2
+L2_POOL_EPS = 1e-12  # added before the square root of L2 pooling, as in DISTS_pt.py
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE_SIDE = 256
+
+
+def hann_pooling_window() -> torch.Tensor:
+    """``(3, 3)``: outer product of the inner taps ``[0.5, 1, 0.5]`` of a 5-point Hann window,
+    normalised to sum 1 (``[[1, 2, 1], [2, 4, 2], [1, 2, 1]] / 16``)."""
+    taps = torch.hann_window(5, periodic=False, dtype=torch.float64)[1:-1]
+    window = torch.outer(taps, taps)
+    return (window / window.sum()).float()
+
+
+class L2Pooling(nn.Module):
+    """``sqrt(g * f^2 + 1e-12)`` per channel (depthwise), stride 2, zero padding 1: the
+    alias-reducing downsampling DISTS uses instead of max pooling."""
+
+    window: torch.Tensor  # (channels, 1, 3, 3) buffer
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        window = hann_pooling_window().expand(channels, 1, 3, 3).contiguous()
+        self.register_buffer("window", window, persistent=False)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        pooled = F.conv2d(f * f, self.window.to(f.dtype), stride=2, padding=1, groups=self.channels)
+        return (pooled + L2_POOL_EPS).sqrt()
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}"
+
+
+# ---------------------------------------------------------------------------- weight files
+
+
+def dists_weights_path() -> Path:
+    """Where ``alpha``/``beta`` are read: ``$PERCEPMETRIC_DISTS_WEIGHTS`` (a file) if set, else
+    ``DISTS_pytorch/weights.pt`` of the installed ``dists-pytorch`` distribution (located with
+    :mod:`importlib.metadata`; its code is not imported). The file may not exist."""
+    override = os.environ.get("PERCEPMETRIC_DISTS_WEIGHTS")
+    if override:
+        return Path(override)
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("dists-pytorch")
+    except metadata.PackageNotFoundError:
+        return Path("<dists-pytorch package not installed>") / "DISTS_pytorch" / "weights.pt"
+    return Path(str(dist.locate_file("DISTS_pytorch/weights.pt")))
+
+
+def load_dists_weights(path: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(alpha, beta)``, each ``(1475,)`` float32, from the DISTS weight file (default
+    :func:`dists_weights_path`). :class:`WeightsNotFoundError` when the file is absent,
+    :class:`InputError` when it does not hold two non-negative vectors of 1475 values."""
+    path = Path(path) if path is not None else dists_weights_path()
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"DISTS weights (alpha, beta) not found at {path}: they ship with the `dists-pytorch` package "
+            f"(MIT): pip install dists-pytorch==0.1, or set PERCEPMETRIC_DISTS_WEIGHTS to the path of its weights.pt"
+        )
+    from ..checkpoints import load_checkpoint_file  # weights_only: a pickled payload is refused, not run
+
+    state = load_checkpoint_file(path, format=None, what="DISTS weight file")
+    total = sum(DISTS_CHANNELS)
+    vectors = []
+    for key in ("alpha", "beta"):
+        value = state.get(key)
+        if not isinstance(value, torch.Tensor) or value.numel() != total:
+            raise InputError(f"{path}: no {key} of {total} values (not a DISTS weight file)")
+        vectors.append(value.detach().reshape(total).float().clone())
+    return vectors[0], vectors[1]
+
+
+# ---------------------------------------------------------------------------- the metric
+
+
+def build_dists_stages() -> nn.ModuleList:
+    """VGG16's convolutions up to relu5_3 (torchvision ImageNet weights) cut into DISTS's five
+    stages, each later stage starting with :class:`L2Pooling` in place of the max pooling."""
+    features = load_trunk("vgg", load_pretrained_features("vgg")).features
+    stages: list[nn.Module] = []
+    start = 0
+    for end in STAGE_ENDS:
+        layers = list(features[start:end])
+        if start > 0:
+            pooled_channels = DISTS_CHANNELS[len(stages)]
+            layers[0] = L2Pooling(pooled_channels)  # was nn.MaxPool2d
+        stages.append(nn.Sequential(*layers))
+        start = end
+    return nn.ModuleList(stages)
+
+
+class DISTS(Metric):
+    """DISTS distance (Ding et al. 2020): structure and texture similarity of VGG16 features.
+
+    ``DISTS(resize=False, data_range=1.0)``: ``(N,)`` distances of ``(N,3,H,W)`` RGB batches in
+    ``[0, data_range]`` (grey ``(N,1,H,W)`` is repeated to RGB); 0 for identical images.
+    ``resize=True``: a pair whose shorter side exceeds 256 is first shrunk so that side is 256
+    (bilinear, as piq does); the original metric (the default) never resizes.
+
+    Attributes: ``stages`` (five ``nn.Sequential``), ``alpha`` and ``beta`` (``(1475,)`` weights
+    as stored; the formula divides them by their total sum). All parameters are frozen; the
+    module follows the input's device and dtype (float16 and bfloat16 are computed in float32).
+    """
+
+    name = "dists"
+    lower_is_better = True
+    differentiable = True
+    channels = (1, 3)
+    input_range_doc = "[0, data_range] RGB, data_range=1 by default"
+    mean: torch.Tensor  # ImageNet mean and std, (1,3,1,1) buffers
+    std: torch.Tensor
+
+    def __init__(self, resize: bool = False, data_range: float = 1.0, reduction: Reduction = "none") -> None:
+        super().__init__(data_range=data_range, reduction=reduction)
+        if not isinstance(resize, bool):
+            raise InputError(f"dists: option resize must be True or False, got {resize!r}")
+        self.resize = resize
+        self.stages = build_dists_stages()
+        alpha, beta = load_dists_weights()
+        self.alpha = nn.Parameter(alpha)
+        self.beta = nn.Parameter(beta)
+        # (role, path, stat key when read): what cache_identity hashes
+        self.weight_files = (_loaded_file("trunk", trunk_weights_path("vgg")),
+                             _loaded_file("alpha_beta", dists_weights_path()))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.options = {"data_range": self.data_range, "resize": resize}
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def cache_identity(self) -> str:
+        """``spec`` plus the content hash of the VGG16 file and of ``weights.pt`` (as
+        :attr:`LPIPS.cache_identity <percepmetric.metrics.lpips.LPIPS.cache_identity>`)."""
+        parts = []
+        for role, path, loaded in self.weight_files:
+            try:
+                current = _stat_key(path)
+            except OSError:
+                current = None
+            if current == loaded:
+                parts.append(f"{role}={weight_file_digest(path)}")
+            else:
+                parts.append(f"{role}=changed-since-read:{path}:{loaded[1:]}")
+        return self.spec + "|" + ",".join(parts)
+
+    # -- the formula
+
+    def _follow_input(self, x: torch.Tensor) -> torch.dtype:
+        """Move to ``x``'s device and dtype (float32 at least: the constants 1e-6 and 1e-12 are
+        below float16's resolution near 1); returns that dtype."""
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        if self.mean.device != x.device or self.alpha.dtype != dtype:
+            # Outside inference mode, so the moved parameters can still take part in a backward pass.
+            with torch.inference_mode(False), torch.no_grad():
+                self.to(device=x.device, dtype=dtype)
+        return dtype
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """``[0, data_range]`` -> ``[0, 1]`` RGB, shrunk first when ``resize`` says so."""
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if self.data_range != 1.0:
+            x = x / self.data_range
+        shorter = min(x.shape[-2:])
+        if self.resize and shorter > RESIZE_SIDE:
+            x = F.interpolate(x, scale_factor=RESIZE_SIDE / shorter, mode="bilinear", align_corners=False,
+                              recompute_scale_factor=False, antialias=False)
+        return x
+
+    def feature_sets(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The six feature sets of ``[0, 1]`` RGB images, one at a time: the image itself, then
+        each stage's output (the trunk sees the ImageNet-normalised image)."""
+        yield x
+        h = (x - self.mean) / self.std
+        for stage in self.stages:
+            h = stage(h)
+            yield h
+
+    def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.distances_to_reference(x, [y])[0]
+
+    def compute_triplet(self, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor):
+        d0, d1 = self.distances_to_reference(ref, [p0, p1])
+        return d0, d1
+
+    def distances_to_reference(self, ref: torch.Tensor, others: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``[DISTS(ref, o) for o in others]``, each ``(N,)``, from ONE trunk pass over the
+        reference and every other batch stacked (a triplet: 3N images, not 4N). Inputs are
+        assumed validated."""
+        dtype = self._follow_input(ref)
+        n = ref.shape[0]
+        # channels_last: oneDNN's convolutions run the trunk 15-25% faster on CPU in that layout.
+        stacked = torch.cat([self.prepare(t.to(dtype)) for t in (ref, *others)]).contiguous(
+            memory_format=torch.channels_last)
+        similarities: list[torch.Tensor | float] = [0.0] * len(others)
+        for f, (alpha, beta) in zip(self.feature_sets(stacked), self._normalised_weights()):
+            for i in range(len(others)):
+                term = self._feature_set_similarity(f[:n], f[(i + 1) * n:(i + 2) * n], alpha, beta)
+                similarities[i] = similarities[i] + term
+        distances = []
+        for other, similarity in zip(others, similarities):
+            distance = 1 - torch.as_tensor(similarity)
+            # Rounding leaves about 1e-7 where the images are equal (the covariance is computed
+            # as E[xy] - E[x]E[y], the variance as E[(x - E[x])^2]): identical pairs are set to
+            # exactly 0, DISTS's minimum, where its gradient is 0 too.
+            identical = (ref == other).flatten(1).all(dim=1)
+            distances.append(torch.where(identical, torch.zeros_like(distance), distance))
+        return distances
+
+    def _normalised_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``alpha`` and ``beta`` divided by their total sum, split per feature set."""
+        total = self.alpha.sum() + self.beta.sum()
+        alphas = torch.split(self.alpha / total, list(DISTS_CHANNELS))
+        betas = torch.split(self.beta / total, list(DISTS_CHANNELS))
+        return list(zip(alphas, betas))
+
+    @staticmethod
+    def _feature_set_similarity(fx: torch.Tensor, fy: torch.Tensor, alpha: torch.Tensor,
+                                beta: torch.Tensor) -> torch.Tensor:
+        """``(N,)``: ``sum_j alpha_j l_j + beta_j s_j`` over the channels of one feature set."""
+        mx, my = fx.mean(dim=(2, 3), keepdim=True), fy.mean(dim=(2, 3), keepdim=True)
+        structure = (2 * mx * my + STRUCTURE_C1) / (mx * mx + my * my + STRUCTURE_C1)
+        var_x = (fx - mx).square().mean(dim=(2, 3), keepdim=True)
+        var_y = (fy - my).square().mean(dim=(2, 3), keepdim=True)
+        cov = (fx * fy).mean(dim=(2, 3), keepdim=True) - mx * my
+        texture = (2 * cov + TEXTURE_C2) / (var_x + var_y + TEXTURE_C2)
+        return (structure.flatten(1) @ alpha) + (texture.flatten(1) @ beta)
