@@ -43,7 +43,7 @@ from ..errors import InputError, WeightsNotFoundError
 from ..nets.backbones import load_pretrained_features, load_trunk, trunk_weights_path
 from ..options import Reduction
 from .base import Metric
-from .lpips import _loaded_file, _stat_key, weight_file_digest
+from .lpips import _loaded_file, content_identity
 
 __all__ = ["DISTS", "L2Pooling", "dists_weights_path", "load_dists_weights", "DISTS_CHANNELS"]
 
@@ -192,17 +192,7 @@ class DISTS(Metric):
     def cache_identity(self) -> str:
         """``spec`` plus the content hash of the VGG16 file and of ``weights.pt`` (as
         :attr:`LPIPS.cache_identity <percepmetric.metrics.lpips.LPIPS.cache_identity>`)."""
-        parts = []
-        for role, path, loaded in self.weight_files:
-            try:
-                current = _stat_key(path)
-            except OSError:
-                current = None
-            if current == loaded:
-                parts.append(f"{role}={weight_file_digest(path)}")
-            else:
-                parts.append(f"{role}=changed-since-read:{path}:{loaded[1:]}")
-        return self.spec + "|" + ",".join(parts)
+        return content_identity(self.spec, self.weight_files)
 
     # -- the formula
 

@@ -39,7 +39,7 @@ import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +261,25 @@ def _stat_key(path: str | os.PathLike) -> tuple:
     change time). A file rewritten in place changes at least the change time."""
     st = os.stat(path)
     return (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns)
+
+
+def content_identity(spec: str, weight_files: Iterable[tuple[str, str | Path, tuple]]) -> str:
+    """``spec`` plus ``role=hash`` of each ``(role, path, stat key when read)`` weight file.
+
+    A file changed on disk since the model read it is not hashed (its bytes are not the ones in
+    memory): the identity then names that file as changed and matches no cached result.
+    """
+    parts = []
+    for role, path, loaded in weight_files:
+        try:
+            current = _stat_key(path)
+        except OSError:
+            current = None
+        if current == loaded:
+            parts.append(f"{role}={weight_file_digest(path)}")
+        else:
+            parts.append(f"{role}=changed-since-read:{path}:{loaded[1:]}")
+    return spec + ("|" + ",".join(parts) if parts else "")
 
 
 def weight_file_digest(path: str | os.PathLike) -> str:
@@ -569,17 +588,7 @@ class LPIPS(Metric):
         A file changed on disk since the model read it is not hashed (its bytes are not the ones
         in memory): the identity then names that file as changed and matches no cached result.
         """
-        parts = []
-        for role, path, loaded in self.weight_files:
-            try:
-                current = _stat_key(path)
-            except OSError:
-                current = None
-            if current == loaded:
-                parts.append(f"{role}={weight_file_digest(path)}")
-            else:
-                parts.append(f"{role}=changed-since-read:{path}:{loaded[1:]}")
-        return self.spec + ("|" + ",".join(parts) if parts else "")
+        return content_identity(self.spec, self.weight_files)
 
     # -- Metric interface
 

@@ -22,26 +22,17 @@ import torch
 import torch.distributed as dist
 
 from ..devices import resolve_device
+from ..distributed import Group
 
 __all__ = ["Dist", "all_gather_rows", "setup", "teardown"]
 
 
 @dataclass(frozen=True)
-class Dist:
-    """Where this process stands: ``rank`` of ``world`` processes, on ``device``."""
+class Dist(Group):
+    """Where this process stands: ``rank`` of ``world`` processes (see :class:`Group`), on ``device``."""
 
-    rank: int = 0
-    world: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
     def barrier(self) -> None:
         if self.active:
