@@ -117,10 +117,17 @@ def metrics_command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=repr))
         return
+    import textwrap
+
+    # Two lines a metric, wrapped at 100 columns: what it is, then its direction and input range.
     width = max(len(r["name"]) for r in rows)
+    indent = " " * (width + 2)
     for r in rows:
-        direction = "lower is better " if r["lower_is_better"] else "higher is better"
-        click.echo(f"{r['name']:<{width}}  {direction}  input {r['input_range']}  {r['summary']}")
+        direction = "lower is better" if r["lower_is_better"] else "higher is better"
+        click.echo(textwrap.fill(r["summary"], width=99, initial_indent=f"{r['name']:<{width}}  ",
+                                 subsequent_indent=indent))
+        click.echo(textwrap.fill(f"{direction}; input {r['input_range']}", width=99, initial_indent=indent,
+                                 subsequent_indent=indent))
 
 
 @cli.command("distance")

@@ -33,6 +33,7 @@ def images(tmp_path_factory):
 def test_metrics_lists_direction_and_range():
     out = run_cli_subprocess("metrics", check_rc=0).stdout
     assert "psnr" in out and "higher is better" in out and "lower is better" in out and "[0, data_range]" in out
+    assert max(len(line) for line in out.splitlines()) < 100
     rows = json.loads(run_cli_subprocess("metrics", "--json", check_rc=0).stdout)
     assert {r["name"] for r in rows} >= {"l2", "psnr"}
 
