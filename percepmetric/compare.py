@@ -54,7 +54,7 @@ import torch
 from . import distributed, stats
 from .devices import resolve_device
 from .errors import InputError
-from .io import IMAGE_SUFFIXES, atomic_path, prepare_output_file, read_image_array
+from .io import atomic_path, list_image_files, prepare_output_file, read_image_array
 from .metrics.base import Metric
 from .registry import create_metric, metric_label, number_repeats
 
@@ -99,19 +99,6 @@ class FolderPairs:
     pairs: list[tuple[ImageFile, ImageFile]]
     only_a: list[str]
     only_b: list[str]
-
-
-def _list_images(folder: Path) -> list[str]:
-    """Relative POSIX paths of the image files under ``folder`` (recursively), sorted; hidden
-    files and folders (``.name``, e.g. an interrupted atomic write) are not images of the set."""
-    found = []
-    for path in folder.rglob("*"):
-        relative = path.relative_to(folder)
-        if any(part.startswith(".") for part in relative.parts):
-            continue
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            found.append(relative.as_posix())
-    return sorted(found)
 
 
 def _match_key(relative: str, match: str) -> str:
@@ -170,8 +157,8 @@ def match_folders(dir_a: str | os.PathLike, dir_b: str | os.PathLike, *, match: 
             raise InputError(f"{folder}: no such folder ({name})")
         folders.append(folder)
     folder_a, folder_b = folders
-    keyed_a = _keyed(folder_a, _list_images(folder_a), match)
-    keyed_b = _keyed(folder_b, _list_images(folder_b), match)
+    keyed_a = _keyed(folder_a, list_image_files(folder_a), match)
+    keyed_b = _keyed(folder_b, list_image_files(folder_b), match)
     only_a = sorted(keyed_a[k] for k in keyed_a.keys() - keyed_b.keys())
     only_b = sorted(keyed_b[k] for k in keyed_b.keys() - keyed_a.keys())
     if (only_a or only_b) and not allow_missing:

@@ -38,6 +38,19 @@ ImageLike = Union[torch.Tensor, np.ndarray, "PIL.Image.Image", str, "os.PathLike
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 
 
+def list_image_files(folder: str | os.PathLike) -> list[str]:
+    """Relative POSIX paths of the image files under ``folder`` (recursively), sorted. Hidden
+    files and folders (``.name``, e.g. an interrupted atomic write) are not images of the set."""
+    root = Path(folder)
+    found = []
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        for name in files:
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                found.append((Path(directory) / name).relative_to(root).as_posix())
+    return sorted(found)
+
+
 def read_image_array(path: str | os.PathLike) -> np.ndarray:
     """Read an image file to an ``(H,W,C)`` uint8/uint16 array, C in {1, 3}, at the file's full
     sample depth (a 16-bit PNG or TIFF, grey or colour, gives uint16).

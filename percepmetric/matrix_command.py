@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +31,17 @@ OUT_SUFFIXES = (".npy", ".csv")
 def list_images(folder: str) -> list[str]:
     """Image files under ``folder`` (recursively; hidden files and folders left out), as sorted
     relative paths with ``/`` separators; one :class:`InputError` line when there are none."""
-    from .io import IMAGE_SUFFIXES
+    from .io import IMAGE_SUFFIXES, list_image_files
 
     root = Path(folder)
     if not root.exists():
         raise InputError(f"{folder}: no such folder")
     if not root.is_dir():
         raise InputError(f"{folder}: is not a folder (matrix compares the images of a folder)")
-    found = []
-    for directory, subdirs, files in os.walk(root):
-        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-        for name in files:
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                found.append((Path(directory) / name).relative_to(root).as_posix())
+    found = list_image_files(root)
     if not found:
         raise InputError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it or below it")
-    return sorted(found)
+    return found
 
 
 def names_path(target: Path) -> Path:
