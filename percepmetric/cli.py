@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -408,8 +410,20 @@ def _attach_commands() -> None:
 _attach_commands()
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI; user errors become one line on stderr and exit code 2."""
+    """Entry point: run the CLI; user errors become one line on stderr and exit code 2.
+
+    SIGTERM is treated as Ctrl-C: torchrun passes it on to every rank when it is stopped, and
+    batch schedulers send it before a kill, so an interrupted job keeps what it computed
+    (resume files, tables marked "not computed") instead of dying mid-step.
+    """
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         cli.main(args=argv, prog_name="percepmetric", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -429,6 +443,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except (KeyboardInterrupt, BrokenPipeError):
         sys.exit(130)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

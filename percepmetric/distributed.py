@@ -4,7 +4,8 @@
 command with ``RANK`` and ``WORLD_SIZE`` set. Each copy plans the whole job the same way, takes
 its :func:`shard` of the work units (unit ``i`` goes to rank ``i % world``: round robin, so
 that units of different cost, e.g. chunks of large and small images, spread evenly), computes
-it, and the parts meet through PyTorch's own collectives (gloo on the CPU, nccl on CUDA).
+it (or its contiguous :func:`block` of items, where all items cost the same), and the parts meet
+through PyTorch's own collectives (gloo on the CPU, nccl on CUDA).
 Outside torchrun (no ``RANK``/``WORLD_SIZE``) :func:`process_group` yields a one-process
 :class:`Group` and nothing is exchanged.
 
@@ -30,7 +31,7 @@ import torch.distributed as dist
 
 from .errors import InputError
 
-__all__ = ["Group", "PartFailed", "all_gather", "launched_by_torchrun", "process_group", "rank_device",
+__all__ = ["Group", "PartFailed", "all_gather", "block", "launched_by_torchrun", "process_group", "rank_device",
            "run_part", "shard"]
 
 T = TypeVar("T")
@@ -108,6 +109,13 @@ def shard(items: Sequence[T], group: Group) -> list[T]:
     """This rank's items: positions ``rank, rank + world, ...`` of ``items`` (all of them outside
     torchrun). Deterministic, so a rerun with the same world size gives each rank the same part."""
     return list(items[group.rank::group.world])
+
+
+def block(total: int, group: Group) -> tuple[int, int]:
+    """This rank's contiguous block ``(first, stop)`` of ``total`` items numbered 0..total-1:
+    the ``rank``-th of ``world`` blocks whose sizes differ by one at most (all of them outside
+    torchrun). For work whose items all cost the same, e.g. a BAPPS split's 64x64 patches."""
+    return total * group.rank // group.world, total * (group.rank + 1) // group.world
 
 
 def all_gather(group: Group, part: Any) -> list[Any]:

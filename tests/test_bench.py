@@ -379,6 +379,35 @@ def test_interrupted_bench_scores_every_stored_split_and_counts_stay_integers(fi
     assert json.loads((out / "results.json").read_text())["complete"] is False
 
 
+def test_sigterm_stops_bench_as_ctrl_c_does(fixture_root, cache, tmp_path, monkeypatch, capsys):
+    """torchrun passes SIGTERM to every rank when it is stopped (schedulers send it before a
+    kill): the CLI takes it as Ctrl-C, so the tables are written with what was done."""
+    import os
+    import signal
+
+    from helpers import run_cli
+
+    from percepmetric.bench import runner
+
+    real_score_row, calls = runner._score_row, []
+
+    def terminated_once(*args):
+        calls.append(args[2].name)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # raises in the handler before this returns
+        return real_score_row(*args)
+
+    monkeypatch.setattr(runner, "_score_row", terminated_once)
+    before = signal.getsignal(signal.SIGTERM)
+    code, _, _ = run_cli(capsys, "bench", "--root", fixture_root, "-s", "val/cnn", "-s", "val/color", "-m", "l2",
+                         "--out", tmp_path / "out", "--bootstrap", "20", "--no-progress")
+    assert code == 130
+    assert signal.getsignal(signal.SIGTERM) == before  # the CLI's handler lives only while it runs
+    table = pd.read_csv(tmp_path / "out" / "results.csv").set_index(["metric", "split"])
+    assert table.loc[("l2", "val/cnn"), "status"] == "complete"
+    assert table.loc[("l2", "val/color"), "status"] == "not computed"
+
+
 def test_device_is_checked_before_cached_distances_are_used(fixture_root, cache, tmp_path):
     split = bapps.load_two_afc(fixture_root, "val/cnn")
     store = DistanceStore(tmp_path / "distances")
@@ -420,14 +449,14 @@ def test_cache_checkpoint_and_batch_loop_parts_work_apart(fixture_root, cache, t
     assert entry.path == store.path(create_metric("l2"), split) and entry.finished() is None
     assert entry.record["n"] == SIZE and entry.keys == ("d",)
 
-    first = ResumableDistances(split, entry, checkpoint_seconds=-1.0)  # saves after every batch
+    first = ResumableDistances(entry.keys, SIZE, entry, checkpoint_seconds=-1.0)  # saves after every batch
     first.add(Batch(0, 5, (np.arange(5.0),)))
     assert len(entry.partial()["d"]) == 5
     with pytest.raises(KeyboardInterrupt), first.saved_if_interrupted():
         first.checkpoint_seconds = 3600.0
         first.add(Batch(5, 8, (np.arange(5.0, 8.0),)))
         raise KeyboardInterrupt  # saved on the way out, though no checkpoint was due
-    second = ResumableDistances(split, entry, checkpoint_seconds=3600.0)
+    second = ResumableDistances(entry.keys, SIZE, entry, checkpoint_seconds=3600.0)
     assert second.done == 8
     second.add(Batch(8, SIZE, (np.arange(8.0, SIZE),)))
     np.testing.assert_array_equal(second.finish(), np.arange(float(SIZE)))

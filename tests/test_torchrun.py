@@ -163,3 +163,89 @@ def test_two_processes_share_the_lpips_trunk_passes(tmp_path):
     two = _percepmetric(*common, "--out", tmp_path / "two.npy", processes=2)
     assert two.returncode == 0, two.stderr
     np.testing.assert_allclose(np.load(tmp_path / "two.npy"), np.load(tmp_path / "one.npy"), rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------- bench: BAPPS splits shared by item index
+
+BENCH = ("-s", "val/cnn", "-s", "jnd/val/cnn", "-m", "l2", "-m", "ssim", "--no-progress")
+BENCH_FILES = ("results.csv", "summary.csv", "comparisons.csv")
+
+
+@pytest.fixture()
+def bench_root(tmp_path, cache) -> Path:
+    """Nine items a split: two ranks get blocks of 4 and 5."""
+    from percepmetric.data.fixtures import make_fixture
+
+    return make_fixture(tmp_path / "bapps", size=9, seed=0)
+
+
+def test_block_splits_by_index_into_near_equal_parts():
+    from percepmetric.distributed import Group, block
+
+    assert [block(9, Group(rank, 2)) for rank in range(2)] == [(0, 4), (4, 9)]
+    assert [block(2, Group(rank, 3)) for rank in range(3)] == [(0, 0), (0, 1), (1, 2)]
+    assert block(9, Group()) == (0, 9)
+
+
+def test_two_processes_bench_as_one(tmp_path, bench_root):
+    one = _percepmetric("bench", "--root", bench_root, *BENCH, "--out", tmp_path / "one")
+    assert one.returncode == 0, one.stderr
+    two = _percepmetric("bench", "--root", bench_root, *BENCH, "--out", tmp_path / "two", processes=2)
+    assert two.returncode == 0, two.stderr
+    for name in BENCH_FILES:
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+    # The same per-item distances, stored as one process stores them; no rank's block is left.
+    stored = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one" / "distances").rglob("*.npz"))
+    files_two = (p for p in (tmp_path / "two" / "distances").rglob("*") if p.is_file())
+    assert stored == sorted(p.relative_to(tmp_path / "two") for p in files_two)
+    for path in stored:
+        with np.load(tmp_path / "one" / path) as a, np.load(tmp_path / "two" / path) as b:
+            assert all(np.array_equal(a[k], b[k]) for k in a.files)
+    assert two.stdout.count("How to read:") == 1  # rank 0 reports, the other rank is silent
+    assert two.stdout.replace(f"{tmp_path}/two", f"{tmp_path}/one") == one.stdout
+
+
+def _block_entry(root: Path, out: Path, metric: str, split: str, items: tuple[int, int]):
+    from percepmetric.bench import DistanceStore
+    from percepmetric.data.bapps import load_split
+    from percepmetric.registry import create_metric
+
+    return DistanceStore(out / "distances").entry(create_metric(metric), load_split(root, split), items)
+
+
+def test_a_failing_bench_rank_stops_both_and_a_rerun_resumes(tmp_path, bench_root):
+    out = tmp_path / "two"
+    # Rank 1 cannot store its block of SSIM on val/cnn (a folder where its file goes): it fails
+    # after rank 0 stored its own block, and after both stored all of L2 on val/cnn.
+    blocked = _block_entry(bench_root, out, "ssim", "val/cnn", (4, 9)).path
+    blocked.mkdir(parents=True)
+    failed = _percepmetric("bench", "--root", bench_root, *BENCH, "--out", out, processes=2)
+    assert failed.returncode != 0
+    ours = [line for line in failed.stderr.splitlines() if line.startswith("percepmetric:")]
+    assert len(ours) == 2, failed.stderr
+    assert any("cannot write the distances file" in line and blocked.name in line for line in ours)
+    assert any("stopped: rank 1 of 2 failed" in line for line in ours)
+    assert "/percepmetric/" not in failed.stderr  # torchrun's own report follows, no frame of ours
+    assert not (out / "results.csv").exists()
+    l2_whole = _block_entry(bench_root, out, "l2", "val/cnn", (0, 9))
+    assert l2_whole.finished() is not None
+    kept = _block_entry(bench_root, out, "ssim", "val/cnn", (0, 4))
+    d0, d1 = kept.finished()
+    # The rerun must resume from what was saved, not recompute it: mark rank 0's block.
+    kept.write_complete({"d0": d0 + 1000.0, "d1": d1 + 1000.0})
+    blocked.rmdir()
+    rerun = _percepmetric("bench", "--root", bench_root, *BENCH, "--out", out, processes=2)
+    assert rerun.returncode == 0, rerun.stderr
+    whole0, _ = _block_entry(bench_root, out, "ssim", "val/cnn", (0, 9)).finished()
+    np.testing.assert_array_equal(whole0[:4], d0 + 1000.0)  # read back, not recomputed
+    assert np.all(whole0[4:] < 1000.0)  # rank 1's block computed now
+    assert not kept.path.exists() and (out / "results.csv").exists()
+
+
+def test_bench_model_is_refused_under_torchrun(tmp_path, monkeypatch, capsys):
+    from helpers import run_cli
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, _, err = run_cli(capsys, "bench", "--model", "deepsim:x.pt", "--data", tmp_path)
+    assert code == 2 and "runs in one process" in err

@@ -34,9 +34,10 @@ FIGURE_FILES = ("two_afc.png", "jnd_pr.png")
 LPIPS_SKIPPED = "percepmetric: LPIPS skipped: no weights (offline?); see `percepmetric weights`, TORCH_HOME"
 
 
-def _dataset_root(root: str | None) -> tuple[Path, bool]:
+def _dataset_root(root: str | None, quiet: bool = False) -> tuple[Path, bool]:
     """(root, embedded): the dataset root the user chose, or the built-in sentinels when
-    neither --root nor $PERCEPMETRIC_BAPPS is set and the default folder holds no dataset."""
+    neither --root nor $PERCEPMETRIC_BAPPS is set and the default folder holds no dataset
+    (said on stderr unless ``quiet``)."""
     from ..data.bapps import ENV_ROOT, default_root, resolve_root, root_source
 
     source = root_source(root)
@@ -44,9 +45,10 @@ def _dataset_root(root: str | None) -> tuple[Path, bool]:
     if source == "default" and not ((path / "2afc").is_dir() or (path / "jnd").is_dir()):
         from ..data.fixtures import embedded_root
 
-        click.echo(f"percepmetric: no BAPPS dataset given or found: using the built-in synthetic sentinels\n"
-                   f"  (the default folder {default_root()} holds none;\n"
-                   f"  for BAPPS: --root DIR, ${ENV_ROOT}, or `percepmetric download-bapps` first)", err=True)
+        if not quiet:
+            click.echo(f"percepmetric: no BAPPS dataset given or found: using the built-in synthetic sentinels\n"
+                       f"  (the default folder {default_root()} holds none;\n"
+                       f"  for BAPPS: --root DIR, ${ENV_ROOT}, or `percepmetric download-bapps` first)", err=True)
         return embedded_root(), True
     if not path.is_dir():
         where = "--root" if source == "argument" else f"${ENV_ROOT}" if source == "environment" else "default root"
@@ -65,6 +67,7 @@ def bench_metrics(names, net, variant, weights, extra) -> list:
     """
     if names:
         return build_metrics(names, net, variant, weights, extra)
+    from ..distributed import current_group
     from ..registry import create_metric
 
     # Every option is checked against the whole default set, LPIPS included, before any is built.
@@ -77,7 +80,8 @@ def bench_metrics(names, net, variant, weights, extra) -> list:
             named_file = weights is not None or "weights" in split_option_items(extra)
             if spec.name != "lpips" or named_file:  # a weight file the user named must be there
                 raise
-            click.echo(LPIPS_SKIPPED, err=True)
+            if current_group().is_main:  # said once, not by every torchrun rank
+                click.echo(LPIPS_SKIPPED, err=True)
     check_unique_labels(built)
     return [metric for _, metric in built]
 
@@ -144,9 +148,11 @@ def _bench_help() -> str:
 def bench_command(splits, run_all, root, models, data_dir, metrics, net, variant, weights, extra, out_dir, plot,
                   batch_size, device, n_boot, seed, no_progress, verbose, as_json) -> None:
     from ..devices import resolve_device
+    from ..distributed import current_group, launched_by_torchrun, rank_device
 
     # Everything the user can get wrong is checked before a weight is loaded or a file written.
-    dev = resolve_device(device)
+    dev = rank_device(resolve_device(device))
+    main_rank = current_group().is_main  # under torchrun rank 0 reports for every rank
     if plot and out_dir is None and not models:
         raise InputError("--plot needs --out DIR (where the figures go)")
     if n_boot < 1:
@@ -160,6 +166,8 @@ def bench_command(splits, run_all, root, models, data_dir, metrics, net, variant
             raise InputError("--model needs --data DIR (the images to reconstruct)")
     elif data_dir is not None:
         raise InputError("--data is for --model evaluation; for BAPPS use --root")
+    if models and launched_by_torchrun():
+        raise InputError("bench --model runs in one process; under torchrun only BAPPS splits are shared out")
     from ..data.bapps import expand_splits
 
     names = expand_splits(list(splits) or ["all"])  # an unknown split name fails here
@@ -177,9 +185,11 @@ def bench_command(splits, run_all, root, models, data_dir, metrics, net, variant
     from .report import format_report
     from .runner import run_benchmark
 
-    path, _ = _dataset_root(root)
+    path, _ = _dataset_root(root, quiet=not main_rank)
     result = run_benchmark(built, names, path, out_dir, batch_size=batch_size, device=dev,
                            progress=not no_progress, n_boot=n_boot, seed=seed, plot=plot)
+    if not main_rank:
+        return
     if as_json:
         payload = json.loads((Path(out_dir) / "results.json").read_text()) if out_dir else None
         if payload is None:

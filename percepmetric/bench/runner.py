@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import stats
+from .. import distributed, stats
 from ..data.bapps import (
     JNDSplit,
     TwoAFCSplit,
@@ -76,8 +76,8 @@ Split = TwoAFCSplit | JNDSplit
 def compute_distances(metric: Metric, split: Split, batch_size: int | None = None,
                       cache: DistanceStore | str | os.PathLike | None = None, *,
                       device: torch.device | str | None = None, progress: bool = False,
-                      checkpoint_seconds: float = CHECKPOINT_SECONDS,
-                      workers: int | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                      checkpoint_seconds: float = CHECKPOINT_SECONDS, workers: int | None = None,
+                      items: tuple[int, int] | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Distances of ``metric`` on every item of ``split``.
 
     2AFC: returns ``(d0, d1)``, float64 ``(N,)`` each, ``d_i = to_distance(metric(ref, p_i))``.
@@ -92,19 +92,27 @@ def compute_distances(metric: Metric, split: Split, batch_size: int | None = Non
     computed at once (default: torch's thread count for formula metrics on the CPU, else 1).
     ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` or a ``torch.device``, checked
     first (a device this machine lacks is an :class:`InputError`, cached distances or not).
+    ``items``: ``(first, stop)``, only those items (one rank's block under torchrun, see
+    :func:`run_benchmark`); they are stored and resumed as an entry of their own.
     """
     device = resolve_device(device, option="device") if device is not None else metric_device(metric)
     batch_size, workers = _batching(metric, device, batch_size, workers)
+    first, stop = items if items is not None else (0, len(split))
+    if not 0 <= first <= stop <= len(split):
+        raise InputError(f"items {first}:{stop} are not within the {len(split)} items of {split.name}")
     store = _as_store(cache)
-    entry = store.entry(metric, split) if store is not None else None
+    entry = store.entry(metric, split, items) if store is not None else None
     finished = entry.finished() if entry is not None else None
     if finished is not None:
         return finished
-    run = ResumableDistances(split, entry, checkpoint_seconds)
-    bar = _progress(len(split), run.done, f"{split.name} {metric.name}", progress)
+    run = ResumableDistances(_distance_keys(split), stop - first, entry, checkpoint_seconds)
+    bar = _progress(stop - first, run.done, f"{split.name} {metric.name}", progress)
+    images = tuple(array[first:stop] for array in _images(split))
     try:
+        if run.done == run.total:  # nothing left (or nothing to do: an empty block of items)
+            return run.finish()
         with run.saved_if_interrupted(), contextlib.closing(distances_in_batches(
-                metric, _images(split), batch_size=batch_size, device=device, prepare=uint8_batch, eight_bit=True,
+                metric, images, batch_size=batch_size, device=device, prepare=uint8_batch, eight_bit=True,
                 start=run.done, workers=workers)) as batches:
             for batch in batches:
                 run.add(batch)
@@ -147,7 +155,8 @@ def _distance_keys(split: Split) -> tuple[str, ...]:
 # ---------------------------------------------------------------- checkpoints: resuming an interrupted split
 
 class ResumableDistances:
-    """The distances of one (metric, split) while they are computed.
+    """The distances (named ``keys``) of the ``total`` items of one (metric, split) or of one
+    block of its items, while they are computed.
 
     With an ``entry`` of the cache, it starts from what an interrupted run left there (its
     partial file, if it records the same metric and split), saves what is done every
@@ -155,9 +164,10 @@ class ResumableDistances:
     distances, which alone count as done. Without one it only collects.
     """
 
-    def __init__(self, split: Split, entry: DistanceEntry | None, checkpoint_seconds: float) -> None:
-        self.keys = _distance_keys(split)
-        self.total = len(split)
+    def __init__(self, keys: Sequence[str], total: int, entry: DistanceEntry | None,
+                 checkpoint_seconds: float) -> None:
+        self.keys = tuple(keys)
+        self.total = total
         self.arrays = {k: np.empty(self.total, dtype=np.float64) for k in self.keys}
         self.entry = entry
         self.checkpoint_seconds = checkpoint_seconds
@@ -239,10 +249,19 @@ def _slug(text: str, limit: int = 60) -> str:
     return keep.strip("_")[:limit] or "x"
 
 
-def _record(metric: Metric, split: Split) -> dict:
-    """What a distance file records about where its numbers came from; checked on reading."""
-    return {"metric": metric.spec, "identity": metric_identity(metric), "split": split.name,
-            "split_identity": split_identity(split), "n": len(split)}
+def _record(metric: Metric, split: Split, items: tuple[int, int] | None = None) -> dict:
+    """What a distance file records about where its numbers came from; checked on reading.
+    A file of one block of items (a torchrun rank's) records which: ``items: [first, stop]``."""
+    record = {"metric": metric.spec, "identity": metric_identity(metric), "split": split.name,
+              "split_identity": split_identity(split), "n": len(split)}
+    if items is not None:
+        record.update(items=list(items), n=items[1] - items[0])
+    return record
+
+
+def _whole(split: Split, items: tuple[int, int] | None) -> tuple[int, int] | None:
+    """None for all the items of ``split`` (stored as the split's own entry), else ``items``."""
+    return None if items is None or tuple(items) == (0, len(split)) else (int(items[0]), int(items[1]))
 
 
 @dataclass
@@ -256,9 +275,12 @@ class DistanceStore:
 
     folder: Path
 
-    def path(self, metric: Metric, split: Split) -> Path:
+    def path(self, metric: Metric, split: Split, items: tuple[int, int] | None = None) -> Path:
+        """The file of ``metric`` on ``split``: all its items, or the block ``items`` of them."""
         key = hashlib.sha1(f"{metric.spec}||{split_identity(split)}".encode()).hexdigest()[:16]
-        return Path(self.folder) / _slug(split.name.replace("/", "_")) / f"{_slug(metric.name, 30)}-{key}.npz"
+        block = _whole(split, items)
+        name = f"{_slug(metric.name, 30)}-{key}" + (f".items-{block[0]}-{block[1]}" if block else "")
+        return Path(self.folder) / _slug(split.name.replace("/", "_")) / f"{name}.npz"
 
     @staticmethod
     def partial_path(path: Path) -> Path:
@@ -284,16 +306,20 @@ class DistanceStore:
             stored = json.loads(str(data["meta"]))
         except ValueError:
             return None
-        if not isinstance(stored, dict) or any(stored.get(k) != record[k] for k in ("identity", "split_identity")):
+        if not isinstance(stored, dict) or any(stored.get(k) != record.get(k)
+                                               for k in ("identity", "split_identity", "items")):
             return None
         lengths = {len(data[k]) for k in keys}
         if len(lengths) != 1 or lengths.pop() > record["n"]:
             return None
         return {k: data[k] for k in keys}
 
-    def entry(self, metric: Metric, split: Split) -> DistanceEntry:
-        """Where the distances of ``metric`` on ``split`` live, and what they must record."""
-        return DistanceEntry(self, self.path(metric, split), _record(metric, split), _distance_keys(split))
+    def entry(self, metric: Metric, split: Split, items: tuple[int, int] | None = None) -> DistanceEntry:
+        """Where the distances of ``metric`` on ``split`` (or on its block ``items``) live, and
+        what they must record."""
+        block = _whole(split, items)
+        return DistanceEntry(self, self.path(metric, split, block), _record(metric, split, block),
+                             _distance_keys(split))
 
     def finished(self, metric: Metric, split: Split) -> np.ndarray | tuple[np.ndarray, np.ndarray] | None:
         """The complete distances of ``metric`` on ``split`` if they are stored (as
@@ -302,10 +328,14 @@ class DistanceStore:
 
     @staticmethod
     def write(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        """Atomic: write a temporary file next to ``path``, then rename it."""
+        """Atomic: write a temporary file next to ``path``, then rename it. A file that cannot
+        be written (a full disk, a folder in its place) is one :class:`InputError` line."""
         contents: dict[str, Any] = {"meta": np.array(json.dumps(meta)), **arrays}
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **contents)
+        try:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **contents)
+        except OSError as exc:
+            raise InputError(f"cannot write the distances file {path}: {exc.strerror or exc}") from None
 
 
 @dataclass(frozen=True)
@@ -338,10 +368,20 @@ class DistanceEntry:
         self.store.write(self.path, arrays, self.record)
         self.store.partial_path(self.path).unlink(missing_ok=True)
 
+    def discard(self) -> None:
+        """Remove both files (a rank's block, once the whole split's file holds its distances)."""
+        self.path.unlink(missing_ok=True)
+        self.store.partial_path(self.path).unlink(missing_ok=True)
+
 
 def _as_result(arrays: dict[str, np.ndarray]) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """As :func:`compute_distances` returns distances: ``d`` of a JND split, ``(d0, d1)`` of a 2AFC one."""
     return arrays["d"] if "d" in arrays else (arrays["d0"], arrays["d1"])
+
+
+def _as_arrays(result: np.ndarray | tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inverse of :func:`_as_result`."""
+    return {"d": result} if isinstance(result, np.ndarray) else {"d0": result[0], "d1": result[1]}
 
 
 def _as_store(cache: DistanceStore | str | os.PathLike | None) -> DistanceStore | None:
@@ -428,6 +468,12 @@ def run_benchmark(metrics: Sequence, splits: Sequence[str], root: str | os.PathL
     checked before anything else. Scores come with ``level`` bootstrap intervals (``n_boot``
     resamples, deterministic in ``seed``).
 
+    Under torchrun (``torchrun --nproc-per-node N -m percepmetric bench ...``, or any caller
+    that every rank runs) each (metric, split) is split by item index into N contiguous
+    blocks; rank ``r`` computes block ``r`` (:func:`_distances_over_ranks`), the blocks are
+    gathered on every rank, and every rank scores the same numbers; rank 0 alone writes the
+    outputs, the same files one process writes.
+
     Interrupted (KeyboardInterrupt), it still writes the tables: every (metric, split) whose
     complete distances are on disk is scored, the others are marked ``not computed``.
     """
@@ -436,7 +482,7 @@ def run_benchmark(metrics: Sequence, splits: Sequence[str], root: str | os.PathL
     if not metrics:
         raise InputError("no metric to benchmark")
     if device is not None:
-        device = resolve_device(device, option="device")
+        device = distributed.rank_device(resolve_device(device, option="device"))
     keep_freed_memory()  # every batch allocates the same temporaries: reuse, do not page-fault them
     names = expand_splits(list(splits))
     root = resolve_root(root)
@@ -447,28 +493,65 @@ def run_benchmark(metrics: Sequence, splits: Sequence[str], root: str | os.PathL
     labels = _unique_labels(metrics)
     result = BenchResult(root=root, splits=names, metrics=labels, synthetic=is_synthetic(root))
     scoring = _Scoring(result, metrics, labels, n_boot, level, seed)
-    try:
-        for name in names:
-            split = loaded[name]
-            scoring.add_ceiling(split)
-            for i, metric in enumerate(metrics):
-                scoring.add(i, split, compute_distances(metric, split, batch_size, store, device=device,
-                                                        progress=progress))
-            scoring.compare(split)
-    except KeyboardInterrupt:
-        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C skips this, not the tables
-            scoring.add_stored(store, [loaded[name] for name in names])
-        _mark_missing(result, labels, metrics, loaded)
+    with distributed.process_group(device if device is not None else metric_device(metrics[0])) as group:
+        try:
+            for name in names:
+                split = loaded[name]
+                scoring.add_ceiling(split)
+                for i, metric in enumerate(metrics):
+                    scoring.add(i, split, _distances_over_ranks(
+                        metric, split, store, group, batch_size=batch_size, device=device,
+                        progress=progress and group.is_main))
+                scoring.compare(split)
+        except KeyboardInterrupt:
+            with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C skips this, not the tables
+                scoring.add_stored(store, [loaded[name] for name in names])
+            _mark_missing(result, labels, metrics, loaded)
+            if out_path is not None and group.is_main:
+                from .report import write_outputs
+
+                result.files = write_outputs(result, out_path, plot=False)
+            raise
         if out_path is not None:
             from .report import write_outputs
 
-            result.files = write_outputs(result, out_path, plot=False)
-        raise
-    if out_path is not None:
-        from .report import write_outputs
-
-        result.files = write_outputs(result, out_path, plot=plot)
+            written = distributed.run_part(group, lambda: write_outputs(result, out_path, plot=plot)
+                                           if group.is_main else [])
+            result.files = written
     return result
+
+
+def _distances_over_ranks(metric: Metric, split: Split, store: DistanceStore | None, group: distributed.Group,
+                          **job: Any) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """:func:`compute_distances` of ``metric`` on ``split``, shared by the ranks of ``group``.
+
+    One process: just that. Under torchrun each rank computes its contiguous block of items
+    (:func:`~percepmetric.distributed.block`, by item index, so a rerun with as many ranks
+    gives each rank the same block), stored and resumed as an entry of its own. A failing
+    rank stops every rank (:func:`~percepmetric.distributed.run_part`); what the others
+    finished is kept, so the rerun computes only the rest. The blocks are gathered on every
+    rank; rank 0 stores the whole split's distances, the file one process writes, and each
+    rank then removes its block's file if it sees that whole file (on a disk of its own, e.g.
+    another machine, it keeps the block, to resume from).
+    """
+    if not group.active:
+        return compute_distances(metric, split, cache=store, **job)
+    entry = store.entry(metric, split) if store is not None else None
+    finished = entry.finished() if entry is not None else None
+    items = distributed.block(len(split), group)
+
+    def my_block() -> dict[str, np.ndarray]:
+        if finished is not None:
+            return {k: v[items[0]:items[1]] for k, v in _as_arrays(finished).items()}
+        return _as_arrays(compute_distances(metric, split, cache=store, items=items, **job))
+
+    blocks = distributed.all_gather(group, distributed.run_part(group, my_block))
+    whole = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
+    if entry is not None and finished is None:
+        distributed.run_part(group, lambda: entry.write_complete(whole) if group.is_main else None)
+        if entry.finished() is not None:
+            entry.store.entry(metric, split, items).discard()
+    return _as_result(whole)
 
 
 def _distance_store(out_path: Path | None, cache_root: Path) -> DistanceStore | None:
