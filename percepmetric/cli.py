@@ -399,10 +399,11 @@ def _attach_commands() -> None:
     # Each part keeps its commands next to its code and lists them in COMMANDS.
     from . import matrix_command, weights_command
     from .bench import commands as bench_commands
+    from .data import download_mos
     from .deepsim import commands as deepsim_commands
     from .train import commands as train_commands
 
-    for module in (weights_command, matrix_command, bench_commands, train_commands, deepsim_commands):
+    for module in (weights_command, matrix_command, bench_commands, download_mos, train_commands, deepsim_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -385,9 +385,9 @@ def test_sigterm_stops_bench_as_ctrl_c_does(fixture_root, cache, tmp_path, monke
     import os
     import signal
 
-    from helpers import run_cli
-
     from percepmetric.bench import runner
+
+    from helpers import run_cli
 
     real_score_row, calls = runner._score_row, []
 

@@ -274,7 +274,7 @@ def test_figures_keep_legends_and_titles_clear_and_curves_distinguishable(fixtur
     plt.close(jnd)
 
     files = report.plot_results(result, tmp_path / "figures")
-    assert [f.name for f in files] == ["two_afc.png", "jnd_pr.png"]
+    assert [f.name for f in files] == ["two_afc.png", "jnd_pr.png", "disagreements.png"]
     assert all(f.read_bytes()[:4] == b"\x89PNG" for f in files)
 
 

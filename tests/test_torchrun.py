@@ -249,3 +249,19 @@ def test_bench_model_is_refused_under_torchrun(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     code, _, err = run_cli(capsys, "bench", "--model", "deepsim:x.pt", "--data", tmp_path)
     assert code == 2 and "runs in one process" in err
+
+
+def test_two_processes_share_a_mos_dataset_as_one(tmp_path, cache):
+    from percepmetric.data.mos_fixtures import make_mos_fixture
+
+    kadid = make_mos_fixture("kadid10k", tmp_path / "kadid", references=3, distortions=5)  # 15 pairs: blocks 7 + 8
+    common = ("bench", "--dataset", f"kadid10k={kadid}", "-m", "psnr", "-m", "ssim", "--bootstrap", "50",
+              "--no-progress")
+    one = _percepmetric(*common, "--out", tmp_path / "one")
+    assert one.returncode == 0, one.stderr
+    two = _percepmetric(*common, "--out", tmp_path / "two", processes=2)
+    assert two.returncode == 0, two.stderr
+    for name in BENCH_FILES:
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+    assert not list((tmp_path / "two" / "distances").rglob("*.items-*"))  # the ranks' blocks merged and gone
+    assert two.stdout.count("MOS correlation") == 1

@@ -99,13 +99,15 @@ def _prepare_out(out_dir: str, plot: bool) -> Path:
     return out
 
 
-BENCH_HELP = """How well metrics agree with people on BAPPS (2AFC score, JND mAP), with 95% intervals.
+BENCH_HELP = """How well metrics agree with people: BAPPS (2AFC score, JND mAP) and mean opinion scores (SRCC, PLCC).
 
-Reproduces the evaluation of Zhang et al. (2018), "The Unreasonable Effectiveness of Deep
-Features as a Perceptual Metric". Default metrics: that paper's table, L2 (Lab) and SSIM as
-its code computes them, and LPIPS (alex, lin); LPIPS is skipped, with a note, when its
-weights cannot be found or downloaded. Without a dataset it runs on a small built-in set of
-synthetic sentinels (NOT human judgments) so that everything can be tried.
+BAPPS reproduces the evaluation of Zhang et al. (2018), "The Unreasonable Effectiveness of
+Deep Features as a Perceptual Metric". --dataset adds (or, alone, runs only) the correlation
+with the scores of TID2013, KADID-10k, LIVE, CSIQ, PIPAL or a CSV (docs/mos.md). Every score
+has a 95% interval. Default metrics: the LPIPS paper's table, L2 (Lab) and SSIM as its code
+computes them, and LPIPS (alex, lin); LPIPS is skipped, with a note, when its weights cannot
+be found or downloaded. Without any data it runs on small built-in synthetic sets (BAPPS
+sentinels and a MOS set: NOT human judgments) so that everything can be tried.
 
 \b
 {guide}
@@ -113,9 +115,9 @@ synthetic sentinels (NOT human judgments) so that everything can be tried.
 
 
 def _bench_help() -> str:
-    from .report import READING_GUIDE, SYNTHETIC_GUIDE
+    from .report import MOS_GUIDE, READING_GUIDE, SYNTHETIC_GUIDE
 
-    return BENCH_HELP.format(guide="\n".join(READING_GUIDE + SYNTHETIC_GUIDE))
+    return BENCH_HELP.format(guide="\n".join(READING_GUIDE + MOS_GUIDE + SYNTHETIC_GUIDE))
 
 
 @click.command("bench", help=_bench_help())
@@ -127,10 +129,17 @@ def _bench_help() -> str:
 @click.option("--root", default=None, type=click.Path(file_okay=False),
               help="BAPPS folder (holding 2afc/ and jnd/). Default: $PERCEPMETRIC_BAPPS, else "
                    "~/.local/share/percepmetric/bapps, else the built-in synthetic sentinels.")
+@click.option("--dataset", "datasets", multiple=True, metavar="KIND=DIR",
+              help="A mean-opinion-score database to correlate with (repeatable): tid2013=DIR, kadid10k=DIR, "
+                   "live=DIR, csiq=DIR, pipal=DIR, or csv:FILE (reference,distorted,score). Alone, only the "
+                   "datasets run; with --split, BAPPS too. (Not --data, which is for --model.)")
+@click.option("--dmos", is_flag=True, help="The csv: datasets' scores are DMOS (higher = worse quality).")
+@click.option("--fit", type=click.Choice(["logistic5", "logistic4"]), default="logistic5", show_default=True,
+              help="The logistic map of metric to scores before PLCC and RMSE (docs/mos.md).")
 @click.option("--model", "models", multiple=True, metavar="KIND:PATH",
               help="Evaluate a trained generator instead (e.g. deepsim:run/final.pt; repeatable); needs --data.")
 @click.option("--data", "data_dir", default=None, type=click.Path(file_okay=False),
-              help="Images for --model evaluation.")
+              help="Images for --model evaluation (not a MOS database: that is --dataset).")
 @metric_option_flags
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Write results.csv, summary.csv, comparisons.csv, results.json and per-item distances here "
@@ -145,8 +154,8 @@ def _bench_help() -> str:
 @click.option("--verbose", "-v", is_flag=True,
               help="Also print the paired tests of metrics that gave the same answer on every item.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def bench_command(splits, run_all, root, models, data_dir, metrics, net, variant, weights, extra, out_dir, plot,
-                  batch_size, device, n_boot, seed, no_progress, verbose, as_json) -> None:
+def bench_command(splits, run_all, root, datasets, dmos, fit, models, data_dir, metrics, net, variant, weights, extra,
+                  out_dir, plot, batch_size, device, n_boot, seed, no_progress, verbose, as_json) -> None:
     from ..devices import resolve_device
     from ..distributed import current_group, launched_by_torchrun, rank_device
 
@@ -160,8 +169,9 @@ def bench_command(splits, run_all, root, models, data_dir, metrics, net, variant
     if run_all and splits:
         raise InputError("--all means every 2AFC val and JND set; give either --all or --split, not both")
     if models:
-        if splits or run_all or root:
-            raise InputError("--model evaluates generators on --data; it does not combine with --split/--all/--root")
+        if splits or run_all or root or datasets:
+            raise InputError("--model evaluates generators on --data; it does not combine with "
+                             "--split/--all/--root/--dataset")
         if data_dir is None:
             raise InputError("--model needs --data DIR (the images to reconstruct)")
     elif data_dir is not None:
@@ -169,8 +179,14 @@ def bench_command(splits, run_all, root, models, data_dir, metrics, net, variant
     if models and launched_by_torchrun():
         raise InputError("bench --model runs in one process; under torchrun only BAPPS splits are shared out")
     from ..data.bapps import expand_splits
+    from ..data.mos import load_mos_dataset, parse_dataset_option
 
-    names = expand_splits(list(splits) or ["all"])  # an unknown split name fails here
+    requested = [parse_dataset_option(text) for text in datasets]  # a malformed --dataset fails here
+    if dmos and not any(kind == "csv" for kind, _ in requested):
+        raise InputError("--dmos is for csv: datasets (the named databases' score direction is known)")
+    # No data named at all: BAPPS's built-in sentinels and the built-in MOS set.
+    bapps_wanted = bool(splits or run_all or root or not datasets)
+    names = expand_splits(list(splits) or ["all"]) if bapps_wanted else []  # an unknown split name fails here
     if out_dir is not None:
         if models:
             from ..io import prepare_output_dir
@@ -178,6 +194,8 @@ def bench_command(splits, run_all, root, models, data_dir, metrics, net, variant
             prepare_output_dir(out_dir)
         else:
             _prepare_out(out_dir, plot)
+    mos_sets = [load_mos_dataset(kind, path, dmos=True if dmos and kind == "csv" else None)
+                for kind, path in requested]  # validated before a weight is loaded
     built = [m.to(dev) for m in bench_metrics(metrics, net, variant, weights, extra)]
     if models:
         _bench_models(list(models), data_dir, built, out_dir, plot)
@@ -185,9 +203,15 @@ def bench_command(splits, run_all, root, models, data_dir, metrics, net, variant
     from .report import format_report
     from .runner import run_benchmark
 
-    path, _ = _dataset_root(root, quiet=not main_rank)
-    result = run_benchmark(built, names, path, out_dir, batch_size=batch_size, device=dev,
-                           progress=not no_progress, n_boot=n_boot, seed=seed, plot=plot)
+    path = None
+    if names:
+        path, embedded = _dataset_root(root, quiet=not main_rank)
+        if embedded and not (splits or run_all):  # nothing named at all: both kinds of benchmark
+            from ..data.mos import embedded_mos_dataset
+
+            mos_sets.append(embedded_mos_dataset())
+    result = run_benchmark(built, names, path, out_dir, datasets=mos_sets, fit=fit, batch_size=batch_size,
+                           device=dev, progress=not no_progress, n_boot=n_boot, seed=seed, plot=plot)
     if not main_rank:
         return
     if as_json:
@@ -195,7 +219,8 @@ def bench_command(splits, run_all, root, models, data_dir, metrics, net, variant
         if payload is None:
             from .report import SYNTHETIC_NOTE, results_frame
 
-            payload = {"root": str(result.root), "synthetic": result.synthetic,
+            payload = {"root": None if result.root is None else str(result.root), "synthetic": result.synthetic,
+                       "datasets": result.datasets,
                        "note": SYNTHETIC_NOTE if result.synthetic else "human judgments (BAPPS)",
                        "results": json.loads(results_frame(result).to_json(orient="records")),
                        "comparisons": result.comparisons}

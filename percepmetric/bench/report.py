@@ -23,6 +23,21 @@ from ..data.bapps import JND_SPLITS, TRAIN_SPLITS, VAL_SPLITS
 from ..io import atomic_path, atomic_write_text
 
 HUMAN = "human (ceiling)"
+#: Kinds of the BAPPS rows (the others are MOS correlations, percepmetric.correlation.KINDS).
+BAPPS_KINDS = ("2afc", "jnd_map")
+#: The MOS statistics the summary table shows, one column each per dataset.
+MOS_SUMMARY_KINDS = ("srcc", "plcc_fitted")
+#: How the printed MOS table names them.
+MOS_HEADINGS = {"srcc": "SRCC", "krcc": "KRCC", "plcc": "PLCC raw", "rmse": "RMSE raw", "plcc_fitted": "PLCC",
+                "rmse_fitted": "RMSE"}
+SYNTHETIC_MOS_NOTE = ("NOTE: {name} is a synthetic MOS set (scores made from distortion strength), NOT human "
+                      "opinions: its correlations check the software only.")
+#: What the MOS numbers mean, under every report that has them.
+MOS_GUIDE = (
+    "SRCC / KRCC: rank correlation of the metric with the opinion scores (1 = same order; no fit)",
+    "PLCC / RMSE: linear correlation and error after the VQEG logistic fit of metric to scores",
+    "MOS intervals resample reference images (their distortions are not independent)",
+)
 SYNTHETIC_NOTE = ("NOTE: this dataset is synthetic sentinels (percepmetric make-fixture), NOT human judgments: "
                   "scores check the software, not how human-like a metric is.")
 #: What the numbers mean, for a reader who has not read the LPIPS paper: one line each,
@@ -68,7 +83,7 @@ def summary_table(result) -> pd.DataFrame:
     table = pd.DataFrame(index=list(result.metrics) + ([HUMAN] if result.ceilings else []),
                          columns=splits, dtype=float)
     for r in result.rows:
-        if r["status"] == "complete":
+        if r["status"] == "complete" and r["kind"] in BAPPS_KINDS:
             table.loc[r["metric"], r["split"]] = r["score"]
     for c in result.ceilings:
         table.loc[HUMAN, c["split"]] = c["score"]
@@ -79,6 +94,13 @@ def summary_table(result) -> pd.DataFrame:
                 position += 1  # after the means already placed there (distortions before all)
             # A mean over splits with a missing score stays missing (skipna=False).
             table.insert(position, column, table[list(members)].mean(axis=1, skipna=False))
+    for dataset in result.datasets:
+        for kind in MOS_SUMMARY_KINDS:
+            column = f"{dataset['name']} {kind}"
+            table[column] = np.nan
+            for r in result.rows:
+                if r["status"] == "complete" and r["split"] == dataset["name"] and r["kind"] == kind:
+                    table.loc[r["metric"], column] = r["score"]
     table.index.name = "metric"
     return table
 
@@ -122,7 +144,8 @@ def format_results(result, verbose: bool = False) -> str:
     w = max([len(HUMAN)] + list(map(len, short.values())))
     lines = [f"{'metric':<{w}} {'split':<20} {'n':>6} {'score %':>8}  {'95% CI':<14} status"]
     order = _column_order(result.splits)
-    for r in sorted(result.rows, key=lambda r: (order.index(r["split"]), result.metrics.index(r["metric"]))):
+    bapps_rows = [r for r in result.rows if r["kind"] in BAPPS_KINDS]
+    for r in sorted(bapps_rows, key=lambda r: (order.index(r["split"]), result.metrics.index(r["metric"]))):
         ci = f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]" if r["status"] == "complete" else ""
         n = "" if r["n"] is None else str(int(r["n"]))
         lines.append(f"{short[r['metric']]:<{w}} {r['split']:<20} {n:>6} {_pct(r['score']):>8}  {ci:<14} "
@@ -130,9 +153,10 @@ def format_results(result, verbose: bool = False) -> str:
     for c in result.ceilings:
         lines.append(f"{HUMAN:<{w}} {c['split']:<20} {int(c['n']):>6} {_pct(c['score']):>8}  "
                      f"[{_pct(c['ci_low'])}, {_pct(c['ci_high'])}]")
-    shown = [t for t in result.comparisons if verbose or not _says_nothing(t)]
-    hidden = len(result.comparisons) - len(shown)
-    if result.comparisons:
+    comparisons = [t for t in result.comparisons if t["split"] in result.splits]
+    shown = [t for t in comparisons if verbose or not _says_nothing(t)]
+    hidden = len(comparisons) - len(shown)
+    if comparisons:
         lines += ["", "paired tests: best metric on each split minus each other, in points (bootstrap, same items):"]
     if shown:
         v = max(len(short[t[k]]) for t in shown for k in ("metric_a", "metric_b"))
@@ -146,6 +170,71 @@ def format_results(result, verbose: bool = False) -> str:
     if hidden:
         lines.append(f"  ({hidden} more with +0.0 [+0.0, +0.0]: the same answer on every item; "
                      "--verbose lists them)")
+    return "\n".join(lines)
+
+
+def _number(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def format_mos_results(result, verbose: bool = False) -> str:
+    """Per (metric, MOS dataset): SRCC, KRCC, PLCC and RMSE after the logistic fit, each with its
+    95% interval (by resampling references); with ``verbose`` also the SRCC per distortion type.
+    Then the paired tests (SRCC of the best metric minus each other one)."""
+    if not result.datasets:
+        return ""
+    short = short_names(result.metrics)
+    w = max(len("metric"), *map(len, short.values()))
+    names = [d["name"] for d in result.datasets]
+    v = max(len("dataset"), *map(len, names))
+    lines = ["MOS correlation (95% intervals resample reference images; PLCC, RMSE after the logistic fit):",
+             f"{'metric':<{w}} {'dataset':<{v}} {'n':>6}  {'SRCC [95% CI]':<20} {'KRCC':>6}  {'PLCC [95% CI]':<20} "
+             f"{'RMSE':>7}"]
+    by_key = {(r["metric"], r["split"], r["kind"]): r for r in result.rows}
+    types: dict[str, list[str]] = {name: [] for name in names}
+    for r in result.rows:
+        base, _, kind = r["split"].partition("/")
+        if kind and base in types and kind not in types[base]:
+            types[base].append(kind)
+
+    def with_interval(r: dict | None) -> str:
+        if r is None or r["status"] != "complete":
+            return f"{'not computed':<20}"
+        return f"{_number(r['score']):>6} [{_number(r['ci_low'])}, {_number(r['ci_high'])}]".ljust(20)
+
+    def alone(r: dict | None, width: int) -> str:
+        return f"{_number(r['score']) if r is not None and r['status'] == 'complete' else '-':>{width}}"
+
+    for name in names:
+        n = next((r["n"] for r in result.rows if r["split"] == name), "")
+        for label in result.metrics:
+            row = {kind: by_key.get((label, name, kind)) for kind in ("srcc", "krcc", "plcc_fitted", "rmse_fitted")}
+            lines.append(f"{short[label]:<{w}} {name:<{v}} {n!s:>6}  {with_interval(row['srcc'])} "
+                         f"{alone(row['krcc'], 6)}  {with_interval(row['plcc_fitted'])} "
+                         f"{alone(row['rmse_fitted'], 7)}")
+        if verbose and types[name]:
+            lines.append(f"  {name}: SRCC per distortion type")
+            t = max(map(len, types[name]))
+            lines.append(f"    {'type':<{t}}  " + "  ".join(f"{short[label]:>{max(6, len(short[label]))}}"
+                                                          for label in result.metrics))
+            for kind in sorted(types[name]):
+                per_type = [by_key.get((label, f"{name}/{kind}", "srcc")) for label in result.metrics]
+                lines.append(f"    {kind:<{t}}  " + "  ".join(
+                    f"{_number(r['score'] if r else None):>{max(6, len(short[label]))}}"
+                    for r, label in zip(per_type, result.metrics)))
+    tests = [t for t in result.comparisons if t["split"] in names]
+    if tests:
+        lines += ["", "paired tests: SRCC of the best metric on each dataset minus each other (same resamples):"]
+        c = max(len(short[t[k]]) for t in tests for k in ("metric_a", "metric_b"))
+        lines.append(f"  {'dataset':<{v}} {'best':<{c}}   {'other':<{c}} {'diff':>6}  {'95% CI':<17} {'p':<7} "
+                     "significant")
+        for t in tests:
+            ci = f"[{t['ci_low']:+.3f}, {t['ci_high']:+.3f}]"
+            lines.append(f"  {t['split']:<{v}} {short[t['metric_a']]:<{c}} - {short[t['metric_b']]:<{c}} "
+                         f"{t['difference']:>+6.3f}  {ci:<17} {t['p_value']:<7.2g} "
+                         f"{'no' if t['better'] == 'neither' else 'yes'}")
+    if not verbose and any(types.values()):
+        lines.append("(SRCC per distortion type: in results.csv, or printed with --verbose)")
     return "\n".join(lines)
 
 
@@ -167,15 +256,18 @@ def format_summary(table: pd.DataFrame, names: dict[str, str] | None = None) -> 
     """The summary table as text, scores in percent (one decimal), missing as '-': a 2AFC
     block and a JND block, each under :data:`LINE_WIDTH` columns. ``names``: label -> short
     name of the rows (see :func:`short_names`)."""
+    mos_columns = [c for c in table.columns if c.endswith(tuple(f" {k}" for k in MOS_SUMMARY_KINDS))]
     shown = table.map(lambda v: "-" if pd.isna(v) else f"{100 * v:.1f}")
+    for column in mos_columns:
+        shown[column] = table[column].map(lambda v: "-" if pd.isna(v) else f"{v:.3f}")
     jnd_rows = [label for label in table.index if label != HUMAN]  # the ceiling is a 2AFC notion
     if names:
         shown.index = [names.get(label, label) for label in shown.index]
         jnd_rows = [names.get(label, label) for label in jnd_rows]
     shown.index.name = None
     blocks = []
-    two_afc = [c for c in table.columns if not c.startswith("jnd")]
-    jnd = [c for c in table.columns if c.startswith("jnd")]
+    two_afc = [c for c in table.columns if not c.startswith("jnd") and c not in mos_columns]
+    jnd = [c for c in table.columns if c.startswith("jnd") and c not in mos_columns]
     means = [_short_column(c) for c in two_afc if c in dict(MEANS)]
     if two_afc:
         title = "2AFC score %"
@@ -184,10 +276,12 @@ def format_summary(table: pd.DataFrame, names: dict[str, str] | None = None) -> 
         blocks.append((title, list(shown.index), two_afc))
     if jnd:
         blocks.append(("JND mAP %" + (" (all = mean of both)" if "jnd mean" in jnd else ""), jnd_rows, jnd))
+    if mos_columns:
+        blocks.append(("MOS: SRCC and PLCC (after the logistic fit)", jnd_rows, mos_columns))
     lines: list[str] = []
     for title, rows, columns in blocks:
         block = shown.loc[rows, columns]
-        block.columns = [_short_column(c) for c in columns]
+        block.columns = [_short_column(c).replace(" plcc_fitted", " plcc") for c in columns]
         lines += ([""] if lines else []) + [title, block.to_string(line_width=LINE_WIDTH)]
     return "\n".join(lines)
 
@@ -196,17 +290,32 @@ def format_report(result, verbose: bool = False) -> str:
     """Everything printed on stdout by ``percepmetric bench``: what the data is, the metrics'
     full names, the scores with their intervals, the summary table and how to read it."""
     lines = _wrap(SYNTHETIC_NOTE) if result.synthetic else []
-    lines.append(f"dataset: {result.root}")
+    for dataset in result.datasets:
+        if dataset["synthetic"]:
+            lines += _wrap(SYNTHETIC_MOS_NOTE.format(name=dataset["name"]))
+    if result.root is not None:
+        lines.append(f"dataset: {result.root}")
+    for dataset in result.datasets:
+        lines += _wrap(f"dataset: {dataset['description']}")
+        lines += _wrap(f"  in {dataset['root']}")
     short = short_names(result.metrics)
     if any(name != label for label, name in short.items()):
         lines.append("metrics:")
         for label, name in short.items():
             lines += _wrap(f"{name:<{max(map(len, short.values()))}}  {label.replace(',', ', ')}", indent="  ")
-    lines.append("")
-    lines.append(format_results(result, verbose=verbose))
-    if len(result.splits) > 1:
-        lines += ["", "summary (% agreement with people):", format_summary(summary_table(result), short)]
-    lines += ["", "How to read:"] + [f"  {line}" for line in READING_GUIDE]
+    if result.splits:
+        lines += ["", format_results(result, verbose=verbose)]
+    if result.datasets:
+        lines += ["", format_mos_results(result, verbose=verbose)]
+    if len(result.splits) + len(result.datasets) > 1:
+        title = "summary (% agreement with people; MOS: correlations):" if result.datasets and result.splits else (
+            "summary (correlation with people's scores):" if result.datasets else "summary (% agreement with people):")
+        lines += ["", title, format_summary(summary_table(result), short)]
+    lines += ["", "How to read:"]
+    if result.splits:
+        lines += [f"  {line}" for line in READING_GUIDE]
+    if result.datasets:
+        lines += [f"  {line}" for line in MOS_GUIDE]
     if result.synthetic:
         lines += [f"  {line}" for line in SYNTHETIC_GUIDE]
     return "\n".join(lines)
@@ -233,10 +342,11 @@ def write_outputs(result, out_dir: str | os.PathLike, plot: bool = False) -> lis
                                                             "difference", "ci_low", "ci_high", "p_value", "better"])
     atomic_write_text(out / "comparisons.csv", comparisons.to_csv(index=False))
     payload = {
-        "root": str(result.root),
+        "root": None if result.root is None else str(result.root),
         "synthetic": result.synthetic,
         "note": SYNTHETIC_NOTE if result.synthetic else "human judgments (BAPPS)",
         "splits": result.splits,
+        "datasets": result.datasets,
         "metrics": result.metrics,
         "complete": result.complete,
         "results": [{k: _jsonable(v) for k, v in r.items()} for r in result.rows],
@@ -320,6 +430,82 @@ def _plot_jnd(plt, result, splits: list[str], short: dict[str, str], note: str):
     return fig
 
 
+def _plot_mos(plt, result, dataset: dict, short: dict[str, str]):
+    """One panel per metric: the metric's value against the people's score on each pair, the
+    fitted logistic curve, and SRCC / PLCC in the panel's title."""
+    labels = [label for label in result.metrics if (label, dataset["name"]) in result.scatter]
+    columns = min(4, len(labels))
+    rows = -(-len(labels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.3 * rows + 0.6), squeeze=False,
+                             layout="constrained")
+    scores = {(r["metric"], r["kind"]): r["score"] for r in result.rows if r["split"] == dataset["name"]}
+    score_name = "DMOS (higher = worse)" if dataset.get("higher_is_better") is False else "score (higher = better)"
+    for ax, label in zip(axes.flat, labels):
+        points = result.scatter[(label, dataset["name"])]
+        ax.scatter(points["value"], points["score"], s=6, alpha=0.5, linewidths=0)
+        ax.plot(points["curve_value"], points["curve_score"], color="black", linewidth=1.5,
+                label=f"{points['form']} fit" + ("" if points["converged"] else " (linear fallback)"))
+        ax.set_title(f"{short[label]}: SRCC {scores.get((label, 'srcc'), float('nan')):.3f}, "
+                     f"PLCC {scores.get((label, 'plcc_fitted'), float('nan')):.3f}", fontsize=9)
+        ax.set_xlabel(short[label])
+        ax.set_ylabel(score_name, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best", frameon=False)
+    for ax in list(axes.flat)[len(labels):]:
+        ax.set_visible(False)
+    note = "\n(synthetic scores, not human opinions)" if dataset["synthetic"] else ""
+    fig.suptitle(f"{dataset['name']}: metric against people's scores, {dataset['n']} pairs{note}", fontsize=10)
+    return fig
+
+
+#: Triplets per metric on the contact sheet of disagreements.
+DISAGREEMENTS_SHOWN = 4
+
+
+def _worst_triplets(d0: np.ndarray, d1: np.ndarray, judge: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` triplets where the metric's vote is furthest from people's: the lowest 2AFC
+    credit, then (among equals) the largest relative gap between its two distances."""
+    from ..stats import two_afc_credit
+
+    credit = two_afc_credit(d0, d1, judge)
+    gap = np.abs(d0 - d1) / (np.abs(d0) + np.abs(d1) + 1e-12)
+    return np.lexsort((-gap, credit))[:k]
+
+
+def _plot_disagreements(plt, result, short: dict[str, str]):
+    """Rows: metrics; columns: the triplets (reference | p0 | p1) of the 2AFC splits where each
+    disagrees most with people, with both distances and the people's vote."""
+    candidates = []  # (label, split name, index), the worst triplets of each metric over all 2AFC splits
+    for label in result.metrics:
+        splits = [(name, split, ds[label]) for name, (split, ds) in result.triplets.items() if label in ds]
+        if not splits:
+            continue
+        where = [(name, i) for name, split, _ in splits for i in range(len(split))]
+        d0, d1, judge = (np.concatenate(parts) for parts in zip(*[(d[0], d[1], split.judge)
+                                                                   for _, split, d in splits]))
+        candidates += [(label, *where[w]) for w in _worst_triplets(d0, d1, judge, DISAGREEMENTS_SHOWN)]
+    labels = list(dict.fromkeys(c[0] for c in candidates))
+    if not labels:
+        return None
+    size = (3.2 * DISAGREEMENTS_SHOWN, 1.45 * len(labels) + 0.5)
+    fig, axes = plt.subplots(len(labels), DISAGREEMENTS_SHOWN, figsize=size, squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for row, label in enumerate(labels):
+        for col, (_, name, i) in enumerate(c for c in candidates if c[0] == label):
+            split, ds = result.triplets[name]
+            gap = np.full((split.ref.shape[1], 3, 3), 255, dtype=np.uint8)
+            ax = axes[row, col]
+            ax.imshow(np.concatenate([split.ref[i], gap, split.p0[i], gap, split.p1[i]], axis=1))
+            d0, d1 = ds[label][0][i], ds[label][1][i]
+            vote = float(split.judge[i])
+            ax.set_title(f"{short[label]}: p0 {d0:.3g}, p1 {d1:.3g}\npeople: {100 * (1 - vote):.0f}% p0, "
+                         f"{100 * vote:.0f}% p1 ({name.replace('val/', '')} #{i})", fontsize=7)
+    note = " (synthetic sentinels, not human judgments)" if result.synthetic else ""
+    fig.suptitle("2AFC triplets where each metric disagrees most with people: reference | p0 | p1" + note, fontsize=10)
+    return fig
+
+
 def plot_results(result, out_dir: str | os.PathLike) -> list[Path]:
     """``two_afc.png``: 2AFC score per split and metric with CI bars and the human ceiling;
     ``jnd_pr.png``: precision-recall curve per JND split and metric. Returns the files written.
@@ -341,4 +527,18 @@ def plot_results(result, out_dir: str | os.PathLike) -> list[Path]:
             fig = draw(plt, result, splits, short, note)
             files.append(_save_figure(fig, out / name))
             plt.close(fig)
+    figures = [(DISAGREEMENTS_FIGURE, _plot_disagreements(plt, result, short) if result.triplets else None)]
+    figures += [(mos_figure_name(d["name"]), _plot_mos(plt, result, d, short)) for d in result.datasets]
+    for name, fig in figures:
+        if fig is not None:
+            files.append(_save_figure(fig, out / name))
+            plt.close(fig)
     return files
+
+
+DISAGREEMENTS_FIGURE = "disagreements.png"
+
+
+def mos_figure_name(dataset: str) -> str:
+    """``mos_<dataset>.png``: the scatter plots of one MOS dataset."""
+    return "mos_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset) + ".png"

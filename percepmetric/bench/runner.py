@@ -33,7 +33,7 @@ import os
 import sys
 import time
 import zipfile
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from ..data.bapps import (
     uint8_batch,
     warn_unwritable_cache,
 )
+from ..data.mos import MOSDataset
 from ..devices import resolve_device
 from ..errors import InputError
 from ..evaluation import Batch, distances_in_batches, metric_device
@@ -69,6 +70,8 @@ FORMULA_BATCH_SIZE = 16
 CHECKPOINT_SECONDS = 30.0
 
 Split = TwoAFCSplit | JNDSplit
+#: What per-item values are stored for: a BAPPS split or a MOS dataset.
+Measured = TwoAFCSplit | JNDSplit | MOSDataset
 
 
 # ---------------------------------------------------------------- distances of one metric on one split
@@ -147,8 +150,11 @@ def _labels(split: Split) -> np.ndarray:
     return split.same if isinstance(split, JNDSplit) else split.judge
 
 
-def _distance_keys(split: Split) -> tuple[str, ...]:
-    """The names of the distances of one item, in files and in :class:`Batch` order."""
+def _distance_keys(split: Measured) -> tuple[str, ...]:
+    """The names of the distances of one item, in files and in :class:`Batch` order (a MOS
+    dataset's: the metric's own ``value``, see :mod:`percepmetric.bench.mos`)."""
+    if isinstance(split, MOSDataset):
+        return ("value",)
     return ("d",) if isinstance(split, JNDSplit) else ("d0", "d1")
 
 
@@ -233,8 +239,11 @@ def metric_identity(metric: Metric) -> str:
     return identity + ("|" + ",".join(files) if files else "")
 
 
-def split_identity(split: Split) -> str:
-    """The split's name, size and data fingerprint (a hash of the arrays for in-memory splits)."""
+def split_identity(split: Measured) -> str:
+    """The split's name, size and data fingerprint (a hash of the arrays for in-memory splits);
+    a MOS dataset's kind, name, size and fingerprint (its score file and images)."""
+    if isinstance(split, MOSDataset):
+        return f"{split.kind}:{split.name}|{len(split)}|{split.fingerprint}"
     fingerprint = split.fingerprint
     if not fingerprint:
         h = hashlib.sha1()
@@ -249,7 +258,7 @@ def _slug(text: str, limit: int = 60) -> str:
     return keep.strip("_")[:limit] or "x"
 
 
-def _record(metric: Metric, split: Split, items: tuple[int, int] | None = None) -> dict:
+def _record(metric: Metric, split: Measured, items: tuple[int, int] | None = None) -> dict:
     """What a distance file records about where its numbers came from; checked on reading.
     A file of one block of items (a torchrun rank's) records which: ``items: [first, stop]``."""
     record = {"metric": metric.spec, "identity": metric_identity(metric), "split": split.name,
@@ -259,7 +268,7 @@ def _record(metric: Metric, split: Split, items: tuple[int, int] | None = None) 
     return record
 
 
-def _whole(split: Split, items: tuple[int, int] | None) -> tuple[int, int] | None:
+def _whole(split: Measured, items: tuple[int, int] | None) -> tuple[int, int] | None:
     """None for all the items of ``split`` (stored as the split's own entry), else ``items``."""
     return None if items is None or tuple(items) == (0, len(split)) else (int(items[0]), int(items[1]))
 
@@ -275,7 +284,7 @@ class DistanceStore:
 
     folder: Path
 
-    def path(self, metric: Metric, split: Split, items: tuple[int, int] | None = None) -> Path:
+    def path(self, metric: Metric, split: Measured, items: tuple[int, int] | None = None) -> Path:
         """The file of ``metric`` on ``split``: all its items, or the block ``items`` of them."""
         key = hashlib.sha1(f"{metric.spec}||{split_identity(split)}".encode()).hexdigest()[:16]
         block = _whole(split, items)
@@ -314,7 +323,7 @@ class DistanceStore:
             return None
         return {k: data[k] for k in keys}
 
-    def entry(self, metric: Metric, split: Split, items: tuple[int, int] | None = None) -> DistanceEntry:
+    def entry(self, metric: Metric, split: Measured, items: tuple[int, int] | None = None) -> DistanceEntry:
         """Where the distances of ``metric`` on ``split`` (or on its block ``items``) live, and
         what they must record."""
         block = _whole(split, items)
@@ -349,11 +358,17 @@ class DistanceEntry:
     keys: tuple[str, ...]
 
     def finished(self) -> np.ndarray | tuple[np.ndarray, np.ndarray] | None:
-        """The complete distances, if they are stored; else None."""
+        """The complete distances, if they are stored (as :func:`compute_distances` returns
+        them); else None."""
+        done = self.finished_arrays()
+        return None if done is None else _as_result(done)
+
+    def finished_arrays(self) -> dict[str, np.ndarray] | None:
+        """The complete arrays by key, if they are stored; else None."""
         done = self.store.read_matching(self.path, self.record, self.keys)
         if done is None or len(done[self.keys[0]]) != self.record["n"]:
             return None
-        return _as_result(done)
+        return done
 
     def partial(self) -> dict[str, np.ndarray] | None:
         """The distances of the first items, as an interrupted run left them; else None."""
@@ -375,8 +390,12 @@ class DistanceEntry:
 
 
 def _as_result(arrays: dict[str, np.ndarray]) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """As :func:`compute_distances` returns distances: ``d`` of a JND split, ``(d0, d1)`` of a 2AFC one."""
-    return arrays["d"] if "d" in arrays else (arrays["d0"], arrays["d1"])
+    """As :func:`compute_distances` returns distances: ``(d0, d1)`` of a 2AFC split, else the
+    one array (``d`` of a JND split, ``value`` of a MOS dataset)."""
+    if "d0" in arrays:
+        return arrays["d0"], arrays["d1"]
+    (array,) = arrays.values()
+    return array
 
 
 def _as_arrays(result: np.ndarray | tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
@@ -414,14 +433,20 @@ def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
 class BenchResult:
     """Everything one benchmark run produced.
 
-    ``rows``: one dict per (metric, split): metric (label), spec, split, kind ("2afc"/"jnd"),
-    n, score, ci_low, ci_high, status ("complete" or "not computed").
+    ``rows``: one dict per (metric, split or dataset, statistic): metric (label), spec, split
+    (a BAPPS split, a MOS dataset's name, or ``name/type`` for one distortion type of it), kind
+    (``2afc``, ``jnd_map``, or one of :data:`percepmetric.correlation.KINDS`), n, score, ci_low,
+    ci_high, status ("complete" or "not computed").
     ``ceilings``: one dict per 2AFC split: split, n, score, ci_low, ci_high (the human ceiling).
-    ``comparisons``: paired tests between metrics, per split (see :class:`stats.PairedTest`).
+    ``comparisons``: paired tests between metrics, per split or dataset (see :class:`stats.PairedTest`).
     ``curves``: ``(label, split) -> (precision, recall)`` of each JND split, for plots.
+    ``datasets``: one dict per MOS dataset: name, kind, root, description, synthetic, n.
+    ``scatter``: ``(label, dataset) -> (quality, mos, fit)``, for plots.
+    ``triplets``: ``split -> (TwoAFCSplit, {label: (d0, d1)})`` of each 2AFC split, for the
+    contact sheet of the triplets where metrics disagree most with people.
     """
 
-    root: Path
+    root: Path | None
     splits: list[str]
     metrics: list[str]
     synthetic: bool
@@ -429,12 +454,17 @@ class BenchResult:
     ceilings: list[dict] = field(default_factory=list)
     comparisons: list[dict] = field(default_factory=list)
     curves: dict = field(default_factory=dict)
+    datasets: list[dict] = field(default_factory=list)
+    scatter: dict = field(default_factory=dict)
+    triplets: dict = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
-        return (all(r["status"] == "complete" for r in self.rows)
-                and len(self.rows) == len(self.splits) * len(self.metrics))
+        """Every metric scored on every split and dataset."""
+        wanted = {(m, s) for m in self.metrics for s in self.splits + [d["name"] for d in self.datasets]}
+        scored = {(r["metric"], r["split"]) for r in self.rows if r["status"] == "complete"}
+        return all(r["status"] == "complete" for r in self.rows) and wanted <= scored
 
     def table(self):
         """The summary table (rows: metrics and the human ceiling; columns: splits and means)."""
@@ -452,15 +482,19 @@ def _unique_labels(metrics) -> list[str]:
 
 
 def run_benchmark(metrics: Sequence, splits: Sequence[str], root: str | os.PathLike | None = None,
-                  out_dir: str | os.PathLike | None = None, *, batch_size: int | None = None,
+                  out_dir: str | os.PathLike | None = None, *, datasets: Sequence[MOSDataset] = (),
+                  fit: str = "logistic5", batch_size: int | None = None,
                   device: torch.device | str | None = None, progress: bool = False, n_boot: int = 1000,
                   level: float = 0.95, seed: int = 0, plot: bool = False,
                   cache_dir: str | os.PathLike | None = None) -> BenchResult:
-    """Score every metric on every split; return a :class:`BenchResult`.
+    """Score every metric on every BAPPS split and MOS dataset; return a :class:`BenchResult`.
 
-    ``metrics``: registry :class:`Metric` objects. ``splits``: names or groups (``"val"``,
-    ``"jnd"``, ``"val/cnn"``, ...). ``root``: the dataset (see ``resolve_root``). All splits
-    are validated and decoded (or read from the uint8 cache) before any distance is computed.
+    ``metrics``: registry :class:`Metric` objects. ``splits``: BAPPS names or groups (``"val"``,
+    ``"jnd"``, ``"val/cnn"``, ...; may be empty when ``datasets`` are given). ``root``: the
+    BAPPS folder (see ``resolve_root``). All splits are validated and decoded (or read from
+    the uint8 cache) before any distance is computed. ``datasets``: loaded MOS datasets
+    (:func:`percepmetric.data.mos.load_mos_dataset`), scored by :mod:`percepmetric.bench.mos`
+    with the logistic ``fit`` ("logistic5" or "logistic4").
     ``out_dir``: if given, per-item distances go to ``out_dir/distances`` and the tables
     (CSV, JSON) and, with ``plot``, PNG figures next to them; otherwise distances are cached
     under ``cache_dir`` (default: the user cache folder; if it cannot be written, one line on
@@ -470,28 +504,35 @@ def run_benchmark(metrics: Sequence, splits: Sequence[str], root: str | os.PathL
 
     Under torchrun (``torchrun --nproc-per-node N -m percepmetric bench ...``, or any caller
     that every rank runs) each (metric, split) is split by item index into N contiguous
-    blocks; rank ``r`` computes block ``r`` (:func:`_distances_over_ranks`), the blocks are
-    gathered on every rank, and every rank scores the same numbers; rank 0 alone writes the
-    outputs, the same files one process writes.
+    blocks; rank ``r`` computes block ``r`` (:func:`shared_over_ranks`; a MOS dataset likewise,
+    all metrics at once), the blocks are gathered on every rank, and every rank scores the
+    same numbers; rank 0 alone writes the outputs, the same files one process writes.
 
     Interrupted (KeyboardInterrupt), it still writes the tables: every (metric, split) whose
     complete distances are on disk is scored, the others are marked ``not computed``.
     """
     from ..data.fixtures import is_synthetic
+    from .mos import mos_values, scatter_points, score_dataset
 
     if not metrics:
         raise InputError("no metric to benchmark")
+    names = expand_splits(list(splits)) if splits else []
+    if not names and not datasets:
+        raise InputError("nothing to benchmark: give BAPPS splits or MOS datasets")
     if device is not None:
         device = distributed.rank_device(resolve_device(device, option="device"))
     keep_freed_memory()  # every batch allocates the same temporaries: reuse, do not page-fault them
-    names = expand_splits(list(splits))
-    root = resolve_root(root)
+    bapps_root = resolve_root(root) if names else None
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     out_path = Path(out_dir) if out_dir is not None else None
     store = _distance_store(out_path, cache_root)
-    loaded = {name: load_split(root, name, cache_dir=cache_root) for name in names}  # validate all first
+    loaded = {name: load_split(bapps_root, name, cache_dir=cache_root) for name in names}  # validate all first
     labels = _unique_labels(metrics)
-    result = BenchResult(root=root, splits=names, metrics=labels, synthetic=is_synthetic(root))
+    result = BenchResult(root=bapps_root, splits=names, metrics=labels,
+                         synthetic=bapps_root is not None and is_synthetic(bapps_root),
+                         datasets=[{"name": d.name, "kind": d.kind, "root": str(d.root), "description": d.describe(),
+                                    "synthetic": d.synthetic, "n": len(d), "higher_is_better": d.higher_is_better}
+                                   for d in datasets])
     scoring = _Scoring(result, metrics, labels, n_boot, level, seed)
     with distributed.process_group(device if device is not None else metric_device(metrics[0])) as group:
         try:
@@ -503,6 +544,15 @@ def run_benchmark(metrics: Sequence, splits: Sequence[str], root: str | os.PathL
                         metric, split, store, group, batch_size=batch_size, device=device,
                         progress=progress and group.is_main))
                 scoring.compare(split)
+            for dataset in datasets:
+                values = mos_values(metrics, dataset, store, group, batch_size=batch_size, device=device,
+                                    progress=progress and group.is_main)
+                rows, comparisons = score_dataset(labels, metrics, dataset, values, fit=fit, n_boot=n_boot,
+                                                  level=level, seed=seed)
+                result.rows += rows
+                result.comparisons += comparisons
+                for label, points in zip(labels, scatter_points(metrics, values, dataset, fit)):
+                    result.scatter[(label, dataset.name)] = points
         except KeyboardInterrupt:
             with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C skips this, not the tables
                 scoring.add_stored(store, [loaded[name] for name in names])
@@ -512,6 +562,7 @@ def run_benchmark(metrics: Sequence, splits: Sequence[str], root: str | os.PathL
 
                 result.files = write_outputs(result, out_path, plot=False)
             raise
+        scoring.keep_triplets(loaded)
         if out_path is not None:
             from .report import write_outputs
 
@@ -523,35 +574,65 @@ def run_benchmark(metrics: Sequence, splits: Sequence[str], root: str | os.PathL
 
 def _distances_over_ranks(metric: Metric, split: Split, store: DistanceStore | None, group: distributed.Group,
                           **job: Any) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """:func:`compute_distances` of ``metric`` on ``split``, shared by the ranks of ``group``.
-
-    One process: just that. Under torchrun each rank computes its contiguous block of items
-    (:func:`~percepmetric.distributed.block`, by item index, so a rerun with as many ranks
-    gives each rank the same block), stored and resumed as an entry of its own. A failing
-    rank stops every rank (:func:`~percepmetric.distributed.run_part`); what the others
-    finished is kept, so the rerun computes only the rest. The blocks are gathered on every
-    rank; rank 0 stores the whole split's distances, the file one process writes, and each
-    rank then removes its block's file if it sees that whole file (on a disk of its own, e.g.
-    another machine, it keeps the block, to resume from).
-    """
+    """:func:`compute_distances` of ``metric`` on ``split``, shared by the ranks of ``group``
+    (:func:`shared_over_ranks`; one process: just :func:`compute_distances`)."""
     if not group.active:
         return compute_distances(metric, split, cache=store, **job)
-    entry = store.entry(metric, split) if store is not None else None
-    finished = entry.finished() if entry is not None else None
-    items = distributed.block(len(split), group)
 
-    def my_block() -> dict[str, np.ndarray]:
-        if finished is not None:
-            return {k: v[items[0]:items[1]] for k, v in _as_arrays(finished).items()}
-        return _as_arrays(compute_distances(metric, split, cache=store, items=items, **job))
+    def entries(items: tuple[int, int] | None) -> list[DistanceEntry | None]:
+        return [store.entry(metric, split, items) if store is not None else None]
+
+    def compute(items: tuple[int, int] | None) -> list[dict[str, np.ndarray]]:
+        return [_as_arrays(compute_distances(metric, split, cache=store, items=items, **job))]
+
+    return _as_result(shared_over_ranks(group, len(split), entries, compute)[0])
+
+
+def shared_over_ranks(group: distributed.Group, n: int,
+                      entries: Callable[[tuple[int, int] | None], Sequence[DistanceEntry | None]],
+                      compute: Callable[[tuple[int, int] | None], list[dict[str, np.ndarray]]],
+                      ) -> list[dict[str, np.ndarray]]:
+    """Arrays of ``n`` items, one dict per output (e.g. per metric), computed by the ranks of
+    ``group`` together.
+
+    ``entries(items)``: where each output of the items ``(first, stop)`` is stored (``None``:
+    all items; an entry may be None: not stored). ``compute(items)``: each output's arrays on
+    those items (reading what is stored, resuming what was interrupted).
+
+    One process: ``compute(None)``. Under torchrun each rank computes its contiguous block of
+    items (:func:`~percepmetric.distributed.block`, by item index, so a rerun with as many ranks
+    gives each rank the same block), stored and resumed as an entry of its own. A failing rank
+    stops every rank (:func:`~percepmetric.distributed.run_part`); what the others finished is
+    kept, so the rerun computes only the rest. The blocks are gathered on every rank; rank 0
+    stores the whole arrays, the files one process writes, and each rank then removes its
+    block's files if it sees the whole ones (on a disk of its own, e.g. another machine, it
+    keeps them, to resume from).
+    """
+    if not group.active:
+        return compute(None)
+    whole = list(entries(None))
+    finished = [e.finished_arrays() if e is not None else None for e in whole]
+    items = distributed.block(n, group)
+
+    def my_block() -> list[dict[str, np.ndarray]]:
+        if all(f is not None for f in finished):
+            return [{k: v[items[0]:items[1]] for k, v in f.items()} for f in finished if f is not None]
+        return compute(items)
 
     blocks = distributed.all_gather(group, distributed.run_part(group, my_block))
-    whole = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
-    if entry is not None and finished is None:
-        distributed.run_part(group, lambda: entry.write_complete(whole) if group.is_main else None)
-        if entry.finished() is not None:
-            entry.store.entry(metric, split, items).discard()
-    return _as_result(whole)
+    merged = [{k: np.concatenate([b[j][k] for b in blocks]) for k in blocks[0][j]} for j in range(len(whole))]
+    if any(e is not None for e in whole) and not all(f is not None for f in finished):
+        def store_whole() -> None:
+            if group.is_main:
+                for entry, arrays in zip(whole, merged):
+                    if entry is not None:
+                        entry.write_complete(arrays)
+
+        distributed.run_part(group, store_whole)
+        for entry, block_entry in zip(whole, entries(items)):
+            if entry is not None and block_entry is not None and entry.finished() is not None:
+                block_entry.discard()
+    return merged
 
 
 def _distance_store(out_path: Path | None, cache_root: Path) -> DistanceStore | None:
@@ -610,6 +691,14 @@ class _Scoring:
                                                         self.level, self.seed))
             self.compared.add(split.name)
 
+    def keep_triplets(self, loaded: dict) -> None:
+        """Each 2AFC split with every metric's distances, for the contact sheet of disagreements."""
+        for name, split in loaded.items():
+            if isinstance(split, TwoAFCSplit):
+                self.result.triplets[name] = (split, {self.labels[i]: self.distances[(i, name)]
+                                                      for i in range(len(self.metrics))
+                                                      if (i, name) in self.distances})
+
     def add_stored(self, store: DistanceStore | None, splits) -> None:
         """After an interrupt: score every (metric, split) whose complete distances are in
         ``store`` (computed before the interrupt, in this run or an earlier one), without
@@ -638,7 +727,7 @@ def _score_row(label, metric, split, d, n_boot, level, seed) -> dict:
         args = (d[0], d[1], split.judge)
         statistic = stats.two_afc_score
     lo, hi = stats.bootstrap_ci(statistic, *args, n_boot=n_boot, level=level, seed=seed)
-    return {"metric": label, "spec": metric.spec, "split": split.name, "kind": "jnd" if jnd else "2afc",
+    return {"metric": label, "spec": metric.spec, "split": split.name, "kind": "jnd_map" if jnd else "2afc",
             "n": len(split), "score": statistic(*args), "ci_low": lo, "ci_high": hi, "status": "complete"}
 
 
@@ -666,11 +755,19 @@ def _comparisons(labels, split, distances, n_boot, level, seed) -> list[dict]:
 
 
 def _mark_missing(result: BenchResult, labels, metrics, loaded: dict) -> None:
-    """A ``not computed`` row for each (metric, split) without a score; ``n`` is the split's size."""
+    """A ``not computed`` row for each (metric, split) without a score, and for each statistic
+    of each (metric, MOS dataset) without one; ``n`` is the split's or dataset's size."""
+    from ..correlation import KINDS
+
     done = {(r["metric"], r["split"]) for r in result.rows}
+    missing = {"score": None, "ci_low": None, "ci_high": None, "status": "not computed"}
     for name, split in loaded.items():
         for label, metric in zip(labels, metrics):
             if (label, name) not in done:
                 result.rows.append({"metric": label, "spec": metric.spec, "split": name,
-                                    "kind": "jnd" if is_jnd(name) else "2afc", "n": len(split), "score": None,
-                                    "ci_low": None, "ci_high": None, "status": "not computed"})
+                                    "kind": "jnd_map" if is_jnd(name) else "2afc", "n": len(split), **missing})
+    for dataset in result.datasets:
+        for label, metric in zip(labels, metrics):
+            if (label, dataset["name"]) not in done:
+                result.rows += [{"metric": label, "spec": metric.spec, "split": dataset["name"], "kind": kind,
+                                 "n": dataset["n"], **missing} for kind in KINDS]

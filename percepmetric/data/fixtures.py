@@ -86,14 +86,18 @@ def photo_patches(n: int, size: int = PATCH, seed: int = 0) -> np.ndarray:
     """
     rng = np.random.default_rng(seed)
     out = np.empty((n, size, size, 3), dtype=np.uint8)
-    which = rng.integers(0, len(PHOTOS), n)
+    # Photos smaller than the patch cannot give one (the MOS fixtures ask for 512x512).
+    photos = [name for name in PHOTOS if min(_photo(name).shape[:2]) >= size]
+    if not photos:
+        raise ValueError(f"no bundled photo is {size} pixels on each side")
+    which = rng.integers(0, len(photos), n)
     halve = rng.random(n) < 0.5
     flip = rng.random(n) < 0.5
     corner = rng.random((n, 2))
     for i in range(n):  # n crops: slicing, no per-pixel work
-        photo = _photo(PHOTOS[which[i]])
+        photo = _photo(photos[which[i]])
         if halve[i] and min(photo.shape[:2]) >= 6 * size:
-            photo = _halved(PHOTOS[which[i]])
+            photo = _halved(photos[which[i]])
         h, w = photo.shape[:2]
         top, left = int(corner[i, 0] * (h - size + 1)), int(corner[i, 1] * (w - size + 1))
         crop = photo[top : top + size, left : left + size]

@@ -226,6 +226,28 @@ class Metric(nn.Module):
         values = self.formula(torch.cat((ref, ref)), torch.cat((p0, p1)))
         return values[:n], values[n:]
 
+    def values_to_reference(self, ref: Any, others: Any) -> torch.Tensor:
+        """``value(ref, o)`` for each image ``o`` of ``others`` ``(K,C,H,W)``, ``ref`` one image
+        ``(1,C,H,W)``: ``(K,)``, what a mean-opinion-score benchmark asks of a reference and its
+        distortions. Validated like :meth:`forward`. Metrics that can reuse work on ``ref`` (its
+        network features) override :meth:`compute_to_reference`.
+        """
+        ref, others = _as_tensors(("ref", ref), ("others", others))
+        if ref.shape[0] != 1:
+            raise InputError(f"{self.name}: ref must be one image (1,C,H,W), got shape {tuple(ref.shape)}")
+        expanded = ref.expand(others.shape[0], *ref.shape[1:])
+        self.check(expanded, others)
+        expanded, others = promote_to_common_dtype(expanded, others)
+        if self._wants_grad(expanded, others):
+            return self.compute_to_reference(expanded, others)
+        with torch.no_grad():
+            return self.compute_to_reference(expanded, others)
+
+    def compute_to_reference(self, ref: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+        """:meth:`values_to_reference` on validated inputs; ``ref`` is the one reference expanded
+        (a view, no copy) to ``others``'s batch size."""
+        return self.formula(ref, others)
+
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The metric's formula on validated inputs, ``(N,)``: what each subclass defines."""
         raise NotImplementedError

@@ -680,6 +680,18 @@ class LPIPS(Metric):
                 totals[i] = term if total is None else total + term
         return totals[0], totals[1]
 
+    def compute_to_reference(self, ref: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+        # The one reference goes through the trunk once, not once per distorted image.
+        k, size = others.shape[0], tuple(others.shape[-2:])
+        same = (ref == others).flatten(1).all(dim=1)
+        total: torch.Tensor | None = None
+        taps = zip(self.trunk.taps(self._stacked_input([ref[:1]])), self.trunk.taps(self._stacked_input([others])))
+        for (f_ref, f_others), w in zip(taps, self.calibration):
+            term = self._pair_term(f_ref.expand(k, *f_ref.shape[1:]), f_others, w, same, self.spatial, size, ref.dtype)
+            total = term if total is None else total + term
+        assert total is not None
+        return total
+
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return combine_layers(list(self.layer_terms(x, y)), per_layer=False)
 

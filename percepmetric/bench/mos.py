@@ -1,0 +1,272 @@
+"""Metric x MOS dataset -> per-pair values (each image decoded once, cached, resumable) -> correlations.
+
+A mean-opinion-score dataset (:class:`~percepmetric.data.mos.MOSDataset`: TID2013, KADID-10k,
+LIVE, CSIQ, PIPAL, a CSV) is a list of (reference, distorted image, score) pairs. Its benchmark
+asks how well each metric's own value on the pairs (PSNR in dB, SSIM, LPIPS's distance) follows
+the people's scores: SRCC, KRCC, PLCC and RMSE, raw and after the logistic fit, with intervals
+that resample reference images (:mod:`percepmetric.correlation`).
+
+**Computing the values** (:func:`compute_mos_values`): the pairs are taken reference by
+reference (the *processing order*: pairs sorted by reference, stably), so each reference is
+decoded once and, for deep metrics, goes through the network once
+(:meth:`~percepmetric.metrics.base.Metric.values_to_reference`) for all its distortions; every
+metric of the run is computed on one decoded group before the next, so each image file is
+decoded once per run. Decoding runs ahead in threads. Values are kept per (metric, dataset) in
+the benchmark's :class:`~percepmetric.bench.runner.DistanceStore` (key ``value``, in processing
+order), checkpointed and resumed exactly like BAPPS distances; under torchrun each rank takes a
+contiguous block of the processing order (:func:`percepmetric.bench.runner.shared_over_ranks`).
+
+**Scoring** (:func:`score_dataset`): a metric's values are oriented so that higher means better
+quality (negated for lower-is-better metrics), the scores likewise (a DMOS is negated), so a
+good metric always shows positive correlations. A PSNR of identical images (+inf) is replaced
+by the largest finite PSNR of the dataset, which keeps its rank and keeps the fit finite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import correlation, distributed
+from ..data.mos import MOSDataset
+from ..devices import resolve_device
+from ..evaluation import Batch, metric_device
+from ..io import as_batch, read_image_array
+from ..metrics.base import Metric
+from .runner import (
+    CHECKPOINT_SECONDS,
+    DistanceStore,
+    ResumableDistances,
+    _progress,
+    shared_over_ranks,
+)
+
+VALUE_KEY = "value"
+#: Distorted images per forward pass (one reference's distortions are cut into batches of this
+#: many); 512x384 images: ~2.4 MB each as float32, ~0.3 GB of AlexNet activations per batch.
+DEFAULT_MOS_BATCH_SIZE = 16
+#: Reference groups decoded ahead of the one being computed.
+DECODE_AHEAD = 2
+#: Paired comparisons between metrics are made on this statistic (rank-based: needs no fit).
+COMPARED_KIND = "srcc"
+
+
+def processing_order(dataset: MOSDataset) -> np.ndarray:
+    """Pair indices sorted by reference (stable): the order values are computed and stored in."""
+    return np.argsort(dataset.reference_index, kind="stable")
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Pairs ``first..stop`` of the processing order: one reference and (some of) its distortions."""
+
+    first: int
+    stop: int
+    reference: Path
+    distorted: tuple[Path, ...]
+
+
+def _groups(dataset: MOSDataset, order: np.ndarray, first: int, stop: int) -> list[_Group]:
+    """The reference groups covering positions ``first..stop`` of ``order`` (the first and last
+    may be parts of a group)."""
+    refs = dataset.reference_index[order]
+    groups = []
+    position = first
+    while position < stop:
+        end = position
+        while end < stop and refs[end] == refs[position]:
+            end += 1
+        groups.append(_Group(position, end, dataset.references[int(refs[position])],
+                             tuple(dataset.distorted[int(i)] for i in order[position:end])))
+        position = end
+    return groups
+
+
+def _decoded(groups: Sequence[_Group], workers: int) -> Iterator[tuple[_Group, np.ndarray, list[np.ndarray]]]:
+    """Each group with its decoded reference and distorted images, in order; files are decoded
+    in ``workers`` threads, up to :data:`DECODE_AHEAD` groups ahead of the consumer."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[tuple[_Group, Future, list[Future]]] = deque()
+        upcoming = iter(groups)
+        try:
+            while True:
+                while len(pending) <= DECODE_AHEAD:
+                    group = next(upcoming, None)
+                    if group is None:
+                        break
+                    pending.append((group, pool.submit(read_image_array, group.reference),
+                                    [pool.submit(read_image_array, p) for p in group.distorted]))
+                if not pending:
+                    return
+                group, ref, distorted = pending.popleft()
+                yield group, ref.result(), [f.result() for f in distorted]
+        finally:
+            for _, ref, distorted in pending:
+                for future in [ref, *distorted]:
+                    future.cancel()
+
+
+def _batch_tensor(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """Decoded images of one size -> ``(B,C,H,W)`` float32 in [0, 1] on ``device`` (as
+    :func:`percepmetric.io.load_image` converts one file)."""
+    return torch.cat([as_batch(a) for a in arrays]).to(device)
+
+
+def compute_mos_values(metrics: Sequence[Metric], dataset: MOSDataset, store: DistanceStore | None = None, *,
+                       items: tuple[int, int] | None = None, batch_size: int | None = None,
+                       device: torch.device | str | None = None, progress: bool = False,
+                       checkpoint_seconds: float = CHECKPOINT_SECONDS,
+                       workers: int | None = None) -> list[np.ndarray]:
+    """Each metric's own value on the pairs ``items`` (default: all) of the processing order
+    (:func:`processing_order`): one float64 array per metric.
+
+    ``store``: finished values are read back, unfinished ones resumed (as
+    :func:`~percepmetric.bench.runner.compute_distances`). ``batch_size``: distorted images per
+    forward (default :data:`DEFAULT_MOS_BATCH_SIZE`). ``workers``: decoding threads (default:
+    the CPU count, at most 8). ``device``: default where the first metric's parameters are.
+    """
+    n = len(dataset)
+    first, stop = items if items is not None else (0, n)
+    dev = resolve_device(device, option="device") if device is not None else metric_device(metrics[0])
+    batch_size = int(batch_size) if batch_size is not None else DEFAULT_MOS_BATCH_SIZE
+    workers = workers if workers is not None else min(8, os.cpu_count() or 1)
+    entries = [store.entry(m, dataset, items) if store is not None else None for m in metrics]
+    done: list[Any] = [e.finished() if e is not None else None for e in entries]
+    runs = {i: ResumableDistances((VALUE_KEY,), stop - first, entries[i], checkpoint_seconds)
+            for i, d in enumerate(done) if d is None}
+    if runs:
+        start = first + min(run.done for run in runs.values())
+        bar = _progress(stop - first, start - first, dataset.name, progress)
+        try:
+            with contextlib.ExitStack() as stack:
+                for run in runs.values():
+                    stack.enter_context(run.saved_if_interrupted())
+                groups = _groups(dataset, processing_order(dataset), start, stop)
+                for group, ref, distorted in _decoded(groups, workers):
+                    _compute_group(metrics, runs, group, ref, distorted, first, batch_size, dev)
+                    bar.update(group.stop - group.first)
+        finally:
+            bar.close()
+        for i, run in runs.items():
+            done[i] = run.finish()
+    return [np.asarray(d, dtype=np.float64) for d in done]
+
+
+def _compute_group(metrics: Sequence[Metric], runs: dict[int, ResumableDistances], group: _Group, ref: np.ndarray,
+                   distorted: list[np.ndarray], offset: int, batch_size: int, device: torch.device) -> None:
+    """Every unfinished metric on one reference group, ``batch_size`` distorted images at a time."""
+    reference = _batch_tensor([ref], device)
+    for k in range(0, len(distorted), batch_size):
+        lo, hi = group.first + k - offset, min(group.first + k + batch_size, group.stop) - offset
+        others = _batch_tensor(distorted[k:k + batch_size], device)
+        for i, run in runs.items():
+            if run.done >= hi:
+                continue  # resumed past this batch
+            with torch.inference_mode():
+                values = metrics[i].values_to_reference(reference, others)
+            run.add(Batch(lo, hi, (values.detach().to(torch.float64).cpu().numpy().reshape(-1),)))
+
+
+def mos_values(metrics: Sequence[Metric], dataset: MOSDataset, store: DistanceStore | None,
+               group: distributed.Group, **job: Any) -> list[np.ndarray]:
+    """:func:`compute_mos_values` of all pairs, shared by the ranks of ``group``, returned in the
+    dataset's own order (pair ``i`` of the score file at position ``i``)."""
+    order = processing_order(dataset)
+    n = len(dataset)
+
+    def entries(items: tuple[int, int] | None) -> list:
+        return [store.entry(m, dataset, items) if store is not None else None for m in metrics]
+
+    def compute(items: tuple[int, int] | None) -> list[dict[str, np.ndarray]]:
+        return [{VALUE_KEY: v} for v in compute_mos_values(metrics, dataset, store, items=items, **job)]
+
+    in_order = shared_over_ranks(group, n, entries, compute)
+    values = []
+    for arrays in in_order:
+        back = np.empty(n, dtype=np.float64)
+        back[order] = arrays[VALUE_KEY]
+        values.append(back)
+    return values
+
+
+# ---------------------------------------------------------------- scores
+
+def oriented_quality(metric: Metric, values: np.ndarray) -> np.ndarray:
+    """The metric's values as a quality, higher = better: negated for lower-is-better metrics;
+    +inf (PSNR of identical images) replaced by the largest finite value (see the module docstring)."""
+    quality = -values if metric.lower_is_better else values.astype(np.float64, copy=True)
+    infinite = np.isposinf(quality)
+    if infinite.any() and (~infinite).any():
+        quality[infinite] = quality[~infinite].max()
+    return quality
+
+
+def score_dataset(labels: Sequence[str], metrics: Sequence[Metric], dataset: MOSDataset, values: Sequence[np.ndarray],
+                  *, fit: str = "logistic5", n_boot: int = 1000, level: float = 0.95,
+                  seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """``(rows, comparisons)`` of one dataset.
+
+    ``rows``: per metric one row per statistic of :data:`percepmetric.correlation.KINDS` on
+    the whole dataset (``split`` = the dataset's name), then the SRCC of each distortion type
+    (``split`` = ``name/type``), each with its interval by resampling references (or the
+    groups a CSV's ``group`` column names).
+    ``comparisons``: the best metric by SRCC against each other one, paired over the same
+    reference resamples.
+    """
+    mos, references = dataset.mos, dataset.groups  # the resampled units: references, or a CSV's groups
+    qualities = [oriented_quality(m, v) for m, v in zip(metrics, values)]
+    rows: list[dict] = []
+    for label, metric, quality in zip(labels, metrics, qualities):
+        base = {"metric": label, "spec": metric.spec, "status": "complete"}
+        for stat in correlation.correlation_table(quality, mos, references, fit=fit, n_boot=n_boot, level=level,
+                                                  seed=seed):
+            rows.append({**base, "split": dataset.name, "n": len(dataset), **stat})
+        for kind in sorted(set(dataset.distortion) - {""}):
+            mask = np.asarray(dataset.distortion) == kind
+            statistic = correlation.srcc
+            lo, hi = correlation.bootstrap_by_group(statistic, quality[mask], mos[mask], references[mask],
+                                                    n_boot=n_boot, level=level, seed=seed)
+            rows.append({**base, "split": f"{dataset.name}/{kind}", "n": int(mask.sum()), "kind": COMPARED_KIND,
+                         "score": statistic(quality[mask], mos[mask]), "ci_low": lo, "ci_high": hi})
+    comparisons = []
+    if len(metrics) > 1:
+        scores = [correlation.srcc(q, mos) for q in qualities]
+        best = int(np.nanargmax(scores))
+        for j in range(len(metrics)):
+            if j == best:
+                continue
+            test = correlation.paired_correlation_test(COMPARED_KIND, qualities[best], qualities[j], mos, references,
+                                                       fit=fit, n_boot=n_boot, level=level, seed=seed)
+            better = "neither" if test["ci_low"] <= 0 <= test["ci_high"] else ("a" if test["difference"] > 0 else "b")
+            comparisons.append({"split": dataset.name, "metric_a": labels[best], "metric_b": labels[j],
+                                "score_a": test["score_a"], "score_b": test["score_b"],
+                                "difference": test["difference"], "ci_low": test["ci_low"],
+                                "ci_high": test["ci_high"], "p_value": test["p_value"], "better": better})
+    return rows, comparisons
+
+
+def scatter_points(metrics: Sequence[Metric], values: Sequence[np.ndarray], dataset: MOSDataset,
+                   fit: str = "logistic5") -> list[dict[str, Any]]:
+    """Per metric, what its scatter plot shows, in the metric's and the score file's own units:
+    ``value`` and ``score`` (one point per pair), and the fitted logistic as ``curve_value``,
+    ``curve_score`` (200 points over the values' range), with ``form`` and ``converged``."""
+    mos = dataset.mos
+    score_sign = 1.0 if dataset.higher_is_better else -1.0
+    points = []
+    for metric, v in zip(metrics, values):
+        quality = oriented_quality(metric, v)
+        curve = correlation.fit_logistic(quality, mos, form=fit)
+        grid = np.linspace(quality.min(), quality.max(), 200)
+        value_sign = -1.0 if metric.lower_is_better else 1.0
+        points.append({"value": value_sign * quality, "score": score_sign * mos, "curve_value": value_sign * grid,
+                       "curve_score": score_sign * curve(grid), "form": curve.form, "converged": curve.converged})
+    return points

@@ -1,0 +1,640 @@
+"""How well a metric's values agree with mean opinion scores (MOS): SRCC, KRCC, PLCC, RMSE, the
+VQEG logistic fit, group-bootstrap intervals and paired tests.
+
+The statistics of the MOS benchmark (TID2013, KADID-10k, LIVE, CSIQ, PIPAL, any CSV of
+(reference, distorted, score)), computed one documented way so that a number reproduces. Pure
+NumPy/SciPy, no I/O; of percepmetric it imports only :mod:`percepmetric.errors` and
+:mod:`percepmetric.stats`. The BAPPS statistics (2AFC, JND) live in :mod:`percepmetric.stats`.
+
+Conventions
+-----------
+* ``quality`` is oriented so that HIGHER means BETTER quality: the caller passes ``-distance``
+  for a lower-is-better metric. ``mos`` is oriented the same way (a DMOS is negated by the
+  caller) and may be on any real scale. A good metric therefore shows positive SRCC, KRCC and
+  PLCC; a metric passed with the wrong orientation shows negative ones. PLCC_fitted and
+  RMSE_fitted do not show orientation: the fitted logistic may be decreasing, and a
+  least-squares fit that contains a constant and a multiple of its own shape always has
+  ``cov(fitted, mos) = var(fitted) >= 0``.
+* Inputs are 1-D of equal length ``N`` (anything that flattens to it). NaN or inf in any
+  array raises :class:`InputError` naming the array and the count; mismatched lengths and
+  empty arrays raise :class:`InputError` too.
+* Degenerate data give NaN, not exceptions: with fewer than 3 items, or a constant
+  ``quality`` or ``mos``, SRCC, KRCC, PLCC, PLCC_fitted and RMSE_fitted are NaN (nothing can
+  be ranked or fitted). Raw RMSE is always computed.
+
+The statistics (``KINDS``, in the order of reporting)
+------------------------------------------------------
+* ``srcc``: Spearman's rank correlation, the Pearson correlation of the ranks, ties given
+  their average rank (the same number as ``scipy.stats.spearmanr``).
+* ``krcc``: Kendall's tau-b, ``(C - D) / sqrt((n0 - n1)(n0 - n2))`` with ``n0 = N(N-1)/2``
+  and ``n1``, ``n2`` the pairs tied in quality, in MOS (computed by ``scipy.stats.kendalltau``).
+* ``plcc``: Pearson's correlation of the raw values (no fit).
+* ``rmse``: ``sqrt(mean((quality - mos)^2))`` on the raw values. Meaningless unless the metric
+  is already on the MOS's scale; reported because it is asked for.
+* ``plcc_fitted``, ``rmse_fitted``: Pearson correlation and RMS error between ``mos`` and
+  the logistic map of quality fitted to it (:func:`fit_logistic`); RMSE in the MOS's units.
+
+The logistic fit (VQEG practice)
+--------------------------------
+Before PLCC and RMSE, quality is mapped to MOS by a monotonic logistic fitted by least
+squares, as the Video Quality Experts Group prescribes (VQEG, Final report on the
+validation of objective models of video quality assessment, FR-TV Phase I, 2000 and Phase
+II, 2003; Sheikh, Sabir and Bovik, "A statistical evaluation of recent full reference image
+quality assessment algorithms", IEEE TIP 2006):
+
+* ``logistic5(x) = b1 (1/2 - 1 / (1 + exp(b2 (x - b3)))) + b4 x + b5`` (Sheikh et al. 2006,
+  Eq. 1; VQEG Phase II), the default;
+* ``logistic4(x) = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2`` (VQEG Phase I final report,
+  2000, Sec. 5; used by Ding et al., DISTS, TPAMI 2020): from ``b2`` at low to ``b1`` at high
+  quality.
+
+Starting values change the result (an open issue of Python-IW-SSIM, #2), so they are fixed
+here. Quality is first STANDARDISED, ``z = (x - mean(x)) / std(x)`` (population std), so
+that the same starting values work whether quality is ~1e-4 (an LPIPS distance) or ~40 (PSNR
+in dB): the fit, and so PLCC_fitted, do not change when quality is multiplied by a positive
+constant or shifted. With ``s = +1`` if ``pearson(x, mos) >= 0`` else ``-1`` (so that a
+reversed metric is fitted as the mirror image of the right one), the starting values in z
+units are
+
+* logistic5: ``b1 = max(mos) - min(mos)``, ``b2 = s``, ``b3 = 0``, ``b4 = 0``, ``b5 = mean(mos)``
+  (a curve spanning the MOS range, centred on the mean quality, slope ``range / 4`` per std);
+* logistic4: ``b1 = max(mos)``, ``b2 = min(mos)`` (swapped when ``s = -1``), ``b3 = 0``, ``b4 = 1``.
+
+Optimiser: ``scipy.optimize.curve_fit(method="lm")`` (MINPACK's Levenberg-Marquardt,
+``lmder``, with the analytic Jacobian), default tolerances, ``maxfev = 2000``. Deterministic.
+The parameters are then converted back to raw quality units (:class:`LogisticFit`). If the
+optimiser reports no convergence, or returns non-finite values, or there are fewer items
+than parameters, the fit falls back to the least-squares LINEAR map ``mos ~ a x + c`` and is
+marked ``converged=False`` with ``form="linear"``. (When the data show no curvature the
+5-parameter fit creeps along a valley, ``b1 -> inf`` and ``b2 -> 0`` with ``b1 b2`` fixed,
+towards a straight line and hits ``maxfev``: the linear map is that limit. Then
+``plcc_fitted = |plcc|``, which holds for any fit as a lower bound.)
+
+Intervals and tests
+-------------------
+The distortions of one reference image are not independent (they share its content), so
+intervals resample GROUPS (normally: reference images): each bootstrap resample draws the
+``G`` groups with replacement and takes all items of each drawn group (a group drawn twice
+contributes its items twice). The statistic is computed on the resample as on the full data;
+the logistic is refitted on each resample (a weighted least-squares fit, the same objective as
+on the repeated items), starting from the full data's optimum, with at most 200 function
+evaluations (then the linear map, as above): 1,000 resamples of a TID2013-sized set take
+seconds, not minutes. The interval is the
+percentile interval of the ``n_boot`` values; resamples where a statistic is NaN (e.g. a
+constant resample) are left out. :func:`paired_correlation_test` uses the same resamples for
+both metrics; its p-value is the one of :func:`percepmetric.stats.paired_test`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import optimize, special
+from scipy import stats as scipy_stats
+
+from .errors import InputError
+from .stats import _as_1d, _check_same_length
+
+__all__ = [
+    "FORMS",
+    "KINDS",
+    "LogisticFit",
+    "bootstrap_by_group",
+    "correlation_table",
+    "correlations",
+    "fit_logistic",
+    "krcc",
+    "logistic4",
+    "logistic5",
+    "paired_correlation_test",
+    "plcc",
+    "plcc_fitted",
+    "rmse",
+    "rmse_fitted",
+    "srcc",
+]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+Statistic = Callable[[FloatArray, FloatArray], float]
+
+#: The statistics of a correlation table, in the order of reporting.
+KINDS = ("srcc", "krcc", "plcc", "rmse", "plcc_fitted", "rmse_fitted")
+#: The logistic forms :func:`fit_logistic` knows.
+FORMS = ("logistic5", "logistic4")
+
+_MAXFEV = 2000  # function evaluations allowed to MINPACK; a fit from the documented start takes ~10-40
+_CHUNK_ELEMENTS = 4_000_000  # vectorised resamples are processed in chunks of about this many item weights
+_MIN_ITEMS = 3
+
+
+# ---------------------------------------------------------------- input checks
+
+def _checked(quality: npt.ArrayLike, mos: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    q, m = _checked_named(quality=quality, mos=mos)
+    return q, m
+
+
+def _checked_named(**named: npt.ArrayLike) -> list[FloatArray]:
+    """Flatten to float64, check equal non-zero length and finiteness, naming the argument."""
+    arrays = {name: _as_1d(a) for name, a in named.items()}
+    if all(len(a) == 0 for a in arrays.values()):
+        raise InputError("no items to score (empty arrays)")
+    _check_same_length(**arrays)
+    for name, a in arrays.items():
+        bad = int(np.count_nonzero(~np.isfinite(a)))
+        if bad:
+            raise InputError(f"{name} has {bad} non-finite value(s) (NaN or inf) among {len(a)}")
+    return list(arrays.values())
+
+
+def _group_codes(groups: npt.ArrayLike, n: int) -> tuple[IntArray, int]:
+    """Group labels (any hashable values: names, ids) -> codes ``0..G-1`` per item and ``G``."""
+    labels = np.asarray(groups).reshape(-1)
+    if len(labels) != n:
+        raise InputError(f"arrays differ in length: groups={len(labels)}, quality={n}")
+    try:
+        distinct, codes = np.unique(labels, return_inverse=True)
+    except TypeError as exc:  # mixed label types that do not sort
+        raise InputError(f"groups: labels must be mutually comparable (all names or all numbers): {exc}") from None
+    return codes.reshape(-1).astype(np.intp), len(distinct)
+
+
+def _check_level(level: float, n_boot: int) -> None:
+    if not 0 < level < 1:
+        raise InputError(f"level must be in (0, 1), got {level}")
+    if n_boot < 1:
+        raise InputError(f"n_boot must be at least 1, got {n_boot}")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise InputError(f"unknown correlation kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def _check_form(form: str) -> None:
+    if form not in FORMS:
+        raise InputError(f"unknown logistic form {form!r}; expected one of {', '.join(FORMS)}")
+
+
+def _degenerate(q: FloatArray, m: FloatArray) -> bool:
+    """Too few items or nothing varies: no rank, correlation or fit is defined."""
+    return len(q) < _MIN_ITEMS or np.ptp(q) == 0 or np.ptp(m) == 0
+
+
+# ---------------------------------------------------------------- weighted kernels (rows = resamples)
+# A group resample is the full item set with integer weights (how often each item's group was
+# drawn): every statistic below on weights ``w`` equals the statistic on the items repeated
+# ``w`` times, so all resamples of a chunk are one array operation.
+
+def _weighted_pearson(x: FloatArray, y: FloatArray, w: FloatArray) -> FloatArray:
+    """Pearson correlation per row; ``x``, ``y`` ``(N,)`` or ``(B, N)``, ``w`` ``(B, N)`` -> ``(B,)``."""
+    total = w.sum(axis=-1, keepdims=True)
+    dx = x - (w * x).sum(axis=-1, keepdims=True) / total
+    dy = y - (w * y).sum(axis=-1, keepdims=True) / total
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w * dx * dy).sum(axis=-1) / np.sqrt((w * dx * dx).sum(axis=-1) * (w * dy * dy).sum(axis=-1))
+
+
+def _weighted_ranks(codes: IntArray, counts: IntArray, w: FloatArray) -> FloatArray:
+    """Average ranks (1-based, ties averaged) of the items in each weighted resample.
+
+    ``codes``: ``(N,)`` index of each item's distinct value in ascending order; ``counts``:
+    ``(U,)`` items per distinct value. With ``T_k`` the weight of value ``k`` and ``S_k`` the
+    weight of the smaller values, all copies of value ``k`` share rank ``S_k + (T_k + 1) / 2``.
+    """
+    order = np.argsort(codes, kind="stable")
+    cumulative = np.cumsum(w[:, order], axis=1)[:, np.cumsum(counts) - 1]  # (B, U): weight up to value k
+    totals = np.diff(cumulative, axis=1, prepend=0.0)
+    ranks_of_values = cumulative - totals + (totals + 1.0) / 2.0
+    return ranks_of_values[:, codes]
+
+
+def _varies(x: FloatArray, present: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Per row: does ``x`` take at least two values among the present items?"""
+    return np.where(present, x, np.inf).min(axis=1) < np.where(present, x, -np.inf).max(axis=1)
+
+
+class _Data:
+    """One dataset prepared for resampling: values, distinct-value codes, group codes."""
+
+    def __init__(self, q: FloatArray, m: FloatArray, group_codes: IntArray, n_groups: int) -> None:
+        self.q, self.m = q, m
+        _, self.q_codes, self.q_counts = np.unique(q, return_inverse=True, return_counts=True)
+        _, self.m_codes, self.m_counts = np.unique(m, return_inverse=True, return_counts=True)
+        self.q_codes, self.m_codes = self.q_codes.reshape(-1), self.m_codes.reshape(-1)
+        self.group_codes, self.n_groups = group_codes, n_groups
+
+    def vectorised(self, kind: str, w: FloatArray) -> FloatArray:
+        """``srcc``, ``plcc`` or ``rmse`` on each row of item weights ``w`` ``(B, N)`` -> ``(B,)``."""
+        if kind == "rmse":
+            return np.sqrt((w * (self.q - self.m) ** 2).sum(axis=1) / w.sum(axis=1))
+        if kind == "srcc":
+            value = _weighted_pearson(_weighted_ranks(self.q_codes, self.q_counts, w),
+                                      _weighted_ranks(self.m_codes, self.m_counts, w), w)
+        else:
+            value = _weighted_pearson(self.q, self.m, w)
+        present = w > 0
+        valid = (w.sum(axis=1) >= _MIN_ITEMS) & _varies(self.q, present) & _varies(self.m, present)
+        return np.where(valid, value, np.nan)
+
+
+_VECTORISED = ("srcc", "plcc", "rmse")
+
+
+def _draw_group_counts(n_groups: int, n_boot: int, seed: int) -> IntArray:
+    """``(n_boot, G)``: how often each group is drawn when ``G`` groups are drawn with replacement."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_groups, size=(n_boot, n_groups))
+    rows = np.arange(n_boot)[:, None] * n_groups
+    return np.bincount((draws + rows).reshape(-1), minlength=n_boot * n_groups).reshape(n_boot, n_groups)
+
+
+def _resampled_kinds(data: _Data, kinds: Sequence[str], n_boot: int, seed: int, fit: str,
+                     statistic: Statistic | None = None) -> dict[str, FloatArray]:
+    """Each of ``kinds`` (and ``statistic`` under the key ``""``) on the same ``n_boot`` group resamples."""
+    counts = _draw_group_counts(data.n_groups, n_boot, seed)
+    out = {kind: np.full(n_boot, np.nan) for kind in kinds}
+    vectorised = [k for k in kinds if k in _VECTORISED]
+    chunk = max(1, _CHUNK_ELEMENTS // len(data.q))
+    for start in range(0, n_boot, chunk) if vectorised else ():
+        w = counts[start:start + chunk, data.group_codes].astype(np.float64)
+        for kind in vectorised:
+            out[kind][start:start + chunk] = data.vectorised(kind, w)
+    fitted = [k for k in kinds if k in ("plcc_fitted", "rmse_fitted")]
+    if fitted:
+        out["plcc_fitted"], out["rmse_fitted"] = _resampled_fits(data, counts, fit)
+    looped = [k for k in kinds if k not in _VECTORISED and k not in fitted]
+    if statistic is not None:
+        out[""] = np.full(n_boot, np.nan)
+    if looped or statistic is not None:
+        items = np.arange(len(data.q))
+        for b in range(n_boot):
+            idx = np.repeat(items, counts[b, data.group_codes])  # the items of the drawn groups, with repeats
+            q, m = data.q[idx], data.m[idx]
+            if looped:
+                for kind, value in _kinds_unchecked(q, m, looped, fit).items():
+                    out[kind][b] = value
+            if statistic is not None:
+                out[""][b] = statistic(q, m)
+    return out
+
+
+#: Function evaluations allowed to a resample's fit, which starts from the whole data's optimum.
+_RESAMPLE_MAXFEV = 200
+
+
+def _resampled_fits(data: _Data, counts: IntArray, form: str) -> tuple[FloatArray, FloatArray]:
+    """PLCC and RMSE after the logistic fit on each group resample (rows of ``counts``).
+
+    A resample is the items weighted by how often their group was drawn, so its fit is the
+    weighted least-squares fit (``curve_fit`` with ``sigma = 1 / sqrt(weight)``): the same
+    objective as on the repeated items. It is made in the whole data's standardised units and
+    starts from the whole data's optimum, which a resample's optimum lies near: a few
+    iterations instead of a fit from the documented start (and the 5-parameter fit's slow
+    creep on straight data, see the module docstring); a resample whose fit fails falls back
+    to the weighted linear map, as the whole data's would.
+    """
+    n_boot = len(counts)
+    plcc_values, rmse_values = np.full(n_boot, np.nan), np.full(n_boot, np.nan)
+    q, m = data.q, data.m
+    if _degenerate(q, m):
+        return plcc_values, rmse_values
+    curve, jacobian = _CURVES[form]
+    center, scale = float(q.mean()), float(q.std())
+    z = (q - center) / scale
+    whole, _ = _fit(q, m, form)
+    start = _to_standard_units(whole, center, scale) if whole.converged else None
+    for b in range(n_boot):
+        w = counts[b, data.group_codes].astype(np.float64)
+        present = w > 0
+        zi, mi, wi = z[present], m[present], w[present]
+        if wi.sum() < _MIN_ITEMS or np.ptp(zi) == 0 or np.ptp(mi) == 0:
+            continue
+        values = None
+        if start is not None and len(zi) > len(start):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    params, _ = optimize.curve_fit(curve, zi, mi, p0=start, sigma=1.0 / np.sqrt(wi), jac=jacobian,
+                                                   method="lm", maxfev=_RESAMPLE_MAXFEV)
+                values = curve(zi, *params)
+            except (RuntimeError, ValueError, np.linalg.LinAlgError):
+                values = None
+        if values is None or not np.all(np.isfinite(values)):
+            mean_z, mean_m = np.average(zi, weights=wi), np.average(mi, weights=wi)
+            slope = np.sum(wi * (zi - mean_z) * (mi - mean_m)) / np.sum(wi * (zi - mean_z) ** 2)
+            values = mean_m + slope * (zi - mean_z)
+        if np.ptp(values) > 0:
+            plcc_values[b] = float(_weighted_pearson(values, mi, wi[None])[0])
+        rmse_values[b] = float(np.sqrt(np.sum(wi * (values - mi) ** 2) / wi.sum()))
+    return plcc_values, rmse_values
+
+
+def _to_standard_units(fit: LogisticFit, center: float, scale: float) -> tuple[float, ...]:
+    """The inverse of :func:`_to_raw_units`: a fit's parameters for ``z = (x - center) / scale``."""
+    if fit.form == "logistic5":
+        b1, b2, b3, b4, b5 = fit.params
+        return (b1, b2 * scale, (b3 - center) / scale, b4 * scale, b5 + b4 * center)
+    b1, b2, b3, b4 = fit.params
+    return (b1, b2, (b3 - center) / scale, b4 / scale)
+
+
+def _percentile_interval(values: FloatArray, level: float) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if len(finite) == 0:
+        return float("nan"), float("nan")
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(finite, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+# ---------------------------------------------------------------- the statistics
+
+def _srcc(q: FloatArray, m: FloatArray) -> float:
+    if _degenerate(q, m):
+        return float("nan")
+    data = _Data(q, m, np.zeros(len(q), dtype=np.intp), 1)
+    return float(data.vectorised("srcc", np.ones((1, len(q))))[0])
+
+
+def _krcc(q: FloatArray, m: FloatArray) -> float:
+    if _degenerate(q, m):
+        return float("nan")
+    return float(scipy_stats.kendalltau(q, m, variant="b", method="asymptotic").statistic)
+
+
+def _plcc(q: FloatArray, m: FloatArray) -> float:
+    if _degenerate(q, m):
+        return float("nan")
+    return float(_weighted_pearson(q, m, np.ones((1, len(q))))[0])
+
+
+def _rmse(q: FloatArray, m: FloatArray) -> float:
+    return float(np.sqrt(np.mean((q - m) ** 2)))
+
+
+def srcc(quality: npt.ArrayLike, mos: npt.ArrayLike) -> float:
+    """Spearman rank correlation: Pearson correlation of the average ranks (ties share the mean of
+    their ranks); equals ``scipy.stats.spearmanr``. NaN for fewer than 3 items or constant input."""
+    return _srcc(*_checked(quality, mos))
+
+
+def krcc(quality: npt.ArrayLike, mos: npt.ArrayLike) -> float:
+    """Kendall's tau-b, ``(C - D) / sqrt((n0 - n1)(n0 - n2))`` (ties in either array counted as
+    in ``scipy.stats.kendalltau(variant="b")``, which computes it). NaN for fewer than 3 items or constant input."""
+    return _krcc(*_checked(quality, mos))
+
+
+def plcc(quality: npt.ArrayLike, mos: npt.ArrayLike) -> float:
+    """Pearson linear correlation of the raw values (no fit). NaN for fewer than 3 items or constant input."""
+    return _plcc(*_checked(quality, mos))
+
+
+def rmse(quality: npt.ArrayLike, mos: npt.ArrayLike) -> float:
+    """``sqrt(mean((quality - mos)^2))`` on the raw values: only meaningful when quality is on the MOS's scale."""
+    return _rmse(*_checked(quality, mos))
+
+
+# ---------------------------------------------------------------- the logistic fit
+
+def logistic5(x: npt.ArrayLike, b1: float, b2: float, b3: float, b4: float, b5: float) -> FloatArray:
+    """VQEG Phase II / Sheikh et al. (IEEE TIP 2006) 5-parameter logistic:
+    ``b1 (1/2 - 1 / (1 + exp(b2 (x - b3)))) + b4 x + b5`` (evaluated with ``expit``: no overflow)."""
+    x = np.asarray(x, dtype=np.float64)
+    return b1 * (0.5 - special.expit(-b2 * (x - b3))) + b4 * x + b5
+
+
+def logistic4(x: npt.ArrayLike, b1: float, b2: float, b3: float, b4: float) -> FloatArray:
+    """VQEG Phase I (2000) 4-parameter logistic: ``(b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2``,
+    rising from ``b2`` (low quality) to ``b1`` (high quality) around ``x = b3`` with width ``|b4|``."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (b1 - b2) * special.expit((x - b3) / abs(b4)) + b2
+
+
+def _jacobian5(x: FloatArray, b1: float, b2: float, b3: float, b4: float, b5: float) -> FloatArray:
+    s = special.expit(-b2 * (x - b3))
+    slope = s * (1.0 - s)
+    return np.stack([0.5 - s, b1 * slope * (x - b3), -b1 * b2 * slope, x, np.ones_like(x)], axis=1)
+
+
+def _jacobian4(x: FloatArray, b1: float, b2: float, b3: float, b4: float) -> FloatArray:
+    width = abs(b4)
+    h = special.expit((x - b3) / width)
+    slope = (b1 - b2) * h * (1.0 - h)
+    return np.stack([h, 1.0 - h, -slope / width, -slope * (x - b3) * np.sign(b4) / width**2], axis=1)
+
+
+_CURVES: dict[str, tuple[Callable[..., FloatArray], Callable[..., FloatArray]]] = {
+    "logistic5": (logistic5, _jacobian5),
+    "logistic4": (logistic4, _jacobian4),
+}
+
+
+@dataclass(frozen=True)
+class LogisticFit:
+    """A fitted map from quality to MOS: ``form`` with ``params`` in raw quality units.
+
+    ``form`` is ``"logistic5"`` (``params = (b1..b5)`` of :func:`logistic5`), ``"logistic4"``
+    (``(b1..b4)`` of :func:`logistic4`), or ``"linear"`` (``(a, c)``: ``a x + c``), the fallback
+    when the logistic fit failed, with ``converged=False``. Calling it evaluates the curve.
+    """
+
+    form: str
+    params: tuple[float, ...]
+    converged: bool
+
+    def __call__(self, x: npt.ArrayLike) -> FloatArray:
+        if self.form == "linear":
+            slope, intercept = self.params
+            return slope * np.asarray(x, dtype=np.float64) + intercept
+        return _CURVES[self.form][0](x, *self.params)
+
+
+def _linear_fit(q: FloatArray, m: FloatArray) -> LogisticFit:
+    dq = q - q.mean()
+    spread = float(np.dot(dq, dq))
+    slope = float(np.dot(dq, m - m.mean()) / spread) if spread > 0 else 0.0
+    return LogisticFit("linear", (slope, float(m.mean() - slope * q.mean())), converged=False)
+
+
+def _starting_values(form: str, m: FloatArray, direction: float) -> tuple[float, ...]:
+    """Documented start in standardised quality units (module docstring)."""
+    if form == "logistic5":
+        return (float(np.ptp(m)), direction, 0.0, 0.0, float(m.mean()))
+    high, low = float(m.max()), float(m.min())
+    return (high, low, 0.0, 1.0) if direction > 0 else (low, high, 0.0, 1.0)
+
+
+def _to_raw_units(form: str, p: FloatArray, center: float, scale: float) -> tuple[float, ...]:
+    """Parameters fitted on ``z = (x - center) / scale`` -> the same curve in ``x``."""
+    if form == "logistic5":
+        b1, b2, b3, b4, b5 = (float(v) for v in p)
+        return (b1, b2 / scale, center + scale * b3, b4 / scale, b5 - b4 * center / scale)
+    b1, b2, b3, b4 = (float(v) for v in p)
+    return (b1, b2, center + scale * b3, scale * b4)
+
+
+def _fit(q: FloatArray, m: FloatArray, form: str) -> tuple[LogisticFit, FloatArray]:
+    """The fit and its values at ``q`` (computed in standardised units, where the fit was made)."""
+    curve, jacobian = _CURVES[form]
+    n_params = 5 if form == "logistic5" else 4
+    if len(q) < n_params or np.ptp(q) == 0 or np.ptp(m) == 0:
+        linear = _linear_fit(q, m)
+        return linear, linear(q)
+    center, scale = float(q.mean()), float(q.std())
+    z = (q - center) / scale
+    direction = 1.0 if float(_weighted_pearson(z, m, np.ones((1, len(z))))[0]) >= 0 else -1.0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # OptimizeWarning: no covariance (irrelevant: only the curve is used)
+            params, _ = optimize.curve_fit(curve, z, m, p0=_starting_values(form, m, direction), jac=jacobian,
+                                           method="lm", maxfev=_MAXFEV)
+    except (RuntimeError, ValueError, np.linalg.LinAlgError):  # MINPACK did not converge / bad values
+        params = None
+    fitted = curve(z, *params) if params is not None else None
+    if params is None or fitted is None or not (np.all(np.isfinite(params)) and np.all(np.isfinite(fitted))):
+        linear = _linear_fit(q, m)
+        return linear, linear(q)
+    return LogisticFit(form, _to_raw_units(form, params, center, scale), converged=True), fitted
+
+
+def fit_logistic(quality: npt.ArrayLike, mos: npt.ArrayLike, form: str = "logistic5") -> LogisticFit:
+    """Least-squares fit of ``mos ~ form(quality)`` (VQEG practice), deterministic.
+
+    Quality is standardised first; starting values ``b1 = max(mos) - min(mos), b2 = +-1,
+    b3 = 0, b4 = 0, b5 = mean(mos)`` (logistic5) or ``b1 = max(mos), b2 = min(mos), b3 = 0,
+    b4 = 1`` (logistic4), in standardised units, the sign following ``pearson(quality, mos)``;
+    ``scipy.optimize.curve_fit(method="lm", maxfev=2000)`` with the analytic Jacobian. Falls
+    back to the linear least-squares map (``form="linear"``, ``converged=False``) when the fit
+    fails or cannot be made (fewer items than parameters, constant input). See the module docstring.
+    """
+    _check_form(form)
+    return _fit(*_checked(quality, mos), form)[0]
+
+
+def _fitted_pair(q: FloatArray, m: FloatArray, form: str) -> tuple[float, float]:
+    if _degenerate(q, m):
+        return float("nan"), float("nan")
+    _, fitted = _fit(q, m, form)
+    plcc_value = _plcc(fitted, m) if np.ptp(fitted) > 0 else float("nan")
+    return plcc_value, _rmse(fitted, m)
+
+
+def plcc_fitted(quality: npt.ArrayLike, mos: npt.ArrayLike, fit: str = "logistic5") -> float:
+    """Pearson correlation between ``mos`` and the logistic of quality fitted to it (:func:`fit_logistic`)."""
+    _check_form(fit)
+    return _fitted_pair(*_checked(quality, mos), fit)[0]
+
+
+def rmse_fitted(quality: npt.ArrayLike, mos: npt.ArrayLike, fit: str = "logistic5") -> float:
+    """RMS error, in MOS units, between ``mos`` and the logistic of quality fitted to it (:func:`fit_logistic`)."""
+    _check_form(fit)
+    return _fitted_pair(*_checked(quality, mos), fit)[1]
+
+
+_SIMPLE: dict[str, Callable[[FloatArray, FloatArray], float]] = {
+    "srcc": _srcc, "krcc": _krcc, "plcc": _plcc, "rmse": _rmse}
+
+
+def _kinds_unchecked(q: FloatArray, m: FloatArray, kinds: Sequence[str], fit: str) -> dict[str, float]:
+    out = {kind: _SIMPLE[kind](q, m) for kind in kinds if kind in _SIMPLE}
+    if "plcc_fitted" in kinds or "rmse_fitted" in kinds:  # one fit serves both
+        out["plcc_fitted"], out["rmse_fitted"] = _fitted_pair(q, m, fit)
+    return {kind: out[kind] for kind in kinds}
+
+
+def correlations(quality: npt.ArrayLike, mos: npt.ArrayLike, fit: str = "logistic5") -> dict[str, float]:
+    """Every statistic of ``KINDS`` on these arrays, in that order (``fit``: the logistic form)."""
+    _check_form(fit)
+    return _kinds_unchecked(*_checked(quality, mos), KINDS, fit)
+
+
+# ---------------------------------------------------------------- intervals and tests
+
+_STATISTIC_KINDS: dict[Any, str] = {srcc: "srcc", krcc: "krcc", plcc: "plcc", rmse: "rmse",
+                                    plcc_fitted: "plcc_fitted", rmse_fitted: "rmse_fitted"}
+
+
+def bootstrap_by_group(statistic: Statistic, quality: npt.ArrayLike, mos: npt.ArrayLike, groups: npt.ArrayLike,
+                       *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile group-bootstrap interval ``(low, high)`` of ``statistic(quality, mos)``.
+
+    Each of the ``n_boot`` resamples draws the ``G`` distinct ``groups`` (e.g. reference image
+    names, one per item) with replacement and takes all items of each drawn group;
+    ``statistic`` is computed on each and the ``(1 - level) / 2`` and ``(1 + level) / 2``
+    quantiles of the finite values are returned. :func:`srcc`, :func:`plcc` and :func:`rmse`
+    are evaluated for all resamples at once (as weighted statistics: exactly equal);
+    :func:`krcc`, :func:`plcc_fitted` (default form), :func:`rmse_fitted` and any other
+    ``statistic(quality, mos) -> float`` once per resample. Deterministic in ``seed``.
+    """
+    q, m = _checked(quality, mos)
+    _check_level(level, n_boot)
+    codes, n_groups = _group_codes(groups, len(q))
+    data = _Data(q, m, codes, n_groups)
+    kind = _STATISTIC_KINDS.get(statistic)
+    if kind is not None:
+        values = _resampled_kinds(data, [kind], int(n_boot), seed, "logistic5")[kind]
+    else:
+        values = _resampled_kinds(data, [], int(n_boot), seed, "logistic5", statistic=statistic)[""]
+    return _percentile_interval(values, level)
+
+
+def correlation_table(quality: npt.ArrayLike, mos: npt.ArrayLike, groups: npt.ArrayLike, *, fit: str = "logistic5",
+                      n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> list[dict[str, Any]]:
+    """One row per ``KINDS`` entry, in that order: ``{"kind", "score", "ci_low", "ci_high"}``.
+
+    ``score`` on all items; the interval by the group bootstrap of :func:`bootstrap_by_group`,
+    all kinds on the same resamples (one logistic fit per resample serves both fitted kinds).
+    """
+    q, m = _checked(quality, mos)
+    _check_form(fit)
+    _check_level(level, n_boot)
+    codes, n_groups = _group_codes(groups, len(q))
+    scores = _kinds_unchecked(q, m, KINDS, fit)
+    resampled = _resampled_kinds(_Data(q, m, codes, n_groups), KINDS, int(n_boot), seed, fit)
+    rows = []
+    for kind in KINDS:
+        low, high = _percentile_interval(resampled[kind], level)
+        rows.append({"kind": kind, "score": scores[kind], "ci_low": low, "ci_high": high})
+    return rows
+
+
+def paired_correlation_test(kind: str, quality_a: npt.ArrayLike, quality_b: npt.ArrayLike, mos: npt.ArrayLike,
+                            groups: npt.ArrayLike, *, fit: str = "logistic5", n_boot: int = 1000, level: float = 0.95,
+                            seed: int = 0) -> dict[str, Any]:
+    """Is metric A's ``kind`` different from metric B's on the same items? A paired group bootstrap.
+
+    Both metrics are scored on the SAME group resamples (same ``seed``), so the interval of the
+    difference accounts for their correlation. Returns ``{"kind", "score_a", "score_b",
+    "difference" (= score_a - score_b, on all items), "ci_low", "ci_high" (percentile interval
+    of the resampled differences), "p_value"}``. Two-sided bootstrap p-value, as in
+    :func:`percepmetric.stats.paired_test`: over the resamples where both are finite,
+    ``p = min(1, 2 min(P*(diff <= 0), P*(diff >= 0)))``, at least ``1 / n_boot``; identical
+    metrics give ``p = 1``. For ``rmse`` kinds lower is better: a negative difference favours A.
+    """
+    _check_kind(kind)
+    _check_form(fit)
+    _check_level(level, n_boot)
+    qa, qb, m = _checked_named(quality_a=quality_a, quality_b=quality_b, mos=mos)
+    codes, n_groups = _group_codes(groups, len(m))
+    score_a = _kinds_unchecked(qa, m, [kind], fit)[kind]
+    score_b = _kinds_unchecked(qb, m, [kind], fit)[kind]
+    values_a = _resampled_kinds(_Data(qa, m, codes, n_groups), [kind], int(n_boot), seed, fit)[kind]
+    values_b = _resampled_kinds(_Data(qb, m, codes, n_groups), [kind], int(n_boot), seed, fit)[kind]
+    diff = values_a - values_b
+    diff = diff[np.isfinite(diff)]
+    low, high = _percentile_interval(diff, level)
+    if len(diff):
+        p = min(1.0, 2.0 * min(float(np.mean(diff <= 0)), float(np.mean(diff >= 0))))
+        p = max(p, 1.0 / n_boot)
+    else:
+        p = float("nan")
+    return {"kind": kind, "score_a": score_a, "score_b": score_b, "difference": score_a - score_b,
+            "ci_low": low, "ci_high": high, "p_value": p}
