@@ -23,6 +23,7 @@ import torch
 
 from .io import ImageLike
 from .metrics.base import Metric
+from .metrics.stlpips import STNet
 from .options import (
     Color,
     L2Convention,
@@ -39,7 +40,7 @@ from .options import (
 )
 from .registry import canonical_name, create_metric
 
-__all__ = ["l2", "l1", "psnr", "ssim", "ms_ssim", "fsim", "lpips", "dists", "cached_metric", "clear_cache"]
+__all__ = ["l2", "l1", "psnr", "ssim", "ms_ssim", "fsim", "lpips", "dists", "stlpips", "cached_metric", "clear_cache"]
 
 _CACHE: dict[tuple[str, tuple[tuple[str, str], ...], str], Metric] = {}
 _CACHE_LOCK = threading.Lock()
@@ -130,3 +131,12 @@ def dists(x: ImageLike, y: ImageLike, *, resize: bool = False, data_range: float
     """DISTS distance per image pair (:class:`~percepmetric.metrics.dists.DISTS`); ``resize=True``
     shrinks images whose shorter side exceeds 256 as piq does. Built once per options and device."""
     return _run("dists", x, y, reduction, {"resize": resize, "data_range": data_range})
+
+
+def stlpips(x: ImageLike, y: ImageLike, *, net: STNet = "alex", input_range: str | tuple[float, float] = "0,1",
+            spatial: bool = False, precision: Precision = "auto", data_range: float | None = None,
+            reduction: Reduction = "none") -> torch.Tensor:
+    """Shift-tolerant LPIPS distance per image pair (:class:`~percepmetric.metrics.stlpips.STLPIPS`;
+    AlexNet by default, ``net="vgg"``). The model is built once per options and device and reused."""
+    return _run("stlpips", x, y, reduction, {"net": net, "input_range": input_range, "spatial": spatial,
+                                             "precision": precision, "data_range": data_range})

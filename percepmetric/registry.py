@@ -19,6 +19,7 @@ from .metrics.fsim import FSIM
 from .metrics.lpips import LPIPS
 from .metrics.pixel import L1, L2, PSNR
 from .metrics.ssim import MSSSIM, SSIM
+from .metrics.stlpips import STLPIPS
 from .options import Reduction, check_reduction, literal_choices, parse_option_value
 
 METRICS: dict[str, type[Metric]] = {
@@ -30,6 +31,7 @@ METRICS: dict[str, type[Metric]] = {
     "fsim": FSIM,  # FSIMc is fsim with chromatic=True
     "lpips": LPIPS,
     "dists": DISTS,
+    "stlpips": STLPIPS,  # shift-tolerant LPIPS: its own anti-aliased trunks and weights
 }
 
 # Options every metric takes through create_metric but that are not part of its identity

@@ -1,4 +1,4 @@
-"""``percepmetric weights``: which weight files LPIPS and DISTS use, which are present, and where the
+"""``percepmetric weights``: which weight files LPIPS, DISTS and ST-LPIPS use, which are present, and where the
 missing ones belong. Attached to ``percepmetric`` by ``percepmetric.cli``.
 
 A command, so it lives beside the CLI rather than in ``nets/`` (the core, which never imports
@@ -14,9 +14,13 @@ import click
 
 def weights_table() -> list[dict]:
     """For each LPIPS net: the ImageNet trunk file (torchvision cache) and the v0.1 calibration
-    file; then DISTS's: the VGG16 trunk (the same file as LPIPS vgg's) and its alpha/beta."""
+    file; then DISTS's: the VGG16 trunk (the same file as LPIPS vgg's) and its alpha/beta; then
+    ST-LPIPS's: one complete network per net (kind ``network:<net>``), from the optional
+    ``stlpips-pytorch`` package."""
     from .metrics.dists import dists_weights_path
     from .metrics.lpips import official_calibration_path
+    from .metrics.stlpips import stlpips_weights_path
+    from .nets.antialiased import ST_NETS
     from .nets.backbones import NETS, backbone_spec, trunk_weights_path
 
     rows = []
@@ -32,6 +36,11 @@ def weights_table() -> list[dict]:
                  "path": str(trunk), "present": trunk.is_file()})
     rows.append({"net": "dists", "kind": "alpha_beta", "what": "DISTS alpha/beta (dists-pytorch package, MIT)",
                  "path": str(alpha_beta), "present": alpha_beta.is_file()})
+    for net in ST_NETS:
+        network = stlpips_weights_path(net)
+        rows.append({"net": "stlpips", "kind": f"network:{net}",
+                     "what": f"ST-LPIPS {net} shift-tolerant network (stlpips-pytorch package, BSD-2, optional)",
+                     "path": str(network), "present": network.is_file()})
     return rows
 
 
@@ -60,13 +69,19 @@ def missing_weights_advice(rows: list[dict]) -> list[str]:
             "DISTS's alpha/beta ship with the dists-pytorch package (MIT): pip install dists-pytorch==0.1,",
             "or set PERCEPMETRIC_DISTS_WEIGHTS to the path of its weights.pt.",
         ]
+    if any(r["kind"].startswith("network:") and not r["present"] for r in rows):
+        lines += [
+            "ST-LPIPS's networks ship with the stlpips-pytorch package (BSD-2, 64 MB, optional):",
+            "pip install 'percepmetric[stlpips]' (or stlpips-pytorch==0.0.2), or set",
+            "PERCEPMETRIC_STLPIPS_WEIGHTS to a folder holding <net>_shift_tolerant.pth.",
+        ]
     return lines
 
 
 @click.command("weights")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def weights_command(as_json: bool) -> None:
-    """List the weight files LPIPS and DISTS use: which are present and where; how to get the missing ones.
+    """List the weight files LPIPS, DISTS and ST-LPIPS use: which are present and where; how to get the missing ones.
 
     Trunks live in torchvision's cache ($TORCH_HOME/hub/checkpoints); a missing one is
     downloaded on first use when there is internet, or can be copied there by hand.

@@ -145,9 +145,10 @@ def test_the_core_is_what_the_layout_says():
         module = f"percepmetric.{expected}"
         if (PACKAGE / f"{expected.replace('.', '/')}.py").exists() or (PACKAGE / expected).is_dir():
             assert module in core, f"{module} should be core"
-    # nets/ holds the LPIPS backbones only: DeePSiM's networks live in deepsim/, commands beside the CLI
-    assert sorted(n for n in names if is_within(n, "percepmetric.nets")) == ["percepmetric.nets",
-                                                                             "percepmetric.nets.backbones"]
+    # nets/ holds the LPIPS family's trunks only (ImageNet and shift-tolerant): DeePSiM's networks live
+    # in deepsim/, commands beside the CLI
+    assert sorted(n for n in names if is_within(n, "percepmetric.nets")) == [
+        "percepmetric.nets", "percepmetric.nets.antialiased", "percepmetric.nets.backbones"]
     assert "percepmetric.deepsim.networks" in names
 
 

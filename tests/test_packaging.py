@@ -10,7 +10,8 @@ from conftest import ROOT
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
 
 # Exact pins a user's resolver must accept, each for a reason pyproject.toml states beside it.
-DATA_PINS = {"lpips", "dists-pytorch"}  # carry the LPIPS v0.1 calibration / DISTS alpha-beta: the files are the data
+# They carry the LPIPS v0.1 calibration, DISTS's alpha-beta, ST-LPIPS's networks: the files are the data.
+DATA_PINS = {"lpips", "dists-pytorch", "stlpips-pytorch"}
 
 
 def _requirements() -> list[str]:

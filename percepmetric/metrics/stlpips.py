@@ -1,0 +1,189 @@
+"""ST-LPIPS: shift-tolerant LPIPS (Ghildyal & Liu, "Shift-tolerant Perceptual Similarity Metric", ECCV 2022).
+
+The distance is LPIPS's Eq. 1 unchanged (:mod:`percepmetric.metrics.lpips`)::
+
+    d(x, y) = sum_l  1/(H_l W_l) sum_{h,w}  || w_l * (n^l_x[h,w] - n^l_y[h,w]) ||_2^2,
+    n^l = f^l / (||f^l||_2 + 1e-10) along channels,
+
+with the same v0.1 input scaling (``[-1, 1]``, then ``(x - shift) / scale``), the same spatial
+mean per layer (bilinear upsampling of each layer's map for ``spatial=True``) and the same
+sum over layers. What is shift-tolerant is the trunk (:mod:`percepmetric.nets.antialiased`):
+AlexNet or VGG16 whose every stride-2 step became stride 1 followed by a 3x3 binomial blur
+sampled with stride 2 on a reflection padding of 2 pixels. The trunk's weights, like the channel
+weights ``w_l``, are the authors' (they trained the network for the metric); no torchvision
+ImageNet file is read: the whole network comes from one file per net.
+
+Weights: ``stlpips_pytorch/weights/vST0.0/{alex,vgg}_shift_tolerant.pth`` of the
+``stlpips-pytorch`` 0.0.2 distribution (BSD 2-Clause, Copyright (c) 2022, Abhijay Ghildyal,
+Feng Liu), located with :mod:`importlib.metadata` and read as data with
+``torch.load(weights_only=True)``; its Python code is never imported. Unlike the authors'
+loader (``strict=False``, where a tensor absent from the file would silently stay random),
+:func:`load_stlpips_file` requires every parameter and buffer of the network (convolutions,
+blur filters, input scaling, channel weights) to be in the file with its shape, and no other
+tensor to be there.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from ..errors import InputError, WeightsNotFoundError
+from ..nets.antialiased import ST_NETS, ShiftTolerantTrunk, build_shift_tolerant_trunk, shift_tolerant_spec
+from ..options import Precision, Reduction
+from .base import Metric, check_choice
+from .lpips import LPIPS, PRECISION_SYNONYMS, PRECISIONS, _loaded_file, _parse_input_range
+
+__all__ = ["STLPIPS", "STNet", "ST_VERSION", "stlpips_weights_path", "load_stlpips_file"]
+
+STNet = Literal["alex", "vgg"]
+ST_VERSION = "vST0.0"  # the folder of the released weights in the wheel
+ST_VARIANT = "shift_tolerant"
+DISTRIBUTION = "stlpips-pytorch"
+PIN = "stlpips-pytorch==0.0.2"
+_NET_ALIASES = {"alex": "alex", "alexnet": "alex", "vgg": "vgg", "vgg16": "vgg"}
+
+
+def _canonical_st_net(net: Any) -> STNet:
+    key = str(net).strip().lower()
+    if key not in _NET_ALIASES:
+        raise InputError(f"stlpips: unknown net {net!r} (choose one of: {', '.join(ST_NETS)})")
+    return "alex" if _NET_ALIASES[key] == "alex" else "vgg"
+
+
+def stlpips_weights_path(net: str) -> Path:
+    """Where the network of ``net`` is read: ``$PERCEPMETRIC_STLPIPS_WEIGHTS/<net>_shift_tolerant.pth``
+    if that variable names a folder, else ``stlpips_pytorch/weights/vST0.0/<net>_shift_tolerant.pth``
+    of the installed ``stlpips-pytorch`` distribution (located with :mod:`importlib.metadata`; its
+    code is not imported). The file may not exist: see :func:`load_stlpips_file`."""
+    net = _canonical_st_net(net)
+    name = f"{net}_{ST_VARIANT}.pth"
+    override = os.environ.get("PERCEPMETRIC_STLPIPS_WEIGHTS")
+    if override:
+        return Path(override) / name
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return Path(f"<{DISTRIBUTION} package not installed>") / "stlpips_pytorch" / "weights" / ST_VERSION / name
+    return Path(str(dist.locate_file(f"stlpips_pytorch/weights/{ST_VERSION}/{name}")))
+
+
+def _file_key(trunk: ShiftTolerantTrunk, key: str) -> str:
+    """``features.<i>.<tensor>`` of our trunk -> ``net.slice<k>.<i>.<tensor>`` of the authors' file,
+    where ``k`` is the tap (1-based) whose stretch of layers holds layer ``i``."""
+    _, index, tensor = key.split(".", 2)
+    return f"net.slice{trunk.tap_of_layer(int(index)) + 1}.{index}.{tensor}"
+
+
+def load_stlpips_file(net: str, path: str | os.PathLike | None = None
+                      ) -> tuple[ShiftTolerantTrunk, list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The complete ST-LPIPS network of ``net`` from its weight file (default
+    :func:`stlpips_weights_path`): ``(trunk, calibration, shift, scale)`` with ``calibration`` the
+    five ``(C_l,)`` channel weights and ``shift``, ``scale`` the ``(1,3,1,1)`` input scaling.
+
+    Every tensor of the network must be in the file with its shape (trunk ``net.slice<k>.<i>.*``,
+    blur filters ``...filt``, ``lin<l>.model.1.weight``, ``scaling_layer.shift|scale``) and no other
+    may be there: anything else raises one :class:`InputError` naming the file and the keys.
+    :class:`WeightsNotFoundError` when the file is absent.
+    """
+    net = _canonical_st_net(net)
+    path = Path(path) if path is not None else stlpips_weights_path(net)
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"ST-LPIPS weights for {net} not found at {path}: they ship with the `{DISTRIBUTION}` package "
+            f"(BSD-2-Clause, 64 MB): pip install 'percepmetric[stlpips]' (or {PIN}), or set "
+            f"PERCEPMETRIC_STLPIPS_WEIGHTS to a folder holding {net}_{ST_VARIANT}.pth"
+        )
+    from ..checkpoints import load_checkpoint_file  # weights_only: a pickled payload is refused, not run
+
+    state = load_checkpoint_file(path, format=None, what="ST-LPIPS weight file")
+    trunk = build_shift_tolerant_trunk(net)
+    spec = shift_tolerant_spec(net)
+    # file key -> the shape our network needs there
+    wanted: dict[str, tuple[int, ...]] = {_file_key(trunk, k): tuple(v.shape) for k, v in trunk.state_dict().items()}
+    wanted.update({f"lin{layer}.model.1.weight": (1, c, 1, 1) for layer, c in enumerate(spec.channels)})
+    wanted.update({"scaling_layer.shift": (1, 3, 1, 1), "scaling_layer.scale": (1, 3, 1, 1)})
+    missing = [k for k in wanted if k not in state]
+    unexpected = [k for k in state if k not in wanted]
+    misshapen = [f"{k} {tuple(state[k].shape)} (not {wanted[k]})" for k in wanted
+                 if k in state and isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != wanted[k]]
+    not_tensors = [k for k in wanted if k in state and not isinstance(state[k], torch.Tensor)]
+    problems = [f"{label}: {', '.join(keys)}" for label, keys in (
+        ("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen), ("not a tensor", not_tensors))
+        if keys]
+    if problems:
+        raise InputError(f"{path}: not the complete ST-LPIPS {net} network ({'; '.join(problems)})")
+    with torch.no_grad():
+        trunk.load_state_dict({k: state[_file_key(trunk, k)].float() for k in trunk.state_dict()}, strict=True)
+    calibration = [state[f"lin{layer}.model.1.weight"].detach().reshape(c).float().clone()
+                   for layer, c in enumerate(spec.channels)]
+    shift = state["scaling_layer.shift"].detach().float().clone()
+    scale = state["scaling_layer.scale"].detach().float().clone()
+    return trunk.eval(), calibration, shift, scale
+
+
+class STLPIPS(LPIPS):
+    """Shift-tolerant LPIPS (Ghildyal & Liu 2022): LPIPS on blur-pooled AlexNet/VGG16 trunks.
+
+    ``STLPIPS(net="alex", input_range="0,1", spatial=False, precision="auto", data_range=None)``
+
+    - ``net``: ``alex`` (default) or ``vgg``; the authors' complete network for each is read from
+      the ``stlpips-pytorch`` wheel (:func:`load_stlpips_file`).
+    - ``data_range`` / ``input_range``, ``spatial``, ``precision``: as :class:`~percepmetric.metrics.lpips.LPIPS`
+      (``input_range="-1,1"`` is the authors' own convention; ``spatial=True`` returns the
+      ``(N,1,H,W)`` map; ``precision`` sets the trunk's dtype).
+
+    Everything LPIPS offers after construction works the same (``layer_distances``,
+    ``distance_map``, ``features``, ``distance_from_features``, ``pair_embedding``,
+    ``triplet_values``): the distance is LPIPS's Eq. 1, only the trunk differs.
+    ``variant`` is ``"shift_tolerant"``, the only one the wheel has weights for.
+    """
+
+    name = "stlpips"
+    min_size = 21  # AlexNet's (VGG16: 18; per instance: ``self.min_size``)
+    symmetric = True  # d(x, y) = d(y, x): distance matrices compute one triangle
+    input_range_doc = "[0, 1] by default; input_range='-1,1' for the authors' [-1, 1]"
+    shift: torch.Tensor  # the input scaling, (1,3,1,1) buffers (LPIPS registers them)
+    scale: torch.Tensor
+
+    def __init__(
+        self,
+        net: STNet = "alex",
+        input_range: str | tuple[float, float] = "0,1",
+        spatial: bool = False,
+        precision: Precision = "auto",
+        data_range: float | None = None,
+        reduction: Reduction = "none",
+    ) -> None:
+        # Not LPIPS.__init__, which builds torchvision trunks: this network comes whole from one file.
+        Metric.__init__(self, reduction=reduction)
+        precision = PRECISION_SYNONYMS.get(precision, precision)
+        if data_range is not None:
+            if input_range not in ("0,1", (0, 1), (0.0, 1.0)):
+                raise InputError("stlpips: give either data_range or input_range, not both")
+            if not isinstance(data_range, (int, float)) or not data_range > 0:
+                raise InputError(f"stlpips: data_range must be a positive number, got {data_range!r}")
+            input_range = (0.0, float(data_range))
+        lo, hi = _parse_input_range(input_range)
+        check_choice(self.name, "precision", precision, PRECISIONS)
+        net = _canonical_st_net(net)
+        path = stlpips_weights_path(net)
+        trunk, calibration, shift, scale = load_stlpips_file(net, path)
+        self._setup(net, ST_VARIANT, trunk, calibration, "file", (lo, hi), bool(spatial), precision, ST_VERSION,
+                    [_loaded_file("weights", path)])
+        # The scaling constants the authors' file holds (LPIPS v0.1's, to the last bit).
+        self.shift.copy_(shift)
+        self.scale.copy_(scale)
+        self.min_size = shift_tolerant_spec(net).min_size
+        self.options = {"net": net, "input_range": f"{lo:g},{hi:g}", "spatial": bool(spatial),
+                        "precision": precision}
+
+    @classmethod
+    def untrained(cls, *args: Any, **kwargs: Any) -> LPIPS:
+        """Not available: ST-LPIPS exists only as the authors' trained network."""
+        raise InputError("stlpips: only the authors' trained networks exist; use create_metric('stlpips')")
