@@ -9,7 +9,7 @@ with a diagonal of exact zeros, and for the symmetric metrics (all the registere
 upper triangle is computed and mirrored, so the matrix is exactly symmetric. Pairs of identical
 images are exact zeros wherever they are.
 
-Two ways of computing, chosen by the metric:
+Three ways of computing, chosen by the metric:
 
 * **Embedding metrics** (LPIPS: ``metric.pair_embedding``): the distance is a squared Euclidean
   distance between per-image rows ``e_i`` (unit-normalised trunk features times
@@ -20,6 +20,19 @@ Two ways of computing, chosen by the metric:
   (``K`` = 31,872 for AlexNet at 64x64: 125 KiB per image, 1.3 GB for 10,000 images), plus per
   tile ``2 * T * K * 8 + T^2 * 8`` bytes for a ``T x T`` tile; ``T`` is the largest that fits
   ``memory_budget`` (256 MB by default: ``T`` = 526 for AlexNet at 64x64).
+* **Feature-statistics metrics** (DISTS: ``metric.pair_features``): the distance is not a
+  Euclidean one, but every pair term is a per-channel function of each image's means and
+  variances and of the two images' covariances, which are spatial dot products of centred
+  features. Each image's row (``K`` values: 514,950 for DISTS at 64x64, 2 MB in float32; 33 MB
+  at 256x256) comes from one trunk pass; a ``T x T`` tile is one batched matrix product per
+  feature set over views of the kept rows (float32, no copy), then the formula in float64:
+  ``44 * 1475 * T^2`` bytes within ``memory_budget`` (``T`` = 64 by default). Rows are kept a
+  *row block* at a time: when the rows of both sets fit ``feature_budget`` (1 GiB by default:
+  about 500 images at 64x64, 31 at 256x256) the block is the whole set, and the trunk runs
+  ``N + M`` times (``N`` for ``y=None``); otherwise blocks of ``B = feature_budget / (K * 4) - T``
+  rows (rounded down to a multiple of ``T``, at least ``T``) are computed in turn and, for each,
+  the columns it meets ``T`` at a time: ``N + ceil(N / B) * M`` trunk passes (about
+  ``N + N^2 / (2B)`` for ``y=None``), against the ``2 N M`` (``N^2``) of the per-pair path.
 * **Formula metrics** (L2, PSNR, SSIM, ...): the pairs of a ``T x T`` tile are laid out as two
   batches of ``T^2`` images and go through the metric in one call (no Python loop over pairs).
   A pair costs about ``2 * C * H * W * 4 * 12`` bytes with the metric's temporaries, and ``T`` is
@@ -45,12 +58,14 @@ from .functional import cached_metric
 from .io import ImageLike, as_batch
 from .metrics.base import Metric, check_pair
 
-__all__ = ["pairwise", "ImageSet", "DEFAULT_MEMORY_BUDGET", "SYMMETRIC_METRICS"]
+__all__ = ["pairwise", "ImageSet", "DEFAULT_MEMORY_BUDGET", "DEFAULT_FEATURE_BUDGET", "SYMMETRIC_METRICS"]
 
 #: What one tile of the computation may hold, in bytes (see the module docstring).
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
+#: What the kept per-image rows of a feature-statistics metric (DISTS) may hold, in bytes.
+DEFAULT_FEATURE_BUDGET = 2**30
 #: Metrics whose distance is symmetric in (x, y): the upper triangle of x against itself suffices.
-SYMMETRIC_METRICS = frozenset({"l2", "l1", "psnr", "ssim", "ms_ssim", "fsim", "lpips"})
+SYMMETRIC_METRICS = frozenset({"l2", "l1", "psnr", "ssim", "ms_ssim", "fsim", "lpips", "dists"})
 #: Bytes a formula metric holds per pair, as a multiple of the two images' bytes (SSIM's
 #: filtered maps are the largest of the registered metrics' temporaries).
 FORMULA_OVERHEAD = 12
@@ -69,6 +84,7 @@ def pairwise(
     batch_size: int = 64,
     tile_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    feature_budget: int = DEFAULT_FEATURE_BUDGET,
     device: torch.device | str | None = None,
     progress: Progress | None = None,
     split: Group | None = None,
@@ -82,6 +98,9 @@ def pairwise(
     files are read ``batch_size`` at a time for embedding metrics, so only the embeddings stay
     in memory. ``metric``: a registry name, with ``options`` for it (``net="vgg"``,
     ``convention="lpips"``, ...), or a metric object already built (then no ``options``).
+
+    ``feature_budget``: bytes of per-image rows a feature-statistics metric (DISTS) keeps at
+    once; beyond it, rows are recomputed per row block (see the module docstring).
 
     ``device``: where to compute (default: the device of a tensor input, else the CPU).
     ``progress(done, total)`` is called as work advances (trunk batches, then tiles).
@@ -97,6 +116,9 @@ def pairwise(
         raise InputError(f"pairwise: batch_size must be a positive integer, got {batch_size!r}")
     if tile_size is not None and (not isinstance(tile_size, int) or tile_size < 1):
         raise InputError(f"pairwise: tile_size must be a positive integer, got {tile_size!r}")
+    for name, budget in (("memory_budget", memory_budget), ("feature_budget", feature_budget)):
+        if not isinstance(budget, int) or budget < 1:
+            raise InputError(f"pairwise: {name} must be a positive number of bytes, got {budget!r}")
     same = y is None
     rows = _Images(x, "x")
     cols = rows if y is None else _Images(y, "y")
@@ -115,6 +137,9 @@ def pairwise(
     if hasattr(m, "pair_embedding"):
         matrix = _embedding_matrix(m, rows, cols, same, symmetric, target, batch_size, tile_size,
                                    memory_budget, progress, split or Group())
+    elif hasattr(m, "pair_features"):
+        matrix = _statistics_matrix(m, rows, cols, same, symmetric, target, batch_size, tile_size,
+                                    (memory_budget, feature_budget), progress, split or Group())
     else:
         matrix = _formula_matrix(m, rows, cols, same, symmetric, target, tile_size, memory_budget, progress,
                                  split or Group())
@@ -176,16 +201,30 @@ class _Images:
     def batches(self, n: int, device: torch.device) -> Iterator[tuple[int, torch.Tensor]]:
         """``(start, (b,C,H,W) float tensor on device)`` for consecutive runs of ``n`` images."""
         for start in range(0, self.count, n):
-            stop = min(start + n, self.count)
-            if self.batch is not None:
-                part = self.batch[start:stop]
-            else:
-                images = [_one_image(self.items[i], self.name(i)) for i in range(start, stop)]
-                if any(image.shape[1] == 3 for image in images):  # grey among colour: repeated to RGB
-                    images = [image.expand(-1, 3, -1, -1) for image in images]
-                part = torch.cat(images)
-            self._note_digests(start, part)
-            yield start, part.to(device)
+            yield start, self._read(start, min(start + n, self.count), device)
+
+    def part(self, start: int, stop: int, n: int, device: torch.device) -> Iterator[torch.Tensor]:
+        """Images ``start:stop``, ``n`` at a time, as :meth:`batches` gives them."""
+        for first in range(start, stop, n):
+            yield self._read(first, min(first + n, stop), device)
+
+    def _read(self, start: int, stop: int, device: torch.device) -> torch.Tensor:
+        if self.batch is not None:
+            part = self.batch[start:stop]
+        else:
+            images = [_one_image(self.items[i], self.name(i)) for i in range(start, stop)]
+            if any(image.shape[1] == 3 for image in images):  # grey among colour: repeated to RGB
+                images = [image.expand(-1, 3, -1, -1) for image in images]
+            part = torch.cat(images)
+        self._note_digests(start, part)
+        return part.to(device)
+
+    def read_digests(self) -> None:
+        """Read the images whose digest is not known yet (for :func:`_zero_identical_pairs`)."""
+        for index, digest in enumerate(self.digests):
+            if digest is None:
+                self._note_digests(index, self.batch[index:index + 1] if self.batch is not None
+                                   else _one_image(self.items[index], self.name(index)))
 
     def all(self, device: torch.device) -> torch.Tensor:
         return torch.cat([part for _, part in self.batches(max(self.count, 1), device)])
@@ -230,7 +269,7 @@ def _check_same_size(rows: _Images, cols: _Images) -> None:
                          "every image of both sets must have the same size")
 
 
-# ---------------------------------------------------------------- the two ways of computing
+# ---------------------------------------------------------------- the ways of computing
 
 
 def _tiles(n: int, m: int, tile: int, upper_only: bool) -> list[tuple[slice, slice]]:
@@ -297,6 +336,96 @@ def _embedding_matrix(m: Metric, rows: _Images, cols: _Images, same: bool, symme
         done += 1
         if progress is not None:
             progress(done, total)
+    _fill_gathered(matrix, blocks, split, computed, symmetric)
+    return matrix
+
+
+#: Bytes per channel and pair a feature-statistics tile holds: the float32 covariances of the
+#: matrix product and five float64 ``channels x T x T`` tensors (covariances, structure,
+#: texture, two temporaries of the formula). The rows themselves are views of the kept ones.
+STATISTICS_TILE_BYTES = 4 + 5 * 8
+
+
+def _statistics_tile(channels: int, budget: int) -> int:
+    """The largest ``T`` with ``44 * channels * T^2 <= budget`` (see the module docstring)."""
+    return max(1, math.isqrt(budget // (STATISTICS_TILE_BYTES * channels)))
+
+
+def _statistics_matrix(m: Metric, rows: _Images, cols: _Images, same: bool, symmetric: bool, device: torch.device,
+                       batch_size: int, tile_size: int | None, budgets: tuple[int, int], progress: Progress | None,
+                       split: Group) -> torch.Tensor:
+    """Feature-statistics metrics (DISTS): per-image rows from one trunk pass each, kept a row
+    block at a time; each ``T x T`` tile from the rows of its images (``metric.pair_distances``).
+
+    Row blocks are computed by every rank together (rank ``r`` runs the trunk batches ``r, r +
+    world, ...`` of the block; the parts are gathered), so ranks go through the row blocks in
+    the same order. The work inside a block, one *unit* per column chunk of ``T`` images (its
+    columns' rows computed once for all the block's tiles), is shared round-robin: a unit's
+    column rows are computed by the rank that owns it (see the module docstring for the count).
+    """
+    budget, feature_budget = budgets
+    height, width = rows.size
+    row_values = m.pair_feature_length(height, width)  # type: ignore[operator]
+    input_dtype = rows.batch.dtype if rows.batch is not None else torch.float32  # files: float32
+    row_bytes = row_values * torch.promote_types(input_dtype, torch.float32).itemsize
+    n, k = len(rows), len(cols)
+    tile = tile_size or _statistics_tile(max(getattr(m, "pair_channels", 1), 1), budget)
+    if (n + (0 if same else k)) * row_bytes <= feature_budget:
+        block = n  # every row at once; the columns of another set are computed once each, by chunk
+    else:
+        block = max(tile, (feature_budget // row_bytes - tile) // tile * tile)
+    blocks = _tiles(n, k, tile, symmetric)
+    units: dict[tuple[int, int], list[int]] = {}  # (row block start, column chunk start) -> tile numbers
+    for number, (r, c) in enumerate(blocks):
+        units.setdefault((r.start // block * block, c.start), []).append(number)
+    mine = shard(list(units.items()), split)
+    own_row_batches = sum(len(shard(list(range(start, min(start + block, n), batch_size)), split))
+                          for start in range(0, n, block))
+    total = own_row_batches + sum(len(numbers) for _, numbers in mine)
+    done = 0
+    matrix: torch.Tensor | None = None
+    computed: dict[int, torch.Tensor] = {}
+
+    def features(images: _Images, start: int, stop: int, shared: bool) -> torch.Tensor:
+        """Rows of images ``start:stop``; ``shared``: computed together by every rank."""
+        nonlocal done
+        parts: dict[int, torch.Tensor] = {}
+        for number, part in enumerate(images.part(start, stop, batch_size, device)):
+            if shared and number % split.world != split.rank:
+                continue
+            parts[number] = m.pair_features(part)  # type: ignore[operator]
+            if shared:
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+        gathered = _gathered(split, parts) if shared else parts
+        return torch.cat([part.to(device) for _, part in sorted(gathered.items())])
+
+    for row_start in range(0, n, block):
+        row_stop = min(row_start + block, n)
+        row_features = features(rows, row_start, row_stop, shared=True)
+        if matrix is None:
+            matrix = torch.empty((n, k), dtype=_output_dtype(row_features), device=device)
+        for (unit_rows, column_start), numbers in mine:
+            if unit_rows != row_start:
+                continue
+            column_stop = blocks[numbers[0]][1].stop
+            if same and row_start <= column_start and column_stop <= row_stop:
+                column_features = row_features[column_start - row_start:column_stop - row_start]
+            else:
+                column_features = features(cols, column_start, column_stop, shared=False)
+            for number in numbers:
+                r, c = blocks[number]
+                values = m.pair_distances(  # type: ignore[operator]
+                    row_features[r.start - row_start:r.stop - row_start],
+                    column_features[c.start - column_start:c.stop - column_start], (height, width))
+                _keep(matrix, blocks, number, values.to(matrix.dtype), symmetric, split, computed)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+    assert matrix is not None  # n >= 1: at least one row block
+    if not same:
+        cols.read_digests()  # chunks computed by other ranks were not read here
     _fill_gathered(matrix, blocks, split, computed, symmetric)
     return matrix
 

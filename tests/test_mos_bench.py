@@ -53,7 +53,7 @@ def test_values_to_reference_reuses_the_reference_and_equals_pairs():
     torch.manual_seed(0)
     ref, others = torch.rand(1, 3, 40, 48), torch.rand(4, 3, 40, 48)
     others[1] = ref[0]
-    for name in ("lpips", "ssim", "l2"):
+    for name in ("lpips", "ssim", "l2", "dists", "stlpips"):
         metric = create_metric(name)
         expected = torch.cat([metric(ref, others[i:i + 1]) for i in range(4)])
         torch.testing.assert_close(metric.values_to_reference(ref, others), expected, rtol=1e-6, atol=1e-7)
@@ -62,6 +62,10 @@ def test_values_to_reference_reuses_the_reference_and_equals_pairs():
     lpips.trunk.taps = lambda z: calls.append(z.shape[0]) or taps(z)  # each trunk pass and its batch size
     lpips.values_to_reference(ref, others)
     assert sorted(calls) == [1, 4]  # the reference once, the four others once; not 4 + 4
+    dists, images = create_metric("dists"), []
+    dists.stages[0].register_forward_pre_hook(lambda module, args: images.append(args[0].shape[0]))
+    dists.values_to_reference(ref, others)
+    assert images == [5]  # one trunk pass of the reference and its four distortions, not 4 + 4
 
 
 def test_each_image_is_decoded_once_per_run(dataset, monkeypatch, tmp_path):

@@ -31,6 +31,7 @@ as piq's DISTS does (bilinear, ``align_corners=False``, no antialiasing, the sca
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,7 +136,8 @@ def load_dists_weights(path: str | os.PathLike | None = None) -> tuple[torch.Ten
 
 def build_dists_stages() -> nn.ModuleList:
     """VGG16's convolutions up to relu5_3 (torchvision ImageNet weights) cut into DISTS's five
-    stages, each later stage starting with :class:`L2Pooling` in place of the max pooling."""
+    stages, each later stage starting with :class:`L2Pooling` in place of the max pooling;
+    4-d weights in the channels_last layout."""
     features = load_trunk("vgg", load_pretrained_features("vgg")).features
     stages: list[nn.Module] = []
     start = 0
@@ -146,7 +148,8 @@ def build_dists_stages() -> nn.ModuleList:
             layers[0] = L2Pooling(pooled_channels)  # was nn.MaxPool2d
         stages.append(nn.Sequential(*layers))
         start = end
-    return nn.ModuleList(stages)
+    # The trunk runs on channels_last inputs: weights in that layout too, or every call converts them.
+    return nn.ModuleList(stages).to(memory_format=torch.channels_last)
 
 
 class DISTS(Metric):
@@ -167,6 +170,8 @@ class DISTS(Metric):
     differentiable = True
     channels = (1, 3)
     input_range_doc = "[0, data_range] RGB, data_range=1 by default"
+    #: Channels of one :meth:`pair_distances` tile's per-channel terms (1475): what sizes its tiles.
+    pair_channels = sum(DISTS_CHANNELS)
     mean: torch.Tensor  # ImageNet mean and std, (1,3,1,1) buffers
     std: torch.Tensor
 
@@ -234,25 +239,36 @@ class DISTS(Metric):
         d0, d1 = self.distances_to_reference(ref, [p0, p1])
         return d0, d1
 
+    def compute_to_reference(self, ref: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+        # The one reference goes through the trunk once with its K distortions: 1 + K images, not 2K.
+        return self.distances_to_reference(ref[:1], [others])[0]
+
     def distances_to_reference(self, ref: torch.Tensor, others: list[torch.Tensor]) -> list[torch.Tensor]:
         """``[DISTS(ref, o) for o in others]``, each ``(N,)``, from ONE trunk pass over the
-        reference and every other batch stacked (a triplet: 3N images, not 4N). Inputs are
+        reference and every other batch stacked (a triplet: 3N images, not 4N). ``ref`` has the
+        others' N rows, or one row compared with every row of each other batch. Inputs are
         assumed validated."""
         dtype = self._follow_input(ref)
         n = ref.shape[0]
         # channels_last: oneDNN's convolutions run the trunk 15-25% faster on CPU in that layout.
         stacked = torch.cat([self.prepare(t.to(dtype)) for t in (ref, *others)]).contiguous(
             memory_format=torch.channels_last)
+        starts = [n + sum(o.shape[0] for o in others[:i]) for i in range(len(others))]
         similarities: list[torch.Tensor | float] = [0.0] * len(others)
         for f, (alpha, beta) in zip(self.feature_sets(stacked), self._normalised_weights()):
-            for i in range(len(others)):
-                term = self._feature_set_similarity(f[:n], f[(i + 1) * n:(i + 2) * n], alpha, beta)
+            # Means and biased variances of every image in one fused pass (the memory-bound
+            # statistics, not the convolutions, are what the formula adds to the trunk's time).
+            variances, means = torch.var_mean(f, dim=(2, 3), correction=0)
+            for i, other in enumerate(others):
+                rows = slice(starts[i], starts[i] + other.shape[0])
+                term = self._feature_set_similarity(f[:n], f[rows], means[:n], means[rows], variances[:n],
+                                                    variances[rows], alpha, beta)
                 similarities[i] = similarities[i] + term
         distances = []
         for other, similarity in zip(others, similarities):
             distance = 1 - torch.as_tensor(similarity)
             # Rounding leaves about 1e-7 where the images are equal (the covariance is computed
-            # as E[xy] - E[x]E[y], the variance as E[(x - E[x])^2]): identical pairs are set to
+            # as E[xy] - E[x]E[y], the variance by var_mean): identical pairs are set to
             # exactly 0, DISTS's minimum, where its gradient is 0 too.
             identical = (ref == other).flatten(1).all(dim=1)
             distances.append(torch.where(identical, torch.zeros_like(distance), distance))
@@ -266,13 +282,86 @@ class DISTS(Metric):
         return list(zip(alphas, betas))
 
     @staticmethod
-    def _feature_set_similarity(fx: torch.Tensor, fy: torch.Tensor, alpha: torch.Tensor,
+    def _feature_set_similarity(fx: torch.Tensor, fy: torch.Tensor, mx: torch.Tensor, my: torch.Tensor,
+                                var_x: torch.Tensor, var_y: torch.Tensor, alpha: torch.Tensor,
                                 beta: torch.Tensor) -> torch.Tensor:
-        """``(N,)``: ``sum_j alpha_j l_j + beta_j s_j`` over the channels of one feature set."""
-        mx, my = fx.mean(dim=(2, 3), keepdim=True), fy.mean(dim=(2, 3), keepdim=True)
+        """``(N,)``: ``sum_j alpha_j l_j + beta_j s_j`` over the channels of one feature set, from
+        the features ``(N, C, H, W)`` and their per-channel means and variances ``(N, C)``."""
         structure = (2 * mx * my + STRUCTURE_C1) / (mx * mx + my * my + STRUCTURE_C1)
-        var_x = (fx - mx).square().mean(dim=(2, 3), keepdim=True)
-        var_y = (fy - my).square().mean(dim=(2, 3), keepdim=True)
-        cov = (fx * fy).mean(dim=(2, 3), keepdim=True) - mx * my
+        cov = (fx * fy).mean(dim=(2, 3)) - mx * my
         texture = (2 * cov + TEXTURE_C2) / (var_x + var_y + TEXTURE_C2)
-        return (structure.flatten(1) @ alpha) + (texture.flatten(1) @ beta)
+        return (structure @ alpha) + (texture @ beta)
+
+    # -- distance matrices: each image's features once, the pair terms per tile
+
+    def feature_sizes(self, height: int, width: int) -> list[int]:
+        """``H_k * W_k`` of the six feature sets for ``height x width`` inputs (after ``resize``):
+        the image and stage 1 at full size, each later stage after one L2 pooling (stride 2,
+        padding 1, 3 taps: ``(h - 1) // 2 + 1``)."""
+        shorter = min(height, width)
+        if self.resize and shorter > RESIZE_SIDE:
+            # F.interpolate with a kept scale factor: floor(size * factor), in double precision.
+            factor = RESIZE_SIDE / shorter
+            height, width = math.floor(height * factor), math.floor(width * factor)
+        sizes = [height * width, height * width]
+        for _ in DISTS_CHANNELS[2:]:
+            height, width = (height - 1) // 2 + 1, (width - 1) // 2 + 1
+            sizes.append(height * width)
+        return sizes
+
+    def pair_feature_length(self, height: int, width: int) -> int:
+        """Length ``K`` of one row of :meth:`pair_features` for ``height x width`` images:
+        ``2 * 1475 + sum_k C_k H_k W_k`` (512,000 + 2,950 at 64x64: 2 MB in float32)."""
+        return 2 * sum(DISTS_CHANNELS) + sum(c * s for c, s in zip(DISTS_CHANNELS, self.feature_sizes(height, width)))
+
+    def pair_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, K)`` rows holding what DISTS needs of each image to be compared with any other:
+        per channel of the six feature sets, the mean ``mu`` (1475 values), the biased variance
+        ``sigma^2`` (1475), then the centred features ``(f - mu) / sqrt(H_k W_k)`` flattened per
+        channel, so that the covariance of two images is one dot product per channel:
+        ``sigma_xy = sum_hw g_x g_y`` (:meth:`pair_distances`). One trunk pass per image, in the
+        input's dtype (float32 at least). Validated like :meth:`forward`."""
+        self.check(x, x)
+        dtype = self._follow_input(x)
+        with torch.no_grad():
+            stacked = self.prepare(x.to(dtype)).contiguous(memory_format=torch.channels_last)
+            means, variances, centred = [], [], []
+            for f in self.feature_sets(stacked):
+                flat = f.flatten(2)  # (N, C, HW)
+                mu = flat.mean(dim=2, keepdim=True)
+                g = (flat - mu) / math.sqrt(flat.shape[2])
+                means.append(mu.squeeze(2))
+                variances.append(g.square().sum(dim=2))
+                centred.append(g.flatten(1))
+            return torch.cat([*means, *variances, *centred], dim=1)
+
+    def pair_distances(self, a: torch.Tensor, b: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+        """``(A, B)`` float64 matrix of DISTS between the images of two blocks of
+        :meth:`pair_features` rows (``image_size``: their ``(H, W)``): the structure terms from
+        the means, the texture terms from the variances and, per channel, the covariances
+        ``G_a G_b^T`` (a batched matrix product over channels on views of the rows, no copy, in
+        their dtype; the formula in float64). Pairs of identical images are left to the caller
+        (they come out near 1e-7, not 0)."""
+        total = sum(DISTS_CHANNELS)
+        # (1475, A, 1) and (1475, 1, B): broadcast to (1475, A, B)
+        mu_a, mu_b = a[:, :total].double().T[:, :, None], b[:, :total].double().T[:, None, :]
+        var_a, var_b = a[:, total:2 * total].double().T[:, :, None], b[:, total:2 * total].double().T[:, None, :]
+        covariances = []
+        start = 2 * total
+        for channels, size in zip(DISTS_CHANNELS, self.feature_sizes(*image_size)):
+            stop = start + channels * size
+            ga = a[:, start:stop].reshape(-1, channels, size).transpose(0, 1)  # (C, A, HW)
+            gb = b[:, start:stop].reshape(-1, channels, size).permute(1, 2, 0)  # (C, HW, B)
+            covariances.append(torch.bmm(ga, gb).double())
+            start = stop
+        if start != a.shape[1] or a.shape[1] != b.shape[1]:
+            raise InputError(f"dists: feature rows of length {a.shape[1]} and {b.shape[1]} do not fit "
+                             f"{image_size[1]}x{image_size[0]} images ({start} values)")
+        cov = torch.cat(covariances)  # (1475, A, B)
+        structure = (2 * mu_a * mu_b + STRUCTURE_C1) / (mu_a * mu_a + mu_b * mu_b + STRUCTURE_C1)
+        texture = (2 * cov + TEXTURE_C2) / (var_a + var_b + TEXTURE_C2)
+        alpha, beta = self.alpha.double(), self.beta.double()
+        total_weight = alpha.sum() + beta.sum()
+        similarity = torch.einsum("cab,c->ab", structure, alpha / total_weight)
+        similarity += torch.einsum("cab,c->ab", texture, beta / total_weight)
+        return 1 - similarity
