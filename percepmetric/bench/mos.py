@@ -51,10 +51,17 @@ from .runner import (
 )
 
 VALUE_KEY = "value"
-#: Distorted images per forward pass (one reference's distortions are cut into batches of this
-#: many); 512x384 images: ~2.4 MB each as float32, ~0.3 GB of AlexNet activations per batch.
+#: Distorted images per forward pass of a metric with weights (LPIPS, DISTS): 512x384 images are
+#: ~2.4 MB each as float32, ~0.3 GB of AlexNet activations per batch.
 DEFAULT_MOS_BATCH_SIZE = 16
-#: Reference groups decoded ahead of the one being computed.
+#: Pixels per batch of a formula metric (PSNR, SSIM, ...): its temporaries should stay in the CPU
+#: cache (the BAPPS runner's 16 patches of 64x64); a 512x384 image alone is more, so such metrics
+#: take one pair at a time there (batches of 16 were 1.6x slower for SSIM, 4x for PSNR).
+FORMULA_BATCH_PIXELS = 16 * 64 * 64
+#: Distorted images decoded together (a reference with more is taken in several groups, its
+#: image decoded once and kept), so memory stays bounded whatever a reference's distortions.
+GROUP_SIZE = 32
+#: Groups decoded ahead of the one being computed.
 DECODE_AHEAD = 2
 #: Paired comparisons between metrics are made on this statistic (rank-based: needs no fit).
 COMPARED_KIND = "srcc"
@@ -76,14 +83,14 @@ class _Group:
 
 
 def _groups(dataset: MOSDataset, order: np.ndarray, first: int, stop: int) -> list[_Group]:
-    """The reference groups covering positions ``first..stop`` of ``order`` (the first and last
-    may be parts of a group)."""
+    """The groups covering positions ``first..stop`` of ``order``: runs of pairs with one reference,
+    at most :data:`GROUP_SIZE` each."""
     refs = dataset.reference_index[order]
     groups = []
     position = first
     while position < stop:
         end = position
-        while end < stop and refs[end] == refs[position]:
+        while end < stop and end - position < GROUP_SIZE and refs[end] == refs[position]:
             end += 1
         groups.append(_Group(position, end, dataset.references[int(refs[position])],
                              tuple(dataset.distorted[int(i)] for i in order[position:end])))
@@ -97,14 +104,16 @@ def _decoded(groups: Sequence[_Group], workers: int) -> Iterator[tuple[_Group, n
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque[tuple[_Group, Future, list[Future]]] = deque()
         upcoming = iter(groups)
+        reference: tuple[Path, Future] | None = None  # consecutive groups of one reference share it
         try:
             while True:
                 while len(pending) <= DECODE_AHEAD:
                     group = next(upcoming, None)
                     if group is None:
                         break
-                    pending.append((group, pool.submit(read_image_array, group.reference),
-                                    [pool.submit(read_image_array, p) for p in group.distorted]))
+                    if reference is None or reference[0] != group.reference:
+                        reference = (group.reference, pool.submit(read_image_array, group.reference))
+                    pending.append((group, reference[1], [pool.submit(read_image_array, p) for p in group.distorted]))
                 if not pending:
                     return
                 group, ref, distorted = pending.popleft()
@@ -131,7 +140,8 @@ def compute_mos_values(metrics: Sequence[Metric], dataset: MOSDataset, store: Di
 
     ``store``: finished values are read back, unfinished ones resumed (as
     :func:`~percepmetric.bench.runner.compute_distances`). ``batch_size``: distorted images per
-    forward (default :data:`DEFAULT_MOS_BATCH_SIZE`). ``workers``: decoding threads (default:
+    forward of a metric with weights (default :data:`DEFAULT_MOS_BATCH_SIZE`; formula metrics:
+    see :data:`FORMULA_BATCH_PIXELS`). ``workers``: decoding threads (default:
     the CPU count, at most 8). ``device``: default where the first metric's parameters are.
     """
     n = len(dataset)
@@ -163,16 +173,20 @@ def compute_mos_values(metrics: Sequence[Metric], dataset: MOSDataset, store: Di
 
 def _compute_group(metrics: Sequence[Metric], runs: dict[int, ResumableDistances], group: _Group, ref: np.ndarray,
                    distorted: list[np.ndarray], offset: int, batch_size: int, device: torch.device) -> None:
-    """Every unfinished metric on one reference group, ``batch_size`` distorted images at a time."""
+    """Every unfinished metric on one group: ``batch_size`` distorted images at a time for metrics
+    with weights, :data:`FORMULA_BATCH_PIXELS` worth for formula metrics."""
     reference = _batch_tensor([ref], device)
-    for k in range(0, len(distorted), batch_size):
-        lo, hi = group.first + k - offset, min(group.first + k + batch_size, group.stop) - offset
-        others = _batch_tensor(distorted[k:k + batch_size], device)
-        for i, run in runs.items():
+    images = _batch_tensor(distorted, device)
+    pixels = images.shape[-2] * images.shape[-1]
+    for i, run in runs.items():
+        has_weights = any(True for _ in metrics[i].parameters())
+        size = batch_size if has_weights else max(1, FORMULA_BATCH_PIXELS // pixels)
+        for k in range(0, len(distorted), size):
+            lo, hi = group.first + k - offset, min(group.first + k + size, group.stop) - offset
             if run.done >= hi:
                 continue  # resumed past this batch
             with torch.inference_mode():
-                values = metrics[i].values_to_reference(reference, others)
+                values = metrics[i].values_to_reference(reference, images[k:k + size])
             run.add(Batch(lo, hi, (values.detach().to(torch.float64).cpu().numpy().reshape(-1),)))
 
 

@@ -428,15 +428,22 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _record_install(root: Path, archive: Archive, url: str, size: int, sha256: str, installed: Installed) -> Path:
-    """Add ``archive`` to ``ROOT/.percepmetric-install.json`` (atomically; other archives' entries stay)."""
-    path = root / MANIFEST
+def read_manifest(root: Path) -> dict:
+    """``ROOT/.percepmetric-install.json`` as a dict with an ``archives`` dict (empty when the file
+    is absent or unreadable: an install then starts it afresh)."""
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads((root / MANIFEST).read_text())
     except (OSError, ValueError):
         manifest = None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("archives"), dict):
         manifest = {"archives": {}}
+    return manifest
+
+
+def _record_install(root: Path, archive: Archive, url: str, size: int, sha256: str, installed: Installed) -> Path:
+    """Add ``archive`` to ``ROOT/.percepmetric-install.json`` (atomically; other archives' entries stay)."""
+    path = root / MANIFEST
+    manifest = read_manifest(root)
     manifest["checksums"] = ("the upstream publishes no checksums for these archives; each sha256 here is "
                              "of the archive as downloaded and installed")
     manifest["archives"][archive.name] = {

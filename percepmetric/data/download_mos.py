@@ -78,7 +78,7 @@ import click
 
 from ..errors import InputError
 from ..io import atomic_write_text, prepare_output_dir
-from .download import CHUNK, MANIFEST, WORK_DIR, DownloadError, UnsafeArchiveError, fetch, sha256_of
+from .download import CHUNK, MANIFEST, WORK_DIR, DownloadError, UnsafeArchiveError, fetch, read_manifest, sha256_of
 from .mos import MOSDataset, load_mos_dataset
 
 ENV_ROOT = "PERCEPMETRIC_MOS"
@@ -458,12 +458,7 @@ def _entry(folder: Path, name: str) -> Path | None:
 
 def _record(root: Path, source: MOSSource, url: str, size: int, sha256: str, dataset: MOSDataset, files: int) -> Path:
     path = root / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
-        manifest = None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("archives"), dict):
-        manifest = {"archives": {}}
+    manifest = read_manifest(root)
     manifest["checksums"] = ("the authors publish no checksum for this archive; the sha256 here is of the archive "
                              "as downloaded and installed")
     manifest["archives"][source.archive] = {

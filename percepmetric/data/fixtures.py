@@ -40,6 +40,7 @@ import io
 import math
 import os
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -398,49 +399,50 @@ EMBEDDED_VERSION = 1  # bump when the generator's output changes
 
 def embedded_root(cache_dir: str | Path | None = None, size: int = DEFAULT_SIZE, seed: int = 0) -> Path:
     """The built-in sentinel set that ``percepmetric bench`` uses when no dataset is found:
-    :func:`make_fixture` written once under the cache folder (atomically), then reused.
+    :func:`make_fixture` written once under the cache folder (:func:`generated_once`), then reused."""
+    return generated_once(f"sentinels-v{EMBEDDED_VERSION}-n{size}-s{seed}",
+                          lambda folder: make_fixture(folder, size=size, seed=seed), is_synthetic, cache_dir)
 
-    The folder gets the permissions the umask gives any new folder, so that a cache shared by
-    a group stays usable by the group. When the cache folder cannot be written, the set is
-    made in a temporary folder for this process only, with one line on stderr (as the split
-    cache does).
+
+def generated_once(name: str, write: Callable[[Path], object], done: Callable[[Path], bool],
+                   cache_dir: str | os.PathLike | None = None) -> Path:
+    """``<cache>/<name>``, made by ``write(folder)`` the first time (into a temporary folder
+    renamed into place: atomic, and a process that loses the race uses the winner's), then
+    reused while ``done(folder)`` says it is complete.
+
+    The folder gets the permissions the umask gives any new folder, so that a cache shared by a
+    group stays usable by the group. When the cache folder cannot be written, the set is made in
+    a temporary folder for this process only, with one line on stderr (as the split cache does).
     """
+    import atexit
     import shutil
     import tempfile
 
     from .bapps import default_cache_dir, warn_unwritable_cache
 
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = base / f"sentinels-v{EMBEDDED_VERSION}-n{size}-s{seed}"
-    if is_synthetic(target):
+    target = base / name
+    if done(target):
         return target
     try:
         base.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=base))
     except OSError as exc:
         warn_unwritable_cache(base, exc.strerror or type(exc).__name__)
-        return _sentinels_for_this_process(size, seed)
+        folder = Path(tempfile.mkdtemp(prefix=f"percepmetric-{name}-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        write(folder)
+        return folder
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700, private to its owner
-        make_fixture(tmp, size=size, seed=seed)
+        write(tmp)
         os.replace(tmp, target)
     except OSError:
-        if not is_synthetic(target):  # not a lost race with another process: a real failure
+        if not done(target):  # not a lost race with another process: a real failure
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def _sentinels_for_this_process(size: int, seed: int) -> Path:
-    """The sentinel set in a temporary folder that is removed when the process ends."""
-    import atexit
-    import shutil
-    import tempfile
-
-    folder = Path(tempfile.mkdtemp(prefix="percepmetric-sentinels-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return make_fixture(folder, size=size, seed=seed)
 
 
 def _umask() -> int:

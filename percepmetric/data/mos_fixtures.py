@@ -256,44 +256,10 @@ def write_embedded_mos(directory: str | os.PathLike, seed: int = 0) -> Path:
 
 
 def embedded_mos_root(cache_dir: str | os.PathLike | None = None, seed: int = 0) -> Path:
-    """The folder of the embedded MOS set: written once under the cache folder (``mos-embedded-v<V>-s<seed>``,
-    atomically, with the umask's permissions), then reused; as
-    :func:`percepmetric.data.fixtures.embedded_root` does for the BAPPS sentinels. When the cache
-    folder cannot be written, the set is made in a temporary folder for this process only, with one
-    line on stderr."""
-    import shutil
-    import tempfile
+    """The folder of the embedded MOS set: written once under the cache folder
+    (``mos-embedded-v<V>-s<seed>``, see :func:`percepmetric.data.fixtures.generated_once`), then reused."""
+    from .fixtures import generated_once
 
-    from .bapps import default_cache_dir, warn_unwritable_cache
-    from .fixtures import _umask
-
-    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = base / f"mos-embedded-v{EMBEDDED_VERSION}-s{seed}"
-    if (target / SYNTHETIC_MARKER).is_file() and (target / EMBEDDED_CSV).is_file():
-        return target
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=base))
-    except OSError as exc:
-        warn_unwritable_cache(base, exc.strerror or type(exc).__name__)
-        return _embedded_for_this_process(seed)
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700, private to its owner
-        write_embedded_mos(tmp, seed=seed)
-        os.replace(tmp, target)
-    except OSError:
-        if not (target / SYNTHETIC_MARKER).is_file():  # not a lost race with another process: a real failure
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _embedded_for_this_process(seed: int) -> Path:
-    import atexit
-    import shutil
-    import tempfile
-
-    folder = Path(tempfile.mkdtemp(prefix="percepmetric-mos-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return write_embedded_mos(folder, seed=seed)
+    return generated_once(f"mos-embedded-v{EMBEDDED_VERSION}-s{seed}", lambda folder: write_embedded_mos(folder, seed),
+                          lambda folder: (folder / SYNTHETIC_MARKER).is_file() and (folder / EMBEDDED_CSV).is_file(),
+                          cache_dir)
