@@ -569,6 +569,15 @@ def download_mos(kind: str, root: str | os.PathLike | None = None, url: str | os
 
 # ---------------------------------------------------------------- the command
 
+def _by_hand_lines() -> str:
+    """Each database without an archive and where to get it, wrapped under 100 columns."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(f"{kind + ':':<7}{where}", width=96, initial_indent="  ",
+                                    subsequent_indent="         ", break_on_hyphens=False, break_long_words=False)
+                      for kind, where in BY_HAND.items())
+
+
 _HELP = f"""Fetch, check, unpack and verify a mean-opinion-score database (resumable).
 
 KIND: kadid10k (ZIP, about 3 GB) or tid2013 (RAR: needs unrar, 7z or bsdtar on PATH). ROOT
@@ -576,9 +585,7 @@ becomes the dataset folder: use it with `percepmetric bench --dataset KIND=ROOT`
 
 \b
 Not downloadable (get them by hand, then --dataset KIND=DIR):
-  live:  {BY_HAND['live']}
-  csiq:  {BY_HAND['csiq']}
-  pipal: {BY_HAND['pipal']}
+{_by_hand_lines()}
 """
 
 
