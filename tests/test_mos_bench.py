@@ -214,7 +214,7 @@ def test_default_bench_runs_the_embedded_mos_set_too(cache, tmp_path, capsys):
     assert "MOS correlation" not in out  # a split named: BAPPS only
     code, out, err = run_cli(capsys, "bench", "-m", "psnr", "--bootstrap", N_BOOT, "--no-progress")
     assert code == 0, err
-    assert re.search(r"psnr\s+embedded\s+96", out) and "synthetic MOS set" in out
+    assert re.search(r"psnr\s+synthetic-mos\s+96", out) and "synthetic MOS set" in out
 
 
 def test_interrupted_mos_run_marks_what_is_missing(dataset, cache, monkeypatch, tmp_path):

@@ -365,7 +365,8 @@ def test_embedded_set_is_synthetic_small_and_deterministic(tmp_path, monkeypatch
     ds = embedded_mos_dataset()
     assert ds.synthetic and ds.kind == "csv" and ds.higher_is_better and len(ds) == 96
     assert len(ds.references) == 8 and len(set(ds.distortion)) == 4 and set(ds.level.tolist()) == {1, 3, 5}
-    assert ds.describe() == "embedded: 96 pairs, 8 references, 4 distortion types (MOS, higher = better) (synthetic)"
+    assert ds.describe() == ("synthetic-mos: 96 pairs, 8 references, 4 distortion types (MOS, higher = better) "
+                             "(synthetic)")
     assert ds.root.is_relative_to(tmp_path / "a")
     again = embedded_mos_dataset()  # found, not written again: the same files, the same fingerprint
     assert again.fingerprint == ds.fingerprint and again.root == ds.root

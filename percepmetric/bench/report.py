@@ -252,14 +252,20 @@ def _short_column(column: str) -> str:
     return _SHORT_COLUMNS.get(column) or column.replace("train/", "train ").replace("val/", "")
 
 
-def format_summary(table: pd.DataFrame, names: dict[str, str] | None = None) -> str:
+def format_summary(table: pd.DataFrame, names: dict[str, str] | None = None,
+                   intervals: dict[tuple[str, str], tuple[float, float]] | None = None) -> str:
     """The summary table as text, scores in percent (one decimal), missing as '-': a 2AFC
-    block and a JND block, each under :data:`LINE_WIDTH` columns. ``names``: label -> short
-    name of the rows (see :func:`short_names`)."""
+    block and a JND block, each under :data:`LINE_WIDTH` columns, then a MOS block (SRCC and
+    PLCC, three decimals, each with its 95% interval from ``intervals``: (label, column) ->
+    (low, high)). ``names``: label -> short name of the rows (see :func:`short_names`)."""
     mos_columns = [c for c in table.columns if c.endswith(tuple(f" {k}" for k in MOS_SUMMARY_KINDS))]
     shown = table.map(lambda v: "-" if pd.isna(v) else f"{100 * v:.1f}")
     for column in mos_columns:
-        shown[column] = table[column].map(lambda v: "-" if pd.isna(v) else f"{v:.3f}")
+        for label in table.index:
+            value = table.loc[label, column]
+            low, high = (intervals or {}).get((label, column), (None, None))
+            shown.loc[label, column] = "-" if pd.isna(value) else f"{value:.3f}" + (
+                "" if low is None else f" [{low:.2f}, {high:.2f}]")
     jnd_rows = [label for label in table.index if label != HUMAN]  # the ceiling is a 2AFC notion
     if names:
         shown.index = [names.get(label, label) for label in shown.index]
@@ -277,7 +283,7 @@ def format_summary(table: pd.DataFrame, names: dict[str, str] | None = None) -> 
     if jnd:
         blocks.append(("JND mAP %" + (" (all = mean of both)" if "jnd mean" in jnd else ""), jnd_rows, jnd))
     if mos_columns:
-        blocks.append(("MOS: SRCC and PLCC (after the logistic fit)", jnd_rows, mos_columns))
+        blocks.append(("MOS: SRCC and PLCC (after the logistic fit), with 95% intervals", jnd_rows, mos_columns))
     lines: list[str] = []
     for title, rows, columns in blocks:
         block = shown.loc[rows, columns]
@@ -310,7 +316,9 @@ def format_report(result, verbose: bool = False) -> str:
     if len(result.splits) + len(result.datasets) > 1:
         title = "summary (% agreement with people; MOS: correlations):" if result.datasets and result.splits else (
             "summary (correlation with people's scores):" if result.datasets else "summary (% agreement with people):")
-        lines += ["", title, format_summary(summary_table(result), short)]
+        intervals = {(r["metric"], f"{r['split']} {r['kind']}"): (r["ci_low"], r["ci_high"]) for r in result.rows
+                     if r["status"] == "complete" and r["kind"] in MOS_SUMMARY_KINDS}
+        lines += ["", title, format_summary(summary_table(result), short, intervals)]
     lines += ["", "How to read:"]
     if result.splits:
         lines += [f"  {line}" for line in READING_GUIDE]

@@ -49,8 +49,8 @@ in the layout of {layout}. Scores are a function of the distortion strength, not
 they test the software, not how human-like a metric is.
 """
 
-EMBEDDED_VERSION = 1  # bump when the embedded set's output changes
-EMBEDDED_CSV = "embedded.csv"
+EMBEDDED_VERSION = 2  # bump when the embedded set's output changes (2: named synthetic-mos)
+EMBEDDED_CSV = "synthetic-mos.csv"  # its stem names the dataset in every table: synthetic
 #: The embedded set: (width, height) of each of its 8 references, and its strengths (levels).
 EMBEDDED_SIZES = ((64, 64), (80, 64), (64, 80), (96, 64), (64, 96), (80, 80), (96, 80), (96, 96))
 EMBEDDED_LEVELS = (1, 3, 5)
