@@ -343,3 +343,32 @@ def test_cli_weights_says_how_to_get_missing_networks(tmp_path, monkeypatch, cap
     monkeypatch.setenv("PERCEPMETRIC_STLPIPS_WEIGHTS", str(tmp_path))
     code, out, _ = run_cli(capsys, "weights")
     assert code == 0 and "pip install 'percepmetric[stlpips]'" in out
+
+
+def test_bench_on_bapps_and_a_mos_set_and_a_deepsim_generator(tmp_path, tmp_path_factory, cache, capsys):
+    """ST-LPIPS where every metric goes: BAPPS 2AFC and JND, a MOS dataset, a trained generator."""
+    from percepmetric.data.mos_fixtures import make_mos_fixture
+    from percepmetric.deepsim.train import DeepSimConfig, train_generator
+
+    from helpers import synthetic_bapps_root
+
+    root = synthetic_bapps_root(tmp_path_factory, size=3, seed=1)
+    kadid = make_mos_fixture("kadid10k", tmp_path / "kadid", references=2, distortions=8)
+    code, _, err = run_cli(capsys, "bench", "--root", root, "-s", "val/cnn", "-s", "jnd/val/cnn",
+                           "--dataset", f"kadid10k={kadid}", "-m", "stlpips", "--bootstrap", 20, "--no-progress",
+                           "--out", tmp_path / "out")
+    assert code == 0, err
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    kinds = {(r["split"], r["kind"]) for r in rows if r["status"] == "complete"}
+    assert {("val/cnn", "2afc"), ("jnd/val/cnn", "jnd_map"), ("kadid10k", "srcc"), ("kadid10k", "plcc_fitted")} <= kinds
+
+    train, test = tmp_path / "train", tmp_path / "test"
+    _write_images(train, 2, size=(48, 48))
+    _write_images(test, 2, size=(32, 32))
+    config = DeepSimConfig(task="autoencoder", size=32, data=str(train), out=str(tmp_path / "run"), iterations=1,
+                           batch_size=2, width=0.125, discriminator_width=0.125, comparator_pretrained=False,
+                           checkpoint_every=1, seed=3, loss="image")
+    checkpoint = train_generator(config, progress=False)
+    code, out, err = run_cli(capsys, "bench", "--model", f"deepsim:{checkpoint}", "--data", test, "-m", "stlpips")
+    assert code == 0, err
+    assert "stlpips" in out
