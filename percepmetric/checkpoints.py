@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import InputError, WeightsNotFoundError
 from .io import atomic_path
 
 __all__ = ["save_checkpoint", "load_checkpoint_file", "remove_stale_temporaries",
@@ -32,6 +32,15 @@ def save_checkpoint(obj: Any, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+def load_weight_file(path: Path, *, what: str, missing: str, format: str | None = None) -> dict[str, Any]:
+    """A weight file's tensors, read without running code (:func:`load_checkpoint_file`), or
+    :class:`~percepmetric.errors.WeightsNotFoundError` with the message ``missing`` (where the
+    file comes from) when ``path`` is absent: what every loader of pretrained weights does first."""
+    if not path.is_file():
+        raise WeightsNotFoundError(missing)
+    return load_checkpoint_file(path, format=format, what=what)
 
 
 def load_checkpoint_file(path: str | os.PathLike, *, format: str | None, required: Iterable[str] = (),

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError, WeightsNotFoundError
+from ..errors import InputError
 from ..nets.backbones import load_pretrained_features, load_trunk, trunk_weights_path
 from ..options import Reduction
 from .base import Metric
@@ -113,14 +113,11 @@ def load_dists_weights(path: str | os.PathLike | None = None) -> tuple[torch.Ten
     :func:`dists_weights_path`). :class:`WeightsNotFoundError` when the file is absent,
     :class:`InputError` when it does not hold two non-negative vectors of 1475 values."""
     path = Path(path) if path is not None else dists_weights_path()
-    if not path.is_file():
-        raise WeightsNotFoundError(
-            f"DISTS weights (alpha, beta) not found at {path}: they ship with the `dists-pytorch` package "
-            f"(MIT): pip install dists-pytorch==0.1, or set PERCEPMETRIC_DISTS_WEIGHTS to the path of its weights.pt"
-        )
-    from ..checkpoints import load_checkpoint_file  # weights_only: a pickled payload is refused, not run
+    from ..checkpoints import load_weight_file  # weights_only: a pickled payload is refused, not run
 
-    state = load_checkpoint_file(path, format=None, what="DISTS weight file")
+    state = load_weight_file(path, what="DISTS weight file", missing=(
+        f"DISTS weights (alpha, beta) not found at {path}: they ship with the `dists-pytorch` package "
+        f"(MIT): pip install dists-pytorch==0.1, or set PERCEPMETRIC_DISTS_WEIGHTS to the path of its weights.pt"))
     total = sum(DISTS_CHANNELS)
     vectors = []
     for key in ("alpha", "beta"):

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError, WeightsNotFoundError
+from ..errors import InputError
 from ..nets.backbones import (
     NETS,
     Trunk,
@@ -224,15 +224,12 @@ def load_official_calibration(net: str, version: str = OFFICIAL_VERSION) -> list
     """
     net = canonical_net(net)
     path = official_calibration_path(net, version)
-    if not path.is_file():
-        raise WeightsNotFoundError(
-            f"LPIPS {version} calibration weights for {net} not found at {path}: they ship with the "
-            f"`lpips` package (BSD-2-Clause): pip install lpips==0.1.4, or set PERCEPMETRIC_LPIPS_WEIGHTS "
-            f"to a folder holding {version}/{net}.pth"
-        )
-    from ..checkpoints import load_checkpoint_file  # weights_only: a pickled payload is refused, not run
+    from ..checkpoints import load_weight_file  # weights_only: a pickled payload is refused, not run
 
-    state = load_checkpoint_file(path, format=None, what="LPIPS calibration file")
+    state = load_weight_file(path, what="LPIPS calibration file", missing=(
+        f"LPIPS {version} calibration weights for {net} not found at {path}: they ship with the "
+        f"`lpips` package (BSD-2-Clause): pip install lpips==0.1.4, or set PERCEPMETRIC_LPIPS_WEIGHTS "
+        f"to a folder holding {version}/{net}.pth"))
     channels = tap_channels(net)
     weights = []
     for layer, c in enumerate(channels):
@@ -350,11 +347,10 @@ def load_lpips_checkpoint(path: str | os.PathLike) -> dict:
     it is not a percepmetric LPIPS checkpoint (corrupt, foreign, newer version, wrong shapes).
     """
     path = Path(path)
-    if not path.is_file():
-        raise WeightsNotFoundError(f"{path}: no such LPIPS weight file")
-    from ..checkpoints import load_checkpoint_file  # weights_only: a pickled payload is refused, not run
+    from ..checkpoints import load_weight_file  # weights_only: a pickled payload is refused, not run
 
-    state = load_checkpoint_file(path, format=CHECKPOINT_FORMAT, what="percepmetric LPIPS checkpoint")
+    state = load_weight_file(path, format=CHECKPOINT_FORMAT, what="percepmetric LPIPS checkpoint",
+                             missing=f"{path}: no such LPIPS weight file")
     if not isinstance(state.get("version"), int) or state["version"] > CHECKPOINT_VERSION:
         raise InputError(f"{path}: checkpoint version {state.get('version')!r} is newer than this percepmetric "
                          f"reads ({CHECKPOINT_VERSION})")

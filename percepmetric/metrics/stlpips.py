@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..errors import InputError, WeightsNotFoundError
+from ..errors import InputError
 from ..nets.antialiased import ST_NETS, ShiftTolerantTrunk, build_shift_tolerant_trunk, shift_tolerant_spec
 from ..options import Precision, Reduction
 from .base import Metric, check_choice
@@ -93,15 +93,12 @@ def load_stlpips_file(net: str, path: str | os.PathLike | None = None
     """
     net = _canonical_st_net(net)
     path = Path(path) if path is not None else stlpips_weights_path(net)
-    if not path.is_file():
-        raise WeightsNotFoundError(
-            f"ST-LPIPS weights for {net} not found at {path}: they ship with the `{DISTRIBUTION}` package "
-            f"(BSD-2-Clause, 64 MB): pip install 'percepmetric[stlpips]' (or {PIN}), or set "
-            f"PERCEPMETRIC_STLPIPS_WEIGHTS to a folder holding {net}_{ST_VARIANT}.pth"
-        )
-    from ..checkpoints import load_checkpoint_file  # weights_only: a pickled payload is refused, not run
+    from ..checkpoints import load_weight_file  # weights_only: a pickled payload is refused, not run
 
-    state = load_checkpoint_file(path, format=None, what="ST-LPIPS weight file")
+    state = load_weight_file(path, what="ST-LPIPS weight file", missing=(
+        f"ST-LPIPS weights for {net} not found at {path}: they ship with the `{DISTRIBUTION}` package "
+        f"(BSD-2-Clause, 64 MB): pip install 'percepmetric[stlpips]' (or {PIN}), or set "
+        f"PERCEPMETRIC_STLPIPS_WEIGHTS to a folder holding {net}_{ST_VARIANT}.pth"))
     trunk = build_shift_tolerant_trunk(net)
     spec = shift_tolerant_spec(net)
     # file key -> the shape our network needs there
