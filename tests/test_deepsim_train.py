@@ -276,3 +276,17 @@ def test_zero_fc_features_warn(folders, tmp_path, monkeypatch):
     with pytest.warns(RuntimeWarning, match="all zero"):
         train_generator(_config(folders, tmp_path, task="invert", layer="fc8", size=64, iterations=1, loss="image"),
                         progress=False)
+
+
+def test_training_images_leave_out_hidden_files_and_folders(tmp_path):
+    """An interrupted atomic write (``.name.tmp``) or a hidden folder is not part of the training set."""
+    from PIL import Image
+
+    from percepmetric.deepsim.train import image_files
+
+    image = Image.new("RGB", (8, 8))
+    (tmp_path / ".partial").mkdir()
+    (tmp_path / "sub").mkdir()
+    for name in ("b.png", "sub/a.png", ".b.png.tmp.png", ".partial/c.png"):
+        image.save(tmp_path / name)
+    assert image_files(tmp_path) == [tmp_path / "b.png", tmp_path / "sub" / "a.png"]

@@ -149,14 +149,15 @@ class ImageCrops:
 
 
 def image_files(folder: str | os.PathLike) -> list[Path]:
-    """The image files under ``folder`` (searched recursively), sorted; :class:`InputError` naming
+    """The image files under ``folder`` (searched recursively, hidden files and folders left out,
+    as :func:`percepmetric.io.list_image_files` lists them), sorted; :class:`InputError` naming
     ``--data`` when the folder is absent or holds none."""
-    from ..io import IMAGE_SUFFIXES
+    from ..io import IMAGE_SUFFIXES, list_image_files
 
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"--data {folder}: no such folder")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    paths = [folder / name for name in list_image_files(folder)]
     if not paths:
         raise InputError(f"--data {folder}: holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return paths
