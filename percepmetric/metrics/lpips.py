@@ -378,6 +378,22 @@ def load_lpips_checkpoint(path: str | os.PathLike) -> dict:
 # ---------------------------------------------------------------------------- the metric
 
 
+def resolve_input_options(name: str, input_range: Any, data_range: float | None,
+                          precision: str) -> tuple[tuple[float, float], Precision]:
+    """The ``(lo, hi)`` input range and the precision of an LPIPS-family metric ``name`` from its
+    options: ``data_range`` (``[0, data_range]``) or ``input_range`` (not both), and
+    ``precision`` with its synonyms. :class:`InputError` on a bad value."""
+    precision = PRECISION_SYNONYMS.get(precision, precision)
+    if data_range is not None:
+        if input_range not in ("0,1", (0, 1), (0.0, 1.0)):
+            raise InputError(f"{name}: give either data_range or input_range, not both")
+        if not isinstance(data_range, (int, float)) or not data_range > 0:
+            raise InputError(f"{name}: data_range must be a positive number, got {data_range!r}")
+        input_range = (0.0, float(data_range))
+    check_choice(name, "precision", precision, PRECISIONS)
+    return _parse_input_range(input_range), precision  # type: ignore[return-value]
+
+
 def _parse_input_range(value: Any) -> tuple[float, float]:
     if isinstance(value, str):
         text = value.strip().strip("[]()")
@@ -440,15 +456,7 @@ class LPIPS(Metric):
         reduction: Reduction = "none",
     ) -> None:
         super().__init__(reduction=reduction)
-        precision = PRECISION_SYNONYMS.get(precision, precision)
-        if data_range is not None:
-            if input_range not in ("0,1", (0, 1), (0.0, 1.0)):
-                raise InputError("lpips: give either data_range or input_range, not both")
-            if not isinstance(data_range, (int, float)) or not data_range > 0:
-                raise InputError(f"lpips: data_range must be a positive number, got {data_range!r}")
-            input_range = (0.0, float(data_range))
-        lo, hi = _parse_input_range(input_range)
-        check_choice(self.name, "precision", precision, PRECISIONS)
+        (lo, hi), precision = resolve_input_options(self.name, input_range, data_range, precision)
         if variant is not None and variant not in VARIANTS:
             raise InputError(f"lpips: unknown variant {variant!r} (choose one of: {', '.join(VARIANTS)})")
         net = canonical_net(net) if net is not None else None
@@ -570,9 +578,8 @@ class LPIPS(Metric):
             raise InputError(f"lpips: calibration init must be ones, v0.1 or random, got {calibration!r}")
         obj = cls.__new__(cls)
         Metric.__init__(obj)
-        precision = PRECISION_SYNONYMS.get(precision, precision)
-        check_choice(cls.name, "precision", precision, PRECISIONS)
-        obj._setup(net, variant, trunk, weights, source, _parse_input_range(input_range), bool(spatial), precision,
+        value_range, precision = resolve_input_options(cls.name, input_range, None, precision)
+        obj._setup(net, variant, trunk, weights, source, value_range, bool(spatial), precision,
                    f"untrained(seed={seed},calibration={calibration})", files)
         return obj
 

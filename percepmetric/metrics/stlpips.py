@@ -34,8 +34,8 @@ import torch
 from ..errors import InputError
 from ..nets.antialiased import ST_NETS, ShiftTolerantTrunk, build_shift_tolerant_trunk, shift_tolerant_spec
 from ..options import Precision, Reduction
-from .base import Metric, check_choice
-from .lpips import LPIPS, PRECISION_SYNONYMS, PRECISIONS, _loaded_file, _parse_input_range
+from .base import Metric
+from .lpips import LPIPS, _loaded_file, resolve_input_options
 
 __all__ = ["STLPIPS", "STNet", "ST_VERSION", "stlpips_weights_path", "load_stlpips_file"]
 
@@ -159,15 +159,7 @@ class STLPIPS(LPIPS):
     ) -> None:
         # Not LPIPS.__init__, which builds torchvision trunks: this network comes whole from one file.
         Metric.__init__(self, reduction=reduction)
-        precision = PRECISION_SYNONYMS.get(precision, precision)
-        if data_range is not None:
-            if input_range not in ("0,1", (0, 1), (0.0, 1.0)):
-                raise InputError("stlpips: give either data_range or input_range, not both")
-            if not isinstance(data_range, (int, float)) or not data_range > 0:
-                raise InputError(f"stlpips: data_range must be a positive number, got {data_range!r}")
-            input_range = (0.0, float(data_range))
-        lo, hi = _parse_input_range(input_range)
-        check_choice(self.name, "precision", precision, PRECISIONS)
+        (lo, hi), precision = resolve_input_options(self.name, input_range, data_range, precision)
         net = _canonical_st_net(net)
         path = stlpips_weights_path(net)
         trunk, calibration, shift, scale = load_stlpips_file(net, path)
