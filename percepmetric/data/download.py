@@ -64,6 +64,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
@@ -428,6 +429,21 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def fetch_verified(url: str, local: Path, published: str | None, *, progress: bool,
+                   log: Callable[[str], object]) -> tuple[int, str]:
+    """The archive ``local``, fetched from ``url`` first when it is absent (resumed from its
+    ``.part``), with its size and SHA-256 (logged), checked against the ``published`` checksum
+    when there is one: a mismatch is a :class:`DownloadError` and nothing is unpacked."""
+    if not local.exists():
+        log(f"{local.name}: fetching {url}")
+        fetch(url, local, progress=progress)
+    size, sha256 = local.stat().st_size, sha256_of(local)
+    log(f"{local.name}: sha256 {sha256}")
+    if published is not None and sha256 != published.lower():
+        raise DownloadError(f"{local}: sha256 {sha256} differs from the published {published}; delete it and run again")
+    return size, sha256
+
+
 def read_manifest(root: Path) -> dict:
     """``ROOT/.percepmetric-install.json`` as a dict with an ``archives`` dict (empty when the file
     is absent or unreadable: an install then starts it afresh)."""
@@ -481,15 +497,8 @@ def download_bapps(root: str | os.PathLike, val_only: bool = False, url_base: st
             continue
         url = archive_url(base, archive.name)
         local = work / archive.name
-        if not local.exists():
-            log(f"{archive.name}: fetching {url}")
-            fetch(url, local, progress=progress)
-        size, sha256 = local.stat().st_size, sha256_of(local)
         published = PUBLISHED_SHA256.get(archive.name)
-        if published is not None and sha256 != published.lower():
-            raise DownloadError(f"{local}: sha256 {sha256} differs from the published {published}; "
-                                f"delete it and run again")
-        log(f"{archive.name}: sha256 {sha256}")
+        size, sha256 = fetch_verified(url, local, published, progress=progress, log=log)
         log(f"{archive.name}: {size:,} bytes, "
             + ("matches the published checksum" if published else "no published checksum to check it against")
             + "; unpacking and verifying")

@@ -15,8 +15,8 @@ folder linked from the challenge page) have none: :data:`BY_HAND` says where to 
 takes: ``ROOT/dmos.csv`` and ``ROOT/images/`` for KADID-10k. Default: ``$PERCEPMETRIC_MOS/<kind>``,
 else ``$XDG_DATA_HOME/percepmetric/<kind>`` (``~/.local/share/percepmetric/<kind>``).
 
-**How**, as ``download-bapps`` (:mod:`.download`, whose :func:`~.download.fetch` and
-:func:`~.download.sha256_of` this reuses): the archive is fetched to ``ROOT/.download/<name>.part``
+**How**, as ``download-bapps`` (:mod:`.download`, whose :func:`~.download.fetch_verified`
+this reuses): the archive is fetched to ``ROOT/.download/<name>.part``
 and resumed with an HTTP ``Range`` request after an interruption (``--url`` may name an
 ``http(s)://`` or ``file://`` URL or a local file: mirrors, offline copies, tests; a local
 archive is copied, never modified); its SHA-256 is printed and checked against
@@ -78,7 +78,7 @@ import click
 
 from ..errors import InputError
 from ..io import atomic_write_text, prepare_output_dir
-from .download import CHUNK, MANIFEST, WORK_DIR, DownloadError, UnsafeArchiveError, fetch, read_manifest, sha256_of
+from .download import CHUNK, MANIFEST, WORK_DIR, DownloadError, UnsafeArchiveError, fetch_verified, read_manifest
 from .mos import MOSDataset, load_mos_dataset
 
 ENV_ROOT = "PERCEPMETRIC_MOS"
@@ -517,14 +517,8 @@ def download_mos(kind: str, root: str | os.PathLike | None = None, url: str | os
     _check_root_is_ours(source, target, work)
 
     local = work / source.archive
-    if not local.exists():
-        log(f"{source.kind}: fetching {source_url}")
-        fetch(source_url, local, progress=progress)
-    size, sha256 = local.stat().st_size, sha256_of(local)
     published = PUBLISHED_SHA256.get(source.archive)
-    log(f"{source.archive}: sha256 {sha256}")
-    if published is not None and sha256 != published.lower():
-        raise DownloadError(f"{local}: sha256 {sha256} differs from the published {published}; delete it and run again")
+    size, sha256 = fetch_verified(source_url, local, published, progress=progress, log=log)
     log(f"{source.archive}: {size:,} bytes, "
         + ("matches the published checksum" if published else "no published checksum to check it against")
         + "; checking, unpacking and verifying")
