@@ -159,14 +159,7 @@ def format_results(result, verbose: bool = False) -> str:
     if comparisons:
         lines += ["", "paired tests: best metric on each split minus each other, in points (bootstrap, same items):"]
     if shown:
-        v = max(len(short[t[k]]) for t in shown for k in ("metric_a", "metric_b"))
-        lines.append(f"  {'split':<20} {'best':<{v}}   {'other':<{v}} {'diff':>6}  {'95% CI':<15} {'p':<7} "
-                     "significant")
-        for t in shown:
-            ci = f"[{100 * t['ci_low']:+.1f}, {100 * t['ci_high']:+.1f}]"
-            lines.append(f"  {t['split']:<20} {short[t['metric_a']]:<{v}} - {short[t['metric_b']]:<{v}} "
-                         f"{100 * t['difference']:>+6.1f}  {ci:<15} {t['p_value']:<7.2g} "
-                         f"{'no' if t['better'] == 'neither' else 'yes'}")
+        lines += _paired_lines(shown, short, "split", 20, scale=100, decimals=1, ci_width=15)
     if hidden:
         lines.append(f"  ({hidden} more with +0.0 [+0.0, +0.0]: the same answer on every item; "
                      "--verbose lists them)")
@@ -225,17 +218,26 @@ def format_mos_results(result, verbose: bool = False) -> str:
     tests = [t for t in result.comparisons if t["split"] in names]
     if tests:
         lines += ["", "paired tests: SRCC of the best metric on each dataset minus each other (same resamples):"]
-        c = max(len(short[t[k]]) for t in tests for k in ("metric_a", "metric_b"))
-        lines.append(f"  {'dataset':<{v}} {'best':<{c}}   {'other':<{c}} {'diff':>6}  {'95% CI':<17} {'p':<7} "
-                     "significant")
-        for t in tests:
-            ci = f"[{t['ci_low']:+.3f}, {t['ci_high']:+.3f}]"
-            lines.append(f"  {t['split']:<{v}} {short[t['metric_a']]:<{c}} - {short[t['metric_b']]:<{c}} "
-                         f"{t['difference']:>+6.3f}  {ci:<17} {t['p_value']:<7.2g} "
-                         f"{'no' if t['better'] == 'neither' else 'yes'}")
+        lines += _paired_lines(tests, short, "dataset", v, scale=1, decimals=3, ci_width=17)
     if not verbose and any(types.values()):
         lines.append("(SRCC per distortion type: in results.csv, or printed with --verbose)")
     return "\n".join(lines)
+
+
+def _paired_lines(tests: list[dict], short: dict[str, str], place: str, width: int, *, scale: float, decimals: int,
+                  ci_width: int) -> list[str]:
+    """The table of paired tests: a header, then per test where (the ``place`` column, ``width``
+    wide), best - other, the difference and its interval (times ``scale``, ``decimals``
+    places), p, and whether the interval excludes 0."""
+    v = max(len(short[t[k]]) for t in tests for k in ("metric_a", "metric_b"))
+    lines = [f"  {place:<{width}} {'best':<{v}}   {'other':<{v}} {'diff':>6}  {'95% CI':<{ci_width}} {'p':<7} "
+             "significant"]
+    for t in tests:
+        ci = f"[{scale * t['ci_low']:+.{decimals}f}, {scale * t['ci_high']:+.{decimals}f}]"
+        lines.append(f"  {t['split']:<{width}} {short[t['metric_a']]:<{v}} - {short[t['metric_b']]:<{v}} "
+                     f"{scale * t['difference']:>+6.{decimals}f}  {ci:<{ci_width}} {t['p_value']:<7.2g} "
+                     f"{'no' if t['better'] == 'neither' else 'yes'}")
+    return lines
 
 
 #: Column names of the printed summary: split names without their group, short means; and
