@@ -6,7 +6,7 @@ temporary folder), each pair scored with PSNR, SSIM and LPIPS (AlexNet, v0.1), d
 included. All sides run in the same process, one after the other, after building their models
 (not timed) and a warm-up pair:
 
-* **percepmetric's runner**: ``percepmetric.bench.mos.compute_mos_values`` (what ``bench
+* **percepmetric's runner**: ``percepmetric.bench.mos.mos_values`` (what ``bench
   --dataset`` computes before its statistics): each reference decoded once and, for LPIPS,
   through the trunk once for all its distortions; decoding in threads; ``--batch-size``
   distorted images per forward.
@@ -84,6 +84,7 @@ def main() -> None:
     from percepmetric.bench import mos as mos_bench
     from percepmetric.data.mos import load_mos_dataset
     from percepmetric.data.mos_fixtures import make_mos_fixture
+    from percepmetric.distributed import Group
 
     warnings.filterwarnings("ignore")
     metrics = [percepmetric.create_metric("psnr"), percepmetric.create_metric("ssim", color="rgb"),
@@ -97,18 +98,12 @@ def main() -> None:
         n = len(dataset)
         warm = load_mos_dataset("kadid10k", make_mos_fixture("kadid10k", Path(tmp) / "warm", references=1,
                                                              distortions=2, size=(512, 384)))
-        mos_bench.compute_mos_values(metrics, warm, None, batch_size=args.batch_size)  # warm-up: first calls allocate
+        mos_bench.mos_values(metrics, warm, None, Group(), batch_size=args.batch_size)  # warm-up: first calls allocate
         percepmetric_loop(warm, metrics)
 
         start = time.perf_counter()
-        ours = mos_bench.compute_mos_values(metrics, dataset, None, batch_size=args.batch_size)
+        in_order = mos_bench.mos_values(metrics, dataset, None, Group(), batch_size=args.batch_size)
         runner_seconds = time.perf_counter() - start
-        order = mos_bench.processing_order(dataset)
-        in_order = []
-        for values in ours:
-            back = np.empty(n)
-            back[order] = values
-            in_order.append(back)
         start = time.perf_counter()
         loop = percepmetric_loop(dataset, metrics)
         loop_seconds = time.perf_counter() - start

@@ -44,13 +44,14 @@ from ..io import as_batch, read_image_array
 from ..metrics.base import Metric
 from .runner import (
     CHECKPOINT_SECONDS,
+    MOS_VALUE_KEY,
     DistanceStore,
     ResumableDistances,
     _progress,
+    has_weights,
     shared_over_ranks,
 )
 
-VALUE_KEY = "value"
 #: Distorted images per forward pass of a metric with weights (LPIPS, DISTS): 512x384 images are
 #: ~2.4 MB each as float32, ~0.3 GB of AlexNet activations per batch.
 DEFAULT_MOS_BATCH_SIZE = 16
@@ -151,7 +152,7 @@ def compute_mos_values(metrics: Sequence[Metric], dataset: MOSDataset, store: Di
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)
     entries = [store.entry(m, dataset, items) if store is not None else None for m in metrics]
     done: list[Any] = [e.finished() if e is not None else None for e in entries]
-    runs = {i: ResumableDistances((VALUE_KEY,), stop - first, entries[i], checkpoint_seconds)
+    runs = {i: ResumableDistances((MOS_VALUE_KEY,), stop - first, entries[i], checkpoint_seconds)
             for i, d in enumerate(done) if d is None}
     if runs:
         start = first + min(run.done for run in runs.values())
@@ -179,8 +180,7 @@ def _compute_group(metrics: Sequence[Metric], runs: dict[int, ResumableDistances
     images = _batch_tensor(distorted, device)
     pixels = images.shape[-2] * images.shape[-1]
     for i, run in runs.items():
-        has_weights = any(True for _ in metrics[i].parameters())
-        size = batch_size if has_weights else max(1, FORMULA_BATCH_PIXELS // pixels)
+        size = batch_size if has_weights(metrics[i]) else max(1, FORMULA_BATCH_PIXELS // pixels)
         for k in range(0, len(distorted), size):
             lo, hi = group.first + k - offset, min(group.first + k + size, group.stop) - offset
             if run.done >= hi:
@@ -201,13 +201,13 @@ def mos_values(metrics: Sequence[Metric], dataset: MOSDataset, store: DistanceSt
         return [store.entry(m, dataset, items) if store is not None else None for m in metrics]
 
     def compute(items: tuple[int, int] | None) -> list[dict[str, np.ndarray]]:
-        return [{VALUE_KEY: v} for v in compute_mos_values(metrics, dataset, store, items=items, **job)]
+        return [{MOS_VALUE_KEY: v} for v in compute_mos_values(metrics, dataset, store, items=items, **job)]
 
     in_order = shared_over_ranks(group, n, entries, compute)
     values = []
     for arrays in in_order:
         back = np.empty(n, dtype=np.float64)
-        back[order] = arrays[VALUE_KEY]
+        back[order] = arrays[MOS_VALUE_KEY]
         values.append(back)
     return values
 

@@ -70,6 +70,8 @@ FORMULA_BATCH_SIZE = 16
 CHECKPOINT_SECONDS = 30.0
 
 Split = TwoAFCSplit | JNDSplit
+#: The one array stored per (metric, MOS dataset): the metric's own value on each pair.
+MOS_VALUE_KEY = "value"
 #: What per-item values are stored for: a BAPPS split or a MOS dataset.
 Measured = TwoAFCSplit | JNDSplit | MOSDataset
 
@@ -130,15 +132,21 @@ def _batching(metric: Metric, device: torch.device, batch_size: int | None,
     """Items per batch and batches at once. Formula metrics (no weights) take small batches
     that stay in the CPU cache, several at once in threads on the CPU; metrics with weights
     take large ones, one at a time."""
-    has_weights = any(True for _ in metric.parameters())
+    weighted = has_weights(metric)
     if batch_size is None:
-        batch_size = DEFAULT_BATCH_SIZE if has_weights else FORMULA_BATCH_SIZE
+        batch_size = DEFAULT_BATCH_SIZE if weighted else FORMULA_BATCH_SIZE
     batch_size = int(batch_size)
     if batch_size < 1:
         raise InputError(f"batch_size must be positive, got {batch_size}")
     if workers is None:
-        workers = torch.get_num_threads() if device.type == "cpu" and not has_weights else 1
+        workers = torch.get_num_threads() if device.type == "cpu" and not weighted else 1
     return batch_size, int(workers)
+
+
+def has_weights(metric: Metric) -> bool:
+    """A network metric (LPIPS, DISTS: large batches pay) rather than a formula (PSNR, SSIM:
+    batches whose temporaries stay in the CPU cache are the fastest)."""
+    return any(True for _ in metric.parameters())
 
 
 def _images(split: Split) -> tuple[np.ndarray, ...]:
@@ -154,7 +162,7 @@ def _distance_keys(split: Measured) -> tuple[str, ...]:
     """The names of the distances of one item, in files and in :class:`Batch` order (a MOS
     dataset's: the metric's own ``value``, see :mod:`percepmetric.bench.mos`)."""
     if isinstance(split, MOSDataset):
-        return ("value",)
+        return (MOS_VALUE_KEY,)
     return ("d",) if isinstance(split, JNDSplit) else ("d0", "d1")
 
 
