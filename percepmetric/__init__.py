@@ -65,7 +65,8 @@ def distance(x: ImageLike, y: ImageLike, metric: str = "lpips", **options: Any) 
     """Perceptual distance between ``x`` and ``y``: an ``(N,)`` tensor, lower = more alike, 0 for x == y.
 
     ``x`` and ``y`` may be tensors ``(N,C,H,W)``/``(C,H,W)``/``(H,W)``, NumPy arrays or PIL
-    images (channel-last; uint8 scaled to [0, 1]) or image paths. ``options`` go to
+    images (channel-last) or image paths, whose integer codes span the metric's input range
+    (``data_range=255`` reads a file as 0..255, so the value does not change). ``options`` go to
     :func:`create_metric` (e.g. ``net="vgg"``, ``data_range=255``, ``convention="matlab"``).
 
     Metrics whose value is a similarity are turned into distances by the metric's
@@ -78,10 +79,12 @@ def distance(x: ImageLike, y: ImageLike, metric: str = "lpips", **options: Any) 
     Gradients flow when an input requires grad, so the result can serve as a loss. The metric
     is built once per (options, device) and reused (:func:`percepmetric.functional.cached_metric`).
     """
-    xb, yb = as_batch(x, "x"), as_batch(y, "y")
+    device = next((t.device for t in (x, y) if isinstance(t, torch.Tensor)), torch.device("cpu"))
+    m = functional.cached_metric(metric, options, device)
+    # Integer codes (files, uint8 arrays and tensors) span the metric's declared input range.
+    xb, yb = as_batch(x, "x", m.value_range), as_batch(y, "y", m.value_range)
     if isinstance(y, torch.Tensor) and not isinstance(x, torch.Tensor):
         xb = xb.to(device=yb.device, dtype=yb.dtype)
     elif isinstance(x, torch.Tensor) and not isinstance(y, torch.Tensor):
         yb = yb.to(device=xb.device, dtype=xb.dtype)
-    m = functional.cached_metric(metric, options, xb.device)
     return m.to_distance(m.values(xb, yb))

@@ -18,7 +18,15 @@ from pathlib import Path
 import click
 import torch
 
-from .cli_options import build_metrics, device_option, metric_option_flags, no_progress_option
+from .cli_options import (
+    Unavailable,
+    build_available_metrics,
+    build_metrics,
+    device_option,
+    max_pixels_option,
+    metric_option_flags,
+    no_progress_option,
+)
 from .devices import resolve_device
 from .errors import InputError, PercepmetricError
 from .registry import distance_label, metric_label
@@ -30,10 +38,11 @@ def cli() -> None:
     """Perceptual image distances, and how well they agree with people."""
 
 
-def _load_pair_compatible(paths: list[str], device: torch.device | None = None) -> list[torch.Tensor]:
+def _load_pair_compatible(paths: list[str], device: torch.device | None = None,
+                          max_pixels: int | None = None) -> list[torch.Tensor]:
     from .io import load_image
 
-    images = [load_image(p) for p in paths]
+    images = [load_image(p, max_pixels=max_pixels) for p in paths]
     first = images[0]
     for path, img in zip(paths[1:], images[1:]):
         if img.shape[-2:] != first.shape[-2:]:
@@ -62,25 +71,50 @@ def _dump_json(document: dict) -> str:
 
 
 def _values_or_reason(metric, pairs) -> tuple[list[torch.Tensor] | None, str | None]:
-    """The metric's values on each ``(x, y)`` pair, or why it cannot run on these images.
+    """The metric's values on each ``(x, y)`` pair of images read from files (in [0, 1]), or why
+    it cannot run on these images.
 
-    A metric that cannot take the images (too small for its window, grey images for FSIMc)
-    raises InputError; its reason goes in the table in place of numbers, so the metrics that
-    can run still report theirs.
+    The images are handed over in the metric's declared input range (``data_range=255``: 0..255),
+    as every door that reads files does (:func:`percepmetric.io.to_value_range`). A metric that
+    cannot take the images (too small for its window, grey images for FSIMc) raises InputError;
+    its reason goes in the table in place of numbers, so the metrics that can run still report theirs.
     """
+    from .io import to_value_range
+
     try:
-        return [metric(x, y) for x, y in pairs], None
+        return [metric(to_value_range(x, metric.value_range), to_value_range(y, metric.value_range))
+                for x, y in pairs], None
     except InputError as exc:
         reason = str(exc)
         prefix = f"{metric.name}: "
         return None, reason[len(prefix):] if reason.startswith(prefix) else reason
 
 
-def _require_one_result(rows: list[dict]) -> None:
+def _unavailable_rows(unavailable, fields: dict) -> list[dict]:
+    """Table rows (``fields`` all None) for chosen metrics that could not be built here."""
+    return [{**dict.fromkeys(fields), "metric": u.label, "applicable": False, "reason": u.reason}
+            for u in unavailable]
+
+
+def _short_reason(row: dict, unavailable) -> str:
+    """The reason a table shows for a metric that did not run: a missing weight file's long
+    message is said in full on stderr after the table (:func:`_explain_unavailable`)."""
+    if any(u.label == row["metric"] for u in unavailable):
+        return "its weights could not be loaded here (see below)"
+    return row["reason"]
+
+
+def _explain_unavailable(unavailable) -> None:
+    for u in unavailable:
+        click.echo(f"percepmetric: {u.label}: {u.reason}", err=True)
+
+
+def _require_one_result(rows: list[dict], unavailable) -> None:
     """Exit 2 (one line) when no chosen metric could run; otherwise the others' reasons are shown."""
     if not any(r["applicable"] for r in rows):
         reasons = "; ".join(f"{r['metric']}: {r['reason']}" for r in rows)
-        raise InputError(f"no chosen metric can run on these images ({reasons})")
+        where = "" if unavailable else " on these images"
+        raise InputError(f"no chosen metric can run{where} ({reasons})")
 
 
 def _check_map_target(path: str) -> Path:
@@ -155,8 +189,9 @@ def metrics_command(as_json: bool) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Folders: pairs per batch (default 16; fewer for large images).")
 @no_progress_option
+@max_pixels_option
 def distance_command(image_a, image_b, metrics, net, variant, weights, extra, device, map_path, as_json,
-                     out, match, allow_missing, size_mismatch, batch_size, no_progress) -> None:
+                     out, match, allow_missing, size_mismatch, batch_size, no_progress, max_pixels) -> None:
     """Compare two images, or two folders image by image, with each metric.
 
     Two images: each row is the metric's own value (PSNR in dB, SSIM, ...). A metric that
@@ -168,10 +203,10 @@ def distance_command(image_a, image_b, metrics, net, variant, weights, extra, de
     docs/folders.md.
     """
     if Path(image_a).is_dir() or Path(image_b).is_dir():
-        _distance_folders(image_a, image_b, build_metrics(metrics, net, variant, weights, extra),
+        _distance_folders(image_a, image_b, build_available_metrics(metrics, net, variant, weights, extra),
                           device=device, map_path=map_path, as_json=as_json, out=out, match=match or "path",
                           allow_missing=allow_missing, size_mismatch=size_mismatch,
-                          batch_size=batch_size or 16, progress=not no_progress)
+                          batch_size=batch_size or 16, progress=not no_progress, max_pixels=max_pixels)
         return
     folder_only = {"--out": out, "--match": match, "--allow-missing": allow_missing or None,
                    "--size-mismatch": size_mismatch, "--batch-size": batch_size}
@@ -182,9 +217,12 @@ def distance_command(image_a, image_b, metrics, net, variant, weights, extra, de
     if map_path is not None:
         map_target = _check_map_target(map_path)
         metrics = metrics or ("lpips",)
-    built = build_metrics(metrics, net, variant, weights, extra)
+    if map_path is not None:  # the map needs its metric: absent weights are an error
+        built, unavailable = build_metrics(metrics, net, variant, weights, extra), list[Unavailable]()
+    else:
+        built, unavailable = build_available_metrics(metrics, net, variant, weights, extra)
     map_metric = _map_metric(built) if map_path is not None else None
-    x, y = _load_pair_compatible([image_a, image_b], torch_device)
+    x, y = _load_pair_compatible([image_a, image_b], torch_device, max_pixels)
     rows = []
     for m in built:
         values, reason = _values_or_reason(m.to(torch_device), [(x, y)])
@@ -195,7 +233,8 @@ def distance_command(image_a, image_b, metrics, net, variant, weights, extra, de
             value = values[0].item()
             row.update(value=value, distance=m.to_distance(values[0]).item())
         rows.append(row)
-    _require_one_result(rows)
+    rows += _unavailable_rows(unavailable, rows[0] if rows else {})
+    _require_one_result(rows, unavailable)
     if map_metric is not None:
         _save_distance_map(map_target, map_metric, x, y, rows[0]["value"], (image_a, image_b))
     identical = bool(torch.equal(x, y))
@@ -210,20 +249,23 @@ def distance_command(image_a, image_b, metrics, net, variant, weights, extra, de
     width = max(len(r["metric"]) for r in rows)
     for r in rows:
         if not r["applicable"]:
-            shown = f"n/a: {r['reason']}"
+            shown = f"n/a: {_short_reason(r, unavailable)}"
         else:
             shown = _fmt(r["value"], r["unit"]) + (" (identical images)" if math.isinf(r["value"]) else "")
         click.echo(f"{r['metric']:<{width}}  {shown}")
+    _explain_unavailable(unavailable)
     if map_path is not None:
         click.echo(f"map: {map_target}")
 
 
-def _distance_folders(dir_a: str, dir_b: str, built: list, *, device: str, map_path: str | None,
+def _distance_folders(dir_a: str, dir_b: str, chosen: tuple[list, list], *, device: str, map_path: str | None,
                       as_json: bool, out: str | None, **job) -> None:
     """``distance DIR_A DIR_B``: :func:`percepmetric.compare.compare_folders`, printed.
 
-    Without ``--out`` the table of pairs is printed, then the summary; with it, the summary and
-    where both files went. Notes (skipped files, metrics that could not run) go to stderr.
+    ``chosen``: the metrics built and those that could not be (absent weights), as
+    :func:`~percepmetric.cli_options.build_available_metrics` gives them. Without ``--out`` the
+    table of pairs is printed, then the summary; with it, the summary and where both files
+    went. Notes (skipped files, metrics that could not run) go to stderr.
     """
     from .compare import compare_folders, summary_path, unmatched_note
     from .distributed import current_group
@@ -233,9 +275,18 @@ def _distance_folders(dir_a: str, dir_b: str, built: list, *, device: str, map_p
             raise InputError(f"{path}: not a folder; distance compares two images or two folders")
     if map_path is not None:
         raise InputError("--map draws one pair: use it with two images, not two folders")
-    table = compare_folders(dir_a, dir_b, built, out=out, device=device, **job)
+    built, unavailable = chosen
+    if not built:
+        reasons = "; ".join(f"{u.label}: {u.reason}" for u in unavailable)
+        raise InputError(f"no chosen metric can run ({reasons})")
+    try:
+        table = compare_folders(dir_a, dir_b, built, out=out, device=device, **job)
+    except KeyboardInterrupt:
+        _say_interrupted(out)
+        sys.exit(130)
     if not current_group().is_main:
         return  # under torchrun rank 0 reports for every rank
+    _explain_unavailable(unavailable)
     summary = table.attrs["summary"]
     if not any(row["n"] or row["infinite"] for row in summary):
         reasons = "; ".join(f"{row['metric']}: {row['reason']}" for row in summary)
@@ -269,6 +320,19 @@ def _distance_folders(dir_a: str, dir_b: str, built: list, *, device: str, map_p
         click.echo(f"table: {out}\nsummary: {summary_path(out)}")
 
 
+def _say_interrupted(out: str | None) -> None:
+    """What Ctrl-C (or SIGTERM) of a folder run kept, and how to go on, in one line on stderr."""
+    from .compare import resume_folder
+
+    if out is None:
+        click.echo("percepmetric: interrupted; nothing was kept (with --out FILE finished pairs are kept "
+                   "and a rerun resumes)", err=True)
+        return
+    kept = len(list(resume_folder(out).glob("chunk-*.npz"))) if resume_folder(out).is_dir() else 0
+    click.echo(f"percepmetric: interrupted; {kept} finished chunk(s) kept in {resume_folder(out)}: "
+               "run the same command again to resume", err=True)
+
+
 def _save_distance_map(target: Path, metric, x: torch.Tensor, y: torch.Tensor, value: float,
                        names: tuple[str, str]) -> None:
     """A figure of A, B and the metric's per-pixel distance map (upsampled to the image size),
@@ -278,9 +342,10 @@ def _save_distance_map(target: Path, metric, x: torch.Tensor, y: torch.Tensor, v
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from .io import atomic_path
+    from .io import atomic_path, to_value_range
 
-    dmap = metric.distance_map(x, y)[0, 0].float().cpu().numpy()
+    dmap = metric.distance_map(to_value_range(x, metric.value_range),
+                               to_value_range(y, metric.value_range))[0, 0].float().cpu().numpy()
 
     def picture(t: torch.Tensor):
         return t[0].expand(3, -1, -1).permute(1, 2, 0).float().clamp(0, 1).cpu().numpy()
@@ -327,7 +392,9 @@ def _save_demo_images(folder: Path, images: dict[str, torch.Tensor]) -> dict[str
               help="With --demo: also write its images to DIR as ref.png, a.png and b.png.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON instead of a table (an infinite value, PSNR of identical images, is null).")
-def score_command(images, metrics, net, variant, weights, extra, device, demo, save_dir, as_json) -> None:
+@max_pixels_option
+def score_command(images, metrics, net, variant, weights, extra, device, demo, save_dir, as_json,
+                  max_pixels) -> None:
     """Which of A and B is closer to REF, by each metric: score REF A B.
 
     ref-A and ref-B are each metric's own values (PSNR in dB, SSIM, ...). A metric that cannot
@@ -355,9 +422,9 @@ def score_command(images, metrics, net, variant, weights, extra, device, demo, s
     else:
         if len(images) != 3:
             raise InputError(f"score takes exactly three images REF A B, got {len(images)}")
-        ref, a, b = _load_pair_compatible(list(images), torch_device)
+        ref, a, b = _load_pair_compatible(list(images), torch_device, max_pixels)
         names = tuple(images)
-    built = build_metrics(metrics, net, variant, weights, extra)
+    built, unavailable = build_available_metrics(metrics, net, variant, weights, extra)
     rows = []
     for m in built:
         values, reason = _values_or_reason(m.to(torch_device), [(ref, a), (ref, b)])
@@ -370,7 +437,8 @@ def score_command(images, metrics, net, variant, weights, extra, device, demo, s
             row.update(ref_a=values[0].item(), ref_b=values[1].item(), distance_ref_a=da, distance_ref_b=db,
                        closer="tie" if da == db else ("A" if da < db else "B"))
         rows.append(row)
-    _require_one_result(rows)
+    rows += _unavailable_rows(unavailable, rows[0] if rows else {})
+    _require_one_result(rows, unavailable)
     identical = {"ref_a": bool(torch.equal(ref, a)), "ref_b": bool(torch.equal(ref, b))}
     if as_json:
         for row in rows:
@@ -388,11 +456,12 @@ def score_command(images, metrics, net, variant, weights, extra, device, demo, s
     click.echo(f"{'metric':<{width}}  {'ref-A':>13}  {'ref-B':>13}  direction  closer")
     for r in rows:
         if not r["applicable"]:
-            click.echo(f"{r['metric']:<{width}}  n/a: {r['reason']}")
+            click.echo(f"{r['metric']:<{width}}  n/a: {_short_reason(r, unavailable)}")
             continue
         direction = "lower  " if r["lower_is_better"] else "higher "
         ref_a, ref_b = _fmt(r["ref_a"], r["unit"]), _fmt(r["ref_b"], r["unit"])
         click.echo(f"{r['metric']:<{width}}  {ref_a:>13}  {ref_b:>13}  {direction}    {r['closer']}")
+    _explain_unavailable(unavailable)
 
 
 def _attach_commands() -> None:

@@ -6,6 +6,7 @@ importing the command group itself (no import cycle under ``python -m percepmetr
 
 from __future__ import annotations
 
+import functools
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,13 +20,20 @@ from .errors import InputError
 DEFAULT_METRICS = ("psnr", "ssim", "ms_ssim", "fsim", "lpips")
 
 
-def metric_option_flags(func):
-    """The options every metric-using command shares (metric choice and metric options)."""
+def metric_option_flags(func=None, *, default: Iterable[str] = DEFAULT_METRICS):
+    """The options every metric-using command shares (metric choice and metric options); the
+    ``-m`` help names the command's ``default`` metrics. ``@metric_option_flags`` or
+    ``@metric_option_flags(default=(...))``."""
+    if func is None:
+        return functools.partial(metric_option_flags, default=default)
+    default = tuple(default)
+    skipped = (" (one whose weights are absent is named, with the reason, and the others run)"
+               if len(default) > 1 else "")
     decorators = [
         click.option("--metric", "-m", "metrics", multiple=True, metavar="NAME[:KEY=VALUE,...]",
                      help="Metric to use (repeatable), with options of its own that win over -o, e.g. "
                           "-m lpips:net=alex -m lpips:net=vgg -m ssim:convention=lpips. "
-                          "See `percepmetric metrics`."),
+                          f"See `percepmetric metrics`. Default: {' '.join('-m ' + d for d in default)}{skipped}."),
         click.option("--net", default=None, help="LPIPS backbone: alex, vgg or squeeze."),
         click.option("--variant", default=None, help="LPIPS variant: baseline, lin, tune or scratch."),
         click.option("--weights", default=None, type=click.Path(dir_okay=False),
@@ -63,6 +71,16 @@ def device_option(func):
     """``--device auto|cpu|cuda|cuda:N``, checked by :func:`percepmetric.devices.resolve_device`."""
     return click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N",
                         help="Where to compute: auto = CUDA when available, else the CPU.")(func)
+
+
+def max_pixels_option(func):
+    """``--max-pixels N``: the most pixels an image file may claim in its header before it is
+    decoded (a guard against decompression bombs); default ``$PERCEPMETRIC_MAX_PIXELS``, else
+    100 million (:func:`percepmetric.io.max_pixels_limit`). Passed on as ``max_pixels``."""
+    return click.option("--max-pixels", "max_pixels", default=None, type=click.IntRange(min=1), metavar="N",
+                        help="Refuse, before decoding, an image file whose header claims more than N pixels "
+                             "(width x height; a guard against decompression bombs). Default: "
+                             "$PERCEPMETRIC_MAX_PIXELS, else 100000000.")(func)
 
 
 def no_progress_option(func):
@@ -207,10 +225,37 @@ def check_unique_labels(built: Iterable[tuple[MetricSpec, Any]]) -> None:
 def build_metrics(names: Iterable[str], net, variant, weights, extra, default=DEFAULT_METRICS) -> list:
     """Create each metric the user chose (``-m`` specs, else ``default``) with the options it
     accepts, as :func:`metric_requests` resolves them; their labels are unique
-    (:func:`check_unique_labels`), so each names one column of any table or file."""
+    (:func:`check_unique_labels`), so each names one column of any table or file. A metric
+    whose weights are absent raises :class:`~percepmetric.errors.WeightsNotFoundError`."""
+    return build_available_metrics(names, net, variant, weights, extra, default, skip_missing=False)[0]
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """A chosen metric that cannot be built here: its ``-m`` text and why (a weight file or the
+    package that carries it is absent)."""
+
+    label: str
+    reason: str
+
+
+def build_available_metrics(names: Iterable[str], net, variant, weights, extra, default=DEFAULT_METRICS, *,
+                            skip_missing: bool = True) -> tuple[list, list[Unavailable]]:
+    """:func:`build_metrics`, but a metric whose pretrained weights (or the package carrying
+    them) are absent is set aside with its reason instead of stopping the others: ``(built,
+    unavailable)``. Every option is still checked against every chosen metric first. A weight
+    file the user named (``--weights``, ``weights=``) must be there: its absence is an error."""
+    from .errors import WeightsNotFoundError
     from .registry import create_metric
 
-    built = [(spec, create_metric(spec.name, **options))
-             for spec, options in metric_requests(names, net, variant, weights, extra, default)]
+    built: list[tuple[MetricSpec, Any]] = []
+    unavailable: list[Unavailable] = []
+    for spec, chosen in metric_requests(names, net, variant, weights, extra, default):
+        try:
+            built.append((spec, create_metric(spec.name, **chosen)))
+        except WeightsNotFoundError as exc:
+            if not skip_missing or chosen.get("weights") is not None:
+                raise
+            unavailable.append(Unavailable(spec.text, str(exc)))
     check_unique_labels(built)
-    return [metric for _, metric in built]
+    return [metric for _, metric in built], unavailable

@@ -15,13 +15,18 @@ steps, each below in this file:
 * **computing**: the pairs of the next chunks are decoded in threads while the metrics run on
   the current one; each chunk's values are saved at once, atomically, in the resume folder
   beside the output (``OUT.partial/chunk-KEY.npz``). KEY hashes what the values depend on: the
-  pairs' relative paths, the files' sizes in bytes and modification times, the size policy and
-  each metric's ``cache_identity``. An interrupted run (Ctrl-C, a kill) rerun with the same
-  ``out`` computes only the chunks it lacks, and since chunks are cut the same way, gives the
-  same numbers; the folder goes once the results are written.
-* **results**: one row per pair (``a``, ``b``: paths relative to their folders; one column per
-  metric label with the metric's own value), and per metric the mean over finite values with
-  its 95% bootstrap interval (:func:`percepmetric.stats.bootstrap_ci`).
+  pairs' relative paths, what the files hold (a content hash of each file's bytes, taken when
+  the folders are listed: a rewrite that keeps a file's size and modification time still
+  changes it), the size policy and each metric's ``cache_identity``. Each file is hashed again
+  from the very bytes decoded, and a file that changed since the listing stops the run (its new
+  values would be saved under its old content). An interrupted run (Ctrl-C, a kill) rerun with
+  the same ``out`` computes only the chunks it lacks, and since chunks are cut the same way,
+  gives the same numbers; the folder goes once the results are written.
+* **results**: one row per pair (``a``, ``b``: paths relative to their folders, as text:
+  :func:`percepmetric.io.name_text`; one column per metric label with the metric's own value),
+  and per metric the mean over finite values with its 95% bootstrap interval
+  (:func:`percepmetric.stats.bootstrap_ci`). Every output path (the table, the summary, the
+  resume folder) is checked before any work.
 * **several processes** (``torchrun --nproc-per-node N -m percepmetric distance ...``): every
   rank plans the same chunks and computes chunk ``i`` when ``i % N`` is its rank
   (:func:`percepmetric.distributed.shard`), saving it in its resume folder as above; the values
@@ -40,6 +45,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import zipfile
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -54,14 +60,25 @@ import torch
 from . import distributed, stats
 from .devices import resolve_device
 from .errors import InputError
-from .io import atomic_path, list_image_files, prepare_output_file, read_image_array
+from .io import (
+    atomic_path,
+    csv_cell,
+    list_image_files,
+    max_pixels_limit,
+    name_text,
+    prepare_output_file,
+    printable_path,
+    read_image_and_digest,
+    read_image_header,
+    to_value_range,
+)
 from .metrics.base import Metric
 from .registry import create_metric, metric_label, number_repeats
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["compare_folders", "match_folders", "plan_chunks", "resume_folder", "summary_path",
+__all__ = ["compare_folders", "match_folders", "plan_chunks", "check_outputs", "resume_folder", "summary_path",
            "MATCH_MODES", "SIZE_POLICIES"]
 
 MATCH_MODES = ("path", "stem")
@@ -81,14 +98,14 @@ OUTPUT_SUFFIXES = (".csv", ".json")
 @dataclass(frozen=True)
 class ImageFile:
     """One image of a folder: its path relative to the folder (POSIX form, extension included),
-    its size from the file's header, and ``fingerprint`` (bytes and modification time), which a
-    rewritten file changes."""
+    its size from the file's header, and ``digest``, the hash of the file's bytes
+    (:func:`percepmetric.io.read_image_header`), which any rewrite of its content changes."""
 
     relative: str
     path: Path
     width: int
     height: int
-    fingerprint: str
+    digest: str
 
 
 @dataclass(frozen=True)
@@ -106,6 +123,7 @@ def _match_key(relative: str, match: str) -> str:
 
 
 def _shown(names: Sequence[str]) -> str:
+    """The first names of a list (as text already: :func:`percepmetric.io.name_text`) and how many more."""
     more = f", ... ({len(names) - NAMES_SHOWN} more)" if len(names) > NAMES_SHOWN else ""
     return ", ".join(names[:NAMES_SHOWN]) + more
 
@@ -121,40 +139,40 @@ def _keyed(folder: Path, names: list[str], match: str) -> dict[str, str]:
         keyed[key] = name
     if clashes:
         first = next(iter(clashes))
-        raise InputError(f"--match {match}: {folder} has {len(clashes)} ambiguous stem(s), e.g. {first!r}: "
-                         f"{' and '.join(clashes[first])}; use --match path or rename them")
+        raise InputError(f"--match {match}: {printable_path(folder)} has {len(clashes)} ambiguous stem(s), "
+                         f"e.g. {name_text(first)!r}: {' and '.join(map(name_text, clashes[first]))}; "
+                         "use --match path or rename them")
     return keyed
 
 
-def _describe(folder: Path, relative: str) -> ImageFile:
-    """The file's size from its header (no decoding) and its fingerprint."""
-    from PIL import Image, UnidentifiedImageError
-
+def _describe(folder: Path, relative: str, max_pixels: int) -> ImageFile:
+    """The file's size from its header (no decoding; over ``max_pixels`` pixels is an error) and
+    the hash of its bytes."""
     path = folder / relative
-    try:
-        stat = path.stat()
-        with Image.open(path) as img:
-            width, height = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise InputError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
-    return ImageFile(relative, path, width, height, f"{stat.st_size}:{stat.st_mtime_ns}")
+    header = read_image_header(path, max_pixels=max_pixels, digest=True)
+    assert header.digest is not None
+    return ImageFile(relative, path, header.width, header.height, header.digest)
 
 
 def match_folders(dir_a: str | os.PathLike, dir_b: str | os.PathLike, *, match: str = "path",
-                  allow_missing: bool = False, workers: int | None = None) -> FolderPairs:
+                  allow_missing: bool = False, workers: int | None = None,
+                  max_pixels: int | None = None) -> FolderPairs:
     """Pair the images of two folders by relative path (``match="stem"``: without extension).
 
     Raises :class:`InputError` (one line) for a folder that does not exist, ambiguous stems,
     no pair at all, and, unless ``allow_missing``, files present on one side only (their count
-    and first names). Image headers are read in ``workers`` threads.
+    and first names); for an image name that is not a regular file, and for an image whose
+    header claims more than ``max_pixels`` pixels (:func:`percepmetric.io.max_pixels_limit`).
+    Image headers are read, and the files' bytes hashed, in ``workers`` threads.
     """
+    limit = max_pixels_limit(max_pixels)
     if match not in MATCH_MODES:
         raise InputError(f"--match {match!r}: expected one of {', '.join(MATCH_MODES)}")
     folders = []
     for name, given in (("A", dir_a), ("B", dir_b)):
         folder = Path(given)
         if not folder.is_dir():
-            raise InputError(f"{folder}: no such folder ({name})")
+            raise InputError(f"{printable_path(folder)}: no such folder ({name})")
         folders.append(folder)
     folder_a, folder_b = folders
     keyed_a = _keyed(folder_a, list_image_files(folder_a), match)
@@ -162,21 +180,23 @@ def match_folders(dir_a: str | os.PathLike, dir_b: str | os.PathLike, *, match: 
     only_a = sorted(keyed_a[k] for k in keyed_a.keys() - keyed_b.keys())
     only_b = sorted(keyed_b[k] for k in keyed_b.keys() - keyed_a.keys())
     if (only_a or only_b) and not allow_missing:
-        raise InputError(f"{unmatched_note(only_a, only_b, folder_a, folder_b)}; "
-                         "pass --allow-missing (allow_missing=True) to skip them")
+        note = unmatched_note([name_text(n) for n in only_a], [name_text(n) for n in only_b], folder_a, folder_b)
+        raise InputError(f"{note}; pass --allow-missing (allow_missing=True) to skip them")
     common = sorted(keyed_a.keys() & keyed_b.keys(), key=lambda k: keyed_a[k])
     if not common:
-        raise InputError(f"no image pairs: {folder_a} has {len(keyed_a)} images, {folder_b} has {len(keyed_b)}, "
-                         "and no relative path is in both" + (" (try --match stem)" if match == "path" else ""))
+        raise InputError(f"no image pairs: {printable_path(folder_a)} has {len(keyed_a)} images, "
+                         f"{printable_path(folder_b)} has {len(keyed_b)}, and no relative path is in both"
+                         + (" (try --match stem)" if match == "path" else ""))
     with ThreadPoolExecutor(max_workers=_decoders(workers)) as pool:
-        described_a = list(pool.map(lambda k: _describe(folder_a, keyed_a[k]), common))
-        described_b = list(pool.map(lambda k: _describe(folder_b, keyed_b[k]), common))
+        described_a = list(pool.map(lambda k: _describe(folder_a, keyed_a[k], limit), common))
+        described_b = list(pool.map(lambda k: _describe(folder_b, keyed_b[k], limit), common))
     return FolderPairs(list(zip(described_a, described_b)), only_a, only_b)
 
 
 def unmatched_note(only_a: Sequence[str], only_b: Sequence[str], folder_a: Path, folder_b: Path) -> str:
-    """``3 files only in A (first: ...), 1 only in B (first: ...)`` for errors and notes."""
-    parts = [f"{len(names)} file(s) only in {folder} (first: {_shown(names)})"
+    """``3 files only in A (first: ...), 1 only in B (first: ...)`` for errors and notes; the
+    names as text (:func:`percepmetric.io.name_text`)."""
+    parts = [f"{len(names)} file(s) only in {printable_path(folder)} (first: {_shown(names)})"
              for names, folder in ((only_a, folder_a), (only_b, folder_b)) if names]
     return "; ".join(parts)
 
@@ -193,7 +213,7 @@ def _check_sizes(pairs: Sequence[tuple[ImageFile, ImageFile]], size_mismatch: st
         raise InputError(f"--size-mismatch {size_mismatch!r}: expected one of {', '.join(SIZE_POLICIES)}")
     if size_mismatch is not None:
         return
-    differ = [f"{a.relative} ({a.width}x{a.height}) vs {b.relative} ({b.width}x{b.height})"
+    differ = [f"{name_text(a.relative)} ({a.width}x{a.height}) vs {name_text(b.relative)} ({b.width}x{b.height})"
               for a, b in pairs if (a.width, a.height) != (b.width, b.height)]
     if differ:
         raise InputError(f"{len(differ)} pair(s) differ in size: {_shown(differ)}; "
@@ -230,9 +250,10 @@ def plan_chunks(pairs: Sequence[tuple[ImageFile, ImageFile]], batch_size: int, s
 
 
 def _chunk_key(pairs, members: Sequence[int], size_mismatch: str | None, identities: Sequence[str]) -> str:
-    described = [[pairs[i][0].relative, pairs[i][0].fingerprint, pairs[i][1].relative, pairs[i][1].fingerprint]
+    described = [[pairs[i][0].relative, pairs[i][0].digest, pairs[i][1].relative, pairs[i][1].digest]
                  for i in members]
-    text = json.dumps({"pairs": described, "size_mismatch": size_mismatch, "metrics": list(identities)})
+    text = json.dumps({"pairs": described, "size_mismatch": size_mismatch, "metrics": list(identities),
+                       "keyed_on": "content"})
     return hashlib.sha1(text.encode()).hexdigest()[:24]
 
 
@@ -263,10 +284,21 @@ def _apply_size_policy(x: torch.Tensor, y: torch.Tensor, size: tuple[int, int],
     return x, y
 
 
-def _decode_pair(a: ImageFile, b: ImageFile, size_mismatch: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_listed(file: ImageFile, max_pixels: int) -> torch.Tensor:
+    """The image as listed: decoded from bytes whose hash is the listing's, else an error (the
+    chunk's key names the listed content, so values of other content must not be saved under it)."""
+    array, digest = read_image_and_digest(file.path, max_pixels)
+    if digest != file.digest:
+        raise InputError(f"{printable_path(file.path)}: changed while the run was going (its bytes differ from "
+                         "when the folders were listed); finished pairs are kept: run the command again")
+    return _as_float(array)
+
+
+def _decode_pair(a: ImageFile, b: ImageFile, size_mismatch: str | None,
+                 max_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The pair as two ``(C,H,W)`` float32 tensors of one shape; a grey image beside a colour one
     is repeated to three channels, as ``percepmetric distance A B`` does."""
-    x, y = _as_float(read_image_array(a.path)), _as_float(read_image_array(b.path))
+    x, y = _read_listed(a, max_pixels), _read_listed(b, max_pixels)
     if x.shape[0] != y.shape[0]:
         x, y = x.expand(3, -1, -1), y.expand(3, -1, -1)
     return _apply_size_policy(x, y, _target_size(a, b, size_mismatch), size_mismatch)
@@ -298,8 +330,8 @@ def _compute_chunk(metrics: Sequence[Metric], decoded: Sequence[tuple[torch.Tens
             x = torch.stack([decoded[p][0] for p in positions]).to(device)
             y = torch.stack([decoded[p][1] for p in positions]).to(device)
             for column, metric in enumerate(metrics):
-                try:
-                    result = metric.values(x, y)
+                try:  # the decoded [0, 1] images in the metric's declared input range
+                    result = metric.values(to_value_range(x, metric.value_range), to_value_range(y, metric.value_range))
                 except InputError as exc:
                     reasons[column] = _reason(metric, exc)
                     continue
@@ -313,6 +345,33 @@ def _reason(metric: Metric, exc: InputError) -> str:
 
 
 # ---------------------------------------------------------------- resume state
+
+def check_outputs(out: str | os.PathLike) -> Path:
+    """Check, before any work, every path a run writing ``out`` uses: the table (a ``.csv`` or
+    ``.json`` file whose folder can be written: :func:`percepmetric.io.prepare_output_file`),
+    its summary (:func:`summary_path`: not a folder) and its resume folder
+    (:func:`resume_folder`: a folder that can be written, or absent; it is not created here).
+    One :class:`InputError` line naming ``--out`` and the path otherwise."""
+    target = prepare_output_file(out, OUTPUT_SUFFIXES)
+    shown = printable_path(out)
+    summary = summary_path(target)
+    if summary.is_dir():
+        raise InputError(f"--out {shown}: its summary goes to {printable_path(summary)}, which is a folder; "
+                         "remove it or choose another --out")
+    state = resume_folder(target)
+    if state.is_symlink() or state.exists():
+        if not state.is_dir():
+            raise InputError(f"--out {shown}: {printable_path(state)} (where a run keeps its finished chunks until "
+                             "it completes) exists and is not a folder; remove it or choose another --out")
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=state)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise InputError(f"--out {shown}: cannot write in {printable_path(state)} "
+                             f"({exc.strerror or type(exc).__name__})") from None
+    return target
+
 
 def resume_folder(out: str | os.PathLike) -> Path:
     """Where a run writing ``out`` keeps its finished chunks until it completes: ``OUT.partial/``."""
@@ -383,7 +442,7 @@ def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
 
 
 def _run_chunks(chunks: Sequence[Chunk], pairs, metrics: Sequence[Metric], size_mismatch: str | None,
-                device: torch.device, workers: int) -> Iterator[tuple[Chunk, ChunkValues]]:
+                device: torch.device, workers: int, max_pixels: int) -> Iterator[tuple[Chunk, ChunkValues]]:
     """Each chunk's values, in order: the pairs of the next two chunks are decoded in threads
     while the metrics run on the current one (decoding releases the GIL)."""
     pool = ThreadPoolExecutor(max_workers=workers)
@@ -393,7 +452,7 @@ def _run_chunks(chunks: Sequence[Chunk], pairs, metrics: Sequence[Metric], size_
     def submit_next() -> None:
         chunk = next(upcoming, None)
         if chunk is not None:
-            pending.append((chunk, [pool.submit(_decode_pair, pairs[i][0], pairs[i][1], size_mismatch)
+            pending.append((chunk, [pool.submit(_decode_pair, pairs[i][0], pairs[i][1], size_mismatch, max_pixels)
                                     for i in chunk.indices]))
 
     try:
@@ -413,11 +472,12 @@ def compare_folders(dir_a: str | os.PathLike, dir_b: str | os.PathLike,
                     allow_missing: bool = False, size_mismatch: str | None = None,
                     out: str | os.PathLike | None = None, batch_size: int = 16,
                     device: str | torch.device | None = "auto", workers: int | None = None,
-                    progress: bool = False) -> pd.DataFrame:
+                    progress: bool = False, max_pixels: int | None = None) -> pd.DataFrame:
     """Compare every image of ``dir_a`` with its counterpart in ``dir_b``: a pandas DataFrame.
 
-    One row per pair: ``a`` and ``b`` (paths relative to their folders, extensions included)
-    and one column per metric (names, or :class:`~percepmetric.metrics.base.Metric` objects
+    One row per pair: ``a`` and ``b`` (paths relative to their folders, extensions included, as
+    text: :func:`percepmetric.io.name_text`, the name itself unless it holds bytes that are not
+    UTF-8 or a backslash) and one column per metric (names, or :class:`~percepmetric.metrics.base.Metric` objects
     built with any options) holding the metric's own value (PSNR in dB, SSIM as a similarity,
     LPIPS as a distance; NaN where the metric could not run). Rows are in the order of A's
     relative paths. ``df.attrs`` holds:
@@ -435,16 +495,21 @@ def compare_folders(dir_a: str | os.PathLike, dir_b: str | os.PathLike,
     size). ``out``: also write the table (``.csv``, or ``.json``) and the summary beside it
     (:func:`summary_path`), atomically; the run keeps finished chunks in
     :func:`resume_folder` and a rerun after an interruption computes only what is missing.
-    ``workers`` threads decode images (default: the CPU count, at most 8).
+    ``workers`` threads decode images (default: the CPU count, at most 8). ``max_pixels``: an
+    image whose header claims more pixels is refused before decoding (default:
+    :func:`percepmetric.io.max_pixels_limit`). The output paths (``out``, its summary and its
+    resume folder) are checked before any work.
     Under torchrun each rank computes its share of the chunks and returns the whole table; only
     rank 0 writes ``out``.
     """
     built = _build_metrics(metrics)
     torch_device = distributed.rank_device(resolve_device(device))
-    target = prepare_output_file(out, OUTPUT_SUFFIXES) if out is not None else None
+    limit = max_pixels_limit(max_pixels)
+    target = check_outputs(out) if out is not None else None
     if isinstance(batch_size, bool) or not isinstance(batch_size, int):
         raise InputError(f"--batch-size {batch_size!r}: must be a whole number")
-    found = match_folders(dir_a, dir_b, match=match, allow_missing=allow_missing, workers=workers)
+    found = match_folders(dir_a, dir_b, match=match, allow_missing=allow_missing, workers=workers,
+                          max_pixels=limit)
     _check_sizes(found.pairs, size_mismatch)
     built = [metric.to(torch_device).eval() for metric in built]
     identities = [metric.cache_identity for metric in built]
@@ -454,7 +519,7 @@ def compare_folders(dir_a: str | os.PathLike, dir_b: str | os.PathLike,
         mine = distributed.shard(list(enumerate(chunks)), group)
         part = distributed.run_part(group, lambda: _compute_part(
             mine, found.pairs, built, size_mismatch, torch_device, _decoders(workers), state,
-            progress and group.is_main))
+            progress and group.is_main, limit))
         values = np.full((len(found.pairs), len(built)), np.nan)
         reasons: list[str | None] = [None] * len(built)
         for rank_part in distributed.all_gather(group, part):
@@ -464,7 +529,8 @@ def compare_folders(dir_a: str | os.PathLike, dir_b: str | os.PathLike,
                     reasons[column] = reasons[column] or reason
         table = _table(found.pairs, unique_labels(built), values)
         table.attrs["summary"] = _summary(built, unique_labels(built), values, reasons)
-        table.attrs["only_a"], table.attrs["only_b"] = found.only_a, found.only_b
+        table.attrs["only_a"] = [name_text(n) for n in found.only_a]
+        table.attrs["only_b"] = [name_text(n) for n in found.only_b]
         if target is not None and state is not None:
             distributed.run_part(group, lambda: _write_outputs(table, target) if group.is_main else None)
             shutil.rmtree(state, ignore_errors=True)  # each machine's own, or the one they share
@@ -473,7 +539,7 @@ def compare_folders(dir_a: str | os.PathLike, dir_b: str | os.PathLike,
 
 def _compute_part(mine: Sequence[tuple[int, Chunk]], pairs, metrics: Sequence[Metric], size_mismatch: str | None,
                   device: torch.device, workers: int, state: Path | None,
-                  progress: bool) -> dict[int, ChunkValues]:
+                  progress: bool, max_pixels: int) -> dict[int, ChunkValues]:
     """This rank's chunks' values by chunk position: read from the resume folder ``state`` when a
     previous run saved them, computed (and saved there at once) otherwise."""
     done: dict[int, ChunkValues] = {}
@@ -497,7 +563,7 @@ def _compute_part(mine: Sequence[tuple[int, Chunk]], pairs, metrics: Sequence[Me
     bar = _progress_bar(total, total - sum(len(chunk.indices) for _, chunk in missing), progress)
     try:
         for chunk, result in _run_chunks([chunk for _, chunk in missing], pairs, metrics, size_mismatch, device,
-                                         workers):
+                                         workers, max_pixels):
             if state is not None:
                 _write_chunk(state, chunk, result)
             done[positions[chunk.key]] = result
@@ -517,7 +583,8 @@ def _write_outputs(table: pd.DataFrame, target: Path) -> None:
 def _table(pairs, labels: Sequence[str], values: np.ndarray) -> pd.DataFrame:
     import pandas as pd
 
-    columns: dict[str, Any] = {"a": [a.relative for a, _ in pairs], "b": [b.relative for _, b in pairs]}
+    columns: dict[str, Any] = {"a": [name_text(a.relative) for a, _ in pairs],
+                               "b": [name_text(b.relative) for _, b in pairs]}
     columns.update({label: values[:, k] for k, label in enumerate(labels)})
     return pd.DataFrame(columns)
 
@@ -552,11 +619,20 @@ def json_records(rows: pd.DataFrame | Sequence[dict[str, Any]]) -> list[dict[str
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write ``frame`` atomically as CSV, or as a JSON list of rows when ``path`` ends in ``.json``
-    (non-finite numbers as null; in CSV an infinite value is ``inf`` and NaN an empty field)."""
+    (non-finite numbers as null; in CSV an infinite value is ``inf`` and NaN an empty field).
+    Both are UTF-8. In CSV, a text cell (or column name) that a spreadsheet would run as a
+    formula gets a ``'`` in front (:func:`percepmetric.io.csv_cell`); numbers are written as
+    they are."""
+    import pandas as pd
+
     path = Path(path)
     with atomic_path(path, suffix=path.suffix) as tmp:
         if path.suffix.lower() == ".json":
-            tmp.write_text(json.dumps(json_records(frame), indent=1, allow_nan=False) + "\n")
+            tmp.write_text(json.dumps(json_records(frame), indent=1, allow_nan=False) + "\n", encoding="utf-8")
         else:
-            frame.to_csv(tmp, index=False)
+            safe = frame.rename(columns=lambda c: csv_cell(c) if isinstance(c, str) else c)
+            for column in safe.columns:
+                if not pd.api.types.is_numeric_dtype(safe[column]):
+                    safe[column] = safe[column].map(csv_cell)
+            safe.to_csv(tmp, index=False, encoding="utf-8")
     return path

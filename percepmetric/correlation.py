@@ -70,6 +70,18 @@ marked ``converged=False`` with ``form="linear"``. (When the data show no curvat
 towards a straight line and hits ``maxfev``: the linear map is that limit. Then
 ``plcc_fitted = |plcc|``, which holds for any fit as a lower bound.)
 
+The map must be MONOTONE over the data, as VQEG requires of it: it may change the scale of
+quality, never its order. ``logistic4`` always is; ``logistic5``'s free linear term can make
+it rise and then fall (a PSNR curve turning down above 40 dB, a U-shaped curve of L2). Its
+slope is ``b1 b2 g(x) + b4`` with ``g = s (1 - s) > 0`` (``s`` the logistic), largest at
+``x = b3``, so over ``[min(x), max(x)]`` it takes every value between its values at ``x = b3``
+(clipped to the range) and at the flatter end: the curve is monotone there exactly when those
+two do not have opposite signs. When the ``logistic5`` optimum fails that test, it is replaced
+by the ``logistic4`` fit (its documented start, same optimiser), marked
+``monotone_fallback=True`` (``form="logistic4"``); a ``logistic5`` optimum that passes is kept
+unchanged. ``plcc_fitted`` and ``rmse_fitted`` are always those of the curve
+:func:`fit_logistic` returns (the one the benchmark's figures draw).
+
 Intervals and tests
 -------------------
 The distortions of one reference image are not independent (they share its content), so
@@ -77,9 +89,9 @@ intervals resample GROUPS (normally: reference images): each bootstrap resample 
 ``G`` groups with replacement and takes all items of each drawn group (a group drawn twice
 contributes its items twice). The statistic is computed on the resample as on the full data;
 the logistic is refitted on each resample (a weighted least-squares fit, the same objective as
-on the repeated items), starting from the full data's optimum, with at most 200 function
-evaluations (then the linear map, as above): 1,000 resamples of a TID2013-sized set take
-seconds, not minutes. The interval is the
+on the repeated items), starting from the full data's optimum of the same form, with at most
+200 function evaluations (then the linear map, as above), under the same monotone rule over
+the resample's range: 1,000 resamples of a TID2013-sized set take seconds, not minutes. The interval is the
 percentile interval of the ``n_boot`` values; resamples where a statistic is NaN (e.g. a
 constant resample) are left out. :func:`paired_correlation_test` uses the same resamples for
 both metrics; its p-value is the one of :func:`percepmetric.stats.paired_test`.
@@ -295,21 +307,30 @@ def _resampled_fits(data: _Data, counts: IntArray, form: str) -> tuple[FloatArra
     A resample is the items weighted by how often their group was drawn, so its fit is the
     weighted least-squares fit (``curve_fit`` with ``sigma = 1 / sqrt(weight)``): the same
     objective as on the repeated items. It is made in the whole data's standardised units and
-    starts from the whole data's optimum, which a resample's optimum lies near: a few
-    iterations instead of a fit from the documented start (and the 5-parameter fit's slow
-    creep on straight data, see the module docstring); a resample whose fit fails falls back
-    to the weighted linear map, as the whole data's would.
+    starts from the whole data's optimum of the same form, which a resample's optimum lies
+    near: a few iterations instead of a fit from the documented start (and the 5-parameter
+    fit's slow creep on straight data, see the module docstring). As on the whole data, a
+    5-parameter fit that is not monotone over the resample's range is replaced by the
+    4-parameter one, and a resample whose fit fails falls back to the weighted linear map.
     """
     n_boot = len(counts)
     plcc_values, rmse_values = np.full(n_boot, np.nan), np.full(n_boot, np.nan)
     q, m = data.q, data.m
     if _degenerate(q, m):
         return plcc_values, rmse_values
-    curve, jacobian = _CURVES[form]
     center, scale = float(q.mean()), float(q.std())
     z = (q - center) / scale
-    whole, _ = _fit(q, m, form)
-    start = _to_standard_units(whole, center, scale) if whole.converged else None
+    direction = _direction(z, m)
+    optima: dict[str, FloatArray | None] = {}
+
+    def whole_optimum(shape: str) -> FloatArray | None:
+        """The whole data's unconstrained optimum of ``shape`` (from the documented start): where
+        a resample's fit of that shape starts."""
+        if shape not in optima:
+            fits = len(q) >= _N_PARAMS[shape]
+            optima[shape] = _lm_fit(shape, z, m, _starting_values(shape, m, direction), _MAXFEV) if fits else None
+        return optima[shape]
+
     for b in range(n_boot):
         w = counts[b, data.group_codes].astype(np.float64)
         present = w > 0
@@ -317,16 +338,11 @@ def _resampled_fits(data: _Data, counts: IntArray, form: str) -> tuple[FloatArra
         if wi.sum() < _MIN_ITEMS or np.ptp(zi) == 0 or np.ptp(mi) == 0:
             continue
         values = None
-        if start is not None and len(zi) > len(start):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    params, _ = optimize.curve_fit(curve, zi, mi, p0=start, sigma=1.0 / np.sqrt(wi), jac=jacobian,
-                                                   method="lm", maxfev=_RESAMPLE_MAXFEV)
-                values = curve(zi, *params)
-            except (RuntimeError, ValueError, np.linalg.LinAlgError):
-                values = None
-        if values is None or not np.all(np.isfinite(values)):
+        if whole_optimum(form) is not None and len(zi) > _N_PARAMS[form]:
+            fitted = _monotone_lm_fit(form, zi, mi, whole_optimum, _RESAMPLE_MAXFEV, weights=wi)
+            if fitted is not None:
+                values = _CURVES[fitted[0]][0](zi, *fitted[1])
+        if values is None:
             mean_z, mean_m = np.average(zi, weights=wi), np.average(mi, weights=wi)
             slope = np.sum(wi * (zi - mean_z) * (mi - mean_m)) / np.sum(wi * (zi - mean_z) ** 2)
             values = mean_m + slope * (zi - mean_z)
@@ -334,15 +350,6 @@ def _resampled_fits(data: _Data, counts: IntArray, form: str) -> tuple[FloatArra
             plcc_values[b] = float(_weighted_pearson(values, mi, wi[None])[0])
         rmse_values[b] = float(np.sqrt(np.sum(wi * (values - mi) ** 2) / wi.sum()))
     return plcc_values, rmse_values
-
-
-def _to_standard_units(fit: LogisticFit, center: float, scale: float) -> tuple[float, ...]:
-    """The inverse of :func:`_to_raw_units`: a fit's parameters for ``z = (x - center) / scale``."""
-    if fit.form == "logistic5":
-        b1, b2, b3, b4, b5 = fit.params
-        return (b1, b2 * scale, (b3 - center) / scale, b4 * scale, b5 + b4 * center)
-    b1, b2, b3, b4 = fit.params
-    return (b1, b2, (b3 - center) / scale, b4 / scale)
 
 
 def _percentile_interval(values: FloatArray, level: float) -> tuple[float, float]:
@@ -435,6 +442,7 @@ _CURVES: dict[str, tuple[Callable[..., FloatArray], Callable[..., FloatArray]]] 
     "logistic5": (logistic5, _jacobian5),
     "logistic4": (logistic4, _jacobian4),
 }
+_N_PARAMS = {"logistic5": 5, "logistic4": 4}
 
 
 @dataclass(frozen=True)
@@ -443,12 +451,15 @@ class LogisticFit:
 
     ``form`` is ``"logistic5"`` (``params = (b1..b5)`` of :func:`logistic5`), ``"logistic4"``
     (``(b1..b4)`` of :func:`logistic4`), or ``"linear"`` (``(a, c)``: ``a x + c``), the fallback
-    when the logistic fit failed, with ``converged=False``. Calling it evaluates the curve.
+    when the logistic fit failed, with ``converged=False``. ``monotone_fallback``: a
+    ``logistic5`` fit was asked for, but its optimum was not monotone over the data's range, so
+    this is the ``logistic4`` fit that replaced it. Calling it evaluates the curve.
     """
 
     form: str
     params: tuple[float, ...]
     converged: bool
+    monotone_fallback: bool = False
 
     def __call__(self, x: npt.ArrayLike) -> FloatArray:
         if self.form == "linear":
@@ -481,28 +492,84 @@ def _to_raw_units(form: str, p: FloatArray, center: float, scale: float) -> tupl
     return (b1, b2, center + scale * b3, scale * b4)
 
 
+def _direction(z: FloatArray, m: FloatArray) -> float:
+    """``+1`` if quality and MOS correlate positively (or not at all), else ``-1``: the sign of the start."""
+    return 1.0 if float(_weighted_pearson(z, m, np.ones((1, len(z))))[0]) >= 0 else -1.0
+
+
+def _lm_fit(form: str, z: FloatArray, m: FloatArray, start: Sequence[float] | FloatArray, maxfev: int,
+            weights: FloatArray | None = None) -> FloatArray | None:
+    """MINPACK's Levenberg-Marquardt least squares of ``m ~ form(z)`` from ``start`` (weighted by
+    ``weights`` when given); None when it does not converge or gives non-finite values."""
+    curve, jacobian = _CURVES[form]
+    sigma = None if weights is None else 1.0 / np.sqrt(weights)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # OptimizeWarning: no covariance (irrelevant: only the curve is used)
+            params, _ = optimize.curve_fit(curve, z, m, p0=start, sigma=sigma, jac=jacobian, method="lm",
+                                           maxfev=maxfev)
+    except (RuntimeError, ValueError, np.linalg.LinAlgError):  # MINPACK did not converge / bad values
+        return None
+    if not (np.all(np.isfinite(params)) and np.all(np.isfinite(curve(z, *params)))):
+        return None
+    return params
+
+
+def _logistic5_is_monotone(params: Sequence[float] | FloatArray, low: float, high: float) -> bool:
+    """Does :func:`logistic5` with ``params`` only rise, or only fall, on ``[low, high]``?
+
+    Its slope is ``b1 b2 g(x) + b4`` with ``g = s (1 - s)``, ``s`` the logistic of ``b2 (x - b3)``:
+    ``g`` is positive, largest at ``x = b3`` and falls away from it, so over the interval it
+    takes every value between its largest (at ``b3`` clipped to the interval) and its smallest
+    (at an end), and the slope every value between the two corresponding slopes. The curve is
+    monotone exactly when those two slopes do not have opposite signs.
+    """
+    b1, b2, b3, b4 = (float(v) for v in params[:4])
+
+    def g(x: float) -> float:
+        s = float(special.expit(b2 * (x - b3)))
+        return s * (1.0 - s)
+
+    steepest = b1 * b2 * g(min(max(b3, low), high)) + b4
+    flattest = b1 * b2 * min(g(low), g(high)) + b4
+    return steepest * flattest >= 0
+
+
+def _monotone_lm_fit(form: str, z: FloatArray, m: FloatArray,
+                     start: Callable[[str], Sequence[float] | FloatArray | None], maxfev: int,
+                     weights: FloatArray | None = None) -> tuple[str, FloatArray, bool] | None:
+    """The fit of ``form``, monotone over ``[min(z), max(z)]``: ``(form, params, replaced)``.
+
+    A ``logistic5`` fit that is not monotone there (:func:`_logistic5_is_monotone`) is replaced
+    by the ``logistic4`` fit (always monotone), ``replaced=True``. ``start(form)``: where the fit
+    of that form starts (None: it cannot be made). None when the fit that counts failed.
+    """
+    first = start(form)
+    params = _lm_fit(form, z, m, first, maxfev, weights) if first is not None else None
+    if params is None:
+        return None
+    if form != "logistic5" or _logistic5_is_monotone(params, float(z.min()), float(z.max())):
+        return form, params, False
+    second = start("logistic4")
+    params = _lm_fit("logistic4", z, m, second, maxfev, weights) if second is not None else None
+    return None if params is None else ("logistic4", params, True)
+
+
 def _fit(q: FloatArray, m: FloatArray, form: str) -> tuple[LogisticFit, FloatArray]:
     """The fit and its values at ``q`` (computed in standardised units, where the fit was made)."""
-    curve, jacobian = _CURVES[form]
-    n_params = 5 if form == "logistic5" else 4
-    if len(q) < n_params or np.ptp(q) == 0 or np.ptp(m) == 0:
+    if len(q) < _N_PARAMS[form] or np.ptp(q) == 0 or np.ptp(m) == 0:
         linear = _linear_fit(q, m)
         return linear, linear(q)
     center, scale = float(q.mean()), float(q.std())
     z = (q - center) / scale
-    direction = 1.0 if float(_weighted_pearson(z, m, np.ones((1, len(z))))[0]) >= 0 else -1.0
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # OptimizeWarning: no covariance (irrelevant: only the curve is used)
-            params, _ = optimize.curve_fit(curve, z, m, p0=_starting_values(form, m, direction), jac=jacobian,
-                                           method="lm", maxfev=_MAXFEV)
-    except (RuntimeError, ValueError, np.linalg.LinAlgError):  # MINPACK did not converge / bad values
-        params = None
-    fitted = curve(z, *params) if params is not None else None
-    if params is None or fitted is None or not (np.all(np.isfinite(params)) and np.all(np.isfinite(fitted))):
+    direction = _direction(z, m)
+    fitted = _monotone_lm_fit(form, z, m, lambda shape: _starting_values(shape, m, direction), _MAXFEV)
+    if fitted is None:
         linear = _linear_fit(q, m)
         return linear, linear(q)
-    return LogisticFit(form, _to_raw_units(form, params, center, scale), converged=True), fitted
+    shape, params, replaced = fitted
+    fit = LogisticFit(shape, _to_raw_units(shape, params, center, scale), converged=True, monotone_fallback=replaced)
+    return fit, _CURVES[shape][0](z, *params)
 
 
 def fit_logistic(quality: npt.ArrayLike, mos: npt.ArrayLike, form: str = "logistic5") -> LogisticFit:
@@ -511,9 +578,11 @@ def fit_logistic(quality: npt.ArrayLike, mos: npt.ArrayLike, form: str = "logist
     Quality is standardised first; starting values ``b1 = max(mos) - min(mos), b2 = +-1,
     b3 = 0, b4 = 0, b5 = mean(mos)`` (logistic5) or ``b1 = max(mos), b2 = min(mos), b3 = 0,
     b4 = 1`` (logistic4), in standardised units, the sign following ``pearson(quality, mos)``;
-    ``scipy.optimize.curve_fit(method="lm", maxfev=2000)`` with the analytic Jacobian. Falls
-    back to the linear least-squares map (``form="linear"``, ``converged=False``) when the fit
-    fails or cannot be made (fewer items than parameters, constant input). See the module docstring.
+    ``scipy.optimize.curve_fit(method="lm", maxfev=2000)`` with the analytic Jacobian. The
+    curve is monotone over ``[min(quality), max(quality)]``: a ``logistic5`` optimum that is not
+    is replaced by the ``logistic4`` fit (``monotone_fallback=True``). Falls back to the linear
+    least-squares map (``form="linear"``, ``converged=False``) when the fit fails or cannot be
+    made (fewer items than parameters, constant input). See the module docstring.
     """
     _check_form(form)
     return _fit(*_checked(quality, mos), form)[0]

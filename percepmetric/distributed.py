@@ -119,12 +119,25 @@ def block(total: int, group: Group) -> tuple[int, int]:
 
 
 def all_gather(group: Group, part: Any) -> list[Any]:
-    """Every rank's ``part`` (any picklable object), in rank order, on every rank."""
+    """Every rank's ``part`` (any picklable object), in rank order, on every rank.
+
+    When another rank is gone (Ctrl-C or SIGTERM to that process alone, killed, crashed), the
+    collective fails with the backend's multi-line error (gloo: "Connection closed by peer");
+    this rank then stops with one :class:`PartFailed` line instead."""
     if not group.active:
         return [part]
     gathered: list[Any] = [None] * group.world
-    dist.all_gather_object(gathered, part)
+    try:
+        dist.all_gather_object(gathered, part)
+    except RuntimeError as exc:  # torch.distributed.DistBackendError and the like subclass it
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PartFailed(f"stopped: rank {group.rank} of {group.world} lost another rank of the job (interrupted, "
+                         f"killed or crashed: see its own message); {_shorten(first)}") from None
     return gathered
+
+
+def _shorten(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _failure_line(exc: BaseException) -> str:

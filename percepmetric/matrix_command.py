@@ -4,6 +4,11 @@ themselves or against a second folder), computed by :func:`percepmetric.pairwise
 
 One metric per run: a matrix file holds one metric's numbers, and a second ``-m`` is refused
 in one line (run the command once per metric, each with its own ``--out``).
+
+Rows and columns are named by the images' relative paths as text (:func:`percepmetric.io.name_text`:
+a byte that is not UTF-8 as ``\\xHH``), in the summary, the CSV and the ``.names.json`` sidecar;
+in the CSV a name that a spreadsheet would run as a formula gets a ``'`` in front
+(:func:`percepmetric.io.csv_cell`). Every output path is checked before any work.
 """
 
 from __future__ import annotations
@@ -17,9 +22,15 @@ from typing import Any
 import click
 import torch
 
-from .cli_options import build_metrics, device_option, metric_option_flags, no_progress_option
-from .errors import InputError
-from .io import prepare_output_file
+from .cli_options import (
+    build_available_metrics,
+    device_option,
+    max_pixels_option,
+    metric_option_flags,
+    no_progress_option,
+)
+from .errors import InputError, WeightsNotFoundError
+from .io import csv_cell, max_pixels_limit, name_text, pixel_limit, prepare_output_file, printable_path
 
 #: Longest line the summary prints.
 LINE_WIDTH = 99
@@ -28,20 +39,41 @@ CLOSEST = 5
 OUT_SUFFIXES = (".npy", ".csv")
 
 
-def list_images(folder: str) -> list[str]:
+def list_images(folder: str, max_pixels: int | None = None) -> list[str]:
     """Image files under ``folder`` (recursively; hidden files and folders left out), as sorted
-    relative paths with ``/`` separators; one :class:`InputError` line when there are none."""
+    relative paths with ``/`` separators. One :class:`InputError` line when there are none, for
+    an image name that is not a regular file (a FIFO: never opened), and for an image whose
+    header claims more than ``max_pixels`` pixels (:func:`percepmetric.io.max_pixels_limit`),
+    found from the headers before anything is decoded."""
     from .io import IMAGE_SUFFIXES, list_image_files
 
     root = Path(folder)
     if not root.exists():
-        raise InputError(f"{folder}: no such folder")
+        raise InputError(f"{printable_path(folder)}: no such folder")
     if not root.is_dir():
-        raise InputError(f"{folder}: is not a folder (matrix compares the images of a folder)")
+        raise InputError(f"{printable_path(folder)}: is not a folder (matrix compares the images of a folder)")
     found = list_image_files(root)
     if not found:
-        raise InputError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it or below it")
+        raise InputError(f"{printable_path(folder)}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it or below it")
+    _check_headers(root, found, max_pixels_limit(max_pixels))
     return found
+
+
+def _check_headers(root: Path, names: list[str], limit: int) -> None:
+    """Each image's header within the pixel limit. ``percepmetric.pairwise`` sizes the files with
+    ``PIL.Image.open``, which refuses more than twice ``PIL.Image.MAX_IMAGE_PIXELS`` whatever
+    the limit here: such an image is refused in one line too, not in PIL's traceback."""
+    from PIL import Image
+
+    from .io import read_image_header
+
+    pil_cap = None if Image.MAX_IMAGE_PIXELS is None else 2 * Image.MAX_IMAGE_PIXELS
+    for name in names:
+        header = read_image_header(root / name, max_pixels=limit)
+        if pil_cap is not None and header.width * header.height > pil_cap:
+            raise InputError(f"{printable_path(root / name)}: {header.width}x{header.height} is more than the "
+                             f"{pil_cap:,} pixels `percepmetric matrix` can read (PIL's own limit); "
+                             "compare it with `percepmetric distance`, which can go beyond it")
 
 
 def names_path(target: Path) -> Path:
@@ -49,19 +81,32 @@ def names_path(target: Path) -> Path:
     return target.with_suffix(".names.json")
 
 
+def check_outputs(out: str) -> Path:
+    """``--out`` checked before any work: a ``.npy`` or ``.csv`` file whose folder can be written,
+    and for ``.npy`` a names sidecar (:func:`names_path`) that is not a folder."""
+    target = prepare_output_file(out, OUT_SUFFIXES)
+    if target.suffix.lower() == ".npy" and names_path(target).is_dir():
+        raise InputError(f"--out {printable_path(out)}: its names go to {printable_path(names_path(target))}, "
+                         "which is a folder; remove it or choose another --out")
+    return target
+
+
 def write_matrix(target: Path, matrix: torch.Tensor, rows: list[str], cols: list[str], about: dict) -> list[Path]:
     """Write the matrix atomically: ``.npy`` (float32/64 as computed) plus its names sidecar, or
     a labelled ``.csv`` (header: an empty corner cell, then the column names; each row starts with
-    its name; values with 9 significant digits, enough to read float32 back exactly)."""
+    its name; values with 9 significant digits, enough to read float32 back exactly). ``rows``,
+    ``cols``: the names as text (:func:`percepmetric.io.name_text`); in the CSV a name that a
+    spreadsheet would run as a formula gets a ``'`` in front (:func:`percepmetric.io.csv_cell`),
+    numbers never. Both files are UTF-8."""
     from .io import atomic_path, atomic_write_text
 
     values = matrix.detach().cpu().numpy()
     if target.suffix.lower() == ".csv":
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(["", *cols])
+        writer.writerow(["", *map(csv_cell, cols)])
         for name, row in zip(rows, values):
-            writer.writerow([name, *(f"{v:.9g}" for v in row)])
+            writer.writerow([csv_cell(name), *(f"{v:.9g}" for v in row)])
         atomic_write_text(target, text.getvalue())
         return [target]
     import numpy as np
@@ -81,9 +126,36 @@ def _shorten(text: str, width: int) -> str:
     return text[: keep // 2] + "..." + text[len(text) - (keep - keep // 2):]
 
 
-def summary_lines(matrix: torch.Tensor, rows: list[str], cols: list[str], same: bool, label: str) -> list[str]:
-    """A few lines: the shape, min/mean/max over the pairs (off the diagonal for a folder
-    against itself), and the closest pairs; every line shorter than 100 columns."""
+def _shorten_folder(name: str, width: int) -> str:
+    """A folder's name cut to ``width`` characters from the left (its last parts tell folders
+    apart), from a ``/`` where one is left: ``.../results/gt_images``."""
+    if len(name) <= width:
+        return name
+    tail = name[len(name) - max(width - 3, 1):]
+    cut = tail.find("/", 1)
+    return "..." + (tail[cut:] if cut > 0 and len(tail) - cut > 1 else tail)
+
+
+def _shape_line(label: str, n_rows: int, n_cols: int, folders: tuple[str, str] | None) -> str:
+    """``LABEL: N x M (against itself)``, or ``(rows: FOLDER, columns: FOLDER2)`` naming the two
+    folders as given; a long name keeps its end (:func:`_shorten_folder`) to fit the line."""
+    head = f"{label}: {n_rows} x {n_cols} ("
+    if folders is None:
+        return _shorten(f"{head}against itself)", LINE_WIDTH)
+    first, second = folders
+    room = LINE_WIDTH - len(f"{head}rows: , columns: )")
+    # each name gets half the room, and what the other leaves unused
+    first_room = max(room - len(second), room // 2)
+    first = _shorten_folder(first, first_room)
+    second = _shorten_folder(second, room - len(first))
+    return _shorten(f"{head}rows: {first}, columns: {second})", LINE_WIDTH)
+
+
+def summary_lines(matrix: torch.Tensor, rows: list[str], cols: list[str], same: bool, label: str,
+                  folders: tuple[str, str] | None = None) -> list[str]:
+    """A few lines: the shape (naming ``folders``, the rows' and the columns', when they differ),
+    min/mean/max over the pairs (off the diagonal for a folder against itself), and the closest
+    pairs; every line shorter than 100 columns."""
     values = matrix.detach().double().cpu()
     if same:
         i, j = torch.triu_indices(len(rows), len(rows), offset=1)
@@ -91,8 +163,7 @@ def summary_lines(matrix: torch.Tensor, rows: list[str], cols: list[str], same: 
     else:
         grid_i, grid_j = torch.meshgrid(torch.arange(len(rows)), torch.arange(len(cols)), indexing="ij")
         i, j, pairs = grid_i.flatten(), grid_j.flatten(), values.flatten()
-    what = "against itself" if same else "rows: DIR, columns: DIR2"
-    lines = [_shorten(f"{label}: {len(rows)} x {len(cols)} ({what})", LINE_WIDTH)]
+    lines = [_shape_line(label, len(rows), len(cols), None if same else (folders or ("first set", "second set")))]
     if pairs.numel() == 0:
         return lines + ["one image: no pairs to compare"]
     where = "off-diagonal" if same else "all pairs"
@@ -109,15 +180,16 @@ def summary_lines(matrix: torch.Tensor, rows: list[str], cols: list[str], same: 
 @click.command("matrix")
 @click.argument("folder", type=click.Path())
 @click.argument("folder2", required=False, type=click.Path())
-@metric_option_flags
+@metric_option_flags(default=("lpips",))
 @device_option
 @click.option("--out", default=None, metavar="FILE.npy|FILE.csv",
               help="Write the matrix: .npy (with FILE.names.json naming rows and columns) or a labelled .csv.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
               help="Images per trunk pass (deep metrics).")
 @no_progress_option
+@max_pixels_option
 def matrix_command(folder, folder2, metrics, net, variant, weights, extra, device, out, batch_size,
-                   no_progress) -> None:
+                   no_progress, max_pixels) -> None:
     """Distances between every pair of images of DIR (or of DIR against DIR2).
 
     Images are found recursively and sorted by relative path; all must have the same size.
@@ -133,31 +205,45 @@ def matrix_command(folder, folder2, metrics, net, variant, weights, extra, devic
     if len(metrics) > 1:
         raise InputError(f"matrix computes one metric per run, got {len(metrics)} (-m {' -m '.join(metrics)}): "
                          "run it once per metric, each with its own --out")
-    target = prepare_output_file(out, OUT_SUFFIXES) if out is not None else None
+    target = check_outputs(out) if out is not None else None
     torch_device = distributed.rank_device(resolve_device(device))
-    rows = list_images(folder)
+    limit = max_pixels_limit(max_pixels)
+    rows = list_images(folder, limit)
     same = folder2 is None
-    cols = rows if same else list_images(folder2)
-    (metric,) = build_metrics(metrics, net, variant, weights, extra, default=("lpips",))
+    cols = rows if same else list_images(folder2, limit)
+    (metric,) = _build_matrix_metric(metrics, net, variant, weights, extra)
     row_files = [str(Path(folder) / name) for name in rows]
     col_files = None if same else [str(Path(folder2) / name) for name in cols]
     # Under torchrun every rank computes its share of the trunk batches and tiles; rank 0 reports
     # and writes (percepmetric.distributed). Every rank reads every image, so a bad file fails
     # them all alike, and torchrun stops the others when one fails.
     with distributed.process_group(torch_device) as group:
-        with _ProgressBar(not no_progress and group.is_main) as advance:
+        with _ProgressBar(not no_progress and group.is_main) as advance, pixel_limit(limit):
             matrix = pairwise(row_files, col_files, metric, batch_size=batch_size, device=torch_device,
                               progress=advance, split=group)
         if not group.is_main:
             return
     label = distance_label(metric)
-    for line in summary_lines(matrix, rows, cols, same, label):
+    shown_folders = (printable_path(folder), printable_path(folder if same else folder2))
+    row_names = [name_text(name) for name in rows]
+    col_names = row_names if same else [name_text(name) for name in cols]
+    for line in summary_lines(matrix, row_names, col_names, same, label, folders=None if same else shown_folders):
         click.echo(line)
     if target is not None:
-        about = {"metric": label, "spec": metric.spec, "rows_folder": str(folder),
-                 "columns_folder": str(folder if same else folder2)}
-        for kind, path in zip(("matrix", "names"), write_matrix(target, matrix, rows, cols, about)):
-            click.echo(f"{kind}: {path}")
+        about = {"metric": label, "spec": metric.spec, "rows_folder": shown_folders[0],
+                 "columns_folder": shown_folders[1]}
+        for kind, path in zip(("matrix", "names"), write_matrix(target, matrix, row_names, col_names, about)):
+            click.echo(f"{kind}: {printable_path(path)}")
+
+
+def _build_matrix_metric(metrics, net, variant, weights, extra) -> list:
+    """The one metric of the run; when the default, LPIPS, has no weights here, the one line says
+    so and names metrics that need none, instead of only the missing file."""
+    built, unavailable = build_available_metrics(metrics, net, variant, weights, extra, default=("lpips",))
+    if unavailable:
+        hint = "" if metrics else "; choose a metric that needs no weights with -m (e.g. -m ssim, -m psnr)"
+        raise WeightsNotFoundError(f"{unavailable[0].label} cannot run: {unavailable[0].reason}{hint}")
+    return built
 
 
 class _ProgressBar:

@@ -55,7 +55,7 @@ import torch
 from .distributed import Group, all_gather, shard
 from .errors import InputError
 from .functional import cached_metric
-from .io import ImageLike, as_batch
+from .io import UNIT_RANGE, ImageLike, as_batch, is_coded, to_value_range
 from .metrics.base import Metric, check_pair
 
 __all__ = ["pairwise", "ImageSet", "DEFAULT_MEMORY_BUDGET", "DEFAULT_FEATURE_BUDGET", "SYMMETRIC_METRICS"]
@@ -133,6 +133,7 @@ def pairwise(
         m = cached_metric(metric, options, target)
     if getattr(m, "spatial", False):
         raise InputError("pairwise: option spatial gives a distance map per pair, not a number")
+    rows.value_range = cols.value_range = m.value_range  # integer codes span the metric's input range
     symmetric = same and bool(getattr(m, "symmetric", m.name in SYMMETRIC_METRICS))
     if hasattr(m, "pair_embedding"):
         matrix = _embedding_matrix(m, rows, cols, same, symmetric, target, batch_size, tile_size,
@@ -154,17 +155,22 @@ class _Images:
     """One image set, read lazily: ``len``, ``size`` (H, W), ``batches(n)`` and ``all()``.
 
     A tensor or array batch is converted once; a list is read item by item, so a folder of
-    files is decoded ``n`` at a time. Each image's content digest is kept as it is read, to
-    find identical images (their distance is exactly 0).
+    files is decoded ``n`` at a time. Integer codes (files, uint8 data) are handed out in
+    ``value_range``, the metric's declared input range (set once the metric is known). Each
+    image's content digest is kept as it is read, to find identical images (their distance is
+    exactly 0).
     """
 
     def __init__(self, images: ImageSet, label: str) -> None:
         self.label = label
         self.device: torch.device | None = None
         self.batch: torch.Tensor | None = None
+        self.batch_coded = False
+        self.value_range: tuple[float, float] = UNIT_RANGE
         self.items: list[Any] = []
         if isinstance(images, (torch.Tensor, np.ndarray)):
             self.batch = as_batch(images, label)
+            self.batch_coded = is_coded(images)
             self.device = self.batch.device if isinstance(images, torch.Tensor) else None
             count = self.batch.shape[0]
         elif isinstance(images, (str, os.PathLike)):
@@ -211,8 +217,9 @@ class _Images:
     def _read(self, start: int, stop: int, device: torch.device) -> torch.Tensor:
         if self.batch is not None:
             part = self.batch[start:stop]
+            part = to_value_range(part, self.value_range) if self.batch_coded else part
         else:
-            images = [_one_image(self.items[i], self.name(i)) for i in range(start, stop)]
+            images = [_one_image(self.items[i], self.name(i), self.value_range) for i in range(start, stop)]
             if any(image.shape[1] == 3 for image in images):  # grey among colour: repeated to RGB
                 images = [image.expand(-1, 3, -1, -1) for image in images]
             part = torch.cat(images)
@@ -223,8 +230,7 @@ class _Images:
         """Read the images whose digest is not known yet (for :func:`_zero_identical_pairs`)."""
         for index, digest in enumerate(self.digests):
             if digest is None:
-                self._note_digests(index, self.batch[index:index + 1] if self.batch is not None
-                                   else _one_image(self.items[index], self.name(index)))
+                self._read(index, index + 1, torch.device("cpu"))  # notes the digest as every read does
 
     def all(self, device: torch.device) -> torch.Tensor:
         return torch.cat([part for _, part in self.batches(max(self.count, 1), device)])
@@ -237,8 +243,8 @@ class _Images:
                 self.digests[start + offset] = hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def _one_image(item: Any, name: str) -> torch.Tensor:
-    batch = as_batch(item, name)
+def _one_image(item: Any, name: str, value_range: tuple[float, float] = UNIT_RANGE) -> torch.Tensor:
+    batch = as_batch(item, name, value_range)
     if batch.shape[0] != 1:
         raise InputError(f"{name}: each item of an image list must be one image, got a batch of {batch.shape[0]}")
     return batch

@@ -1,20 +1,27 @@
-"""Shared test set-up: where ../shared is, and TORCH_HOME pointing at its weights."""
+"""Shared test set-up: one torch thread, the ``weights`` marker (tests that need pretrained
+trunks skip where they are absent), shared fixtures, and the skip report CI checks.
+
+Nothing here reads outside the repository: the reference data is in tests/data (helpers.py:
+REFERENCE_DIR), and the pretrained trunks are wherever torchvision's cache is, i.e.
+``$TORCH_HOME/hub/checkpoints`` as the user (or .ci/run) sets it.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-REFERENCE = SHARED / "reference"
-TORCH_HOME = SHARED / "torch_home"
+from helpers import REFERENCE_DIR, skip_without_weights
 
-if "TORCH_HOME" not in os.environ and TORCH_HOME.is_dir():
-    os.environ["TORCH_HOME"] = str(TORCH_HOME)
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Where set, the path of a JSON file that lists every skipped test and its reason at the end of
+#: the session (.ci/run sets it; .ci/check_skips.py reads it).
+SKIP_REPORT_ENV = "PERCEPMETRIC_SKIP_REPORT"
 
 # Most test tensors are small: split over several intra-op threads on a machine that is busy
 # with anything else, each elementwise op waits for the slowest thread (a 40 us op can take
@@ -25,9 +32,48 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    if not REFERENCE.is_dir():
-        pytest.skip(f"reference data folder {REFERENCE} is missing (it ships in ../shared/reference)")
-    return REFERENCE
+    """tests/data: the reference outputs of the original implementations, with their images."""
+    return REFERENCE_DIR
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "weights(*nets): needs the pretrained trunks of these nets (alex, vgg, squeeze); "
+        "skips, naming the file and how to get it, where one is absent (helpers.requires_weights)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("weights"):
+        skip_without_weights(*mark.args)
+
+
+# ---------------------------------------------------------------- the skip report
+
+_skipped: list[dict[str, str]] = []
+
+
+def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append({"test": report.nodeid, "reason": _skip_reason(report)})
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.skipped:  # a whole module skipped (pytest.importorskip, allow_module_level)
+        _skipped.append({"test": report.nodeid, "reason": _skip_reason(report)})
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    path = os.environ.get(SKIP_REPORT_ENV)
+    if path:
+        Path(path).write_text(json.dumps({"exitstatus": int(exitstatus), "collected": session.testscollected,
+                                          "skipped": _skipped}, indent=1) + "\n")
 
 
 def requires_cuda() -> pytest.MarkDecorator:

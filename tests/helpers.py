@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -60,18 +60,87 @@ def run_cli_subprocess(
     return proc
 
 
+# ---------------------------------------------------------------- reference data
+
+#: The reference outputs of the original implementations, with their images (tests/data/README.md),
+#: in the repository itself, so a fresh clone runs every parity test.
+REFERENCE_DIR = Path(__file__).resolve().parent / "data"
+
+
 # ---------------------------------------------------------------- weights
+
+#: Start of every skip reason for an absent pretrained file; the CI's skip check (.ci/check_skips.py)
+#: reads the file name that follows it.
+MISSING_WEIGHTS = "missing pretrained weights"
+
+# The answer for each trunk file looked for this session (path -> skip reason, None: present), so
+# a download is tried once per file, not once per test.
+_weights_checked: dict[Path, str | None] = {}
+
+
+def missing_weights(*nets: str) -> str | None:
+    """Why a test needing the ImageNet trunks of ``nets`` (``alex``, ``vgg``, ``squeeze``) cannot
+    run, or None when it can.
+
+    A trunk is present when torchvision's cache holds its file (``$TORCH_HOME/hub/checkpoints``,
+    read when called, so a test's ``monkeypatch.setenv`` is followed). Otherwise it is fetched as
+    the package fetches it (where there is a network it downloads, as before this helper); where
+    that fails the reason names the file, the folder it belongs in and how to get it.
+    """
+    from percepmetric import WeightsNotFoundError
+    from percepmetric.nets.backbones import load_pretrained_features, trunk_weights_path
+
+    for net in nets:
+        path = trunk_weights_path(net)
+        if path.is_file():
+            continue
+        if path not in _weights_checked:
+            try:
+                load_pretrained_features(net)
+                _weights_checked[path] = None
+            except WeightsNotFoundError as exc:
+                # The package's message says where the file belongs, its URL and TORCH_HOME.
+                _weights_checked[path] = f"{MISSING_WEIGHTS} {path.name}: {exc}; `percepmetric weights` lists them all"
+        if _weights_checked[path] is not None:
+            return _weights_checked[path]
+    return None
+
+
+def skip_without_weights(*nets: str) -> None:
+    """Skip the running test (or fixture) where a trunk of ``nets`` is absent: see
+    :func:`missing_weights`. Tests say it with :func:`requires_weights`; this is for fixtures and
+    helpers, and before a subprocess that would load the trunk."""
+    reason = missing_weights(*nets)
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def requires_weights(*nets: str) -> pytest.MarkDecorator:
+    """``@requires_weights("alex")`` (or ``pytest.param(..., marks=requires_weights("vgg"))``): the
+    test needs the pretrained trunks of ``nets`` and skips, naming the file and how to get it,
+    where one is absent. Checked when the test is set up (conftest.py), not when it is collected."""
+    return pytest.mark.weights(*nets)
+
+
+#: The pretrained trunks each registry metric loads with its default options; the others load none
+#: (ST-LPIPS's networks come whole with the stlpips-pytorch package).
+METRIC_TRUNKS: dict[str, tuple[str, ...]] = {"lpips": ("alex",), "dists": ("vgg",)}
+
+
+def metric_params(names: Iterable[str]) -> list[object]:
+    """Metric names for ``pytest.mark.parametrize``, those of :data:`METRIC_TRUNKS` marked with
+    :func:`requires_weights` (so only their cases skip where a trunk is absent)."""
+    return [pytest.param(name, marks=requires_weights(*METRIC_TRUNKS[name])) if name in METRIC_TRUNKS else name
+            for name in names]
 
 
 def pretrained_lpips(net: str = "alex", **options: object) -> LPIPS:
     """``create_metric("lpips", net=net, ...)`` with the ImageNet trunk; skips the test, naming
-    the missing file and its folder, where torchvision's cache lacks it."""
-    from percepmetric import WeightsNotFoundError, create_metric
+    the missing file and how to get it, where torchvision's cache lacks it."""
+    from percepmetric import create_metric
 
-    try:
-        return create_metric("lpips", net=net, **options)  # type: ignore[return-value]
-    except WeightsNotFoundError as exc:
-        pytest.skip(f"pretrained {net} trunk missing: {exc}")
+    skip_without_weights(net)
+    return create_metric("lpips", net=net, **options)  # type: ignore[return-value]
 
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # the file name of torchvision's AlexNet IMAGENET1K_V1 URL
@@ -94,9 +163,8 @@ def alexnet_torch_home(folder: Path, classifier: Literal["zeros", "nonzero"]) ->
     rows repeated (stride 0 along the output axis), so the file stays as small as the
     convolutions.
     """
+    skip_without_weights("alex")
     source = alexnet_file()
-    if not source.is_file():
-        pytest.skip(f"pretrained AlexNet file {source} is missing")
     state = torch.load(source, map_location="cpu", weights_only=True)
     generator = torch.Generator().manual_seed(0)
     for key in [k for k in state if k.startswith("classifier.")]:

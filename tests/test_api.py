@@ -27,6 +27,8 @@ from percepmetric.cli_options import parse_option_value
 from percepmetric.metrics.base import Metric, MetricLoss
 from percepmetric.registry import METRICS, list_metrics, metric_options, option_choices
 
+from helpers import metric_params, requires_weights
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Options that keep each metric small and fast on 32x32 images.
@@ -52,7 +54,7 @@ def test_a_function_for_every_metric_with_the_class_options():
         assert params["reduction"].default == "none"
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("name", metric_params(sorted(SMALL)))
 def test_function_equals_class_and_refuses_bad_input(name):
     x, y = _pair()
     want = create_metric(name, **SMALL[name])(x, y)
@@ -65,6 +67,7 @@ def test_function_equals_class_and_refuses_bad_input(name):
         getattr(functional, name)(x, y, reduction="avg", **SMALL[name])
 
 
+@requires_weights("alex")
 def test_functional_lpips_builds_its_model_once():
     x, y = _pair()
     functional.clear_cache()
@@ -92,6 +95,7 @@ def test_reduction_on_metrics(name):
         create_metric(name, reduction="max")
 
 
+@requires_weights("alex")
 def test_default_specs_unchanged():
     # The identities that key the benchmark's cached distances, as they were before issue 12.
     assert create_metric("l2").spec == "l2(color=rgb,convention=plain,data_range=1.0)"
@@ -168,6 +172,7 @@ def test_update_compute_reset(name):
         metric.compute()
 
 
+@requires_weights("alex", "vgg")
 def test_every_object_create_metric_returns_accumulates():
     x, y = _pair()
     for name in list_metrics():
@@ -233,7 +238,7 @@ def test_compute_gathers_across_two_gloo_processes(tmp_path):
 # ------------------------------------------------------------------ 5. results enter autograd later
 
 
-@pytest.mark.parametrize("name", ["l2", "ssim", "lpips"])
+@pytest.mark.parametrize("name", metric_params(["l2", "ssim", "lpips"]))
 def test_values_computed_without_grad_enter_a_graph_later(name):
     x, y = _pair()
     values = create_metric(name, **SMALL[name])(x, y)
@@ -248,6 +253,7 @@ def test_values_computed_without_grad_enter_a_graph_later(name):
 # ------------------------------------------------------------------ 6. option names and values
 
 
+@requires_weights("alex")
 def test_lpips_data_range_is_the_option_and_reports_the_truth():
     x, y = _pair()
     m255 = create_metric("lpips", variant="baseline", data_range=255)
@@ -259,6 +265,7 @@ def test_lpips_data_range_is_the_option_and_reports_the_truth():
         create_metric("lpips", data_range=255, input_range="-1,1")
 
 
+@requires_weights("alex")
 def test_precision_has_one_set_of_names():
     # "auto" and "input" both mean: compute in the input's dtype; each metric's spec keeps its name.
     assert create_metric("lpips", variant="baseline", precision="input").spec == create_metric(

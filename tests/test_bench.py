@@ -19,7 +19,7 @@ from percepmetric.errors import InputError
 from percepmetric.metrics.pixel import L2
 from percepmetric.registry import create_metric
 
-from helpers import FIXTURE_SIZE, run_cli_subprocess
+from helpers import FIXTURE_SIZE, run_cli_subprocess, skip_without_weights
 
 SIZE = FIXTURE_SIZE  # items per split of the fixture_root fixture (conftest.py)
 
@@ -290,9 +290,10 @@ def _lpips_weight_files(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
     from percepmetric.metrics.lpips import official_calibration_path
     from percepmetric.nets.backbones import trunk_weights_path
 
+    skip_without_weights("alex")
     trunk, calibration = trunk_weights_path("alex"), official_calibration_path("alex")
-    if not trunk.is_file() or not calibration.is_file():
-        pytest.skip("needs the AlexNet trunk under $TORCH_HOME and the lpips v0.1 calibration")
+    if not calibration.is_file():
+        pytest.skip(f"needs the lpips v0.1 calibration {calibration} (pip install lpips==0.1.4)")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.setenv("PERCEPMETRIC_LPIPS_WEIGHTS", str(tmp_path / "lpips_weights"))
     copies = trunk_weights_path("alex"), official_calibration_path("alex")

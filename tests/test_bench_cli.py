@@ -22,7 +22,7 @@ import torch
 
 from percepmetric.data import bapps, fixtures
 
-from helpers import run_cli, run_cli_subprocess, synthetic_bapps_root
+from helpers import requires_weights, run_cli, run_cli_subprocess, synthetic_bapps_root
 
 SIZE = 6  # items per split: enough for every score, fast for LPIPS
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "bench.md"
@@ -134,6 +134,7 @@ def test_all_and_split_together_are_refused(fixture_root, tmp_path, capsys):
 
 # ---------------------------------------------------------------- the default metrics, offline
 
+@requires_weights("alex", "vgg")
 def test_default_metrics_are_the_lpips_papers_table(fixture_root, capsys):
     from percepmetric.bench.commands import bench_metrics
 

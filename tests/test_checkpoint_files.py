@@ -72,6 +72,26 @@ def test_a_trunk_file_in_torch_home_with_a_pickled_payload_is_not_run(tmp_path, 
     path.parent.mkdir(parents=True)
     marker = tmp_path / "MARKER"
     torch.save({"features.0.weight": _TouchOnLoad(marker)}, path)
-    with pytest.raises(WeightsNotFoundError, match=re.escape(path.name)):
+    with pytest.raises(WeightsNotFoundError, match=re.escape(path.name)) as info:
         load_pretrained_features("alex")
     assert not marker.exists()
+    # One line, in words, not torch's many-line message (issue 20, item 9).
+    assert len(str(info.value).splitlines()) == 1 and "pickled Python objects" in str(info.value)
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "truncated zip"])
+def test_a_damaged_trunk_file_in_torch_home_is_one_line(tmp_path, monkeypatch, damage):
+    from percepmetric.nets.backbones import load_pretrained_features, trunk_weights_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    path = trunk_weights_path("alex")
+    path.parent.mkdir(parents=True)
+    if damage == "random bytes":
+        path.write_bytes(bytes(range(256)) * 4)
+    else:
+        torch.save({"features.0.weight": torch.zeros(64, 3, 11, 11)}, path)
+        path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(WeightsNotFoundError, match=re.escape(path.name)) as info:
+        load_pretrained_features("alex")
+    message = str(info.value)
+    assert len(message.splitlines()) == 1 and "damaged or truncated" in message and len(message) < 400

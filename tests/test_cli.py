@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import run_cli, run_cli_subprocess
+from helpers import requires_weights, run_cli, run_cli_subprocess
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +151,7 @@ def test_score_demo_saves_its_images(tmp_path, capsys):
         assert torch.equal(load_image(tmp_path / "demo" / f"{name}.png"), image)
 
 
+@requires_weights("alex")
 def test_distance_map_of_lpips_is_a_figure(images, tmp_path, capsys):
     target = tmp_path / "maps" / "where.png"
     code, out, err = run_cli(capsys, "distance", images["ref"], images["far"], "-m", "lpips", "--map", target, "--json")

@@ -152,33 +152,84 @@ def test_fit_falls_back_to_linear_documentedly():
     np.testing.assert_allclose(short([0.0, 10.0]), [intercept, 10 * slope + intercept], atol=1e-12)
 
 
-def _independent_lm_fit(z, mos, start, iterations=500):
-    """Levenberg-Marquardt in plain NumPy on the logistic5 least squares, with its own Jacobian."""
-    def model(p):
+def _rising_then_falling(seed: int = 0):
+    """Quality whose MOS rises steeply, then falls slowly (a saturating metric with a drift): the
+    free 5-parameter logistic fits it with a falling linear term, so it is not monotone."""
+    rng = np.random.default_rng(seed)
+    x = np.linspace(-3, 3, 120)
+    return x, 3 + 2 * np.tanh(2 * x) - 0.4 * x + 0.1 * rng.normal(size=x.size)
+
+
+def _single_direction(values) -> bool:
+    steps = np.diff(values)
+    return bool(np.all(steps >= 0) or np.all(steps <= 0))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fit_is_monotone_over_the_data_range(seed):
+    x, mos = _rising_then_falling(seed)
+    fit = fit_logistic(x, mos)
+    assert _single_direction(fit(np.linspace(x.min(), x.max(), 4001)))
+    # the 5-parameter fit turns down at the ends: the documented fallback is the 4-parameter logistic
+    assert fit.form == "logistic4" and fit.converged and fit.monotone_fallback
+    # PLCC and RMSE after the fit are those of exactly this curve, whatever the units or direction
+    assert plcc_fitted(x, mos) == pytest.approx(np.corrcoef(fit(x), mos)[0, 1], abs=1e-12)
+    assert rmse_fitted(x, mos) == pytest.approx(np.sqrt(np.mean((fit(x) - mos) ** 2)), abs=1e-12)
+    for transformed in (1e-4 * x, 40 + 5 * x, -x):
+        assert plcc_fitted(transformed, mos) == pytest.approx(plcc_fitted(x, mos), abs=1e-9)
+        assert _single_direction(fit_logistic(transformed, mos)(np.linspace(transformed.min(), transformed.max(),
+                                                                            4001)))
+    rows = {r["kind"]: r for r in correlation_table(x, mos, np.arange(len(x)) // 6, n_boot=50)}
+    assert rows["plcc_fitted"]["score"] == plcc_fitted(x, mos)
+    assert rows["plcc_fitted"]["ci_low"] <= rows["plcc_fitted"]["score"] <= rows["plcc_fitted"]["ci_high"]
+
+
+def test_a_monotone_logistic5_fit_is_kept():
+    quality, mos, _ = _mos_dataset(4)
+    fit = fit_logistic(quality, mos)
+    assert fit.form == "logistic5" and not fit.monotone_fallback
+    assert _single_direction(fit(np.linspace(quality.min(), quality.max(), 4001)))
+
+
+def _independent_model(form, p, x):
+    """logistic5 (Sheikh et al. 2006) or logistic4 (VQEG Phase I), written out here again."""
+    if form == "logistic5":
         b1, b2, b3, b4, b5 = p
-        return b1 * (0.5 - 1.0 / (1.0 + np.exp(b2 * (z - b3)))) + b4 * z + b5
+        return b1 * (0.5 - 1.0 / (1.0 + np.exp(b2 * (x - b3)))) + b4 * x + b5
+    b1, b2, b3, b4 = p
+    return (b1 - b2) / (1.0 + np.exp(-(x - b3) / abs(b4))) + b2
 
-    def jacobian(p):
+
+def _independent_jacobian(form, p, x):
+    if form == "logistic5":
         b1, b2, b3, _, _ = p
-        e = np.exp(b2 * (z - b3))
+        e = np.exp(b2 * (x - b3))
         d = e / (1.0 + e) ** 2  # derivative of 1 / (1 + e^t) is -d
-        return np.stack([0.5 - 1.0 / (1.0 + e), b1 * d * (z - b3), -b1 * d * b2, z, np.ones_like(z)], axis=1)
+        return np.stack([0.5 - 1.0 / (1.0 + e), b1 * d * (x - b3), -b1 * d * b2, x, np.ones_like(x)], axis=1)
+    b1, b2, b3, b4 = p
+    h = 1.0 / (1.0 + np.exp(-(x - b3) / abs(b4)))
+    d = (b1 - b2) * h * (1.0 - h)
+    return np.stack([h, 1.0 - h, -d / abs(b4), -d * (x - b3) / (b4 * abs(b4))], axis=1)
 
+
+def _independent_lm_fit(z, mos, start, form="logistic5", iterations=500):
+    """Levenberg-Marquardt in plain NumPy on the logistic least squares, with its own Jacobian:
+    the parameters."""
     p, damping = np.array(start, dtype=float), 1e-3
-    cost = np.sum((mos - model(p)) ** 2)
+    cost = np.sum((mos - _independent_model(form, p, z)) ** 2)
     for _ in range(iterations):
-        j, r = jacobian(p), mos - model(p)
+        j, r = _independent_jacobian(form, p, z), mos - _independent_model(form, p, z)
         normal = j.T @ j
         step = np.linalg.solve(normal + damping * np.diag(np.diag(normal)), j.T @ r)
         trial = p + step
-        trial_cost = np.sum((mos - model(trial)) ** 2)
+        trial_cost = np.sum((mos - _independent_model(form, trial, z)) ** 2)
         if trial_cost < cost:
             p, cost, damping = trial, trial_cost, damping / 3
         else:
             damping *= 4
         if np.max(np.abs(step)) < 1e-13:
             break
-    return model(p)
+    return p
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -188,7 +239,13 @@ def test_fitted_plcc_equals_an_independent_fit(seed):
     z = (quality - quality.mean()) / quality.std()
     direction = 1.0 if np.corrcoef(quality, mos)[0, 1] >= 0 else -1.0
     start = (np.ptp(mos), direction, 0.0, 0.0, np.mean(mos))  # the documented start
-    fitted = _independent_lm_fit(z, mos, start)
+    params = _independent_lm_fit(z, mos, start)
+    fitted = _independent_model("logistic5", params, z)
+    if not _single_direction(_independent_model("logistic5", params, np.linspace(z.min(), z.max(), 20001))):
+        # not monotone over the data: the documented fallback, the 4-parameter fit from its own start
+        start = (mos.max(), mos.min(), 0.0, 1.0) if direction > 0 else (mos.min(), mos.max(), 0.0, 1.0)
+        fitted = _independent_model("logistic4", _independent_lm_fit(z, mos, start, "logistic4"), z)
+    assert fit_logistic(quality, mos).monotone_fallback == (seed == 0)  # seed 0 turns down at the ends
     assert plcc_fitted(quality, mos) == pytest.approx(np.corrcoef(fitted, mos)[0, 1], abs=1e-6)
     assert rmse_fitted(quality, mos) == pytest.approx(np.sqrt(np.mean((fitted - mos) ** 2)), abs=1e-6)
 

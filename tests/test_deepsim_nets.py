@@ -9,10 +9,9 @@ from torch import nn
 from percepmetric.deepsim import networks as D
 from percepmetric.errors import InputError, WeightsNotFoundError
 
-from helpers import alexnet_file, alexnet_torch_home
+from helpers import alexnet_torch_home, requires_weights
 
-needs_alexnet = pytest.mark.skipif(not alexnet_file().is_file(),
-                                   reason=f"pretrained AlexNet file {alexnet_file()} is missing")
+needs_alexnet = requires_weights("alex")
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -23,7 +29,7 @@ from percepmetric.devices import resolve_device
 from percepmetric.errors import InputError
 from percepmetric.metrics.base import Metric
 
-from helpers import alexnet_file, alexnet_torch_home, run_cli_subprocess
+from helpers import alexnet_torch_home, requires_weights, run_cli_subprocess
 
 
 @pytest.fixture(scope="module")
@@ -242,8 +248,7 @@ def test_train_two_iterations_on_cuda(folders, tmp_path):
     assert np.isfinite(table["mean_distance"]).all()
 
 
-@pytest.mark.skipif(not alexnet_file().is_file(),
-                    reason=f"the demo's comparator needs {alexnet_file()}, which is missing")
+@requires_weights("alex")  # the demo's comparator
 def test_cli_demo_tiny(tmp_path):
     out = tmp_path / "demo"
     result = _cli("demo", "--out", str(out), "--iterations", "2", "--batch-size", "2", "--size", "32",
@@ -268,8 +273,7 @@ def test_bench_command_with_two_models(two_runs, folders, tmp_path):
     assert (tmp_path / "deepsim_bench.csv").is_file() and (tmp_path / "deepsim_bench.png").is_file()
 
 
-@pytest.mark.skipif(not alexnet_file().is_file(),
-                    reason=f"needs the pretrained AlexNet file {alexnet_file()}, which is missing")
+@requires_weights("alex")
 def test_zero_fc_features_warn(folders, tmp_path, monkeypatch):
     # An AlexNet file with zeroed fc layers gives nothing to invert: that must not pass silently.
     monkeypatch.setenv("TORCH_HOME", str(alexnet_torch_home(tmp_path / "weights", "zeros")))
@@ -290,3 +294,108 @@ def test_training_images_leave_out_hidden_files_and_folders(tmp_path):
     for name in ("b.png", "sub/a.png", ".b.png.tmp.png", ".partial/c.png"):
         image.save(tmp_path / name)
     assert image_files(tmp_path) == [tmp_path / "b.png", tmp_path / "sub" / "a.png"]
+
+
+# ---------------------------------------------------------------- what a user sees: warnings, interruptions
+
+_RAW_WARNING = re.compile(r"\.py:\d+: \w*Warning|^\s+\w.*\(.*\)$", re.MULTILINE)  # file:line: XWarning, source
+
+
+@requires_weights("alex")
+@pytest.mark.parametrize("progress", [False, True])
+def test_cli_zero_fc6_features_warn_in_one_clean_line(folders, tmp_path, progress):
+    """`deepsim train --layer fc6` with an AlexNet file whose fully connected layers are zeroed
+    (as a trimmed copy has them) says so in one line, never as a raw Python warning with its
+    source line, and with a progress bar too."""
+    home = alexnet_torch_home(tmp_path / "weights", "zeros")
+    args = ["train", "--task", "invert", "--layer", "fc6", "--size", "64", "--width", "0.125", "--data",
+            folders / "train", "--out", tmp_path / "run", "--iterations", "2", "--batch-size", "2", "--loss", "image",
+            "--device", "cpu"] + ([] if progress else ["--no-progress"])
+    result = run_cli_subprocess("deepsim", *args, env={**_env(), "TORCH_HOME": str(home)})
+    assert result.returncode == 0, result.stderr
+    pieces = re.split(r"[\r\n]", result.stderr)  # a progress bar redraws with \r
+    said = [p for p in pieces if p.startswith("percepmetric: warning: AlexNet fc6 features")]
+    assert len(said) == 1 and "--layer conv5" in said[0], result.stderr
+    assert "Warning" not in result.stderr and not _RAW_WARNING.search(result.stderr), result.stderr
+    assert (tmp_path / "run" / "final.pt").is_file()
+
+
+def _small_train_args(folders, out, *extra):
+    return ["deepsim", "train", "--task", "autoencoder", "--size", "32", "--data", folders / "train", "--out", out,
+            "--batch-size", "2", "--width", "0.125", "--loss", "image", "--random-comparator", "--device", "cpu",
+            *extra]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_cli_train_stopped_before_the_first_checkpoint_leaves_no_empty_folder(folders, tmp_path, signum):
+    """Ctrl-C (SIGINT) or SIGTERM while training, before any checkpoint: the output folders the
+    run created are gone again, the exit code is 130, and no traceback is shown."""
+    out = tmp_path / "runs" / "first"  # both made by the run
+    args = _small_train_args(folders, out, "--iterations", "1000000", "--checkpoint-every", "1000000")
+    proc = subprocess.Popen([sys.executable, "-m", "percepmetric.cli", *map(str, args)], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # Wait for training to start (the progress bar's first draw comes once OUT exists and the
+        # networks are built), however long a busy machine takes to get there.
+        seen = b""
+        deadline = time.monotonic() + 300
+        while b"deepsim autoencoder" not in seen:
+            assert time.monotonic() < deadline and proc.poll() is None, seen.decode(errors="replace")
+            ready, _, _ = select.select([proc.stderr], [], [], 1.0)
+            if ready:
+                seen += os.read(proc.stderr.fileno(), 4096)
+        assert out.is_dir()  # the run made it
+        proc.send_signal(signum)
+        rest_out, rest_err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    stderr = (seen + rest_err).decode(errors="replace")
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and b"wrote" not in rest_out, stderr
+    assert not out.exists() and not (tmp_path / "runs").exists(), list(tmp_path.rglob("*"))
+    assert tmp_path.is_dir()
+
+
+def test_cli_train_error_before_the_first_checkpoint_leaves_no_empty_folder(folders, tmp_path):
+    """An image that cannot be read stops the run after OUT was made: one error line, exit 2,
+    and no empty OUT (nor the parent the run made for it) left behind."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("t0.png", "t1.png"):
+        (data / name).write_bytes((folders / "train" / name).read_bytes())
+    (data / "t2.png").write_bytes(b"not a png at all")
+    out = tmp_path / "runs" / "first"
+    args = _small_train_args(folders, out, "--iterations", "2", "--no-progress")
+    args[args.index("--data") + 1] = data
+    result = run_cli_subprocess(*args, env=_env())
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("percepmetric: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "t2.png" in result.stderr
+    assert not out.exists() and not (tmp_path / "runs").exists()
+
+
+def test_train_interrupted_keeps_a_folder_it_did_not_make_and_one_with_files(folders, tmp_path, monkeypatch):
+    """The clean-up removes only what this run made and left empty."""
+    from percepmetric.deepsim.train import Trainer
+
+    def interrupted(self, batch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    mine = tmp_path / "made" / "here"
+    with pytest.raises(KeyboardInterrupt):
+        train_generator(_config(folders, mine, iterations=2), progress=False)
+    assert not (tmp_path / "made").exists()
+    existing = tmp_path / "existing"  # the user's empty folder: stays
+    existing.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        train_generator(_config(folders, existing, iterations=2), progress=False)
+    assert existing.is_dir() and not list(existing.iterdir())
+    parent = tmp_path / "parent"  # made by the run, but someone else put a file in it meanwhile: stays
+    monkeypatch.setattr(Trainer, "train_step", lambda self, batch: (parent / "note.txt").write_text("x") and
+                        interrupted(self, batch))
+    with pytest.raises(KeyboardInterrupt):
+        train_generator(_config(folders, parent / "run", iterations=2), progress=False)
+    assert not (parent / "run").exists() and (parent / "note.txt").is_file()

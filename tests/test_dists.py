@@ -16,7 +16,7 @@ from percepmetric import InputError, WeightsNotFoundError, create_metric
 from percepmetric.io import load_image
 from percepmetric.metrics.dists import DISTS, dists_weights_path, hann_pooling_window
 
-from helpers import run_cli, run_cli_subprocess
+from helpers import requires_weights, run_cli, run_cli_subprocess, skip_without_weights
 
 TID = "tid2013-pair"
 PAIRS = [("i01_01_5.bmp", "I01.BMP"), ("goldhill_jpeg.gif", "goldhill.gif")]
@@ -24,10 +24,8 @@ PAIRS = [("i01_01_5.bmp", "I01.BMP"), ("goldhill_jpeg.gif", "goldhill.gif")]
 
 @pytest.fixture(scope="module")
 def metric() -> DISTS:
-    try:
-        return create_metric("dists")  # type: ignore[return-value]
-    except WeightsNotFoundError as exc:
-        pytest.skip(f"DISTS weights missing: {exc}")
+    skip_without_weights("vgg")
+    return create_metric("dists")  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +141,7 @@ def test_grey_data_range_and_dtype_follow_the_input(metric):
         metric(x * 2, y)
 
 
+@requires_weights("vgg")
 def test_finite_gradients_as_a_loss_identical_pair_included():
     loss_fn = create_metric("dists", as_loss=True)
     x, y = _pair((2, 3, 32, 32), seed=6)
@@ -169,6 +168,7 @@ def test_functional_equals_the_class(metric):
 # ------------------------------------------------------------------ weight files
 
 
+@requires_weights("vgg")  # the trunk loads first
 def test_a_missing_weight_file_names_it_and_how_to_get_it(tmp_path, monkeypatch):
     missing = tmp_path / "nowhere" / "weights.pt"
     monkeypatch.setenv("PERCEPMETRIC_DISTS_WEIGHTS", str(missing))

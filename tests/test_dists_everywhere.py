@@ -21,22 +21,20 @@ import torch
 from PIL import Image
 
 import percepmetric
-from percepmetric import WeightsNotFoundError, create_metric, pairwise
+from percepmetric import create_metric, pairwise
 from percepmetric.distributed import Group
 from percepmetric.io import as_batch, load_image
 from percepmetric.metrics.dists import DISTS
 
-from helpers import run_cli_subprocess
+from helpers import requires_weights, run_cli_subprocess, skip_without_weights
 
 pairwise_module = sys.modules["percepmetric.pairwise"]
 
 
 @pytest.fixture(scope="module")
 def metric() -> DISTS:
-    try:
-        return create_metric("dists")  # type: ignore[return-value]
-    except WeightsNotFoundError as exc:
-        pytest.skip(f"DISTS weights missing: {exc}")
+    skip_without_weights("vgg")
+    return create_metric("dists")  # type: ignore[return-value]
 
 
 def _images(n: int, seed: int, size: int = 32) -> torch.Tensor:
@@ -329,6 +327,7 @@ def test_bench_of_a_deepsim_generator(metric, tmp_path):
 # ------------------------------------------------------------------ loss and triplets
 
 
+@requires_weights("vgg")
 def test_loss_has_finite_gradients_identical_pairs_included():
     loss_fn = create_metric("dists", as_loss=True)
     x = _images(3, seed=10)

@@ -73,7 +73,9 @@ def _assert_refused(capsys, tmp_path: Path, archive: Path, member: str | None, w
     named = "kadid10k.zip: refused: " + ("" if member is None else f"member {member!r} ")
     assert named in lines[0] and why in lines[0], lines[0]
     assert sorted(p.name for p in root.iterdir()) == [".download"]
-    assert sorted(p.name for p in (root / ".download").iterdir()) == ["kadid10k.zip"]  # no scratch, no marker
+    # The refused archive is deleted (the next run fetches it again), with no scratch and no marker.
+    assert sorted(p.name for p in (root / ".download").iterdir()) == []
+    assert "the archive was deleted from" in lines[0]
 
 
 # ---------------------------------------------------------------- a good archive installs
@@ -252,6 +254,26 @@ def test_verification_failure_installs_nothing(tmp_path, capsys, kadid_files):
     code, _, err = _run(capsys, "kadid10k", "--root", root, "--url", archive)
     assert code == 2 and "unpacked data failed verification" in err and "I02_11_01.png" in err, err
     assert sorted(p.name for p in root.iterdir()) == [".download"]
+
+
+def test_a_refused_archive_is_not_reused_by_the_next_run(tmp_path, capsys, kadid_files):
+    """After a refusal, a rerun with another --url fetches that archive (issue 20, item 8); a kept
+    archive from one URL is not taken for another's either."""
+    files = dict(kadid_files)
+    del files["kadid10k/images/I01_01_01.png"]
+    link = _info("kadid10k/images/I01_01_01.png", stat.S_IFLNK | 0o777)
+    bad = _zip(tmp_path / "bad" / "kadid10k.zip", files, [(link, b"../../../etc/passwd")])
+    good = _zip(tmp_path / "good" / "kadid10k.zip", kadid_files)
+    root = tmp_path / "root"
+    code, _, err = _run(capsys, "kadid10k", "--root", root, "--url", bad)
+    assert code == 2 and "refused" in err
+    code, out, err = _run(capsys, "kadid10k", "--root", root, "--url", good, "--keep-archive")
+    assert code == 0, err
+    assert len(load_mos_dataset("kadid10k", root)) == PAIRS
+    # A kept archive is reused for the same URL only.
+    (root / ".download" / "kadid10k.zip.done").unlink()
+    code, _, err = _run(capsys, "kadid10k", "--root", root, "--url", bad)
+    assert code == 2 and "refused" in err, err
 
 
 def test_not_a_zip_is_one_line(tmp_path, capsys):

@@ -22,6 +22,8 @@ from percepmetric.metrics.eight_bit import from_8bit, triplet_values_8bit, value
 from percepmetric.metrics.pixel import L2
 from percepmetric.registry import create_metric
 
+from helpers import requires_weights
+
 
 def _images(n: int = 5, size: int = 32, channels: int = 3, seed: int = 0) -> list[torch.Tensor]:
     """Three uint8 (N,H,W,C) batches: a smooth reference, a noisy and a darkened copy (values
@@ -151,9 +153,9 @@ def test_the_compiled_ssim_kernel_is_in_use():
 # on floats decoded by NumPy here. Their formulas are checked against their authors' numbers in
 # their own test files (test_ssim, test_fsim, test_lpips).
 FLOAT_HANDED = [
-    ("ms_ssim", {}),
-    ("fsim", {"chromatic": True}),
-    ("lpips", {"net": "alex"}),
+    pytest.param("ms_ssim", {}, id="ms_ssim"),
+    pytest.param("fsim", {"chromatic": True}, id="fsim"),
+    pytest.param("lpips", {"net": "alex"}, id="lpips", marks=requires_weights("alex")),
 ]
 
 
@@ -162,7 +164,7 @@ def _decoded(codes: torch.Tensor, lo: float = 0.0, hi: float = 1.0) -> torch.Ten
     return torch.from_numpy(np.ascontiguousarray(floats.transpose(0, 3, 1, 2)))
 
 
-@pytest.mark.parametrize("name,options", FLOAT_HANDED, ids=[n for n, _ in FLOAT_HANDED])
+@pytest.mark.parametrize("name,options", FLOAT_HANDED)
 def test_metrics_without_an_integer_path_get_the_decoded_floats(name, options):
     metric = create_metric(name, **options)
     ref, p0, p1 = _images(n=3)
@@ -192,6 +194,7 @@ def test_a_subclass_is_handed_floats_so_its_own_formula_counts():
     assert eight_bit._integer_path(HalfL2()) is None
 
 
+@requires_weights("alex")
 def test_from_8bit_maps_codes_onto_the_value_range():
     codes = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 3, 1).expand(1, 1, 3, 3).contiguous()
     assert torch.equal(from_8bit(create_metric("l2"), codes)[0, 0, 0], torch.tensor([0.0, 0.2, 1.0]))

@@ -19,7 +19,7 @@ from percepmetric import InputError, create_metric, load_image
 from percepmetric import compare as compare_module
 from percepmetric.compare import compare_folders, plan_chunks, resume_folder, summary_path
 
-from helpers import run_cli, run_cli_subprocess
+from helpers import requires_weights, run_cli, run_cli_subprocess
 
 
 def write_png(path: Path, array: np.ndarray) -> Path:
@@ -173,10 +173,11 @@ def test_out_writes_the_table_and_the_summary_beside_it(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    (["--out", "r.txt"], "--out"),
+    # the default metrics (LPIPS among them) are built before --out and --map are checked
+    pytest.param(["--out", "r.txt"], "--out", marks=requires_weights("alex")),
     (["--batch-size", "0"], "--batch-size"),
     (["--size-mismatch", "stretch"], "--size-mismatch"),
-    (["--map", "m.png"], "--map"),
+    pytest.param(["--map", "m.png"], "--map", marks=requires_weights("alex")),
     (["-m", "nope"], "nope"),
 ])
 def test_bad_folder_options_are_one_line_exit_2(tmp_path, capsys, args, needle):
@@ -225,6 +226,34 @@ def test_an_interrupted_run_resumes_computing_only_the_missing_chunks(tmp_path, 
     assert not resume_folder(out).exists()
 
 
+@pytest.mark.parametrize("with_out", [True, False])
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, monkeypatch, capsys, with_out):
+    """Ctrl-C of `distance DIR DIR` says how many finished chunks were kept and that the same
+    command resumes (with --out), or that nothing was kept (without): not only "aborted"."""
+    dir_a, dir_b = make_folders(tmp_path, [f"{k:02d}.png" for k in range(7)])
+    psnr_class = type(create_metric("psnr"))
+    original = psnr_class.formula
+    calls = {"n": 0}
+
+    def interrupted(self, x, y):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as Ctrl-C in the middle of the third chunk
+        return original(self, x, y)
+
+    monkeypatch.setattr(psnr_class, "formula", interrupted)
+    out = tmp_path / "run.csv"
+    args = ["--out", out] if with_out else []
+    code, stdout, err = run_cli(capsys, "distance", dir_a, dir_b, "-m", "psnr", "--batch-size", 2, "--no-progress",
+                                *args)
+    assert code == 130 and stdout == ""
+    if with_out:
+        assert err == (f"percepmetric: interrupted; 2 finished chunk(s) kept in {resume_folder(out)}: "
+                       "run the same command again to resume\n")
+    else:
+        assert err.startswith("percepmetric: interrupted; nothing was kept (with --out FILE")
+
+
 def test_saved_chunks_are_not_reused_when_a_file_or_a_metric_changes(tmp_path, monkeypatch):
     dir_a, dir_b = make_folders(tmp_path, NAMES)
     out = tmp_path / "r.csv"
@@ -271,6 +300,7 @@ def test_python_errors_are_input_errors(tmp_path):
         compare_folders(dir_a, tmp_path / "empty", ["psnr"], allow_missing=True)
 
 
+@requires_weights("alex")
 def test_the_command_with_lpips_in_a_fresh_interpreter(tmp_path):
     dir_a, dir_b = make_folders(tmp_path, NAMES[:2], shape=(32, 32, 3))
     proc = run_cli_subprocess("distance", dir_a, dir_b, "-m", "psnr", "-m", "lpips", "--no-progress",

@@ -22,7 +22,7 @@ from percepmetric.metrics.lpips import (
 )
 from percepmetric.nets.backbones import build_backbone, tap_channels, trunk_weights_path
 
-from helpers import alexnet_torch_home, pretrained_lpips, run_cli_subprocess
+from helpers import alexnet_torch_home, pretrained_lpips, requires_weights, run_cli_subprocess
 
 # Documented bound (docs/lpips.md, "Precision"): a reduced-precision trunk changes distances by at most
 # this fraction of the float32 value (measured on CPU: fp16 ~1e-3, bf16 ~1e-2 relative).
@@ -348,6 +348,7 @@ def test_cuda_follows_input(pair):
     torch.testing.assert_close(d.cpu(), expected, rtol=1e-4, atol=1e-5)
 
 
+@requires_weights("alex")
 def test_triplet_values_share_the_reference_and_equal_two_forwards():
     # The benchmark asks d(ref, p0) and d(ref, p1): one trunk pass of 3N images must give
     # exactly what two pair forwards give, identical pairs included (exactly 0). Both share

@@ -20,7 +20,7 @@ from percepmetric.data.mos import load_mos_dataset
 from percepmetric.data.mos_fixtures import make_mos_fixture
 from percepmetric.io import load_image
 
-from helpers import run_cli, run_cli_subprocess
+from helpers import metric_params, requires_weights, run_cli, run_cli_subprocess
 
 N_BOOT = 40
 
@@ -42,13 +42,14 @@ def _per_pair(metric, dataset) -> np.ndarray:
                      for i in range(len(dataset))])
 
 
-@pytest.mark.parametrize("name", ["psnr", "ssim", "lpips"])
+@pytest.mark.parametrize("name", metric_params(["psnr", "ssim", "lpips"]))
 def test_values_equal_the_per_pair_loop(dataset, name):
     metric = create_metric(name)
     (values,) = mos_bench.mos_values([metric], dataset, None, mos_bench.distributed.Group(), batch_size=3)
     np.testing.assert_allclose(values, _per_pair(metric, dataset), rtol=1e-6, atol=1e-7)
 
 
+@requires_weights("alex", "vgg")
 def test_values_to_reference_reuses_the_reference_and_equals_pairs():
     torch.manual_seed(0)
     ref, others = torch.rand(1, 3, 40, 48), torch.rand(4, 3, 40, 48)
@@ -68,6 +69,7 @@ def test_values_to_reference_reuses_the_reference_and_equals_pairs():
     assert images == [5]  # one trunk pass of the reference and its four distortions, not 4 + 4
 
 
+@requires_weights("alex")
 def test_each_image_is_decoded_once_per_run(dataset, monkeypatch, tmp_path):
     decoded = []
     real = mos_bench.read_image_array
@@ -121,6 +123,7 @@ def test_a_changed_score_file_is_not_served_from_the_cache(kadid, tmp_path):
     assert store.entry(create_metric("psnr"), second).finished() is None
 
 
+@requires_weights("alex")
 def test_scores_orient_every_metric_so_that_good_is_positive(dataset):
     metrics = [create_metric("psnr"), create_metric("lpips")]
     values = mos_bench.mos_values(metrics, dataset, None, mos_bench.distributed.Group())
@@ -163,6 +166,7 @@ def test_run_benchmark_writes_one_long_table_and_the_summary(fixture_root, cache
     assert len(stored) == 2  # one file of values per metric
 
 
+@requires_weights("alex")
 def test_report_shows_mos_within_the_line_width(fixture_root, cache, dataset):
     from percepmetric.bench.report import LINE_WIDTH, format_report
 

@@ -19,7 +19,7 @@ import torch
 import percepmetric
 from percepmetric import InputError, pairwise
 
-from helpers import pretrained_lpips, run_cli, run_cli_subprocess
+from helpers import pretrained_lpips, requires_weights, run_cli, run_cli_subprocess
 
 SIZE = 64
 
@@ -116,6 +116,7 @@ def test_lists_of_files_and_arrays(tmp_path, alex):
     assert torch.equal(from_files, pairwise(images))
 
 
+@requires_weights("alex")
 def test_bad_input_is_one_line():
     with pytest.raises(InputError, match="no images"):
         pairwise([])

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REFERENCE, requires_cuda
+from conftest import requires_cuda
 from scipy.signal import correlate2d
 from skimage.color import rgb2lab
 from skimage.metrics import structural_similarity
@@ -29,10 +29,12 @@ from percepmetric.metrics.ssim import (
 )
 from percepmetric.registry import metric_options
 
-TID = REFERENCE / "tid2013-pair"
+from helpers import REFERENCE_DIR
+
+TID = REFERENCE_DIR / "tid2013-pair"
 
 
-LPIPS_TRIPLET = REFERENCE / "lpips-example-triplet"
+LPIPS_TRIPLET = REFERENCE_DIR / "lpips-example-triplet"
 
 
 def expected(distorted: str, metric: str) -> tuple[float, float]:

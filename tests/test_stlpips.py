@@ -22,7 +22,7 @@ from percepmetric.nets.antialiased import BlurPool, binomial_filter
 from helpers import run_cli, run_cli_subprocess
 
 # The stlpips-pytorch README: LPIPS(net="alex", variant="shift_tolerant") of imgs/ex_p0.png against
-# imgs/ex_ref.png (the LPIPS repository's example triplet, in ../shared/reference).
+# imgs/ex_ref.png (the LPIPS repository's example triplet, in tests/data).
 PUBLISHED_EX_P0_REF_ALEX = 0.7777554988861084
 
 
@@ -177,7 +177,7 @@ def test_a_file_with_extra_or_misshapen_tensors_is_refused(tmp_path, monkeypatch
 def test_an_absent_file_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("PERCEPMETRIC_STLPIPS_WEIGHTS", str(tmp_path))
     assert stlpips_weights_path("vgg") == tmp_path / "vgg_shift_tolerant.pth"
-    with pytest.raises(WeightsNotFoundError, match=r"vgg_shift_tolerant\.pth.*percepmetric\[stlpips\]"):
+    with pytest.raises(WeightsNotFoundError, match=r"vgg_shift_tolerant\.pth.*stlpips-pytorch==0\.0\.2"):
         create_metric("stlpips", net="vgg")
 
 
@@ -342,7 +342,7 @@ def test_cli_weights_and_metrics_listings(capsys):
 def test_cli_weights_says_how_to_get_missing_networks(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PERCEPMETRIC_STLPIPS_WEIGHTS", str(tmp_path))
     code, out, _ = run_cli(capsys, "weights")
-    assert code == 0 and "pip install 'percepmetric[stlpips]'" in out
+    assert code == 0 and "pip install stlpips-pytorch==0.0.2" in out
 
 
 def test_bench_on_bapps_and_a_mos_set_and_a_deepsim_generator(tmp_path, tmp_path_factory, cache, capsys):

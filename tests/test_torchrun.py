@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import requires_weights
+
 METRICS = ("-m", "psnr", "-m", "ssim", "-m", "l2")
 
 
@@ -101,6 +103,45 @@ def test_a_failing_rank_stops_both_and_a_rerun_resumes(tmp_path):
     assert out.read_bytes() == reference.read_bytes()
 
 
+#: A launcher for one rank that is stopped in the middle of its part: Ctrl-C (SIGINT to that
+#: process alone) or SIGKILL, as a user or a scheduler may do; the other rank runs as usual.
+_STOPPED_RANK = """
+import os, signal, sys
+from percepmetric import compare
+from percepmetric.cli import main
+if os.environ["RANK"] == "1":
+    def stopped(*args, **kwargs):
+        if sys.argv[1] == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise KeyboardInterrupt
+    compare._compute_part = stopped
+main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("how", ["interrupt", "kill"])
+def test_a_rank_stopped_alone_leaves_the_other_with_one_line_not_a_traceback(tmp_path, how):
+    """Ctrl-C or SIGKILL to one rank: the other stops with one line of ours (it lost a rank, or
+    torchrun's SIGTERM reached it first), never the backend's traceback ("Connection closed by
+    peer"). torchrun's own report (a ChildFailedError summary) follows; it is torchrun's."""
+    a, b = _folders(tmp_path)
+    script = tmp_path / "stopped_rank.py"
+    script.write_text(_STOPPED_RANK)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
+                "127.0.0.1", "--master-port", str(_free_port()), str(script), how]
+    run = subprocess.run([*launcher, "distance", str(a), str(b), *METRICS, "--batch-size", "2", "--out",
+                          str(tmp_path / "r.csv"), "--no-progress"], capture_output=True, text=True, timeout=120,
+                         env=_env())
+    assert run.returncode != 0
+    assert "/percepmetric/" not in run.stderr, run.stderr  # no frame of ours: no traceback of a rank
+    assert not [line for line in run.stderr.splitlines()
+                if "Connection closed by peer" in line and not line.startswith("percepmetric:")], run.stderr
+    ours = [line for line in run.stderr.splitlines() if line.startswith("percepmetric:")]
+    assert ours, run.stderr
+    assert all(("lost another rank" in line or "interrupted;" in line) for line in ours), ours
+    assert not (tmp_path / "r.csv").exists()
+
+
 @pytest.mark.parametrize("value", ["x", "-1"])
 def test_a_bad_rank_variable_is_one_line(value, monkeypatch):
     from percepmetric.distributed import current_group
@@ -149,6 +190,7 @@ def test_split_pairwise_shares_the_tiles(monkeypatch):
     assert len(first) + len(second) == len(pairwise_module._tiles(9, 9, 2, True))
 
 
+@requires_weights("alex")
 def test_two_processes_share_the_lpips_trunk_passes(tmp_path):
     """The embedding path: rank r runs trunk batches r, r + 2, ...; values as one process's
     (within float rounding: torchrun runs each process on one thread, which may change the

@@ -30,11 +30,11 @@ from percepmetric.train.loop import LpipsTrainConfig, load_training_checkpoint, 
 from percepmetric.train.model import LPIPSTrainable
 from percepmetric.train.ranking import RankingHead, learning_rate, ranking_loss
 
-from helpers import QUIET, calibration_split, write_split_folder
+from helpers import QUIET, calibration_split, requires_weights, write_split_folder
 
 
 def _env(tmp_path: Path) -> dict:
-    # TORCH_HOME comes with os.environ (conftest sets it when unset), as the in-process tests see it.
+    # TORCH_HOME comes with os.environ, as the in-process tests see it.
     env = dict(os.environ, PERCEPMETRIC_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     env.pop("RANK", None)
     env.pop("WORLD_SIZE", None)
@@ -108,6 +108,7 @@ def _eq1_written_out(lp: LPIPSTrainable, x: torch.Tensor, y: torch.Tensor) -> to
     return total
 
 
+@requires_weights("alex")
 @pytest.mark.parametrize("variant,w_init", [("lin", "ones"), ("tune", "torch")])
 def test_training_distance_is_the_metric(small_triplets, variant, w_init):
     """The trainer's fast forms (pair statistics for ``lin``, one trunk pass per triplet for
@@ -137,6 +138,7 @@ def calibration_splits():
     return calibration_split(40, seed=1), calibration_split(40, seed=2)
 
 
+@requires_weights("alex")
 def test_lin_beats_baseline_on_held_out_triplets(tmp_path, calibration_splits):
     from percepmetric.registry import create_metric
 
@@ -155,7 +157,8 @@ def test_lin_beats_baseline_on_held_out_triplets(tmp_path, calibration_splits):
     assert all((w >= 0).all() for w in trained.calibration)
 
 
-@pytest.mark.parametrize("variant,net", [("tune", "alex"), ("scratch", "squeeze")])
+@pytest.mark.parametrize("variant,net", [pytest.param("tune", "alex", marks=requires_weights("alex")),
+                                         ("scratch", "squeeze")])
 def test_tune_and_scratch_lower_the_loss(tmp_path, small_triplets, variant, net):
     config = LpipsTrainConfig(net=net, variant=variant, epochs=3, decay_epochs=0, batch_size=5, lr=1e-3, seed=0)
     result = train_lpips(config, small_triplets, tmp_path / "run", **QUIET)
@@ -179,6 +182,7 @@ def test_scratch_trunk_is_gaussian_and_seeded():
 
 # ---------------------------------------------------------------------------- checkpoints
 
+@requires_weights("alex")
 def test_resume_continues_exactly_and_reload_gives_same_distances(tmp_path, small_triplets):
     from percepmetric.registry import create_metric
 
@@ -207,6 +211,7 @@ def test_resume_continues_exactly_and_reload_gives_same_distances(tmp_path, smal
         torch.testing.assert_close(lp.triplet_distances(ref, p0, p0)[0], a(ref, p0), rtol=1e-5, atol=1e-6)
 
 
+@requires_weights("alex")
 def test_resume_refuses_other_options(tmp_path, small_triplets):
     config = LpipsTrainConfig(net="alex", variant="lin", epochs=1, batch_size=5)
     train_lpips(config, small_triplets, tmp_path / "run", stop_after=1, **QUIET)
@@ -217,6 +222,7 @@ def test_resume_refuses_other_options(tmp_path, small_triplets):
         train_lpips(config, small_triplets, tmp_path / "empty", resume=True, **QUIET)
 
 
+@requires_weights("alex")
 def test_lin_cached_and_uncached_agree(tmp_path, small_triplets):
     config = LpipsTrainConfig(net="alex", variant="lin", epochs=2, batch_size=5, lr=1e-2)
     a = train_lpips(config, small_triplets, tmp_path / "a", cache_features=True, **QUIET)
@@ -231,6 +237,7 @@ def _run(args, tmp_path, **kw):
                           check=False, **kw)
 
 
+@requires_weights("alex")
 def test_cli_train_own_folder_then_score_bench_and_wrong_net(tmp_path, capsys):
     # The folder sits where a BAPPS root keeps val/cnn, so `bench` can score on it too.
     folder = write_split_folder(tmp_path / "bapps" / "2afc" / "val" / "cnn", calibration_split(10, seed=7))
@@ -279,6 +286,7 @@ def test_cli_train_bad_input_exits_2(tmp_path, capsys, args, message):
 
 # ---------------------------------------------------------------------------- two processes
 
+@requires_weights("alex")
 def test_torchrun_two_processes_match_one_process(tmp_path, small_triplets):
     """``torchrun --nproc_per_node=2`` (gloo, CPU) gives the single-process weights on the same data and seed.
 

@@ -16,7 +16,7 @@ from percepmetric.train import distributed
 from percepmetric.train.distributed import Dist
 from percepmetric.train.loop import LpipsTrainConfig, LpipsTrainer, load_training_checkpoint, train_lpips
 
-from helpers import QUIET
+from helpers import QUIET, requires_weights
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +30,7 @@ def triplets() -> TwoAFCSplit:
     return TwoAFCSplit("mix", ref, p0, p1, judge, [])
 
 
+@requires_weights("alex")
 def test_trainer_stepped_saved_and_continued_by_hand_is_the_train_lpips_run(tmp_path, triplets):
     # cache_features=False: each step computes its batch's statistics, as a step taken by hand does.
     config = LpipsTrainConfig(net="alex", variant="lin", epochs=1, batch_size=5, lr=1e-2).resolved()

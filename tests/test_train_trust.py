@@ -21,7 +21,7 @@ from percepmetric.errors import InputError
 from percepmetric.train.data import join_splits
 from percepmetric.train.loop import CHECKPOINT_FORMAT, LpipsTrainConfig, load_training_checkpoint, train_lpips
 
-from helpers import QUIET
+from helpers import QUIET, requires_weights
 from helpers import calibration_split as _calibration_split
 from helpers import write_split_folder as _write_folder
 
@@ -85,6 +85,7 @@ def test_resume_from_a_checkpoint_missing_fields_is_one_line(tmp_path, capsys, f
     assert "latest.pt" in line and "'config'" in line
 
 
+@requires_weights("alex")
 def test_resume_from_a_checkpoint_with_damaged_fields_is_one_line(tmp_path, small_triplets):
     run = tmp_path / "run"
     train_lpips(LIN, small_triplets, run, **ONE_STEP)
@@ -95,6 +96,7 @@ def test_resume_from_a_checkpoint_with_damaged_fields_is_one_line(tmp_path, smal
         train_lpips(LIN, small_triplets, run, resume=True, **ONE_STEP)
 
 
+@requires_weights("alex")
 def test_every_file_of_a_run_loads_without_pickle_and_follows_the_umask(tmp_path, small_triplets):
     from percepmetric.registry import create_metric
 
@@ -129,6 +131,7 @@ def test_bad_device_is_one_line_and_leaves_no_out_folder(tmp_path, capsys, folde
     assert not run.exists()
 
 
+@requires_weights("alex")
 def test_device_auto_trains_and_evaluates(tmp_path, capsys, folder):
     from percepmetric.cli import main
 
@@ -172,6 +175,7 @@ def test_bad_input_leaves_no_out_folder(tmp_path, capsys, folder):
 
 # ---------------------------------------------------------------------------- item: other data on resume
 
+@requires_weights("alex")
 def test_resume_refuses_other_data_saying_what_differs(tmp_path, capsys, folder):
     run = tmp_path / "run"
     other = _write_folder(tmp_path / "other", _calibration_split(2, seed=9))
@@ -183,6 +187,7 @@ def test_resume_refuses_other_data_saying_what_differs(tmp_path, capsys, folder)
     assert str(folder) in line and str(other) in line and "--out" in line
 
 
+@requires_weights("alex")
 def test_resume_notices_a_changed_patch_anywhere_in_the_data(tmp_path):
     """The fingerprint covers every patch, not a sample: one changed pixel in 200 triplets is seen."""
     ref, p0, p1, judge = sentinel_triplets(200, "mix", seed=4)
@@ -195,6 +200,7 @@ def test_resume_notices_a_changed_patch_anywhere_in_the_data(tmp_path):
         train_lpips(LIN, edited, tmp_path / "run", resume=True, **(ONE_STEP | {"stop_after": 2}))
 
 
+@requires_weights("alex")
 def test_resume_accepts_the_same_data_under_another_name(tmp_path, small_triplets):
     """A moved or copied folder is the same data: the run continues."""
     train_lpips(LIN, small_triplets, tmp_path / "run", **ONE_STEP)
@@ -206,6 +212,7 @@ def test_resume_accepts_the_same_data_under_another_name(tmp_path, small_triplet
 
 # ---------------------------------------------------------------------------- item: stale temporaries
 
+@requires_weights("alex")
 def test_temporaries_of_a_killed_checkpoint_write_are_removed_at_the_next_start(tmp_path, small_triplets):
     run = tmp_path / "run"
     train_lpips(LIN, small_triplets, run, **ONE_STEP)
@@ -243,6 +250,7 @@ def test_run_folder_is_checked_before_the_data_loads(tmp_path, capsys, monkeypat
 
 # ---------------------------------------------------------------------------- item: the refusal says what differs
 
+@requires_weights("alex")
 def test_resume_refusal_names_the_setting_both_values_and_what_to_do(tmp_path, small_triplets):
     train_lpips(LIN, small_triplets, tmp_path / "run", **ONE_STEP)
     with pytest.raises(InputError) as exc:

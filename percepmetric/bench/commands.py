@@ -10,15 +10,7 @@ from pathlib import Path
 
 import click
 
-from ..cli_options import (
-    build_metrics,
-    check_unique_labels,
-    device_option,
-    metric_option_flags,
-    metric_requests,
-    no_progress_option,
-    split_option_items,
-)
+from ..cli_options import build_available_metrics, device_option, metric_option_flags, no_progress_option
 from ..errors import InputError, WeightsNotFoundError
 
 #: The metrics of the LPIPS paper's results table, with the options that reproduce its numbers:
@@ -59,31 +51,24 @@ def _dataset_root(root: str | None, quiet: bool = False) -> tuple[Path, bool]:
 def bench_metrics(names, net, variant, weights, extra) -> list:
     """The metrics ``bench`` scores: the named ones, or :data:`DEFAULT_BENCH_METRICS`.
 
-    Named metrics are built as every command builds them (a missing weight file is an
-    error). The default set is what README's first command runs, on any machine: when
-    LPIPS's pretrained weights are absent and cannot be downloaded (offline, no TORCH_HOME),
-    it is left out with one line on stderr saying so and how to get them, and the other
-    metrics are scored.
+    As in every command, a chosen metric whose pretrained weights are absent and cannot be
+    downloaded (offline, no TORCH_HOME) is left out with one line on stderr saying so and how
+    to get them, and the other metrics are scored; when none is left, that is the one error
+    line. A weight file the user named (``--weights``) must be there. The default set is what
+    README's first command runs, on any machine.
     """
-    if names:
-        return build_metrics(names, net, variant, weights, extra)
     from ..distributed import current_group
-    from ..registry import create_metric
 
-    # Every option is checked against the whole default set, LPIPS included, before any is built.
-    requests = metric_requests((), net, variant, weights, extra, default=DEFAULT_BENCH_METRICS)
-    built = []
-    for spec, options in requests:
-        try:
-            built.append((spec, create_metric(spec.name, **options)))
-        except WeightsNotFoundError:
-            named_file = weights is not None or "weights" in split_option_items(extra)
-            if spec.name != "lpips" or named_file:  # a weight file the user named must be there
-                raise
-            if current_group().is_main:  # said once, not by every torchrun rank
-                click.echo(LPIPS_SKIPPED, err=True)
-    check_unique_labels(built)
-    return [metric for _, metric in built]
+    # Every option is checked against every chosen metric, LPIPS included, before any is built.
+    built, unavailable = build_available_metrics(names, net, variant, weights, extra, default=DEFAULT_BENCH_METRICS)
+    if not built:
+        reasons = "; ".join(f"{u.label}: {u.reason}" for u in unavailable)
+        raise WeightsNotFoundError(f"no chosen metric can run ({reasons})")
+    if current_group().is_main:  # said once, not by every torchrun rank
+        for u in unavailable:
+            click.echo(LPIPS_SKIPPED if not names and u.label == "lpips" else f"percepmetric: {u.label} skipped: "
+                       f"{u.reason}", err=True)
+    return built
 
 
 def _prepare_out(out_dir: str, plot: bool) -> Path:
@@ -140,7 +125,7 @@ def _bench_help() -> str:
               help="Evaluate a trained generator instead (e.g. deepsim:run/final.pt; repeatable); needs --data.")
 @click.option("--data", "data_dir", default=None, type=click.Path(file_okay=False),
               help="Images for --model evaluation (not a MOS database: that is --dataset).")
-@metric_option_flags
+@metric_option_flags(default=DEFAULT_BENCH_METRICS)
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Write results.csv, summary.csv, comparisons.csv, results.json and per-item distances here "
                    "(a second run reuses them; an interrupted run resumes).")
@@ -228,9 +213,29 @@ def bench_command(splits, run_all, root, datasets, dmos, fit, models, data_dir, 
         return
     click.echo(format_report(result, verbose=verbose))
     if result.files:
-        wrote = f"wrote {', '.join(p.name for p in result.files)}"
-        # one line when it fits the 100 columns every bench line keeps to
-        click.echo(f"\n{wrote} to {out_dir}" if len(wrote) + len(str(out_dir)) < 95 else f"\n{wrote}\n  to {out_dir}")
+        click.echo("\n" + "\n".join(wrote_lines(result.files, out_dir)))
+
+
+#: Longest line bench prints (docs/bench.md: under 100 columns).
+LINE_WIDTH = 99
+
+
+def wrote_lines(files: list[Path], out_dir: str | os.PathLike) -> list[str]:
+    """What ``bench --out`` says it wrote, in lines of at most :data:`LINE_WIDTH` columns:
+    ``wrote N files to OUT:`` then the files' names relative to OUT, wrapped between names,
+    indented by two. When that first line would be too long, OUT goes on a line of its own,
+    indented by two (whole, so that it can be copied), and the names under it by four."""
+    names = []
+    for path in files:
+        try:
+            names.append(Path(path).relative_to(out_dir).as_posix())
+        except ValueError:  # not under OUT (not so today): its whole path
+            names.append(str(path))
+    count = f"wrote {len(names)} file{'s' if len(names) != 1 else ''} to"
+    head = f"{count} {out_dir}:"
+    lines, indent = ([head], "  ") if len(head) <= LINE_WIDTH else ([count, f"  {out_dir}"], "    ")
+    return lines + textwrap.wrap(", ".join(names), width=LINE_WIDTH, initial_indent=indent,
+                                 subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
 
 
 def _bench_models(models, data_dir, metrics, out_dir, plot) -> None:

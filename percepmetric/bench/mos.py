@@ -40,7 +40,7 @@ from .. import correlation, distributed
 from ..data.mos import MOSDataset
 from ..devices import resolve_device
 from ..evaluation import Batch, metric_device
-from ..io import as_batch, read_image_array
+from ..io import as_batch, read_image_array, to_value_range
 from ..metrics.base import Metric
 from .runner import (
     CHECKPOINT_SECONDS,
@@ -185,8 +185,10 @@ def _compute_group(metrics: Sequence[Metric], runs: dict[int, ResumableDistances
             lo, hi = group.first + k - offset, min(group.first + k + size, group.stop) - offset
             if run.done >= hi:
                 continue  # resumed past this batch
-            with torch.inference_mode():
-                values = metrics[i].values_to_reference(reference, images[k:k + size])
+            with torch.inference_mode():  # the decoded [0, 1] images in the metric's declared input range
+                value_range = metrics[i].value_range
+                values = metrics[i].values_to_reference(to_value_range(reference, value_range),
+                                                        to_value_range(images[k:k + size], value_range))
             run.add(Batch(lo, hi, (values.detach().to(torch.float64).cpu().numpy().reshape(-1),)))
 
 
@@ -272,7 +274,15 @@ def scatter_points(metrics: Sequence[Metric], values: Sequence[np.ndarray], data
                    fit: str = "logistic5") -> list[dict[str, Any]]:
     """Per metric, what its scatter plot shows, in the metric's and the score file's own units:
     ``value`` and ``score`` (one point per pair), and the fitted logistic as ``curve_value``,
-    ``curve_score`` (200 points over the values' range), with ``form`` and ``converged``."""
+    ``curve_score`` (200 points over the values' range), with ``form``, ``converged`` and
+    ``monotone_fallback`` (the 5-parameter fit was not monotone: this is the 4-parameter one).
+
+    The curve is the one :func:`score_dataset` computes PLCC and RMSE after the fit from
+    (:func:`percepmetric.correlation.fit_logistic` of the same oriented quality and scores):
+    ``fit`` (a :class:`~percepmetric.correlation.LogisticFit`) maps ``quality`` (the oriented
+    values) to oriented scores; ``score_sign * fit(quality)`` is the drawn curve at each pair.
+    ``unit``: the metric's unit (``dB`` for PSNR, ``""`` for unitless values);
+    ``lower_is_better``: the metric's direction."""
     mos = dataset.mos
     score_sign = 1.0 if dataset.higher_is_better else -1.0
     points = []
@@ -282,5 +292,7 @@ def scatter_points(metrics: Sequence[Metric], values: Sequence[np.ndarray], data
         grid = np.linspace(quality.min(), quality.max(), 200)
         value_sign = -1.0 if metric.lower_is_better else 1.0
         points.append({"value": value_sign * quality, "score": score_sign * mos, "curve_value": value_sign * grid,
-                       "curve_score": score_sign * curve(grid), "form": curve.form, "converged": curve.converged})
+                       "curve_score": score_sign * curve(grid), "form": curve.form, "converged": curve.converged,
+                       "monotone_fallback": curve.monotone_fallback, "fit": curve, "quality": quality,
+                       "score_sign": score_sign, "unit": metric.unit, "lower_is_better": metric.lower_is_better})
     return points

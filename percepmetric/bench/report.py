@@ -128,6 +128,27 @@ def short_names(labels: list[str]) -> dict[str, str]:
     return names
 
 
+def distance_labels(labels: list[str]) -> dict[str, str]:
+    """What a column of a metric's distances (``metric.to_distance``, what the 2AFC and JND
+    benchmarks compare) is, under the metric's short name (:func:`short_names`): the short name
+    when the metric's value is its distance (``l2``, ``lpips-alex``), else the short name and the
+    distance, as :func:`percepmetric.registry.distance_label` names it: ``psnr as mse`` (the MSE
+    of the [0, 1] images, not dB), ``ssim as dssim``."""
+    from ..errors import InputError
+    from ..registry import canonical_name, distance_label
+
+    short = short_names(labels)
+    named = {}
+    for label in labels:
+        name = canonical_name(label.split("(", 1)[0])
+        try:
+            as_distance = distance_label(name)  # "psnr as mse", or "l2"
+        except InputError:  # not a registry metric: its label is all that is known
+            as_distance = name
+        named[label] = short[label] + as_distance[len(name):]
+    return named
+
+
 def _wrap(text: str, indent: str = "") -> list[str]:
     return textwrap.wrap(text, width=LINE_WIDTH, initial_indent=indent, subsequent_indent=indent + "    ")
 
@@ -180,31 +201,22 @@ def format_mos_results(result, verbose: bool = False) -> str:
     w = max(len("metric"), *map(len, short.values()))
     names = [d["name"] for d in result.datasets]
     v = max(len("dataset"), *map(len, names))
-    lines = ["MOS correlation (95% intervals resample reference images; PLCC, RMSE after the logistic fit):",
-             f"{'metric':<{w}} {'dataset':<{v}} {'n':>6}  {'SRCC [95% CI]':<20} {'KRCC':>6}  {'PLCC [95% CI]':<20} "
-             f"{'RMSE':>7}"]
+    lines = ["MOS correlation (95% intervals resample reference images; PLCC, RMSE after the logistic fit):"]
     by_key = {(r["metric"], r["split"], r["kind"]): r for r in result.rows}
     types: dict[str, list[str]] = {name: [] for name in names}
     for r in result.rows:
         base, _, kind = r["split"].partition("/")
         if kind and base in types and kind not in types[base]:
             types[base].append(kind)
-
-    def with_interval(r: dict | None) -> str:
-        if r is None or r["status"] != "complete":
-            return f"{'not computed':<20}"
-        return f"{_number(r['score']):>6} [{_number(r['ci_low'])}, {_number(r['ci_high'])}]".ljust(20)
-
-    def alone(r: dict | None, width: int) -> str:
-        return f"{_number(r['score']) if r is not None and r['status'] == 'complete' else '-':>{width}}"
-
-    for name in names:
-        n = next((r["n"] for r in result.rows if r["split"] == name), "")
-        for label in result.metrics:
-            row = {kind: by_key.get((label, name, kind)) for kind in ("srcc", "krcc", "plcc_fitted", "rmse_fitted")}
-            lines.append(f"{short[label]:<{w}} {name:<{v}} {n!s:>6}  {with_interval(row['srcc'])} "
-                         f"{alone(row['krcc'], 6)}  {with_interval(row['plcc_fitted'])} "
-                         f"{alone(row['rmse_fitted'], 7)}")
+    kinds = ("srcc", "krcc", "plcc_fitted", "rmse_fitted")
+    sizes = {name: next((r["n"] for r in result.rows if r["split"] == name), "") for name in names}
+    head, *table = _mos_table_lines([[short[label], name, str(sizes[name]), *(by_key.get((label, name, kind))
+                                                                                for kind in kinds)]
+                                     for name in names for label in result.metrics], w, v)
+    lines.append(head)
+    for k, name in enumerate(names):
+        lines += table[k * len(result.metrics):(k + 1) * len(result.metrics)]
+        lines += _reversed_note(result, name, short)
         if verbose and types[name]:
             lines.append(f"  {name}: SRCC per distortion type")
             t = max(map(len, types[name]))
@@ -222,6 +234,83 @@ def format_mos_results(result, verbose: bool = False) -> str:
     if not verbose and any(types.values()):
         lines.append("(SRCC per distortion type: in results.csv, or printed with --verbose)")
     return "\n".join(lines)
+
+
+def _complete(r: dict | None) -> bool:
+    return r is not None and r["status"] == "complete"
+
+
+def _mos_table_lines(rows: list[list], w: int, v: int) -> list[str]:
+    """The header and one line per ``[metric, dataset, n, srcc, krcc, plcc_fitted, rmse_fitted]``
+    (the last four: result rows, or None). Each column is as wide as its widest cell: a negative
+    correlation and its interval ("-0.707 [-0.787, -0.617]") move no column. Numbers are right
+    aligned, each under the right end of its heading (intervals: the number, then its interval)."""
+    def score(r: dict | None) -> str:
+        return _number(r["score"]) if r is not None and _complete(r) else "-"
+
+    def interval(r: dict | None) -> str:
+        return f"[{_number(r['ci_low'])}, {_number(r['ci_high'])}]" if r is not None and _complete(r) else ""
+
+    with_ci = [3, 5]
+    number_width = {c: max([6] + [len(score(row[c])) for row in rows]) for c in with_ci}
+    ci_width = {c: max([0] + [len(interval(row[c])) for row in rows]) for c in with_ci}
+
+    def with_interval(r: dict | None, c: int) -> str:
+        if r is not None and r["status"] != "complete":
+            return "not computed"
+        return f"{score(r):>{number_width[c]}} {interval(r):<{ci_width[c]}}"
+
+    cells = [[row[0], row[1], row[2], with_interval(row[3], 3), score(row[4]), with_interval(row[5], 5),
+              score(row[6])] for row in rows]
+    head = ["metric", "dataset", "n", "SRCC [95% CI]", "KRCC", "PLCC [95% CI]", "RMSE"]
+    widths = [max(len(head[i]), *(len(c[i]) for c in cells)) for i in range(len(head))]
+    widths[0], widths[1], widths[2] = max(widths[0], w), max(widths[1], v), max(widths[2], 6)
+    left = (0, 1, 3, 5)
+
+    def line(parts: list[str]) -> str:
+        return "  ".join(p.ljust(width) if i in left else p.rjust(width)
+                        for i, (p, width) in enumerate(zip(parts, widths))).rstrip()
+
+    table = [line(head)] + [line(c) for c in cells]
+    width = max(map(len, table))
+    return [t.ljust(width) for t in table]
+
+
+def _opposite_signs(result, name: str) -> tuple[list[str], int]:
+    """The metrics whose SRCC and PLCC (after the fit) on dataset ``name`` have opposite signs,
+    and how many metrics have both."""
+    scores = {(r["metric"], r["kind"]): r["score"] for r in result.rows
+              if r["split"] == name and r["status"] == "complete" and r["kind"] in ("srcc", "plcc_fitted")}
+    pairs: dict[str, tuple[float, float]] = {}
+    for label in result.metrics:
+        srcc, plcc = scores.get((label, "srcc")), scores.get((label, "plcc_fitted"))
+        if srcc is not None and plcc is not None and math.isfinite(srcc) and math.isfinite(plcc):
+            pairs[label] = (srcc, plcc)
+    return [label for label, (srcc, plcc) in pairs.items() if srcc * plcc < 0], len(pairs)
+
+
+def _reversed_note(result, name: str, short: dict[str, str]) -> list[str]:
+    """A NOTE when SRCC and PLCC (after the fit) of some metric have opposite signs on dataset
+    ``name``: the fitted logistic follows the data in either direction, so PLCC after it is
+    never negative, and a negative SRCC beside it means that the metric ranks the pairs in
+    reverse of the scores: for every metric at once, most likely because the scores are read
+    the wrong way round (a DMOS taken for a MOS, or the opposite)."""
+    opposite, scored = _opposite_signs(result, name)
+    if not opposite:
+        return []
+    kind = next((d.get("kind") for d in result.datasets if d["name"] == name), "")
+    check = ("check --dmos (given for MOS scores, or missing for DMOS ones) or the CSV's dmos column"
+             if kind == "csv" else f"check how the {kind or name} scores are read (docs/mos.md)")
+    why = "(PLCC after the logistic fit is never negative: the fit follows either direction)"
+    if len(opposite) == scored:
+        text = (f"NOTE: {name}: SRCC is negative but PLCC positive for every metric {why}: the direction of the "
+                f"scores is probably reversed (higher = worse read as higher = better, or the opposite); {check}.")
+    else:
+        text = (f"NOTE: {name}: SRCC is negative but PLCC positive for {', '.join(short[m] for m in opposite)} {why}: "
+                f"{'it ranks' if len(opposite) == 1 else 'they rank'} the pairs in reverse of the scores. If "
+                f"{'it' if len(opposite) == 1 else 'they'} should not, the direction of the scores is probably "
+                f"reversed; {check}.")
+    return _wrap(text)
 
 
 def _paired_lines(tests: list[dict], short: dict[str, str], place: str, width: int, *, scale: float, decimals: int,
@@ -341,7 +430,7 @@ def _jsonable(value):
 
 def write_outputs(result, out_dir: str | os.PathLike, plot: bool = False) -> list[Path]:
     """Write ``results.csv`` (long), ``summary.csv`` (wide), ``comparisons.csv``, ``results.json``
-    and, with ``plot``, ``two_afc.png`` and ``jnd_pr.png`` into ``out_dir``; return the paths."""
+    and, with ``plot``, the figures of :func:`plot_results` into ``out_dir``; return the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -440,6 +529,24 @@ def _plot_jnd(plt, result, splits: list[str], short: dict[str, str], note: str):
     return fig
 
 
+def value_axis_label(name: str, unit: str = "", lower_is_better: bool | None = None) -> str:
+    """The label of an axis of a metric's own values: its name, its unit (``psnr, dB``) and,
+    when known, which way is better."""
+    label = f"{name}, {unit}" if unit else name
+    if lower_is_better is None:
+        return label
+    return f"{label} ({'lower' if lower_is_better else 'higher'} = more alike)"
+
+
+def _curve_legend(points: dict) -> str:
+    """What the drawn curve is: the logistic form, and why it is not the one asked for."""
+    if not points["converged"]:
+        return "linear fallback (the logistic fit failed)"
+    if points.get("monotone_fallback"):
+        return f"{points['form']} fit (logistic5 was not monotone)"
+    return f"{points['form']} fit"
+
+
 def _plot_mos(plt, result, dataset: dict, short: dict[str, str]):
     """One panel per metric: the metric's value against the people's score on each pair, the
     fitted logistic curve, and SRCC / PLCC in the panel's title."""
@@ -454,16 +561,21 @@ def _plot_mos(plt, result, dataset: dict, short: dict[str, str]):
         points = result.scatter[(label, dataset["name"])]
         ax.scatter(points["value"], points["score"], s=6, alpha=0.5, linewidths=0)
         ax.plot(points["curve_value"], points["curve_score"], color="black", linewidth=1.5,
-                label=f"{points['form']} fit" + ("" if points["converged"] else " (linear fallback)"))
+                label=_curve_legend(points))
         ax.set_title(f"{short[label]}: SRCC {scores.get((label, 'srcc'), float('nan')):.3f}, "
                      f"PLCC {scores.get((label, 'plcc_fitted'), float('nan')):.3f}", fontsize=9)
-        ax.set_xlabel(short[label])
+        ax.set_xlabel(value_axis_label(short[label], points.get("unit", ""), points.get("lower_is_better")),
+                      fontsize=8)
         ax.set_ylabel(score_name, fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best", frameon=False)
     for ax in list(axes.flat)[len(labels):]:
         ax.set_visible(False)
     note = "\n(synthetic scores, not human opinions)" if dataset["synthetic"] else ""
+    opposite, scored = _opposite_signs(result, dataset["name"])
+    if opposite and len(opposite) == scored:
+        note += ("\nSRCC < 0 for every metric: the direction of the scores is probably reversed ("
+                 + ("check --dmos)" if dataset.get("kind") == "csv" else "check how they are read)"))
     fig.suptitle(f"{dataset['name']}: metric against people's scores, {dataset['n']} pairs{note}", fontsize=10)
     return fig
 
@@ -472,20 +584,35 @@ def _plot_mos(plt, result, dataset: dict, short: dict[str, str]):
 DISAGREEMENTS_SHOWN = 4
 
 
-def _worst_triplets(d0: np.ndarray, d1: np.ndarray, judge: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` triplets where the metric's vote is furthest from people's: the lowest 2AFC
-    credit, then (among equals) the largest relative gap between its two distances."""
+def disagreement_triplets(d0: np.ndarray, d1: np.ndarray, judge: np.ndarray, k: int) -> np.ndarray:
+    """Indices of at most ``k`` triplets where the metric's choice goes against most people,
+    the most disputed first.
+
+    The metric chooses the patch at the smaller distance (``p0`` if ``d0 < d1``); people, the
+    patch more than half of them chose (``judge`` is the share who chose ``p1``). A tie of the
+    metric (or a NaN distance: no choice) and an even split of people (no majority) are no
+    disagreement: exactly the triplets whose 2AFC credit is below 1/2. Ranked by the share of
+    people who chose the other patch (``1 - credit``: 100% first), then by how clearly the
+    metric chose (the relative gap ``|d0 - d1| / (|d0| + |d1|)``, largest first), then by index.
+    """
     from ..stats import two_afc_credit
 
+    d0, d1, judge = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (d0, d1, judge))
     credit = two_afc_credit(d0, d1, judge)
-    gap = np.abs(d0 - d1) / (np.abs(d0) + np.abs(d1) + 1e-12)
-    return np.lexsort((-gap, credit))[:k]
+    against = np.flatnonzero(credit < 0.5)
+    total = np.abs(d0[against]) + np.abs(d1[against])
+    gap = np.divide(np.abs(d0[against] - d1[against]), total, out=np.zeros(len(against)), where=total > 0)
+    return against[np.lexsort((against, -gap, credit[against]))][:k]
 
 
 def _plot_disagreements(plt, result, short: dict[str, str]):
-    """Rows: metrics; columns: the triplets (reference | p0 | p1) of the 2AFC splits where each
-    disagrees most with people, with both distances and the people's vote."""
-    candidates = []  # (label, split name, index), the worst triplets of each metric over all 2AFC splits
+    """One row per metric: the 2AFC triplets (reference | p0 | p1) where its choice goes
+    against most people, the most disputed first (:func:`disagreement_triplets`, over all its
+    2AFC splits), each with both distances (labelled by what they are: :func:`distance_labels`),
+    the metric's choice and the people's votes; a metric that never goes against most people
+    gets one line saying so instead of images."""
+    named = distance_labels(result.metrics)
+    rows = []  # (label, [(split name, index)], triplets, how many against)
     for label in result.metrics:
         splits = [(name, split, ds[label]) for name, (split, ds) in result.triplets.items() if label in ds]
         if not splits:
@@ -493,32 +620,48 @@ def _plot_disagreements(plt, result, short: dict[str, str]):
         where = [(name, i) for name, split, _ in splits for i in range(len(split))]
         d0, d1, judge = (np.concatenate(parts) for parts in zip(*[(d[0], d[1], split.judge)
                                                                    for _, split, d in splits]))
-        candidates += [(label, *where[w]) for w in _worst_triplets(d0, d1, judge, DISAGREEMENTS_SHOWN)]
-    labels = list(dict.fromkeys(c[0] for c in candidates))
-    if not labels:
+        against = disagreement_triplets(d0, d1, judge, len(where))
+        rows.append((label, [where[w] for w in against[:DISAGREEMENTS_SHOWN]], len(where), len(against)))
+    if not rows:
         return None
-    size = (3.2 * DISAGREEMENTS_SHOWN, 1.45 * len(labels) + 0.5)
-    fig, axes = plt.subplots(len(labels), DISAGREEMENTS_SHOWN, figsize=size, squeeze=False, layout="constrained")
-    for ax in axes.flat:
-        ax.set_axis_off()
-    for row, label in enumerate(labels):
-        for col, (_, name, i) in enumerate(c for c in candidates if c[0] == label):
+    image_rows = sum(1 for row in rows if row[1])
+    size = (3.2 * DISAGREEMENTS_SHOWN, 1.9 * image_rows + 0.4 * (len(rows) - image_rows) + 0.6)
+    fig = plt.figure(figsize=size, layout="constrained")
+    parts = fig.subfigures(len(rows), 1, squeeze=False, height_ratios=[1.9 if row[1] else 0.4 for row in rows])
+    for part, (label, shown, n, n_against) in zip(parts[:, 0], rows):
+        if not shown:
+            ax = part.subplots()
+            ax.set_axis_off()
+            ax.text(0.0, 0.5, f"{short[label]}: no triplet where its choice goes against most people (on each of "
+                    f"the {n}, it picks the majority's patch, its two distances are equal, or people split evenly)",
+                    transform=ax.transAxes, ha="left", va="center", fontsize=9)
+            continue
+        part.suptitle(f"{short[label]}: against most people on {n_against} of {n} triplets"
+                      + (f"; the {len(shown)} most disputed:" if n_against > len(shown) else ":"),
+                      fontsize=9, x=0.0, ha="left")
+        axes = part.subplots(1, DISAGREEMENTS_SHOWN, squeeze=False)[0]
+        for ax in axes:
+            ax.set_axis_off()
+        for ax, (name, i) in zip(axes, shown):
             split, ds = result.triplets[name]
             gap = np.full((split.ref.shape[1], 3, 3), 255, dtype=np.uint8)
-            ax = axes[row, col]
             ax.imshow(np.concatenate([split.ref[i], gap, split.p0[i], gap, split.p1[i]], axis=1))
-            d0, d1 = ds[label][0][i], ds[label][1][i]
+            to_p0, to_p1 = float(ds[label][0][i]), float(ds[label][1][i])
             vote = float(split.judge[i])
-            ax.set_title(f"{short[label]}: p0 {d0:.3g}, p1 {d1:.3g}\npeople: {100 * (1 - vote):.0f}% p0, "
-                         f"{100 * vote:.0f}% p1 ({name.replace('val/', '')} #{i})", fontsize=7)
+            ax.set_title(f"{named[label]}: p0 {to_p0:.3g}, p1 {to_p1:.3g}: picks {'p0' if to_p0 < to_p1 else 'p1'}\n"
+                         f"people: {100 * (1 - vote):.0f}% p0, {100 * vote:.0f}% p1 ({name.replace('val/', '')} #{i})",
+                         fontsize=7)
     note = " (synthetic sentinels, not human judgments)" if result.synthetic else ""
-    fig.suptitle("2AFC triplets where each metric disagrees most with people: reference | p0 | p1" + note, fontsize=10)
+    fig.suptitle("2AFC triplets where a metric's choice goes against most people, most disputed first: "
+                 "reference | p0 | p1" + note, fontsize=10)
     return fig
 
 
 def plot_results(result, out_dir: str | os.PathLike) -> list[Path]:
     """``two_afc.png``: 2AFC score per split and metric with CI bars and the human ceiling;
-    ``jnd_pr.png``: precision-recall curve per JND split and metric. Returns the files written.
+    ``jnd_pr.png``: precision-recall curve per JND split and metric; ``disagreements.png``: the
+    2AFC triplets where each metric goes against most people; ``mos_<dataset>.png``: each
+    metric's values against a MOS dataset's scores, with the fitted curve. Returns the files written.
     Metrics appear under their short names (:func:`short_names`); the report lists the full ones."""
     import matplotlib
 

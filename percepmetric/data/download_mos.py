@@ -517,8 +517,12 @@ def download_mos(kind: str, root: str | os.PathLike | None = None, url: str | os
     _check_root_is_ours(source, target, work)
 
     local = work / source.archive
+    _forget_other_source(local, source_url)
     published = PUBLISHED_SHA256.get(source.archive)
-    size, sha256 = fetch_verified(source_url, local, published, progress=progress, log=log)
+    try:
+        size, sha256 = fetch_verified(source_url, local, published, progress=progress, log=log)
+    except DownloadError as exc:
+        raise _deleted(local, exc) from None
     log(f"{source.archive}: {size:,} bytes, "
         + ("matches the published checksum" if published else "no published checksum to check it against")
         + "; checking, unpacking and verifying")
@@ -528,17 +532,20 @@ def download_mos(kind: str, root: str | os.PathLike | None = None, url: str | os
     scratch.mkdir(parents=True)
     installing = work / (source.archive + ".installing")
     try:
-        files = unpack_rar(source, local, scratch, tool) if tool else unpack_zip(source, local, scratch)
+        try:
+            files = unpack_rar(source, local, scratch, tool) if tool else unpack_zip(source, local, scratch)
+        except (UnsafeArchiveError, DownloadError) as exc:
+            raise _deleted(local, exc) from None
         folder = _find_dataset_folder(source, scratch, local)
         try:
             dataset = load_mos_dataset(source.kind, folder)
         except InputError as exc:
-            raise DownloadError(f"{local}: unpacked data failed verification: {exc}") from None
+            raise _deleted(local, DownloadError(f"{local}: unpacked data failed verification: {exc}")) from None
         moves = []
         for name in source.entries:
             found = _entry(folder, name)
             if found is None:
-                raise DownloadError(f"{local}: {name} not found in the archive")
+                raise _deleted(local, DownloadError(f"{local}: {name} not found in the archive"))
             moves.append((found, target / name))
         installing.write_text("moving into place\n")
         done.unlink(missing_ok=True)
@@ -556,9 +563,35 @@ def download_mos(kind: str, root: str | os.PathLike | None = None, url: str | os
     installing.unlink(missing_ok=True)
     if not keep_archive:
         local.unlink(missing_ok=True)
+        _origin_file(local).unlink(missing_ok=True)
     log(f"{source.kind}: {installed.describe()}")
     log(f"{source.archive}: url, size, sha256 and pairs recorded in {manifest}")
     return MOSInstall(source.kind, target, len(installed), sha256, False)
+
+
+def _origin_file(local: Path) -> Path:
+    return local.with_name(local.name + ".url")
+
+
+def _forget_other_source(local: Path, url: str) -> None:
+    """Drop a kept or partly fetched archive that came from another URL (or from an unknown one)
+    than ``url``, so that a rerun with another ``--url`` fetches that one instead of checking the
+    old file again; then note where the archive being fetched comes from."""
+    origin = _origin_file(local)
+    partial = local.with_name(local.name + ".part")
+    came_from = origin.read_text().strip() if origin.is_file() else None
+    if came_from != url:
+        local.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+    origin.write_text(url + "\n")
+
+
+def _deleted(local: Path, exc: Exception) -> Exception:
+    """``exc`` (a refused or failed archive) after deleting the archive, saying so: the next run
+    fetches it again rather than refusing the same file."""
+    local.unlink(missing_ok=True)
+    _origin_file(local).unlink(missing_ok=True)
+    return type(exc)(f"{exc} (the archive was deleted from {local.parent}; the next run fetches it again)")
 
 
 # ---------------------------------------------------------------- the command

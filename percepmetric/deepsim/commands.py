@@ -13,6 +13,10 @@ Flags mean what they mean in the other commands: ``--no-progress`` hides progres
 from __future__ import annotations
 
 import json
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -51,9 +55,30 @@ def _set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+@contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Show each Python warning raised inside as one line on stderr, ``percepmetric: warning:
+    MESSAGE`` (its first line), above any progress bar, instead of Python's form with the file,
+    the line number and the source line (e.g. train's "features of the first batch are all
+    zero"). Which warnings are shown, and how often, is left to the warnings filters."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        from tqdm.auto import tqdm
+
+        text = str(message).strip()
+        text = text.splitlines()[0] if text else category.__name__
+        tqdm.write(f"percepmetric: warning: {text}", file=sys.stderr)  # clears and redraws a bar
+
+    with warnings.catch_warnings():  # restores warnings.showwarning on the way out
+        warnings.showwarning = show
+        yield
+
+
 @click.group("deepsim")
-def deepsim() -> None:
+@click.pass_context
+def deepsim(ctx: click.Context) -> None:
     """DeePSiM generators (Dosovitskiy & Brox 2016): train, evaluate, demo."""
+    ctx.with_resource(warnings_as_lines())  # for the whole of the command that follows
 
 
 @deepsim.command("train")

@@ -36,7 +36,7 @@ import torch
 from ..devices import resolve_device
 from ..errors import InputError, PercepmetricError
 from ..evaluation import metric_device, metric_distances
-from ..io import atomic_path, atomic_write_text, prepare_output_dir
+from ..io import atomic_path, atomic_write_text, prepare_output_dir, to_value_range
 from ..registry import number_repeats
 from ..stats import two_afc_credit
 from .networks import ReconstructionModel, build_comparator
@@ -361,7 +361,9 @@ def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: 
                    "loss": ckpt["config"].get("loss"), "metric": metric.spec, "metric_name": metric.name,
                    "distance": distance_label(metric), "n_images": int(images.shape[0]), "note": ""}
             try:
-                (d,) = metric_distances(metric, (recon.clamp(0, 1), images), batch_size=16,
+                # Reconstructions and images are in [0, 1]; the metric gets them in its declared range.
+                pair = tuple(to_value_range(t, metric.value_range) for t in (recon.clamp(0, 1), images))
+                (d,) = metric_distances(metric, pair, batch_size=16,
                                         device=metric_device(metric, default=recon.device))
             except PercepmetricError as exc:
                 row.update(mean_distance=float("nan"), ci_low=float("nan"), ci_high=float("nan"), note=str(exc))
@@ -405,25 +407,45 @@ def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: 
 
 
 def plot_bench(table, path: str | os.PathLike) -> Path:
-    """One panel per metric, titled by what its numbers are (:func:`distance_label`): mean
-    distance per model with its 95% CI; a second row with the closer-fraction when the table has
-    it. A metric skipped for every model says "not applicable" (its reason is in the table).
-    Written atomically as PNG."""
+    """:func:`bench_figure` of ``table``, written atomically as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig = bench_figure(plt, table)
+    path = Path(path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def bench_figure(plt, table):
+    """The figure of a :func:`bench_models` table: one panel per metric, titled by what its
+    numbers are (:func:`distance_label`): mean distance per model with its 95% CI; a second row
+    with the closer-fraction when the table has it. A metric skipped for every model says "not
+    applicable" (its reason is in the table). A title says what is compared on how many
+    images; a legend gives each model's colour, the interval bars and the 0.5 line."""
+    from matplotlib.artist import Artist
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     metrics = list(dict.fromkeys(table["metric"]))
+    models = list(dict.fromkeys(table["model"]))
+    colours = {model: f"C{k % 10}" for k, model in enumerate(models)}
     has_afc = "closer_fraction" in table
     nrows = 2 if has_afc else 1
-    fig, axes = plt.subplots(nrows, len(metrics), figsize=(2.6 * len(metrics) + 1, 2.8 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, len(metrics), figsize=(2.6 * len(metrics) + 1, 2.8 * nrows + 0.9), squeeze=False,
+                             layout="constrained")
     for col, spec in enumerate(metrics):
         sub = table[table["metric"] == spec]
         x = np.arange(len(sub))
         ax = axes[0, col]
         err = np.vstack([sub["mean_distance"] - sub["ci_low"], sub["ci_high"] - sub["mean_distance"]])
-        ax.bar(x, sub["mean_distance"], yerr=np.nan_to_num(err), capsize=3, color="C0")
+        ax.bar(x, sub["mean_distance"], yerr=np.nan_to_num(err), capsize=3, color=[colours[m] for m in sub["model"]])
         ax.set_title(_wrap(sub["distance"].iloc[0], 28), fontsize=9)
         skipped = bool(sub["note"].astype(bool).all())
         ax.set_xticks(x, sub["model"], rotation=30, ha="right", fontsize=7)
@@ -434,7 +456,8 @@ def plot_bench(table, path: str | os.PathLike) -> Path:
             ax = axes[1, col]
             err = np.vstack([sub["closer_fraction"] - sub["closer_ci_low"],
                              sub["closer_ci_high"] - sub["closer_fraction"]])
-            ax.bar(x, sub["closer_fraction"], yerr=np.nan_to_num(err), capsize=3, color="C1")
+            ax.bar(x, sub["closer_fraction"], yerr=np.nan_to_num(err), capsize=3,
+                   color=[colours[m] for m in sub["model"]])
             if not skipped:
                 ax.axhline(0.5, color="grey", lw=0.8, ls="--")  # as often closer as not
             ax.set_ylim(0, 1)
@@ -447,14 +470,18 @@ def plot_bench(table, path: str | os.PathLike) -> Path:
                 ax.set_xlim(-0.5, len(sub) - 0.5)
                 ax.set_yticks([])
                 ax.text(0.5, 0.5, "not applicable", ha="center", va="center", transform=ax.transAxes, color="grey")
-    fig.tight_layout()
-    path = Path(path)
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
-    return path
+    n_images = int(table["n_images"].iloc[0]) if len(table) else 0
+    fig.suptitle(f"How close each model's reconstructions are to the originals ({n_images} images): "
+                 + ("\ntop: mean distance per metric (lower = closer); bottom: fraction of images on which the "
+                    "model's reconstruction is the closer one" if has_afc else "mean distance per metric "
+                                                                             "(lower = closer)"), fontsize=10)
+    handles: list[Artist] = [Patch(color=colours[m], label=m) for m in models]
+    handles.append(Line2D([], [], color="black", marker="|", markersize=10, markeredgewidth=1.5, linestyle="none",
+                          label="95% interval (bootstrap over images)"))
+    if has_afc:
+        handles.append(Line2D([], [], color="grey", lw=0.8, ls="--", label="0.5: as often closer as not"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
+    return fig
 
 
 def format_table(table) -> str:

@@ -585,7 +585,8 @@ def train_generator(config: DeepSimConfig, resume: bool = False, progress: bool 
     written, each as one :class:`InputError` line: the numbers, ``--device``, an existing run in
     ``OUT`` without ``resume`` (its ``final.pt`` would be overwritten), the checkpoint,
     ``--size`` (:func:`check_size`), the data folder and its fingerprint, and ``OUT``. Temporary
-    files that a kill during a checkpoint write left in ``OUT`` are removed.
+    files that a kill during a checkpoint write left in ``OUT`` are removed. A run stopped before
+    it wrote anything (an interruption, an error) removes the folders it made for ``OUT``.
     """
     if config.iterations < 1:
         raise InputError(f"--iterations must be at least 1, got {config.iterations}")
@@ -621,9 +622,35 @@ def train_generator(config: DeepSimConfig, resume: bool = False, progress: bool 
                          f"({_describe_fingerprint(fingerprint)}; the run's: "
                          f"{_describe_fingerprint(ckpt['data_fingerprint'])}, from {stored_data}); pass the run's "
                          f"data or choose another --out")
-    prepare_output_dir(out)
-    remove_stale_temporaries(out, RUN_FILES)
-    trainer = Trainer(config, data)
-    if ckpt is not None:
-        trainer.load_state(ckpt, out / "last.pt")
-    return trainer.run(progress=progress)
+    made = _missing_folders(out)
+    try:
+        prepare_output_dir(out)
+        remove_stale_temporaries(out, RUN_FILES)
+        trainer = Trainer(config, data)
+        if ckpt is not None:
+            trainer.load_state(ckpt, out / "last.pt")
+        return trainer.run(progress=progress)
+    except BaseException:
+        # Stopped (Ctrl-C, SIGTERM, an error) before anything was written: leave no empty folder
+        # of this run's making behind. A folder with a checkpoint, or one that was there, stays.
+        _remove_empty(made)
+        raise
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet (what creating it makes), deepest first."""
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty; stop at the first that is not."""
+    for folder in folders:
+        try:
+            folder.rmdir()  # refuses a folder that holds anything
+        except OSError:
+            return

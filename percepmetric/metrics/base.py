@@ -188,15 +188,16 @@ class Metric(nn.Module):
         """The metric's value ``(N,)`` for two image batches, one per image pair.
 
         ``x``, ``y``: float tensors ``(N,C,H,W)``, used as they are; or anything
-        :func:`~percepmetric.io.as_batch` reads (NumPy arrays and PIL images, channel-last,
-        uint8 scaled to [0, 1]; image paths), put on the other input's device when that one
-        is a tensor. Two float dtypes are brought to their common one.
+        :func:`~percepmetric.io.as_batch` reads (NumPy arrays and PIL images, channel-last;
+        image paths; their integer codes span :attr:`value_range`, so ``data_range=255``
+        reads a file as 0..255), put on the other input's device when that one is a tensor.
+        Two float dtypes are brought to their common one.
 
         Without inputs or parameters that require grad the formula runs under ``no_grad``
         (not ``inference_mode``): the result is an ordinary tensor that may enter an autograd
         graph later, e.g. ``(metric(x, y) * w).sum().backward()`` with ``w`` requiring grad.
         """
-        x, y = _as_tensors(("x", x), ("y", y))
+        x, y = _as_tensors(("x", x), ("y", y), value_range=self.value_range)
         self.check(x, y)
         x, y = promote_to_common_dtype(x, y)
         if self._wants_grad(x, y):
@@ -211,7 +212,7 @@ class Metric(nn.Module):
         Validated like :meth:`forward`. Metrics that can reuse work on ``ref`` (its colour
         conversion, its network features) override :meth:`compute_triplet`.
         """
-        ref, p0, p1 = _as_tensors(("ref", ref), ("p0", p0), ("p1", p1))
+        ref, p0, p1 = _as_tensors(("ref", ref), ("p0", p0), ("p1", p1), value_range=self.value_range)
         self.check(ref, p0)
         self.check(ref, p1)
         ref, p0, p1 = promote_to_common_dtype(ref, p0, p1)
@@ -232,7 +233,7 @@ class Metric(nn.Module):
         distortions. Validated like :meth:`forward`. Metrics that can reuse work on ``ref`` (its
         network features) override :meth:`compute_to_reference`.
         """
-        ref, others = _as_tensors(("ref", ref), ("others", others))
+        ref, others = _as_tensors(("ref", ref), ("others", others), value_range=self.value_range)
         if ref.shape[0] != 1:
             raise InputError(f"{self.name}: ref must be one image (1,C,H,W), got shape {tuple(ref.shape)}")
         expanded = ref.expand(others.shape[0], *ref.shape[1:])
@@ -354,16 +355,17 @@ def _gather_across_ranks(local: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.as_tensor(p, dtype=torch.float64) for p in parts])
 
 
-def _as_tensors(*named: tuple[str, Any]) -> list[torch.Tensor]:
+def _as_tensors(*named: tuple[str, Any], value_range: tuple[float, float]) -> list[torch.Tensor]:
     """Each input as a tensor: tensors untouched (the checks judge them), anything else read by
-    :func:`~percepmetric.io.as_batch` and put on the device of the first input that is a tensor."""
+    :func:`~percepmetric.io.as_batch` (integer codes spanning the metric's ``value_range``) and
+    put on the device of the first input that is a tensor."""
     from ..io import as_batch
 
     device = next((value.device for _, value in named if isinstance(value, torch.Tensor)), None)
     tensors = []
     for label, value in named:
         if not isinstance(value, torch.Tensor):
-            value = as_batch(value, label)
+            value = as_batch(value, label, value_range)
             value = value if device is None else value.to(device)
         tensors.append(value)
     return tensors

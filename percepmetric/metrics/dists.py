@@ -44,6 +44,7 @@ from ..errors import InputError
 from ..nets.backbones import load_pretrained_features, load_trunk, trunk_weights_path
 from ..options import Reduction
 from .base import Metric
+from .budget import layer_output_shapes, memory_guard, network_activation_bytes
 from .lpips import _loaded_file, content_identity
 
 __all__ = ["DISTS", "L2Pooling", "dists_weights_path", "load_dists_weights", "DISTS_CHANNELS"]
@@ -169,6 +170,9 @@ class DISTS(Metric):
     input_range_doc = "[0, data_range] RGB, data_range=1 by default"
     #: Channels of one :meth:`pair_distances` tile's per-channel terms (1475): what sizes its tiles.
     pair_channels = sum(DISTS_CHANNELS)
+    #: Measured peak memory of a call over :meth:`memory_needed`'s activation model (see
+    #: docs/metrics.md, "Large images: memory").
+    memory_factor = 1.0
     mean: torch.Tensor  # ImageNet mean and std, (1,3,1,1) buffers
     std: torch.Tensor
 
@@ -240,11 +244,52 @@ class DISTS(Metric):
         # The one reference goes through the trunk once with its K distortions: 1 + K images, not 2K.
         return self.distances_to_reference(ref[:1], [others])[0]
 
+    # -- memory: the one-line error on images too large (percepmetric.metrics.budget)
+
+    def memory_needed(self, images: int, height: int, width: int, dtype: torch.dtype, grad: bool = False,
+                      keep_features: bool = False) -> int:
+        """Estimated bytes one call allocates for ``images`` images of ``height x width`` (every
+        image of the call) in ``dtype``: the stacked and the ImageNet-normalised input, the
+        trunk's activations (:func:`~.budget.network_activation_bytes`: the largest input +
+        output of one layer, or every layer's output when autograd keeps them, ``grad``) and,
+        for :meth:`pair_features` (``keep_features``), every feature set kept; times
+        :attr:`memory_factor`. After ``resize``, at the size the trunk sees."""
+        itemsize = torch.promote_types(dtype, torch.float32).itemsize
+        key = (images, height, width, itemsize, grad, keep_features)
+        cache = self.__dict__.setdefault("_memory_estimates", {})
+        if key not in cache:
+            shorter = min(height, width)
+            if self.resize and shorter > RESIZE_SIDE:
+                factor = RESIZE_SIDE / shorter
+                height, width = math.floor(height * factor), math.floor(width * factor)
+            layers = [layer for stage in self.stages for layer in stage]
+            shape = (images, 3, height, width)
+            need = network_activation_bytes(layers, shape, itemsize, keep_all=grad) + math.prod(shape) * itemsize
+            if keep_features:
+                outputs = layer_output_shapes(layers, shape)
+                ends = [sum(len(stage) for stage in self.stages[:k + 1]) - 1 for k in range(len(self.stages))]
+                need += (math.prod(shape) + sum(outputs[end][0].numel() for end in ends)) * itemsize
+            cache[key] = int(self.memory_factor * need)
+        return cache[key]
+
+    def _memory_guard(self, images: list[torch.Tensor], keep_features: bool = False):
+        """:func:`~.budget.memory_guard` for a call on ``images`` (the batches of one call)."""
+        first = images[0]
+        need = self.memory_needed(sum(t.shape[0] for t in images), first.shape[-2], first.shape[-1], first.dtype,
+                                  self._wants_grad(*images), keep_features)
+        hint = "compare smaller images, or set resize=True (as piq does)" if not self.resize else ""
+        return memory_guard(self.name, images, need, hint)
+
     def distances_to_reference(self, ref: torch.Tensor, others: list[torch.Tensor]) -> list[torch.Tensor]:
         """``[DISTS(ref, o) for o in others]``, each ``(N,)``, from ONE trunk pass over the
         reference and every other batch stacked (a triplet: 3N images, not 4N). ``ref`` has the
         others' N rows, or one row compared with every row of each other batch. Inputs are
-        assumed validated."""
+        assumed validated. Refused with a one-line :class:`InputError` when the images need more
+        memory than is available (:meth:`memory_needed`)."""
+        with self._memory_guard([ref, *others]):
+            return self._distances_to_reference(ref, others)
+
+    def _distances_to_reference(self, ref: torch.Tensor, others: list[torch.Tensor]) -> list[torch.Tensor]:
         dtype = self._follow_input(ref)
         n = ref.shape[0]
         # channels_last: oneDNN's convolutions run the trunk 15-25% faster on CPU in that layout.
@@ -320,7 +365,7 @@ class DISTS(Metric):
         input's dtype (float32 at least). Validated like :meth:`forward`."""
         self.check(x, x)
         dtype = self._follow_input(x)
-        with torch.no_grad():
+        with torch.no_grad(), self._memory_guard([x], keep_features=True):
             stacked = self.prepare(x.to(dtype)).contiguous(memory_format=torch.channels_last)
             means, variances, centred = [], [], []
             for f in self.feature_sets(stacked):

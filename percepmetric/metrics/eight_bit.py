@@ -44,9 +44,9 @@ from .ssim import K1, K2, LPIPS_CODE, SSIM, UNIFORM_SIZE, box_sum_valid
 def from_8bit(metric: Metric, codes: torch.Tensor) -> torch.Tensor:
     """uint8 ``(N,H,W,C)`` -> float32 ``(N,C,H,W)`` in the metric's ``value_range`` (``code / 255``
     mapped linearly), with channels-last strides (no copy to change the layout)."""
-    lo, hi = metric.value_range
-    x = codes.permute(0, 3, 1, 2).float().div_(255.0)
-    return x if (lo, hi) == (0.0, 1.0) else x.mul_(hi - lo).add_(lo)
+    from ..io import to_value_range
+
+    return to_value_range(codes.permute(0, 3, 1, 2).float().div_(255.0), metric.value_range)
 
 
 def values_8bit(metric: Metric, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

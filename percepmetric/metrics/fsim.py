@@ -40,6 +40,7 @@ from ..errors import InputError
 from ..memory import keep_freed_memory
 from ..options import MatlabConvention, Precision, Reduction
 from .base import Metric, check_choice
+from .budget import memory_guard
 from .color import rgb_to_yiq
 from .matlab import box_downsample, downsample_factor
 
@@ -313,6 +314,40 @@ def fsim(
         raise InputError(f"fsim: chromatic=True (FSIMc) needs RGB images, got {x.shape[1]} channel(s)")
     out_dtype = torch.promote_types(x.dtype, y.dtype)  # float32 with float64: float64, as torch does
     work = torch.float64 if precision == "float64" else torch.promote_types(out_dtype, torch.float32)
+    # The FFT filtering of the whole image cannot be tiled without changing the numbers: an
+    # image too large is refused in one line, before anything is allocated.
+    with memory_guard("fsim", [x, y], fsim_memory_needed(x.shape, x.dtype, work, chromatic)):
+        return _fsim(x, y, data_range, chromatic, out_dtype, work)
+
+
+#: Measured peak memory of a call over :func:`fsim_memory_needed`'s model (docs/metrics.md,
+#: "Large images: memory").
+MEMORY_FACTOR = 1.0
+
+
+def fsim_memory_needed(shape: Sequence[int], dtype: torch.dtype, work: torch.dtype, chromatic: bool) -> int:
+    """Estimated bytes :func:`fsim` allocates for a pair of ``(N,C,H,W)`` batches of ``dtype``
+    computed in ``work``: at full size, the two batches joined (and cast), their YIQ (the
+    transform's own copy included) and its zero-padded copy for the box filter; after
+    downsampling, the 16 complex filter responses of the images whose phase congruency is
+    computed at once (:func:`phase_congruency`) and the similarity maps; times
+    :data:`MEMORY_FACTOR`."""
+    n, c, h, w = shape
+    images, work_size = 2 * n, work.itemsize
+    planes = 3 if chromatic else 1
+    f = downsample_factor(h, w)
+    full = images * h * w * (c * dtype.itemsize + (c if c == 3 else 0) * work_size + 2 * planes * work_size)
+    small = math.ceil(h / f) * math.ceil(w / f)
+    response = N_SCALES * N_ORIENTATIONS * small * 2 * work_size  # one image's complex responses
+    per_chunk = max(1, _CHUNK_BYTES // response)
+    in_flight = min(images, per_chunk * max(1, torch.get_num_threads()))
+    reduced = in_flight * response * 6 + images * small * work_size * (planes + 12)
+    return int(MEMORY_FACTOR * (full + reduced))
+
+
+def _fsim(x: torch.Tensor, y: torch.Tensor, data_range: float, chromatic: bool, out_dtype: torch.dtype,
+          work: torch.dtype) -> torch.Tensor:
+    """:func:`fsim` on validated inputs, in ``work``, returned in ``out_dtype``."""
     scale = 255.0 / data_range  # FeatureSIM.m works on imread's 0..255 values
     pair = torch.cat((x, y)).to(work).mul_(scale)  # (2N, C, H, W): both images in one pass
     n, c, h, w = x.shape

@@ -60,6 +60,7 @@ from ..nets.backbones import (
 )
 from ..options import Net, Precision, Reduction, Variant
 from .base import Metric, check_choice
+from .budget import layer_output_shapes, memory_guard, network_activation_bytes
 
 __all__ = [
     "LPIPS",
@@ -443,6 +444,9 @@ class LPIPS(Metric):
     min_size = 31  # AlexNet's; VGG needs 16, SqueezeNet 17 (per instance: ``self.min_size``)
     channels = (1, 3)
     input_range_doc = "[0, 1] by default; input_range='-1,1' for LPIPS's own [-1, 1]"
+    #: Measured peak memory of a call over :meth:`memory_needed`'s activation model (see
+    #: docs/metrics.md, "Large images: memory"); the estimate is that model times this factor.
+    memory_factor = 1.0
 
     def __init__(
         self,
@@ -628,6 +632,39 @@ class LPIPS(Metric):
                 self.trunk.to(trunk_dtype)
         return trunk_dtype
 
+    # -- memory: the one-line error on images too large (percepmetric.metrics.budget)
+
+    def memory_needed(self, images: int, height: int, width: int, dtype: torch.dtype, grad: bool = False,
+                      keep_taps: bool = False) -> int:
+        """Estimated bytes one call allocates for ``images`` images of ``height x width`` (all the
+        images of the call: 2N for a pair of batches) in ``dtype``: the trunk's activations
+        (:func:`~.budget.network_activation_bytes`: the largest input + output of one layer, or
+        every layer's output when autograd keeps them, ``grad``), plus the taps kept by
+        :meth:`features` (``keep_taps``) and the full-size maps of ``spatial``, times
+        :attr:`memory_factor`. Shapes come from the meta device: nothing is computed."""
+        trunk_dtype = PRECISIONS[self.precision] or dtype
+        dist_size = torch.promote_types(dtype, torch.float32).itemsize
+        key = (images, height, width, trunk_dtype, dist_size, grad, keep_taps)
+        cache = self.__dict__.setdefault("_memory_estimates", {})
+        if key not in cache:
+            layers = list(self.trunk.features)
+            shape = (images, 3, height, width)
+            need = network_activation_bytes(layers, shape, trunk_dtype.itemsize, keep_all=grad)
+            if keep_taps:
+                outputs = layer_output_shapes(layers, shape)
+                need += sum(outputs[end - 1][0].numel() for end in self.trunk.tap_ends) * dist_size
+            if self.spatial:
+                need += len(self.trunk.tap_ends) * images * height * width * dist_size
+            cache[key] = int(self.memory_factor * need)
+        return cache[key]
+
+    def _memory_guard(self, images: list[torch.Tensor], keep_taps: bool = False):
+        """:func:`~.budget.memory_guard` for a call on ``images`` (the batches of one call)."""
+        first = images[0]
+        need = self.memory_needed(sum(t.shape[0] for t in images), first.shape[-2], first.shape[-1], first.dtype,
+                                  self._wants_grad(*images), keep_taps)
+        return memory_guard(self.name, images, need)
+
     def layer_terms(self, x: torch.Tensor, y: torch.Tensor, spatial: bool | None = None) -> Iterator[torch.Tensor]:
         """Each layer's term of Eq. 1, one at a time: ``(N,)``, or ``(N,1,H,W)`` maps if spatial.
 
@@ -671,6 +708,10 @@ class LPIPS(Metric):
         return term
 
     def compute_triplet(self, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor):
+        with self._memory_guard([ref, p0, p1]):
+            return self._triplet(ref, p0, p1)
+
+    def _triplet(self, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor):
         # The reference's features serve both pairs: one trunk forward of 3N images, not 4N.
         n, size = ref.shape[0], tuple(ref.shape[-2:])
         z = self._stacked_input([ref, p0, p1])
@@ -684,6 +725,11 @@ class LPIPS(Metric):
         return totals[0], totals[1]
 
     def compute_to_reference(self, ref: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+        # The reference's taps and the others' are alive together: K + 1 images' activations.
+        with self._memory_guard([ref[:1], others]):
+            return self._to_reference(ref, others)
+
+    def _to_reference(self, ref: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
         # The one reference goes through the trunk once, not once per distorted image.
         k, size = others.shape[0], tuple(others.shape[-2:])
         same = (ref == others).flatten(1).all(dim=1)
@@ -696,14 +742,15 @@ class LPIPS(Metric):
         return total
 
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return combine_layers(list(self.layer_terms(x, y)), per_layer=False)
+        with self._memory_guard([x, y]):
+            return combine_layers(list(self.layer_terms(x, y)), per_layer=False)
 
     def layer_distances(self, x: torch.Tensor, y: torch.Tensor, spatial: bool | None = None) -> torch.Tensor:
         """Per-layer contributions: ``(N, L)`` (they sum to ``forward``'s value), or ``(N, L, H, W)``
         maps when spatial. Validates like :meth:`forward`."""
         self.check(x, y)
         # no_grad, not inference_mode, as in Metric.values: the result may enter a graph later
-        with contextlib.nullcontext() if self._wants_grad(x, y) else torch.no_grad():
+        with contextlib.nullcontext() if self._wants_grad(x, y) else torch.no_grad(), self._memory_guard([x, y]):
             return combine_layers(list(self.layer_terms(x, y, spatial)), per_layer=True)
 
     def distance_map(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -721,7 +768,8 @@ class LPIPS(Metric):
         """
         self.check(x, x)
         dist_dtype = torch.promote_types(x.dtype, torch.float32)
-        with contextlib.nullcontext() if self._wants_grad(x) else torch.no_grad():
+        with contextlib.nullcontext() if self._wants_grad(x) else torch.no_grad(), \
+                self._memory_guard([x], keep_taps=True):
             z = self._stacked_input([x])
             return [normalize_channels(f.to(dist_dtype), self.distance.eps) for f in self.trunk.taps(z)]
 

@@ -3,16 +3,25 @@
 PSNR also follows the super-resolution convention on request (``color="y"``, ``shave=N``): on
 the BT.601 luma Y, with a border removed, as BasicSR's ``calculate_psnr(..., crop_border=N,
 test_y_channel=True)`` computes it (see docs/metrics.md, "The super-resolution convention").
+
+Memory: each is a mean of per-pixel values, so on large images (when the unbanded formula's
+temporaries would exceed :data:`~.budget.BAND_BUDGET_BYTES`, 1 GiB) the colour conversion and
+the differences run over bands of rows, the bands' sums added in float64 (:func:`banded_mean`):
+the same numbers to float rounding, with temporaries of one band. Not when autograd records the
+call (inputs requiring grad): banding would save nothing there, each band's graph being kept
+for the backward pass.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 
 from ..errors import InputError
 from ..options import Color, L2Convention, PSNRColor, Reduction
+from . import budget
 from .base import Metric, check_choice
 from .color import (
     as_rgb,
@@ -47,6 +56,38 @@ def to_color_space(x: torch.Tensor, color: str) -> torch.Tensor:
 def mean_squared_error(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``(N,C,H,W) x2 -> (N,)``: mean over C, H, W of ``(x - y)^2``."""
     return (x - y).pow(2).flatten(1).mean(dim=1)
+
+
+# Temporaries of the unbanded formulas, in values of the input per input value (measured
+# roughly: they only decide when to band and how many rows a band takes).
+_TEMPORARIES = {"rgb": 4, "grey": 6, "y": 6, "lab": 30}
+
+
+def band_rows_for(x: torch.Tensor, color: str, *others: torch.Tensor) -> int | None:
+    """Rows per band for a per-pixel mean over ``x`` (and ``others`` of its shape) in ``color``,
+    or None: the image's temporaries fit :data:`~.budget.BAND_BUDGET_BYTES`, or autograd records
+    the call (see the module docstring)."""
+    if budget.wants_grad(x, *others):
+        return None
+    n, c, h, w = x.shape
+    return budget.band_rows(h, n * c * w * x.element_size() * _TEMPORARIES.get(color, 30))
+
+
+def banded_mean(values: Callable[..., torch.Tensor], tensors: Sequence[torch.Tensor], rows: int) -> torch.Tensor:
+    """Mean over all but the first axis of ``values(*tensors)`` ``(N, ...)`` (``values`` per pixel:
+    rows in, the same rows out), computed over bands of ``rows`` rows of the ``(N,C,H,W)``
+    ``tensors``; the bands' sums accumulate in float64 (:func:`~.budget.accumulator_dtype`).
+    The result has the dtype of ``values``' output."""
+    height = tensors[0].shape[-2]
+    total: torch.Tensor | None = None
+    count, dtype = 0, tensors[0].dtype
+    for start, stop in budget.bands(height, rows):
+        band = values(*(t[..., start:stop, :] for t in tensors))
+        part = band.flatten(1).sum(dim=1, dtype=budget.accumulator_dtype(band))
+        total = part if total is None else total + part
+        count, dtype = count + band[0].numel(), band.dtype
+    assert total is not None
+    return (total / count).to(dtype)
 
 
 # The LPIPS code's L2 baselines differ from the plain MSE by a constant factor: in RGB it
@@ -86,8 +127,15 @@ def l2_distance(
     if convention == "lpips" and color not in _LPIPS_L2_FACTOR:
         raise InputError(f"l2: convention 'lpips' takes color 'rgb' or 'lab', got {color!r}")
     factor = _LPIPS_L2_FACTOR[color] if convention == "lpips" else 1.0
-    rx, ry = (l2_representation(t, data_range, color, convention) for t in (x, y))
-    return factor * mean_squared_error(rx, ry)
+
+    def squared_errors(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ra, rb = (l2_representation(t, data_range, color, convention) for t in (a, b))
+        return (ra - rb).pow(2)
+
+    rows = band_rows_for(x, color, y)
+    if rows is not None:  # a large image: in row bands (see the module docstring)
+        return factor * banded_mean(squared_errors, (x, y), rows)
+    return factor * squared_errors(x, y).flatten(1).mean(dim=1)
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -96,7 +144,14 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     Same value as ``skimage.metrics.peak_signal_noise_ratio(y, x, data_range=data_range)``;
     ``+inf`` for identical images, with a zero (finite) gradient there.
     """
-    mse = mean_squared_error(x, y)
+    rows = band_rows_for(x, "rgb", y)
+    if rows is not None:  # a large image: in row bands (see the module docstring)
+        return psnr_from_mse(banded_mean(lambda a, b: (a - b).pow(2), (x, y), rows), data_range)
+    return psnr_from_mse(mean_squared_error(x, y), data_range)
+
+
+def psnr_from_mse(mse: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """``10 log10(data_range^2 / mse)``, ``+inf`` where ``mse`` is 0 (with a zero gradient there)."""
     finite = 10.0 * (2.0 * math.log10(data_range) - torch.log10(mse.clamp(min=torch.finfo(mse.dtype).tiny)))
     return torch.where(mse > 0, finite, torch.full_like(finite, math.inf))
 
@@ -127,6 +182,8 @@ class L2(Metric):
 
     def compute_triplet(self, ref: torch.Tensor, p0: torch.Tensor,
                         p1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if band_rows_for(ref, self.color, p0, p1) is not None:  # large images: each pair in row bands
+            return self.formula(ref, p0), self.formula(ref, p1)
         # The reference's colour conversion is shared by both pairs.
         r, a, b = (l2_representation(t, self.data_range, self.color, self.convention) for t in (ref, p0, p1))
         return self.convention_factor * mean_squared_error(r, a), self.convention_factor * mean_squared_error(r, b)
@@ -145,9 +202,15 @@ class L1(Metric):
         self.options.update(color=color)
 
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        rx, ry = (to_color_space(t / self.data_range, self.color) for t in (x, y))
-        # |.| has slope 0 at 0 in torch (sign(0) = 0): finite gradients at x == y.
-        return (rx - ry).abs().flatten(1).mean(dim=1)
+        def absolute_errors(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            ra, rb = (to_color_space(t / self.data_range, self.color) for t in (a, b))
+            # |.| has slope 0 at 0 in torch (sign(0) = 0): finite gradients at x == y.
+            return (ra - rb).abs()
+
+        rows = band_rows_for(x, self.color, y)
+        if rows is not None:  # a large image: in row bands (see the module docstring)
+            return banded_mean(absolute_errors, (x, y), rows)
+        return absolute_errors(x, y).flatten(1).mean(dim=1)
 
 
 class PSNR(Metric):
@@ -186,9 +249,15 @@ class PSNR(Metric):
         if self.shave:
             x, y = shave_border(x, self.shave), shave_border(y, self.shave)
         if self.color == "y":
-            rx, ry = (rgb_to_ycbcr_y(t / self.data_range, self.quantize) for t in (x, y))
-            return psnr(rx, ry, 1.0)
+            rows = band_rows_for(x, "y", y)
+            if rows is not None:  # a large image: in row bands (see the module docstring)
+                return psnr_from_mse(banded_mean(self._luma_squared_errors, (x, y), rows), 1.0)
+            return psnr(*(rgb_to_ycbcr_y(t / self.data_range, self.quantize) for t in (x, y)), 1.0)
         return psnr(x, y, self.data_range)
+
+    def _luma_squared_errors(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        rx, ry = (rgb_to_ycbcr_y(t / self.data_range, self.quantize) for t in (x, y))
+        return (rx - ry).pow(2)
 
     def to_distance(self, value: torch.Tensor) -> torch.Tensor:
         # 10^(-PSNR/10) = MSE / data_range^2: monotone in PSNR and 0 for identical images.

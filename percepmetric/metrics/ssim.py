@@ -31,18 +31,32 @@ test_y_channel=True)``.
 
 Speed: the five moment maps ``x, y, x^2, y^2, xy`` of all channels are stacked and filtered
 in one pass of a separable filter (two 1-D filterings, see :func:`filter_valid`).
+
+Memory: on large images, when the unbanded formula's temporaries would exceed
+:data:`~.budget.BAND_BUDGET_BYTES` (1 GiB), the SSIM map is computed over horizontal bands of
+its rows (:class:`_Rows`, :func:`_banded_map_means`): each band reads the rows it needs plus
+the window's halo (``k - 1`` rows), converted (luminance, Lab, ...) and, with ``downsample``,
+box-filtered from the input rows of its own downsampling blocks, so every band sees exactly the
+values the whole image would; the bands' sums add up in float64. MS-SSIM does the same at each
+scale, each coarser scale made band by band from the finer one. The same numbers to float
+rounding; not when autograd records the call (inputs requiring grad: every band's graph would
+be kept for the backward pass, saving nothing) nor for ``color="rgb_planes"``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
 from ..options import Color, LumaColor, MatlabConvention, Reduction, SSIMConvention
+from . import budget
 from .base import Metric, check_choice, check_pair, promote_to_common_dtype
 from .color import lab_over_100, lpips_code_8bit, rgb_to_grey_matlab, rgb_to_ycbcr_y, straight_through
 from .matlab import (
+    _symmetric_index,
     box_downsample,
     check_shave,
     downsample_factor,
@@ -192,14 +206,15 @@ def on_8bit_grid(x: torch.Tensor) -> torch.Tensor:
     return (scaled - torch.round(scaled)).abs().flatten(1).amax(dim=1) <= 1e-3
 
 
-def matlab_luminance(x: torch.Tensor, quantize: bool | str = "auto") -> torch.Tensor:
+def matlab_luminance(x: torch.Tensor, quantize: bool | str = "auto", grid: torch.Tensor | None = None) -> torch.Tensor:
     """``(N,3,H,W)`` RGB in [0, 1] -> ``(N,1,H,W)`` MATLAB ``rgb2gray`` (0.2989 R + 0.5870 G + 0.1140 B).
 
     MATLAB returns uint8 for uint8 input, i.e. the luma rounded to 1/255 steps, and the
     published SSIM numbers were computed on that. ``quantize``: ``True`` always rounds,
     ``False`` never, ``"auto"`` rounds the images (per image) whose RGB values lie on the
     1/255 grid. The rounding passes gradients straight through (as if it were the identity),
-    so a rounded luminance still trains a network.
+    so a rounded luminance still trains a network. ``grid``: for ``"auto"``, the ``(N,)``
+    answer of :func:`on_8bit_grid` for the whole images when ``x`` is a band of their rows.
     """
     grey = rgb_to_grey_matlab(x)
     if quantize is False:
@@ -207,7 +222,7 @@ def matlab_luminance(x: torch.Tensor, quantize: bool | str = "auto") -> torch.Te
     rounded = straight_through(grey, matlab_round(grey * 255.0) / 255.0)
     if quantize is True:
         return rounded
-    return torch.where(on_8bit_grid(x).view(-1, 1, 1, 1), rounded, grey)
+    return torch.where((on_8bit_grid(x) if grid is None else grid).view(-1, 1, 1, 1), rounded, grey)
 
 
 def matlab_rgb_planes(x: torch.Tensor, downsample: bool) -> torch.Tensor:
@@ -268,17 +283,18 @@ def _check_data_range(metric: str, data_range) -> None:
         raise InputError(f"{metric}: data_range must be a positive number, got {data_range!r}")
 
 
-def _representation(x: torch.Tensor, color: str, quantize: bool | str) -> torch.Tensor:
+def _representation(x: torch.Tensor, color: str, quantize: bool | str,
+                    grid: torch.Tensor | None = None) -> torch.Tensor:
     """``(N,C,H,W)`` in [0, 1] -> the channels SSIM compares, each with dynamic range 1.
 
     ``grey``: MATLAB luminance (grey input passes through); ``rgb``: unchanged (grey input
     stays one channel); ``lab``: CIE Lab / 100 (grey input repeated to RGB first), so that
     ``L = 1`` here is ``data_range = 100`` on raw Lab, as the LPIPS code used; ``y``: BT.601
     ``Y / 255`` (:func:`~.color.rgb_to_ycbcr_y`; grey input passes through), so that ``L = 1``
-    here is BasicSR's 255 on Y in 0..255.
+    here is BasicSR's 255 on Y in 0..255. ``grid``: see :func:`matlab_luminance`.
     """
     if color == "grey":
-        return matlab_luminance(x, quantize) if x.shape[1] == 3 else x
+        return matlab_luminance(x, quantize, grid) if x.shape[1] == 3 else x
     if color == LUMA_Y:
         return rgb_to_ycbcr_y(x, quantize is True)
     if color == "lab":
@@ -300,6 +316,10 @@ def _too_small(metric: str, h: int, w: int, need: int, why: str) -> InputError:
 
 def _ssim(x, y, data_range, convention, color, downsample, quantize, shave=0) -> torch.Tensor:
     """SSIM on validated inputs with resolved options; see :func:`ssim`."""
+    if color != RGB_PLANES and not budget.wants_grad(x, y):
+        value = _banded_ssim(x, y, data_range, convention, color, downsample, quantize, shave)
+        if value is not None:  # a large image, in row bands (see the module docstring)
+            return value
     x, y = shave_border(x / data_range, shave), shave_border(y / data_range, shave)
     if quantize == LPIPS_CODE:
         x, y = lpips_code_8bit(x), lpips_code_8bit(y)
@@ -412,6 +432,10 @@ def _positive_power(v: torch.Tensor, exponent: float) -> torch.Tensor:
 
 def _ms_ssim(x, y, data_range, color, quantize, scales) -> torch.Tensor:
     """MS-SSIM on validated inputs with resolved options; see :func:`ms_ssim`."""
+    if not budget.wants_grad(x, y):
+        value = _banded_ms_ssim(x, y, data_range, color, quantize, scales)
+        if value is not None:  # a large image, in row bands (see the module docstring)
+            return value
     x, y = x / data_range, y / data_range
     x, y = _representation(x, color, quantize), _representation(y, color, quantize)
     h, w = x.shape[-2:]
@@ -467,6 +491,193 @@ def ms_ssim(
     check_pair(x, y, value_range=(0.0, float(data_range)), min_size=1, metric="ms_ssim")
     x, y = promote_to_common_dtype(x, y)
     return _ms_ssim(x, y, float(data_range), color, quantize, scales)
+
+
+# ---------------------------------------------------------------- large images: row bands
+
+# Temporaries of the unbanded formula (measured roughly; they only decide when to band and how
+# many rows a band takes): per input value, the conversions (scaling, 8-bit codes, luminance or
+# Lab, the 8-bit grid test); per compared value, the five moment maps, their filtering and the
+# terms of the SSIM map.
+_PREPARE_TEMPORARIES = {"grey": 6, "rgb": 3, "y": 6, "lab": 30}
+_MAP_TEMPORARIES = 24
+
+Prepare = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+class _Rows:
+    """Rows of the pair of images SSIM compares at one scale, made on demand: ``prepare_x`` /
+    ``prepare_y`` (per-pixel conversions) of the rows of ``x`` / ``y`` needed, then box-filtered
+    and subsampled by ``factor`` exactly as :func:`~.matlab.box_downsample` (``'symmetric'``)
+    does on the whole image: output row ``i`` averages rows ``i f - before .. i f + after``,
+    mirrored at the borders, and the columns are padded as the whole image's are.
+
+    ``rows(start, stop)`` -> ``(x_rows, y_rows)``; ``height``, ``width``: the whole output's."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, prepare_x: Prepare, prepare_y: Prepare,
+                 factor: int = 1) -> None:
+        self.x, self.y, self.prepare_x, self.prepare_y, self.factor = x, y, prepare_x, prepare_y, factor
+        h, w = x.shape[-2:]
+        self.height, self.width = -(-h // factor), -(-w // factor)
+
+    def __call__(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.factor
+        if f == 1:
+            return self.prepare_x(self.x[..., start:stop, :]), self.prepare_y(self.y[..., start:stop, :])
+        before, after = same_offsets(f)
+        h, w = self.x.shape[-2:]
+        device = self.x.device
+        rows = torch.arange(start * f - before, stop * f - before, device=device)
+        rows = torch.where(rows < 0, -rows - 1, torch.where(rows >= h, 2 * h - 1 - rows, rows))
+        # box_downsample pads the columns on this same condition (else they never reach the border)
+        columns = _symmetric_index(w, before, after, device) if before or h % f or w % f else None
+        out = []
+        for t, prepare in ((self.x, self.prepare_x), (self.y, self.prepare_y)):
+            band = prepare(t.index_select(-2, rows))
+            if columns is not None:
+                band = band.index_select(-1, columns)
+            out.append(F.avg_pool2d(band, f, stride=f))
+        return out[0], out[1]
+
+
+def _prepare(data_range: float, color: str, quantize: bool | str, grid: torch.Tensor | None) -> Prepare:
+    """The per-pixel conversions of :func:`_ssim` / :func:`_ms_ssim` before any downsampling:
+    scaling to [0, 1], the LPIPS code's 8-bit round trip, the representation (``grid``: the
+    whole images' 8-bit test, for ``quantize="auto"``)."""
+    def prepare(t: torch.Tensor) -> torch.Tensor:
+        t, q = t / data_range, quantize
+        if q == LPIPS_CODE:
+            t, q = lpips_code_8bit(t), False
+        return _representation(t, color, q, grid)
+    return prepare
+
+
+def _banded_grid(x: torch.Tensor, data_range: float, rows: int) -> torch.Tensor:
+    """:func:`on_8bit_grid` of ``x / data_range``, over bands of ``rows`` rows (a maximum: exact)."""
+    worst: torch.Tensor | None = None
+    for start, stop in budget.bands(x.shape[-2], rows):
+        scaled = (x[..., start:stop, :].detach() / data_range) * 255.0
+        part = (scaled - torch.round(scaled)).abs().flatten(1).amax(dim=1)
+        worst = part if worst is None else torch.maximum(worst, part)
+    assert worst is not None
+    return worst <= 1e-3
+
+
+def _channels_compared(color: str, channels: int) -> int:
+    return 1 if color in ("grey", LUMA_Y) else 3 if color == "lab" else channels
+
+
+def _bytes_per_row(x: torch.Tensor, color: str, factor: int, prepared_width: int, maps: bool = True) -> float:
+    """Temporaries per row of the compared (downsampled) image: ``factor`` rows of input
+    converted, and the SSIM map's terms on one row (``maps``)."""
+    n, c, _, w = x.shape
+    size = x.element_size()
+    compared = _channels_compared(color, c)
+    per_row = factor * n * c * w * size * _PREPARE_TEMPORARIES.get(color, 30)
+    if maps:
+        per_row += n * compared * prepared_width * size * _MAP_TEMPORARIES
+    return per_row
+
+
+def _grids(x: torch.Tensor, y: torch.Tensor, data_range: float, color: str, quantize: bool | str
+           ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The 8-bit test of each whole input, when the luminance's ``"auto"`` rounding needs it."""
+    if not (color == "grey" and quantize == "auto" and x.shape[1] == 3):
+        return None, None
+    rows = budget.band_rows(x.shape[-2], x.shape[0] * x.shape[1] * x.shape[-1] * x.element_size() * 4) or x.shape[-2]
+    return _banded_grid(x, data_range, rows), _banded_grid(y, data_range, rows)
+
+
+def _banded_map_means(rows: _Rows, window: torch.Tensor, per_band: int, sample_covariance: bool = False,
+                      with_ssim: bool = True) -> torch.Tensor:
+    """``(N, C)`` means of the SSIM map (``with_ssim``) or of the contrast-structure map of the
+    images ``rows`` makes, over bands of ``per_band`` map rows, each made from its rows plus the
+    window's halo; the sums accumulate in float64 (:func:`~.budget.accumulator_dtype`)."""
+    k = window.numel()
+    height, width = rows.height - k + 1, rows.width - k + 1
+    total: torch.Tensor | None = None
+    dtype = window.dtype
+    for start, stop in budget.bands(height, per_band):
+        xb, yb = rows(start, stop + k - 1)
+        ssim_map, cs_map = ssim_maps(xb, yb, window, sample_covariance=sample_covariance, with_ssim=with_ssim)
+        term = cs_map if ssim_map is None else ssim_map
+        part = term.sum(dim=(-1, -2), dtype=budget.accumulator_dtype(term))
+        total = part if total is None else total + part
+        dtype = term.dtype
+    assert total is not None
+    return (total / (height * width)).to(dtype)
+
+
+def _materialize(rows: _Rows, per_band: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole images ``rows`` makes, built ``per_band`` rows at a time (all at once: None)."""
+    if per_band is None:
+        return rows(0, rows.height)
+    outputs: list[torch.Tensor] = []
+    for start, stop in budget.bands(rows.height, per_band):
+        bands = rows(start, stop)
+        if not outputs:
+            outputs = [b.new_empty((*b.shape[:-2], rows.height, rows.width)) for b in bands]
+        for out, band in zip(outputs, bands):
+            out[..., start:stop, :] = band
+    return outputs[0], outputs[1]
+
+
+def _banded_ssim(x, y, data_range, convention, color, downsample, quantize, shave) -> torch.Tensor | None:
+    """:func:`_ssim` over row bands, or None when the whole image's temporaries fit the budget."""
+    x, y = shave_border(x, shave), shave_border(y, shave)
+    h, w = x.shape[-2:]
+    factor = downsample_factor(h, w) if convention == "matlab" and downsample else 1
+    k = GAUSSIAN_SIZE if convention == "matlab" else UNIFORM_SIZE
+    prepared_h, prepared_w = -(-h // factor), -(-w // factor)
+    if min(prepared_h, prepared_w) < k:
+        return None  # too small for the window: the unbanded path says so
+    per_band = budget.band_rows(prepared_h - k + 1, _bytes_per_row(x, color, factor, prepared_w), halo=k - 1)
+    if per_band is None:
+        return None
+    grid_x, grid_y = _grids(x, y, data_range, color, quantize)
+    rows = _Rows(x, y, _prepare(data_range, color, quantize, grid_x), _prepare(data_range, color, quantize, grid_y),
+                 factor)
+    window = _window_for(convention, x.dtype, x.device)
+    means = _banded_map_means(rows, window, per_band, sample_covariance=convention == "lpips")
+    return means.mean(dim=1)
+
+
+def _banded_ms_ssim(x, y, data_range, color, quantize, scales) -> torch.Tensor | None:
+    """:func:`_ms_ssim` over row bands at every scale, or None when the finest scale's
+    temporaries fit the budget."""
+    h, w = x.shape[-2:]
+    levels = ms_ssim_scales(h, w, scales)
+    if levels == 0:
+        return None  # the unbanded path says why
+    k = GAUSSIAN_SIZE
+    if budget.band_rows(h - k + 1, _bytes_per_row(x, color, 1, w), halo=k - 1) is None:
+        return None
+    grid_x, grid_y = _grids(x, y, data_range, color, quantize)
+    # The images of the current scale and the conversions still to apply to them (at the
+    # finest scale: the inputs and their representation; then each coarser scale, materialised).
+    current = (x, y, _prepare(data_range, color, quantize, grid_x), _prepare(data_range, color, quantize, grid_y))
+    window = gaussian_window(GAUSSIAN_SIZE, GAUSSIAN_SIGMA, x.dtype, x.device)
+    value: torch.Tensor | None = None
+    for level, weight in enumerate(ms_ssim_weights(levels)):
+        if level > 0:
+            # msssim.m: imfilter(im, ones(2)/4, 'symmetric', 'same'), then im(1:2:end, 1:2:end).
+            finer = _Rows(*current, factor=2)
+            rows_2x = budget.band_rows(finer.height, _bytes_per_row(current[0], color if level == 1 else "rgb", 2,
+                                                                    finer.width, maps=False))
+            current = (*_materialize(finer, rows_2x), _identity, _identity)
+        rows = _Rows(*current)
+        per_band = budget.band_rows(rows.height - k + 1,
+                                    _bytes_per_row(current[0], color if level == 0 else "rgb", 1, rows.width),
+                                    halo=k - 1) or rows.height - k + 1
+        means = _banded_map_means(rows, window, per_band, with_ssim=level == levels - 1)
+        term = _positive_power(means, weight)  # (N, C); ssim at the coarsest scale, cs before
+        value = term if value is None else value * term
+    assert value is not None  # levels >= 1
+    return value.mean(dim=1)
 
 
 # ---------------------------------------------------------------- registry classes

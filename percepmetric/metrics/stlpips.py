@@ -97,7 +97,7 @@ def load_stlpips_file(net: str, path: str | os.PathLike | None = None
 
     state = load_weight_file(path, what="ST-LPIPS weight file", missing=(
         f"ST-LPIPS weights for {net} not found at {path}: they ship with the `{DISTRIBUTION}` package "
-        f"(BSD-2-Clause, 64 MB): pip install 'percepmetric[stlpips]' (or {PIN}), or set "
+        f"(BSD-2-Clause, 64 MB): pip install '{PIN}' (from a clone: pip install -e '.[stlpips]'), or set "
         f"PERCEPMETRIC_STLPIPS_WEIGHTS to a folder holding {net}_{ST_VARIANT}.pth"))
     trunk = build_shift_tolerant_trunk(net)
     spec = shift_tolerant_spec(net)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import pickle
 import socket
 import sys
 from collections.abc import Iterator
@@ -190,7 +191,9 @@ def load_pretrained_features(net: str) -> dict[str, torch.Tensor]:
             state = weights.get_state_dict(progress=False, check_hash=False, weights_only=True)
     except Exception as exc:  # URLError, HTTPError, OSError, a truncated download ...
         if path.is_file():
-            raise WeightsNotFoundError(f"{path}: cannot read the pretrained {spec.builder} weights ({exc})") from exc
+            raise WeightsNotFoundError(f"{path}: cannot read the pretrained {spec.builder} weights "
+                                       f"({_unreadable_reason(exc)}); delete it to download it again, or put "
+                                       f"the real {path.name} there") from None
         raise WeightsNotFoundError(
             f"pretrained {spec.builder} weights {path.name} are not in {path.parent} and could not be "
             f"downloaded from {weights.url} ({type(exc).__name__}: {exc}); put the file in that folder "
@@ -203,6 +206,15 @@ def load_pretrained_features(net: str) -> dict[str, torch.Tensor]:
     if not features:
         raise WeightsNotFoundError(f"{path}: holds no features.* tensors of {spec.builder}")
     return features
+
+
+def _unreadable_reason(exc: Exception) -> str:
+    """torch.load's failure on a cached weight file in a few words (its own message runs to many
+    lines): a file that wants to build Python objects is refused by ``weights_only`` and nothing
+    in it runs; anything else is a damaged or foreign file."""
+    if isinstance(exc, pickle.UnpicklingError) and "global" in str(exc).lower():
+        return "it holds pickled Python objects, so loading it could run code: refused, nothing was run"
+    return f"not a readable torch file, damaged or truncated ({type(exc).__name__})"
 
 
 def build_backbone(net: str, pretrained: bool = True, seed: int | None = None) -> Trunk:

@@ -15,6 +15,7 @@ import torch
 
 from ..data.bapps import TwoAFCSplit, to_tensor
 from ..evaluation import metric_distances
+from ..io import to_value_range
 from ..metrics.base import Metric
 from ..stats import two_afc_score
 
@@ -26,8 +27,11 @@ def two_afc(metric: Metric, split: TwoAFCSplit, batch_size: int = 100, device: t
     ``device`` (default: the CPU; the metric is moved there)."""
     device = device or torch.device("cpu")
     metric = metric.to(device)
+    def prepare(rows, target: torch.device) -> torch.Tensor:  # 8-bit rows in the metric's declared input range
+        return to_value_range(to_tensor(rows, target), metric.value_range)
+
     d0, d1 = metric_distances(metric, (split.ref, split.p0, split.p1), batch_size=batch_size, device=device,
-                              prepare=to_tensor)
+                              prepare=prepare)
     return two_afc_score(d0, d1, np.asarray(split.judge))
 
 
