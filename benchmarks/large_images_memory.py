@@ -92,18 +92,16 @@ def child(label: str, side: int, threads: int | None) -> None:
 
     if threads:
         torch.set_num_threads(threads)
-    import percepmetric
     from percepmetric import create_metric
 
     name, options = next((n, o) for lab, n, o in METRICS if lab == label)
     metric = create_metric(name, **options)
     x, y = make_pair(side)
-    record: dict = {"inputs_gb": _rss_gb(), "code": os.path.dirname(percepmetric.__file__),
-                    "estimate_gb": _estimate(metric, x) / 1e9}
+    record: dict = {"inputs_gb": _rss_gb(), "estimate_gb": _estimate(metric, x) / 1e9}
     start = time.perf_counter()
     try:
         record["value"] = float(metric(x, y)[0])
-    except Exception as exc:  # noqa: BLE001: the first line of any failure is the result
+    except Exception as exc:  # any failure: its first line is the result
         first = (str(exc).strip().splitlines() or [""])[0]
         record["error"] = f"{type(exc).__name__}: {first[:160]}"
     record["seconds"] = time.perf_counter() - start
@@ -176,7 +174,8 @@ def main() -> None:
     labels = [m.replace("_", " ") if m.replace("_", " ") in {lab for lab, _, _ in METRICS} else m
               for m in args.metrics.split(",")]
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"# cap {args.limit_gb:g} GB address space per measurement; python {sys.version.split()[0]}")
+    code = os.environ.get("PYTHONPATH") or "the installed percepmetric"
+    print(f"# cap {args.limit_gb:g} GB address space per measurement; python {sys.version.split()[0]}; code: {code}")
     print(f"{'metric':<12} {'size':>11} {'peak GB':>8} {'inputs GB':>9} {'estimate GB':>11} {'seconds':>8}  result")
     for side in sizes:
         for label in labels:

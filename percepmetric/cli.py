@@ -218,7 +218,8 @@ def distance_command(image_a, image_b, metrics, net, variant, weights, extra, de
         map_target = _check_map_target(map_path)
         metrics = metrics or ("lpips",)
     if map_path is not None:  # the map needs its metric: absent weights are an error
-        built, unavailable = build_metrics(metrics, net, variant, weights, extra), list[Unavailable]()
+        built = build_metrics(metrics, net, variant, weights, extra)
+        unavailable: list[Unavailable] = []
     else:
         built, unavailable = build_available_metrics(metrics, net, variant, weights, extra)
     map_metric = _map_metric(built) if map_path is not None else None
@@ -302,7 +303,8 @@ def _distance_folders(dir_a: str, dir_b: str, chosen: tuple[list, list], *, devi
         from .compare import json_records
 
         document = {"a": dir_a, "b": dir_b, "pairs": json_records(table), "summary": json_records(summary),
-                    "only_a": table.attrs["only_a"], "only_b": table.attrs["only_b"]}
+                    "only_a": table.attrs["only_a"], "only_b": table.attrs["only_b"],
+                    "not_computed": [{"metric": u.label, "reason": u.reason} for u in unavailable]}
         if out is not None:
             document.update(out=out, summary_out=str(summary_path(out)))
         click.echo(_dump_json(document))

@@ -20,7 +20,9 @@ Conventions
   empty arrays raise :class:`InputError` too.
 * Degenerate data give NaN, not exceptions: with fewer than 3 items, or a constant
   ``quality`` or ``mos``, SRCC, KRCC, PLCC, PLCC_fitted and RMSE_fitted are NaN (nothing can
-  be ranked or fitted). Raw RMSE is always computed.
+  be ranked or fitted); :func:`correlation_table` says why in each row's ``note``. Raw RMSE
+  is always computed.
+* Correlations are clipped to ``[-1, 1]`` (rounding gives 1.0000000000000002 on an exact line).
 
 The statistics (``KINDS``, in the order of reporting)
 ------------------------------------------------------
@@ -63,9 +65,11 @@ units are
 Optimiser: ``scipy.optimize.curve_fit(method="lm")`` (MINPACK's Levenberg-Marquardt,
 ``lmder``, with the analytic Jacobian), default tolerances, ``maxfev = 2000``. Deterministic.
 The parameters are then converted back to raw quality units (:class:`LogisticFit`). If the
-optimiser reports no convergence, or returns non-finite values, or there are fewer items
+optimiser reports no convergence, or returns non-finite values, or there are no more items
 than parameters, the fit falls back to the least-squares LINEAR map ``mos ~ a x + c`` and is
-marked ``converged=False`` with ``form="linear"``. (When the data show no curvature the
+marked ``converged=False`` with ``form="linear"`` (and :func:`correlation_table`'s note on
+``plcc_fitted`` and ``rmse_fitted`` says so). A fit needs MORE items than parameters: with as
+many, the curve passes through every point. (When the data show no curvature the
 5-parameter fit creeps along a valley, ``b1 -> inf`` and ``b2 -> 0`` with ``b1 b2`` fixed,
 towards a straight line and hits ``maxfev``: the linear map is that limit. Then
 ``plcc_fitted = |plcc|``, which holds for any fit as a lower bound.)
@@ -90,11 +94,26 @@ intervals resample GROUPS (normally: reference images): each bootstrap resample 
 contributes its items twice). The statistic is computed on the resample as on the full data;
 the logistic is refitted on each resample (a weighted least-squares fit, the same objective as
 on the repeated items), starting from the full data's optimum of the same form, with at most
-200 function evaluations (then the linear map, as above), under the same monotone rule over
-the resample's range: 1,000 resamples of a TID2013-sized set take seconds, not minutes. The interval is the
-percentile interval of the ``n_boot`` values; resamples where a statistic is NaN (e.g. a
-constant resample) are left out. :func:`paired_correlation_test` uses the same resamples for
-both metrics; its p-value is the one of :func:`percepmetric.stats.paired_test`.
+5,000 function evaluations, under the same monotone rule over the resample's range. The
+interval is the percentile interval of the ``n_boot`` values; resamples where a statistic is
+NaN (e.g. a constant resample) are left out. :func:`paired_correlation_test` uses the same
+resamples for both metrics; its p-value is the one of :func:`percepmetric.stats.paired_test`.
+
+An interval always holds its estimate, or is NaN with the reason in the row's ``note``:
+
+* fewer than :data:`MIN_GROUPS` (5) groups: no interval (one group: every resample is the data
+  itself; a handful: most resamples hold one or two groups);
+* a resample whose logistic fit does not converge (or cannot be made) has NO value, never the
+  value of a straight line (another statistic); ``fit_failures`` counts them. With ``F`` such
+  resamples of ``B``, the interval is the widest the percentile interval could be whatever
+  their values: the lower end at position ``alpha (B - 1) - F`` of the known values in order,
+  the upper end at ``(1 - alpha)(B - 1)``; with ``F > alpha (B - 1)`` (24 of 1000 at 95%) no
+  interval, and fitting stops there (the rest would not change that). When the whole data's
+  fit itself fell back to the linear map, the resamples use the linear map too (the same
+  statistic as the estimate) and the estimate's note says so;
+* an estimate outside its percentile interval (resampled values that are biased: a resample
+  repeats some groups and misses others) gets the interval extended to it, and the note gives
+  the resamples' own range.
 """
 
 from __future__ import annotations
@@ -115,6 +134,7 @@ from .stats import _as_1d, _check_same_length
 __all__ = [
     "FORMS",
     "KINDS",
+    "MIN_GROUPS",
     "LogisticFit",
     "bootstrap_by_group",
     "correlation_table",
@@ -210,7 +230,8 @@ def _weighted_pearson(x: FloatArray, y: FloatArray, w: FloatArray) -> FloatArray
     dx = x - (w * x).sum(axis=-1, keepdims=True) / total
     dy = y - (w * y).sum(axis=-1, keepdims=True) / total
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (w * dx * dy).sum(axis=-1) / np.sqrt((w * dx * dx).sum(axis=-1) * (w * dy * dy).sum(axis=-1))
+        r = (w * dx * dy).sum(axis=-1) / np.sqrt((w * dx * dx).sum(axis=-1) * (w * dy * dy).sum(axis=-1))
+    return np.clip(r, -1.0, 1.0)  # rounding gives 1.0000000000000002 on an exact line; NaN stays NaN
 
 
 def _weighted_ranks(codes: IntArray, counts: IntArray, w: FloatArray) -> FloatArray:
@@ -267,9 +288,23 @@ def _draw_group_counts(n_groups: int, n_boot: int, seed: int) -> IntArray:
     return np.bincount((draws + rows).reshape(-1), minlength=n_boot * n_groups).reshape(n_boot, n_groups)
 
 
+@dataclass
+class _FitCount:
+    """What the resample fits did: ``failed[b]`` when the logistic fit of resample ``b`` did not
+    converge (or could not be made); ``examined`` resamples were fitted before the count of
+    failures passed ``limit`` and fitting stopped (``examined == len(failed)``: all were)."""
+
+    failed: npt.NDArray[np.bool_]
+    examined: int
+    limit: int | None
+
+
 def _resampled_kinds(data: _Data, kinds: Sequence[str], n_boot: int, seed: int, fit: str,
-                     statistic: Statistic | None = None) -> dict[str, FloatArray]:
-    """Each of ``kinds`` (and ``statistic`` under the key ``""``) on the same ``n_boot`` group resamples."""
+                     statistic: Statistic | None = None, max_failures: int | None = None,
+                     ) -> tuple[dict[str, FloatArray], _FitCount | None]:
+    """Each of ``kinds`` (and ``statistic`` under the key ``""``) on the same ``n_boot`` group
+    resamples, and what the resample fits did (None when no fitted kind was asked for).
+    ``max_failures``: stop fitting once more resample fits than this have failed."""
     counts = _draw_group_counts(data.n_groups, n_boot, seed)
     out = {kind: np.full(n_boot, np.nan) for kind in kinds}
     vectorised = [k for k in kinds if k in _VECTORISED]
@@ -279,8 +314,9 @@ def _resampled_kinds(data: _Data, kinds: Sequence[str], n_boot: int, seed: int, 
         for kind in vectorised:
             out[kind][start:start + chunk] = data.vectorised(kind, w)
     fitted = [k for k in kinds if k in ("plcc_fitted", "rmse_fitted")]
+    fit_count = None
     if fitted:
-        out["plcc_fitted"], out["rmse_fitted"] = _resampled_fits(data, counts, fit)
+        out["plcc_fitted"], out["rmse_fitted"], fit_count = _resampled_fits(data, counts, fit, max_failures)
     looped = [k for k in kinds if k not in _VECTORISED and k not in fitted]
     if statistic is not None:
         out[""] = np.full(n_boot, np.nan)
@@ -294,30 +330,45 @@ def _resampled_kinds(data: _Data, kinds: Sequence[str], n_boot: int, seed: int, 
                     out[kind][b] = value
             if statistic is not None:
                 out[""][b] = statistic(q, m)
-    return out
+    return out, fit_count
 
 
 #: Function evaluations allowed to a resample's fit, which starts from the whole data's optimum.
-_RESAMPLE_MAXFEV = 200
+#: A fit that converges is the same fit whatever its budget; the budget only decides how long a
+#: creeping fit is followed before it counts as failed. At 200, 77 of 1000 resample fits of a
+#: 6 x 5 set failed; at 5000, 1 (docs/mos.md, "Intervals", has the measurements). A resample
+#: that converges needs no more evaluations than before, so data whose fits converge (a
+#: TID2013-sized set: 1000 resamples in 2-3 s) cost what they did.
+_RESAMPLE_MAXFEV = 5000
 
 
-def _resampled_fits(data: _Data, counts: IntArray, form: str) -> tuple[FloatArray, FloatArray]:
-    """PLCC and RMSE after the logistic fit on each group resample (rows of ``counts``).
+def _resampled_fits(data: _Data, counts: IntArray, form: str, max_failures: int | None = None,
+                    ) -> tuple[FloatArray, FloatArray, _FitCount]:
+    """PLCC and RMSE after the logistic fit on each group resample (rows of ``counts``), and
+    which resample fits failed.
 
     A resample is the items weighted by how often their group was drawn, so its fit is the
     weighted least-squares fit (``curve_fit`` with ``sigma = 1 / sqrt(weight)``): the same
     objective as on the repeated items. It is made in the whole data's standardised units and
     starts from the whole data's optimum of the same form, which a resample's optimum lies
-    near: a few iterations instead of a fit from the documented start (and the 5-parameter
-    fit's slow creep on straight data, see the module docstring). As on the whole data, a
-    5-parameter fit that is not monotone over the resample's range is replaced by the
-    4-parameter one, and a resample whose fit fails falls back to the weighted linear map.
+    near. As on the whole data, a 5-parameter fit that is not monotone over the resample's
+    range is replaced by the 4-parameter one.
+
+    The statistic of a resample must be the statistic of the whole data, computed again: when
+    the whole data's logistic fit converged, a resample whose fit does not converge (or cannot
+    be made: no more distinct items than parameters) has no value (NaN, ``failed``), never the
+    value of a straight line, which is another statistic. When the whole data's fit itself fell
+    back to the linear map, every resample gets the linear map too (the same statistic).
+    Fitting stops once more than ``max_failures`` have failed (the interval is not given then
+    anyway: see :func:`_interval`).
     """
     n_boot = len(counts)
     plcc_values, rmse_values = np.full(n_boot, np.nan), np.full(n_boot, np.nan)
+    failed = np.zeros(n_boot, dtype=bool)
     q, m = data.q, data.m
     if _degenerate(q, m):
-        return plcc_values, rmse_values
+        return plcc_values, rmse_values, _FitCount(failed, n_boot, max_failures)
+    whole, _ = _fit(q, m, form)
     center, scale = float(q.mean()), float(q.std())
     z = (q - center) / scale
     direction = _direction(z, m)
@@ -327,38 +378,92 @@ def _resampled_fits(data: _Data, counts: IntArray, form: str) -> tuple[FloatArra
         """The whole data's unconstrained optimum of ``shape`` (from the documented start): where
         a resample's fit of that shape starts."""
         if shape not in optima:
-            fits = len(q) >= _N_PARAMS[shape]
+            fits = len(q) > _N_PARAMS[shape]
             optima[shape] = _lm_fit(shape, z, m, _starting_values(shape, m, direction), _MAXFEV) if fits else None
         return optima[shape]
 
+    examined = n_boot
     for b in range(n_boot):
+        if max_failures is not None and failed.sum() > max_failures:
+            examined = b
+            break
         w = counts[b, data.group_codes].astype(np.float64)
         present = w > 0
         zi, mi, wi = z[present], m[present], w[present]
         if wi.sum() < _MIN_ITEMS or np.ptp(zi) == 0 or np.ptp(mi) == 0:
-            continue
-        values = None
-        if whole_optimum(form) is not None and len(zi) > _N_PARAMS[form]:
-            fitted = _monotone_lm_fit(form, zi, mi, whole_optimum, _RESAMPLE_MAXFEV, weights=wi)
-            if fitted is not None:
-                values = _CURVES[fitted[0]][0](zi, *fitted[1])
-        if values is None:
+            continue  # nothing to correlate on this resample: NaN, left out (not a failure of the fit)
+        if whole.converged:
+            fitted = (_monotone_lm_fit(form, zi, mi, whole_optimum, _RESAMPLE_MAXFEV, weights=wi)
+                      if len(zi) > _N_PARAMS[form] else None)
+            if fitted is None:
+                failed[b] = True
+                continue
+            values = _CURVES[fitted[0]][0](zi, *fitted[1])
+        else:
             mean_z, mean_m = np.average(zi, weights=wi), np.average(mi, weights=wi)
             slope = np.sum(wi * (zi - mean_z) * (mi - mean_m)) / np.sum(wi * (zi - mean_z) ** 2)
             values = mean_m + slope * (zi - mean_z)
         if np.ptp(values) > 0:
             plcc_values[b] = float(_weighted_pearson(values, mi, wi[None])[0])
         rmse_values[b] = float(np.sqrt(np.sum(wi * (values - mi) ** 2) / wi.sum()))
-    return plcc_values, rmse_values
+    return plcc_values, rmse_values, _FitCount(failed, examined, max_failures)
 
 
-def _percentile_interval(values: FloatArray, level: float) -> tuple[float, float]:
-    finite = values[np.isfinite(values)]
-    if len(finite) == 0:
-        return float("nan"), float("nan")
+def _failure_limit(n_boot: int, level: float) -> int:
+    """The most resample fits that may fail for a ``level`` interval of ``n_boot`` resamples to
+    be given (:func:`_interval`): ``floor((1 - level) / 2 * (n_boot - 1))``, 24 of 1000 at 95%."""
+    return int(np.floor((1.0 - level) / 2.0 * (n_boot - 1) + 1e-9))
+
+
+#: An estimate this far (relative) outside its resamples' range is rounding, not bias: no note.
+_ROUNDING = 1e-12
+
+
+def _interval(values: FloatArray, estimate: float, level: float, fits: _FitCount | None = None,
+              ) -> tuple[float, float, list[str]]:
+    """The ``level`` interval of an estimate from its resampled ``values``: ``(low, high, notes)``.
+
+    * The percentile interval of the finite values (resamples where the statistic is undefined,
+      e.g. a constant resample, are left out).
+    * Resamples whose fit failed (``fits.failed``) have an unknown value. With ``F`` of them
+      among ``B`` resamples, the interval is widened to the widest the percentile interval could
+      be whatever their values: the lower end is the value at position ``alpha (B - 1) - F`` of
+      the known values in order, the upper end the one at ``(1 - alpha)(B - 1)``. That needs
+      ``F <= alpha (B - 1)`` (24 of 1000 at 95%); with more, no interval (NaN) and the reason.
+    * An estimate outside the interval (the resampled values are biased, e.g. a statistic that
+      resamples repeating some groups make smaller) is not passed over: the interval is
+      extended to it, and a note gives the resamples' own range.
+    An estimate that is NaN has no interval (its reason is the estimate's).
+    """
+    nan = float("nan")
+    if not np.isfinite(estimate):
+        return nan, nan, []
+    notes: list[str] = []
+    failures = int(fits.failed.sum()) if fits is not None else 0
+    if fits is not None and fits.examined < len(fits.failed):
+        return nan, nan, [f"no interval: the logistic fit did not converge on {failures} of the first "
+                          f"{fits.examined} resamples (more than {fits.limit} of {len(fits.failed)} leave no "
+                          "honest interval)"]
+    known = np.sort(values[np.isfinite(values)])
+    total = len(known) + failures
+    if len(known) == 0:
+        return nan, nan, ["no interval: no resample gave a value" + (
+            f" (the logistic fit did not converge on all {failures})" if failures else "")]
     alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(finite, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+    lower, upper = alpha * (total - 1) - failures, (1.0 - alpha) * (total - 1)
+    if lower < -1e-9:
+        return nan, nan, [f"no interval: the logistic fit did not converge on {failures} of {total} resamples "
+                          f"(at most {_failure_limit(total, level)} may fail)"]
+    span = max(len(known) - 1, 1)
+    low, high = (float(v) for v in np.quantile(known, [max(lower, 0.0) / span, min(upper / span, 1.0)]))
+    if failures:
+        notes.append(f"the logistic fit did not converge on {failures} of {total} resamples: the interval is "
+                     "widened to hold any values they could have")
+    tolerance = _ROUNDING * max(1.0, abs(estimate))
+    if estimate < low - tolerance or estimate > high + tolerance:
+        notes.append(f"the resamples' {100 * level:g}% range [{low:.4g}, {high:.4g}] excluded the estimate: "
+                     "extended to it")
+    return min(low, estimate), max(high, estimate), notes
 
 
 # ---------------------------------------------------------------- the statistics
@@ -373,7 +478,7 @@ def _srcc(q: FloatArray, m: FloatArray) -> float:
 def _krcc(q: FloatArray, m: FloatArray) -> float:
     if _degenerate(q, m):
         return float("nan")
-    return float(scipy_stats.kendalltau(q, m, variant="b", method="asymptotic").statistic)
+    return float(np.clip(scipy_stats.kendalltau(q, m, variant="b", method="asymptotic").statistic, -1.0, 1.0))
 
 
 def _plcc(q: FloatArray, m: FloatArray) -> float:
@@ -556,8 +661,10 @@ def _monotone_lm_fit(form: str, z: FloatArray, m: FloatArray,
 
 
 def _fit(q: FloatArray, m: FloatArray, form: str) -> tuple[LogisticFit, FloatArray]:
-    """The fit and its values at ``q`` (computed in standardised units, where the fit was made)."""
-    if len(q) < _N_PARAMS[form] or np.ptp(q) == 0 or np.ptp(m) == 0:
+    """The fit and its values at ``q`` (computed in standardised units, where the fit was made).
+    A fit needs more items than parameters: with as many, the curve could pass through every
+    point (PLCC 1, RMSE 0, whatever the data)."""
+    if len(q) <= _N_PARAMS[form] or np.ptp(q) == 0 or np.ptp(m) == 0:
         linear = _linear_fit(q, m)
         return linear, linear(q)
     center, scale = float(q.mean()), float(q.std())
@@ -582,18 +689,23 @@ def fit_logistic(quality: npt.ArrayLike, mos: npt.ArrayLike, form: str = "logist
     curve is monotone over ``[min(quality), max(quality)]``: a ``logistic5`` optimum that is not
     is replaced by the ``logistic4`` fit (``monotone_fallback=True``). Falls back to the linear
     least-squares map (``form="linear"``, ``converged=False``) when the fit fails or cannot be
-    made (fewer items than parameters, constant input). See the module docstring.
+    made (no more items than parameters, constant input). See the module docstring.
     """
     _check_form(form)
     return _fit(*_checked(quality, mos), form)[0]
 
 
 def _fitted_pair(q: FloatArray, m: FloatArray, form: str) -> tuple[float, float]:
+    return _fitted_with(q, m, form)[:2]
+
+
+def _fitted_with(q: FloatArray, m: FloatArray, form: str) -> tuple[float, float, LogisticFit | None]:
+    """PLCC and RMSE after the fit, and the fit (None when nothing can be fitted)."""
     if _degenerate(q, m):
-        return float("nan"), float("nan")
-    _, fitted = _fit(q, m, form)
+        return float("nan"), float("nan"), None
+    fit, fitted = _fit(q, m, form)
     plcc_value = _plcc(fitted, m) if np.ptp(fitted) > 0 else float("nan")
-    return plcc_value, _rmse(fitted, m)
+    return plcc_value, _rmse(fitted, m), fit
 
 
 def plcc_fitted(quality: npt.ArrayLike, mos: npt.ArrayLike, fit: str = "logistic5") -> float:
@@ -630,63 +742,134 @@ def correlations(quality: npt.ArrayLike, mos: npt.ArrayLike, fit: str = "logisti
 _STATISTIC_KINDS: dict[Any, str] = {srcc: "srcc", krcc: "krcc", plcc: "plcc", rmse: "rmse",
                                     plcc_fitted: "plcc_fitted", rmse_fitted: "rmse_fitted"}
 
+#: The fewest groups an interval is given for. With ``G`` groups a resample is ``G`` draws with
+#: replacement: with 1 group every resample is the data itself (a zero-width "interval"), and
+#: with few, most resamples hold only one or two groups (G = 4: 34% of them), so that the
+#: percentile interval describes those few groups, not the population they were drawn from.
+MIN_GROUPS = 5
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def _estimate_notes(q: FloatArray, m: FloatArray, kind: str, fit: LogisticFit | None, form: str,
+                    item: str) -> list[str]:
+    """Why the estimate of ``kind`` on all items is NaN, or not what its name says (the linear map
+    instead of the logistic); empty when there is nothing to say."""
+    if kind == "rmse":
+        return []
+    if len(q) < _MIN_ITEMS:
+        return [f"only {_plural(len(q), item)}: a correlation needs at least {_MIN_ITEMS} {item}s"]
+    if np.ptp(m) == 0:
+        return ["all scores are equal: no correlation is defined"]
+    if np.ptp(q) == 0:
+        return [f"the metric gives every {item} the same value: no correlation is defined"]
+    if kind in ("plcc_fitted", "rmse_fitted") and fit is not None and not fit.converged:
+        why = (f"a {form} fit needs more than {_plural(_N_PARAMS[form], item)}" if len(q) <= _N_PARAMS[form]
+               else f"the {form} fit did not converge ({_MAXFEV} evaluations)")
+        return [f"{why}: PLCC and RMSE after the fit are those of the linear map"]
+    return []
+
+
+def _too_few_groups(n_groups: int, group: str) -> str:
+    return f"no interval: only {_plural(n_groups, group)} to resample (at least {MIN_GROUPS} needed)"
+
 
 def bootstrap_by_group(statistic: Statistic, quality: npt.ArrayLike, mos: npt.ArrayLike, groups: npt.ArrayLike,
                        *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile group-bootstrap interval ``(low, high)`` of ``statistic(quality, mos)``.
+    """Group-bootstrap interval ``(low, high)`` of ``statistic(quality, mos)``.
 
     Each of the ``n_boot`` resamples draws the ``G`` distinct ``groups`` (e.g. reference image
     names, one per item) with replacement and takes all items of each drawn group;
-    ``statistic`` is computed on each and the ``(1 - level) / 2`` and ``(1 + level) / 2``
-    quantiles of the finite values are returned. :func:`srcc`, :func:`plcc` and :func:`rmse`
-    are evaluated for all resamples at once (as weighted statistics: exactly equal);
-    :func:`krcc`, :func:`plcc_fitted` (default form), :func:`rmse_fitted` and any other
-    ``statistic(quality, mos) -> float`` once per resample. Deterministic in ``seed``.
+    ``statistic`` is computed on each, and the interval is the percentile interval of the finite
+    values, made honest by :func:`_interval`: it always holds the estimate (extended to it when
+    the resampled values miss it), it is widened for resample fits that failed, and it is
+    ``(nan, nan)`` when it cannot be given: fewer than :data:`MIN_GROUPS` groups, too many
+    failed fits, an estimate that is NaN. :func:`correlation_table` gives the reasons.
+    :func:`srcc`, :func:`plcc` and :func:`rmse` are evaluated for all resamples at once (as
+    weighted statistics: exactly equal); :func:`krcc`, :func:`plcc_fitted` (default form),
+    :func:`rmse_fitted` and any other ``statistic(quality, mos) -> float`` once per resample.
+    Deterministic in ``seed``.
     """
     q, m = _checked(quality, mos)
     _check_level(level, n_boot)
     codes, n_groups = _group_codes(groups, len(q))
-    data = _Data(q, m, codes, n_groups)
     kind = _STATISTIC_KINDS.get(statistic)
+    estimate = _kinds_unchecked(q, m, [kind], "logistic5")[kind] if kind is not None else float(statistic(q, m))
+    if n_groups < MIN_GROUPS:
+        return float("nan"), float("nan")
+    data = _Data(q, m, codes, n_groups)
+    limit = _failure_limit(int(n_boot), level)
     if kind is not None:
-        values = _resampled_kinds(data, [kind], int(n_boot), seed, "logistic5")[kind]
+        resampled, fits = _resampled_kinds(data, [kind], int(n_boot), seed, "logistic5", max_failures=limit)
+        values = resampled[kind]
     else:
-        values = _resampled_kinds(data, [], int(n_boot), seed, "logistic5", statistic=statistic)[""]
-    return _percentile_interval(values, level)
+        resampled, fits = _resampled_kinds(data, [], int(n_boot), seed, "logistic5", statistic=statistic)
+        values = resampled[""]
+    low, high, _ = _interval(values, estimate, level, fits)
+    return low, high
 
 
 def correlation_table(quality: npt.ArrayLike, mos: npt.ArrayLike, groups: npt.ArrayLike, *, fit: str = "logistic5",
-                      n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> list[dict[str, Any]]:
-    """One row per ``KINDS`` entry, in that order: ``{"kind", "score", "ci_low", "ci_high"}``.
+                      n_boot: int = 1000, level: float = 0.95, seed: int = 0, kinds: Sequence[str] = KINDS,
+                      item: str = "item", group: str = "group") -> list[dict[str, Any]]:
+    """One row per entry of ``kinds`` (default :data:`KINDS`), in that order:
+    ``{"kind", "score", "ci_low", "ci_high", "fit_failures", "note"}``.
 
     ``score`` on all items; the interval by the group bootstrap of :func:`bootstrap_by_group`,
     all kinds on the same resamples (one logistic fit per resample serves both fitted kinds).
+    ``fit_failures``: for the fitted kinds, how many resample fits did not converge (None when
+    nothing was resampled, and for the other kinds). ``note``: why the score or its interval is
+    NaN, or what is special about them (the linear map instead of the logistic, an interval
+    widened or extended), ``"; "``-joined; ``""`` when there is nothing to say. ``item`` and
+    ``group`` name the items and groups in the notes ("pair", "reference image").
     """
     q, m = _checked(quality, mos)
     _check_form(fit)
     _check_level(level, n_boot)
+    for kind in kinds:
+        _check_kind(kind)
     codes, n_groups = _group_codes(groups, len(q))
-    scores = _kinds_unchecked(q, m, KINDS, fit)
-    resampled = _resampled_kinds(_Data(q, m, codes, n_groups), KINDS, int(n_boot), seed, fit)
+    scores = _kinds_unchecked(q, m, kinds, fit)
+    whole_fit = _fitted_with(q, m, fit)[2] if {"plcc_fitted", "rmse_fitted"} & set(kinds) else None
+    resampled: dict[str, FloatArray] = {}
+    fits = None
+    if n_groups >= MIN_GROUPS:
+        resampled, fits = _resampled_kinds(_Data(q, m, codes, n_groups), kinds, int(n_boot), seed, fit,
+                                           max_failures=_failure_limit(int(n_boot), level))
     rows = []
-    for kind in KINDS:
-        low, high = _percentile_interval(resampled[kind], level)
-        rows.append({"kind": kind, "score": scores[kind], "ci_low": low, "ci_high": high})
+    for kind in kinds:
+        fitted = kind in ("plcc_fitted", "rmse_fitted")
+        notes = _estimate_notes(q, m, kind, whole_fit, fit, item)
+        if n_groups < MIN_GROUPS:
+            low = high = float("nan")
+            if np.isfinite(scores[kind]):
+                notes.append(_too_few_groups(n_groups, group))
+        else:
+            low, high, more = _interval(resampled[kind], scores[kind], level, fits if fitted else None)
+            notes += more
+        failures = int(fits.failed.sum()) if fitted and fits is not None else None
+        rows.append({"kind": kind, "score": scores[kind], "ci_low": low, "ci_high": high, "fit_failures": failures,
+                     "note": "; ".join(notes)})
     return rows
 
 
 def paired_correlation_test(kind: str, quality_a: npt.ArrayLike, quality_b: npt.ArrayLike, mos: npt.ArrayLike,
                             groups: npt.ArrayLike, *, fit: str = "logistic5", n_boot: int = 1000, level: float = 0.95,
-                            seed: int = 0) -> dict[str, Any]:
+                            seed: int = 0, group: str = "group") -> dict[str, Any]:
     """Is metric A's ``kind`` different from metric B's on the same items? A paired group bootstrap.
 
     Both metrics are scored on the SAME group resamples (same ``seed``), so the interval of the
     difference accounts for their correlation. Returns ``{"kind", "score_a", "score_b",
     "difference" (= score_a - score_b, on all items), "ci_low", "ci_high" (percentile interval
-    of the resampled differences), "p_value"}``. Two-sided bootstrap p-value, as in
+    of the resampled differences, made honest as in :func:`bootstrap_by_group`), "p_value",
+    "fit_failures", "note"}``. Two-sided bootstrap p-value, as in
     :func:`percepmetric.stats.paired_test`: over the resamples where both are finite,
     ``p = min(1, 2 min(P*(diff <= 0), P*(diff >= 0)))``, at least ``1 / n_boot``; identical
     metrics give ``p = 1``. For ``rmse`` kinds lower is better: a negative difference favours A.
+    With fewer than :data:`MIN_GROUPS` groups there is no interval and no p-value (NaN; ``note``
+    says why). A resample on which either metric's fit failed has no difference.
     """
     _check_kind(kind)
     _check_form(fit)
@@ -695,15 +878,23 @@ def paired_correlation_test(kind: str, quality_a: npt.ArrayLike, quality_b: npt.
     codes, n_groups = _group_codes(groups, len(m))
     score_a = _kinds_unchecked(qa, m, [kind], fit)[kind]
     score_b = _kinds_unchecked(qb, m, [kind], fit)[kind]
-    values_a = _resampled_kinds(_Data(qa, m, codes, n_groups), [kind], int(n_boot), seed, fit)[kind]
-    values_b = _resampled_kinds(_Data(qb, m, codes, n_groups), [kind], int(n_boot), seed, fit)[kind]
-    diff = values_a - values_b
+    result: dict[str, Any] = {"kind": kind, "score_a": score_a, "score_b": score_b, "difference": score_a - score_b,
+              "ci_low": float("nan"), "ci_high": float("nan"), "p_value": float("nan"), "fit_failures": None,
+              "note": ""}
+    if n_groups < MIN_GROUPS:
+        result["note"] = _too_few_groups(n_groups, group)
+        return result
+    values_a, fits_a = _resampled_kinds(_Data(qa, m, codes, n_groups), [kind], int(n_boot), seed, fit)
+    values_b, fits_b = _resampled_kinds(_Data(qb, m, codes, n_groups), [kind], int(n_boot), seed, fit)
+    fits = None
+    if fits_a is not None and fits_b is not None:
+        fits = _FitCount(fits_a.failed | fits_b.failed, int(n_boot), None)
+        result["fit_failures"] = int(fits.failed.sum())
+    diff = values_a[kind] - values_b[kind]
+    low, high, notes = _interval(diff, result["difference"], level, fits)
     diff = diff[np.isfinite(diff)]
-    low, high = _percentile_interval(diff, level)
-    if len(diff):
+    if len(diff) and np.isfinite(low):
         p = min(1.0, 2.0 * min(float(np.mean(diff <= 0)), float(np.mean(diff >= 0))))
-        p = max(p, 1.0 / n_boot)
-    else:
-        p = float("nan")
-    return {"kind": kind, "score_a": score_a, "score_b": score_b, "difference": score_a - score_b,
-            "ci_low": low, "ci_high": high, "p_value": p}
+        result["p_value"] = max(p, 1.0 / n_boot)
+    result.update(ci_low=low, ci_high=high, note="; ".join(notes))
+    return result

@@ -55,7 +55,7 @@ import torch
 from .distributed import Group, all_gather, shard
 from .errors import InputError
 from .functional import cached_metric
-from .io import UNIT_RANGE, ImageLike, as_batch, is_coded, to_value_range
+from .io import UNIT_RANGE, ImageLike, as_batch, is_coded, read_image_header, to_value_range
 from .metrics.base import Metric, check_pair
 
 __all__ = ["pairwise", "ImageSet", "DEFAULT_MEMORY_BUDGET", "DEFAULT_FEATURE_BUDGET", "SYMMETRIC_METRICS"]
@@ -253,15 +253,8 @@ def _one_image(item: Any, name: str, value_range: tuple[float, float] = UNIT_RAN
 def _image_size(item: Any, name: str) -> tuple[int, int]:
     """(H, W) of one list item; files are sized from their header, without decoding."""
     if isinstance(item, (str, os.PathLike)):
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(item) as img:
-                return (img.height, img.width)
-        except FileNotFoundError:
-            raise InputError(f"{name}: no such file") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(f"{name}: not a readable image ({exc.__class__.__name__})") from None
+        header = read_image_header(item)  # checked against the pixel limit; one line on any problem
+        return (header.height, header.width)
     if isinstance(item, torch.Tensor):
         return (item.shape[-2], item.shape[-1])
     batch = as_batch(item, name)  # arrays and PIL images: channel-last, as_batch knows the layout

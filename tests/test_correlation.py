@@ -313,9 +313,11 @@ def test_correlation_table_rows():
     assert [r["kind"] for r in rows] == list(KINDS)
     scores = correlations(quality, mos)
     for row in rows:
-        assert set(row) == {"kind", "score", "ci_low", "ci_high"}
+        assert set(row) == {"kind", "score", "ci_low", "ci_high", "fit_failures", "note"}
         assert row["score"] == scores[row["kind"]]
         assert row["ci_low"] < row["ci_high"]
+        assert row["ci_low"] <= row["score"] <= row["ci_high"]
+        assert row["note"] == "" and row["fit_failures"] == (0 if "fitted" in row["kind"] else None)
     # Deterministic in the seed, and the same resamples as bootstrap_by_group.
     assert correlation_table(quality, mos, groups, n_boot=60, seed=3) == rows
     srcc_row = rows[0]

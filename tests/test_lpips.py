@@ -326,16 +326,23 @@ def test_cli_weights_file_and_errors(image_files, tmp_path):
 def test_cli_weights_listing():
     out = run_cli_subprocess("weights")
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.strip().split("\n\n")[0].splitlines()  # the table; advice may follow
+    # Each folder on a line of its own, then one indented row per file: net, kind, status, name.
     nets = ("alex", "vgg", "squeeze")
-    lines = [line for line in lines if line.split()[0] in nets]  # other metrics' files follow
-    assert len(lines) == 2 * len(nets)  # a trunk and a calibration file per net
+    files: dict[tuple[str, str], tuple[str, str]] = {}
+    folder = ""
+    for line in out.stdout.splitlines():
+        if line.endswith("/") and not line.startswith(" "):
+            folder = line
+        elif line.startswith("  ") and line.split()[0] in nets and len(line.split()) == 4:
+            net, kind, status, name = line.split()
+            files[(net, kind)] = (status, folder + name)
+    assert len(files) == 2 * len(nets)  # a trunk and a calibration file per net
     for net in nets:
-        trunk = next(line for line in lines if line.split()[:2] == [net, "trunk"])
-        assert str(trunk_weights_path(net)) in trunk
-        assert ("present" in trunk) == trunk_weights_path(net).is_file()
-        calibration = next(line for line in lines if line.split()[:2] == [net, "calibration"])
-        assert calibration.split()[2] == "present" and calibration.endswith(f"v0.1/{net}.pth")
+        status, path = files[(net, "trunk")]
+        assert path == str(trunk_weights_path(net))
+        assert (status == "present") == trunk_weights_path(net).is_file()
+        status, path = files[(net, "calibration")]
+        assert status == "present" and path.endswith(f"v0.1/{net}.pth")
 
 
 @requires_cuda()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import run_cli
+from helpers import METRIC_TRUNKS, run_cli, skip_without_weights
 
 #: (metric, range options) pairs: every metric with each range option it takes.
 RANGE_OPTIONS = [
@@ -35,13 +35,11 @@ SIZE = 48
 
 
 def _needs(name: str):
-    """The metric with default options, or a skip naming the absent weight file."""
-    from percepmetric import WeightsNotFoundError, create_metric
+    """The metric with default options, or a skip naming the absent pretrained trunk file."""
+    from percepmetric import create_metric
 
-    try:
-        return create_metric(name)
-    except WeightsNotFoundError as exc:
-        pytest.skip(f"{name}: {exc}")
+    skip_without_weights(*METRIC_TRUNKS.get(name, ()))
+    return create_metric(name)
 
 
 def _cli_spec(name: str, options: dict) -> str:

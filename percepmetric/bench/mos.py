@@ -234,34 +234,40 @@ def score_dataset(labels: Sequence[str], metrics: Sequence[Metric], dataset: MOS
     ``rows``: per metric one row per statistic of :data:`percepmetric.correlation.KINDS` on
     the whole dataset (``split`` = the dataset's name), then the SRCC of each distortion type
     (``split`` = ``name/type``), each with its interval by resampling references (or the
-    groups a CSV's ``group`` column names).
+    groups a CSV's ``group`` column names), ``fit_failures`` and ``note``
+    (:func:`percepmetric.correlation.correlation_table`): a score or interval that cannot be
+    given is NaN, and ``note`` says why (too few pairs, all scores equal, fewer than
+    :data:`percepmetric.correlation.MIN_GROUPS` references, fits that did not converge).
     ``comparisons``: the best metric by SRCC against each other one, paired over the same
-    reference resamples.
+    reference resamples: only between metrics whose SRCC is defined, and only when the
+    difference has an interval (no comparison is made on fewer than ``MIN_GROUPS`` references).
     """
     mos, references = dataset.mos, dataset.groups  # the resampled units: references, or a CSV's groups
+    words = {"item": "pair", "group": "group" if dataset.group_index is not None else "reference image"}
     qualities = [oriented_quality(m, v) for m, v in zip(metrics, values)]
     rows: list[dict] = []
     for label, metric, quality in zip(labels, metrics, qualities):
         base = {"metric": label, "spec": metric.spec, "status": "complete"}
         for stat in correlation.correlation_table(quality, mos, references, fit=fit, n_boot=n_boot, level=level,
-                                                  seed=seed):
+                                                  seed=seed, **words):
             rows.append({**base, "split": dataset.name, "n": len(dataset), **stat})
         for kind in sorted(set(dataset.distortion) - {""}):
             mask = np.asarray(dataset.distortion) == kind
-            statistic = correlation.srcc
-            lo, hi = correlation.bootstrap_by_group(statistic, quality[mask], mos[mask], references[mask],
-                                                    n_boot=n_boot, level=level, seed=seed)
-            rows.append({**base, "split": f"{dataset.name}/{kind}", "n": int(mask.sum()), "kind": COMPARED_KIND,
-                         "score": statistic(quality[mask], mos[mask]), "ci_low": lo, "ci_high": hi})
+            (stat,) = correlation.correlation_table(quality[mask], mos[mask], references[mask], n_boot=n_boot,
+                                                    level=level, seed=seed, kinds=(COMPARED_KIND,), **words)
+            rows.append({**base, "split": f"{dataset.name}/{kind}", "n": int(mask.sum()), **stat})
     comparisons = []
-    if len(metrics) > 1:
-        scores = [correlation.srcc(q, mos) for q in qualities]
-        best = int(np.nanargmax(scores))
-        for j in range(len(metrics)):
+    scores = np.array([correlation.srcc(q, mos) for q in qualities])
+    scored = [int(i) for i in np.flatnonzero(np.isfinite(scores))]
+    if len(scored) > 1 and len(np.unique(references)) >= correlation.MIN_GROUPS:
+        best = scored[int(np.argmax(scores[scored]))]
+        for j in scored:
             if j == best:
                 continue
             test = correlation.paired_correlation_test(COMPARED_KIND, qualities[best], qualities[j], mos, references,
                                                        fit=fit, n_boot=n_boot, level=level, seed=seed)
+            if not (np.isfinite(test["ci_low"]) and np.isfinite(test["ci_high"])):
+                continue  # no interval for the difference: nothing to say about which is better
             better = "neither" if test["ci_low"] <= 0 <= test["ci_high"] else ("a" if test["difference"] > 0 else "b")
             comparisons.append({"split": dataset.name, "metric_a": labels[best], "metric_b": labels[j],
                                 "score_a": test["score_a"], "score_b": test["score_b"],

@@ -27,6 +27,9 @@ HUMAN = "human (ceiling)"
 BAPPS_KINDS = ("2afc", "jnd_map")
 #: The MOS statistics the summary table shows, one column each per dataset.
 MOS_SUMMARY_KINDS = ("srcc", "plcc_fitted")
+#: Fields of the MOS rows beyond the BAPPS ones (percepmetric.correlation.correlation_table):
+#: resample fits that did not converge, and why a score or interval is NaN or special.
+MOS_ROW_EXTRAS = ("fit_failures", "note")
 #: How the printed MOS table names them.
 MOS_HEADINGS = {"srcc": "SRCC", "krcc": "KRCC", "plcc": "PLCC raw", "rmse": "RMSE raw", "plcc_fitted": "PLCC",
                 "rmse_fitted": "RMSE"}
@@ -68,7 +71,9 @@ def results_frame(result) -> pd.DataFrame:
     rows = list(result.rows) + [{"metric": HUMAN, "spec": "", "kind": "2afc", "status": "complete", **c}
                                 for c in result.ceilings]
     columns = ["metric", "split", "kind", "n", "score", "ci_low", "ci_high", "status", "spec"]
-    return pd.DataFrame(rows, columns=columns).astype({"n": "Int64"})  # counts, even beside a missing one
+    columns += [c for c in MOS_ROW_EXTRAS if any(c in r for r in rows)]  # MOS rows: why a number is NaN
+    return pd.DataFrame(rows, columns=columns).astype({"n": "Int64", **{c: "Int64" for c in columns
+                                                                      if c == "fit_failures"}})
 
 
 def _column_order(splits: list[str]) -> list[str]:
@@ -208,7 +213,7 @@ def format_mos_results(result, verbose: bool = False) -> str:
         base, _, kind = r["split"].partition("/")
         if kind and base in types and kind not in types[base]:
             types[base].append(kind)
-    kinds = ("srcc", "krcc", "plcc_fitted", "rmse_fitted")
+    kinds = MOS_TABLE_KINDS
     sizes = {name: next((r["n"] for r in result.rows if r["split"] == name), "") for name in names}
     head, *table = _mos_table_lines([[short[label], name, str(sizes[name]), *(by_key.get((label, name, kind))
                                                                                 for kind in kinds)]
@@ -216,6 +221,7 @@ def format_mos_results(result, verbose: bool = False) -> str:
     lines.append(head)
     for k, name in enumerate(names):
         lines += table[k * len(result.metrics):(k + 1) * len(result.metrics)]
+        lines += _mos_notes([by_key.get((label, name, kind)) for label in result.metrics for kind in kinds], short)
         lines += _reversed_note(result, name, short)
         if verbose and types[name]:
             lines.append(f"  {name}: SRCC per distortion type")
@@ -225,7 +231,7 @@ def format_mos_results(result, verbose: bool = False) -> str:
             for kind in sorted(types[name]):
                 per_type = [by_key.get((label, f"{name}/{kind}", "srcc")) for label in result.metrics]
                 lines.append(f"    {kind:<{t}}  " + "  ".join(
-                    f"{_number(r['score'] if r else None):>{max(6, len(short[label]))}}"
+                    f"{_per_type_cell(r):>{max(6, len(short[label]))}}"
                     for r, label in zip(per_type, result.metrics)))
     tests = [t for t in result.comparisons if t["split"] in names]
     if tests:
@@ -236,8 +242,53 @@ def format_mos_results(result, verbose: bool = False) -> str:
     return "\n".join(lines)
 
 
+#: The statistics of the printed MOS table, in its order.
+MOS_TABLE_KINDS = ("srcc", "krcc", "plcc_fitted", "rmse_fitted")
+#: Marks a cell of the MOS table that a note under the dataset's rows explains.
+NOTE_MARK = "*"
+
+
 def _complete(r: dict | None) -> bool:
     return r is not None and r["status"] == "complete"
+
+
+def _per_type_cell(r: dict | None) -> str:
+    """The SRCC of one distortion type: the number, ``n/a`` when it is not defined (its note
+    in results.csv says why), blank when it was not computed."""
+    if not _complete(r):
+        return ""
+    return _number(r["score"]) if _finite(r["score"]) else "n/a"  # type: ignore[index]
+
+
+def _noted(r: dict | None) -> bool:
+    return r is not None and _complete(r) and isinstance(r.get("note"), str) and bool(r["note"])
+
+
+def _finite(value) -> bool:
+    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _mos_notes(rows: list[dict | None], short: dict[str, str]) -> list[str]:
+    """The notes of one dataset's rows in the table (:data:`MOS_TABLE_KINDS`), each once: the
+    metrics and statistics it concerns (the statistics only when not all of them), then what
+    it says, marked by :data:`NOTE_MARK` as their cells are."""
+    said: dict[str, dict[str, list[str]]] = {}  # note -> metric -> headings
+    for r in rows:
+        if r is not None and _noted(r):
+            for note in r["note"].split("; "):
+                said.setdefault(note, {}).setdefault(short.get(r["metric"], r["metric"]), []).append(
+                    MOS_HEADINGS[r["kind"]])
+    lines = []
+    for note, who in said.items():
+        names = ", ".join(who)
+        headings = {tuple(h) for h in who.values()}
+        if len(headings) == 1 and len(next(iter(headings))) < len(MOS_TABLE_KINDS):
+            names += " " + ", ".join(next(iter(headings)))
+        elif len(headings) > 1:
+            names = "; ".join(f"{m} {', '.join(h)}" for m, h in who.items())
+        lines += textwrap.wrap(f"{NOTE_MARK} {names}: {note}", width=LINE_WIDTH, initial_indent="  ",
+                               subsequent_indent="      ")
+    return lines
 
 
 def _mos_table_lines(rows: list[list], w: int, v: int) -> list[str]:
@@ -246,23 +297,37 @@ def _mos_table_lines(rows: list[list], w: int, v: int) -> list[str]:
     correlation and its interval ("-0.707 [-0.787, -0.617]") move no column. Numbers are right
     aligned, each under the right end of its heading (intervals: the number, then its interval)."""
     def score(r: dict | None) -> str:
-        return _number(r["score"]) if r is not None and _complete(r) else "-"
+        if r is None or not _complete(r):
+            return "-"
+        return _number(r["score"]) if _finite(r["score"]) else "n/a"
 
     def interval(r: dict | None) -> str:
-        return f"[{_number(r['ci_low'])}, {_number(r['ci_high'])}]" if r is not None and _complete(r) else ""
+        if r is None or not _complete(r) or not _finite(r["score"]):
+            return ""  # no score: nothing to give an interval of
+        if not (_finite(r["ci_low"]) and _finite(r["ci_high"])):
+            return "n/a"
+        return f"[{_number(r['ci_low'])}, {_number(r['ci_high'])}]"
 
     with_ci = [3, 5]
     number_width = {c: max([6] + [len(score(row[c])) for row in rows]) for c in with_ci}
     ci_width = {c: max([0] + [len(interval(row[c])) for row in rows]) for c in with_ci}
+    marked = {c: any(_noted(row[c]) for row in rows) for c in range(3, 7)}  # columns with a note mark
+
+    def mark(r: dict | None, c: int) -> str:
+        return (NOTE_MARK if _noted(r) else " ") if marked[c] else ""
 
     def with_interval(r: dict | None, c: int) -> str:
         if r is not None and r["status"] != "complete":
             return "not computed"
-        return f"{score(r):>{number_width[c]}} {interval(r):<{ci_width[c]}}"
+        return f"{score(r):>{number_width[c]}} {interval(r):<{ci_width[c]}}".rstrip() + mark(r, c)
 
-    cells = [[row[0], row[1], row[2], with_interval(row[3], 3), score(row[4]), with_interval(row[5], 5),
-              score(row[6])] for row in rows]
+    def alone(r: dict | None, c: int) -> str:
+        return score(r) + mark(r, c)
+
+    cells = [[row[0], row[1], row[2], with_interval(row[3], 3), alone(row[4], 4), with_interval(row[5], 5),
+              alone(row[6], 6)] for row in rows]
     head = ["metric", "dataset", "n", "SRCC [95% CI]", "KRCC", "PLCC [95% CI]", "RMSE"]
+    head = [h + (" " if i in (4, 6) and marked[i] else "") for i, h in enumerate(head)]  # numbers under its end
     widths = [max(len(head[i]), *(len(c[i]) for c in cells)) for i in range(len(head))]
     widths[0], widths[1], widths[2] = max(widths[0], w), max(widths[1], v), max(widths[2], 6)
     left = (0, 1, 3, 5)
@@ -344,19 +409,29 @@ def _short_column(column: str) -> str:
 
 
 def format_summary(table: pd.DataFrame, names: dict[str, str] | None = None,
-                   intervals: dict[tuple[str, str], tuple[float, float]] | None = None) -> str:
+                   intervals: dict[tuple[str, str], tuple[float, float]] | None = None,
+                   noted: set[tuple[str, str]] | None = None) -> str:
     """The summary table as text, scores in percent (one decimal), missing as '-': a 2AFC
     block and a JND block, each under :data:`LINE_WIDTH` columns, then a MOS block (SRCC and
     PLCC, three decimals, each with its 95% interval from ``intervals``: (label, column) ->
-    (low, high)). ``names``: label -> short name of the rows (see :func:`short_names`)."""
+    (low, high); ``n/a`` for a score or interval that is not defined, and :data:`NOTE_MARK`
+    after those in ``noted``, which a note under the MOS table explains). ``names``: label ->
+    short name of the rows (see :func:`short_names`)."""
     mos_columns = [c for c in table.columns if c.endswith(tuple(f" {k}" for k in MOS_SUMMARY_KINDS))]
     shown = table.map(lambda v: "-" if pd.isna(v) else f"{100 * v:.1f}")
     for column in mos_columns:
         for label in table.index:
             value = table.loc[label, column]
+            scored = (label, column) in (intervals or {})  # scored: a NaN there is "not defined", not missing
             low, high = (intervals or {}).get((label, column), (None, None))
-            shown.loc[label, column] = "-" if pd.isna(value) else f"{value:.3f}" + (
-                "" if low is None else f" [{low:.2f}, {high:.2f}]")
+            if pd.isna(value):
+                shown.loc[label, column] = "n/a" if scored else "-"
+            else:
+                given = low is not None and high is not None and _finite(low) and _finite(high)
+                shown.loc[label, column] = f"{value:.3f}" + (f" [{low:.2f}, {high:.2f}]" if given else
+                                                             " n/a" if scored else "")
+            if (label, column) in (noted or set()):
+                shown.loc[label, column] += NOTE_MARK
     jnd_rows = [label for label in table.index if label != HUMAN]  # the ceiling is a 2AFC notion
     if names:
         shown.index = [names.get(label, label) for label in shown.index]
@@ -374,7 +449,9 @@ def format_summary(table: pd.DataFrame, names: dict[str, str] | None = None,
     if jnd:
         blocks.append(("JND mAP %" + (" (all = mean of both)" if "jnd mean" in jnd else ""), jnd_rows, jnd))
     if mos_columns:
-        blocks.append(("MOS: SRCC and PLCC (after the logistic fit), with 95% intervals", jnd_rows, mos_columns))
+        blocks.append(("MOS: SRCC and PLCC (after the logistic fit), with 95% intervals"
+                       + (f" ({NOTE_MARK}: see the MOS notes)" if noted else ""), jnd_rows,
+                       mos_columns))
     lines: list[str] = []
     for title, rows, columns in blocks:
         block = shown.loc[rows, columns]
@@ -409,7 +486,9 @@ def format_report(result, verbose: bool = False) -> str:
             "summary (correlation with people's scores):" if result.datasets else "summary (% agreement with people):")
         intervals = {(r["metric"], f"{r['split']} {r['kind']}"): (r["ci_low"], r["ci_high"]) for r in result.rows
                      if r["status"] == "complete" and r["kind"] in MOS_SUMMARY_KINDS}
-        lines += ["", title, format_summary(summary_table(result), short, intervals)]
+        noted = {(r["metric"], f"{r['split']} {r['kind']}") for r in result.rows
+                 if r["kind"] in MOS_SUMMARY_KINDS and _noted(r)}
+        lines += ["", title, format_summary(summary_table(result), short, intervals, noted)]
     lines += ["", "How to read:"]
     if result.splits:
         lines += [f"  {line}" for line in READING_GUIDE]
@@ -562,8 +641,9 @@ def _plot_mos(plt, result, dataset: dict, short: dict[str, str]):
         ax.scatter(points["value"], points["score"], s=6, alpha=0.5, linewidths=0)
         ax.plot(points["curve_value"], points["curve_score"], color="black", linewidth=1.5,
                 label=_curve_legend(points))
-        ax.set_title(f"{short[label]}: SRCC {scores.get((label, 'srcc'), float('nan')):.3f}, "
-                     f"PLCC {scores.get((label, 'plcc_fitted'), float('nan')):.3f}", fontsize=9)
+        srcc, plcc = (scores.get((label, kind), float("nan")) for kind in ("srcc", "plcc_fitted"))
+        ax.set_title(f"{short[label]}: SRCC {_number(srcc) if _finite(srcc) else 'n/a'}, "
+                     f"PLCC {_number(plcc) if _finite(plcc) else 'n/a'}", fontsize=9)
         ax.set_xlabel(value_axis_label(short[label], points.get("unit", ""), points.get("lower_is_better")),
                       fontsize=8)
         ax.set_ylabel(score_name, fontsize=8)

@@ -34,11 +34,16 @@ that lists fewer pairs than the official release (lines deleted) gives a dataset
 :attr:`MOSDataset.is_subset` is true and whose :meth:`MOSDataset.describe` says so. A file the
 score file lists must exist, though: a missing image is an error, never silently dropped.
 
-**Fingerprint** (the cache key of the runner): SHA-1 over the kind, the bytes of every score
-file (and their names relative to the root), and the relative name, size in bytes and
-``st_mtime_ns`` of every listed image. It costs one ``stat`` per image (taken with the header
-check) and no image read; an image rewritten with the same size within one timestamp tick of
-its old modification time would go unseen (``touch -r`` likewise), which is the accepted price.
+**Fingerprint** (the cache key of the runner's stored and resumed values): SHA-1 over the
+kind, the bytes of every score file (and their names relative to the root), and the relative
+name, size in bytes and BLAKE2b digest (16 bytes) of the bytes of every listed image. The
+digest is taken where the header is checked, from the same read of the file (in threads), so
+an image is read twice per run (here, and when the runner decodes it), never decoded twice.
+The content is the key, not the modification time: an image rewritten with other pixels of
+the same size and given back its old ``st_mtime_ns`` (``touch -r``, ``os.utime``, a restore)
+changes the fingerprint, and a file only touched or copied keeps it. What reading the bytes
+costs is measured in ``docs/mos.md`` ("Fingerprint"). Version 1 (size and ``st_mtime_ns``) is
+no longer used: its stored values are computed again once.
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ _ALIASES = {"kadid-10k": "kadid10k", "kadid": "kadid10k", "tid": "tid2013"}
 #: Marker file of a synthetic set (written by :mod:`.mos_fixtures`): the loaders set ``synthetic``.
 SYNTHETIC_MARKER = "SYNTHETIC_MOS.txt"
 
-FINGERPRINT_VERSION = 1  # bump when what the fingerprint covers changes
+FINGERPRINT_VERSION = 2  # bump when what the fingerprint covers changes (2: image bytes, not mtime)
 
 #: The 24 distortion types of TID2013, in the order of their two-digit codes 01..24, as the
 #: database's readme lists them (Ponomarenko et al. 2015, Table 1).
@@ -194,7 +199,8 @@ class MOSDataset:
     def describe(self) -> str:
         """One line, e.g. ``tid2013: 3000 pairs, 25 references, 24 distortion types (MOS, higher = better)``."""
         types = len({d for d in self.distortion if d})
-        parts = [f"{len(self)} pairs", f"{len(self.references)} references"]
+        parts = [f"{len(self)} pair{'s' if len(self) != 1 else ''}",
+                 f"{len(self.references)} reference{'s' if len(self.references) != 1 else ''}"]
         if types:
             parts.append(f"{types} distortion type{'s' if types != 1 else ''}")
         if self.group_index is not None:
@@ -749,22 +755,34 @@ def _cpu_count() -> int:
     return os.cpu_count() or 1
 
 
-def _probe(path: Path) -> tuple[int, int, int, int] | str:
-    """``(width, height, bytes, mtime_ns)`` from the file's header and stat (no pixel decoding),
+#: Bytes read at a time when an image is hashed.
+_READ_CHUNK = 1 << 20
+
+
+def _probe(path: Path) -> tuple[int, int, int, str] | str:
+    """``(width, height, bytes, digest)``: the size from the file's header (no pixel decoding),
+    its length, and the BLAKE2b digest of its bytes (hex, 16 bytes), from one read of the file;
     or the name of the error that opening it raised."""
     from PIL import Image
 
     try:
-        st = os.stat(path)
-        with Image.open(path) as img:
-            width, height = img.size
+        with open(path, "rb") as handle:
+            digest = hashlib.blake2b(digest_size=16)
+            size = 0
+            while chunk := handle.read(_READ_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+            handle.seek(0)
+            with Image.open(handle) as img:
+                width, height = img.size
     except Exception as exc:  # noqa: BLE001 - anything PIL cannot open is "not a readable image"
         return exc.__class__.__name__
-    return width, height, st.st_size, st.st_mtime_ns
+    return width, height, size, digest.hexdigest()
 
 
-def _probe_all(paths: list[Path], workers: int | None) -> list[tuple[int, int, int, int] | str]:
-    """:func:`_probe` of every path, in threads (opening a header is mostly file-system waiting)."""
+def _probe_all(paths: list[Path], workers: int | None) -> list[tuple[int, int, int, str] | str]:
+    """:func:`_probe` of every path, in threads (reading is mostly file-system waiting, and
+    hashlib lets other threads run while it hashes)."""
     if len(paths) < 64:
         return [_probe(p) for p in paths]
     chunks = [paths[k : k + 256] for k in range(0, len(paths), 256)]

@@ -41,7 +41,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -444,9 +444,10 @@ class LPIPS(Metric):
     min_size = 31  # AlexNet's; VGG needs 16, SqueezeNet 17 (per instance: ``self.min_size``)
     channels = (1, 3)
     input_range_doc = "[0, 1] by default; input_range='-1,1' for LPIPS's own [-1, 1]"
-    #: Measured peak memory of a call over :meth:`memory_needed`'s activation model (see
-    #: docs/metrics.md, "Large images: memory"); the estimate is that model times this factor.
-    memory_factor = 1.0
+    #: Per net, the peak memory of a call measured over :meth:`memory_needed`'s activation model,
+    #: rounded up (docs/metrics.md, "Large images: memory": alex 0.97-1.07, vgg 1.00-1.01 at
+    #: 800-4000 px); the estimate is that model times this factor (1.25 for a net not measured).
+    memory_factors: ClassVar[dict[str, float]] = {"alex": 1.15, "vgg": 1.1}
 
     def __init__(
         self,
@@ -655,7 +656,7 @@ class LPIPS(Metric):
                 need += sum(outputs[end - 1][0].numel() for end in self.trunk.tap_ends) * dist_size
             if self.spatial:
                 need += len(self.trunk.tap_ends) * images * height * width * dist_size
-            cache[key] = int(self.memory_factor * need)
+            cache[key] = int(self.memory_factors.get(self.net, 1.25) * need)
         return cache[key]
 
     def _memory_guard(self, images: list[torch.Tensor], keep_taps: bool = False):

@@ -180,8 +180,8 @@ def ssim_maps(
     ``with_ssim=False`` skips the luminance term and returns ``(None, cs_map)`` (MS-SSIM's
     finer scales use only ``cs``).
     """
-    moments = torch.stack((x, y, x * x, y * y, x * y))  # (5, N, C, H, W)
-    mu_x, mu_y, xx, yy, xy = filter_valid(moments, window).unbind(0)
+    # The stacked moments (5, N, C, H, W) are freed as soon as they are filtered.
+    mu_x, mu_y, xx, yy, xy = filter_valid(torch.stack((x, y, x * x, y * y, x * y)), window).unbind(0)
     mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
     c1, c2 = (K1 * dynamic_range) ** 2, (K2 * dynamic_range) ** 2
     var_sum = (xx - mu_xx) + (yy - mu_yy)
@@ -317,9 +317,9 @@ def _too_small(metric: str, h: int, w: int, need: int, why: str) -> InputError:
 def _ssim(x, y, data_range, convention, color, downsample, quantize, shave=0) -> torch.Tensor:
     """SSIM on validated inputs with resolved options; see :func:`ssim`."""
     if color != RGB_PLANES and not budget.wants_grad(x, y):
-        value = _banded_ssim(x, y, data_range, convention, color, downsample, quantize, shave)
-        if value is not None:  # a large image, in row bands (see the module docstring)
-            return value
+        banded = _banded_ssim(x, y, data_range, convention, color, downsample, quantize, shave)
+        if banded is not None:  # a large image, in row bands (see the module docstring)
+            return banded
     x, y = shave_border(x / data_range, shave), shave_border(y / data_range, shave)
     if quantize == LPIPS_CODE:
         x, y = lpips_code_8bit(x), lpips_code_8bit(y)
@@ -433,9 +433,9 @@ def _positive_power(v: torch.Tensor, exponent: float) -> torch.Tensor:
 def _ms_ssim(x, y, data_range, color, quantize, scales) -> torch.Tensor:
     """MS-SSIM on validated inputs with resolved options; see :func:`ms_ssim`."""
     if not budget.wants_grad(x, y):
-        value = _banded_ms_ssim(x, y, data_range, color, quantize, scales)
-        if value is not None:  # a large image, in row bands (see the module docstring)
-            return value
+        banded = _banded_ms_ssim(x, y, data_range, color, quantize, scales)
+        if banded is not None:  # a large image, in row bands (see the module docstring)
+            return banded
     x, y = x / data_range, y / data_range
     x, y = _representation(x, color, quantize), _representation(y, color, quantize)
     h, w = x.shape[-2:]
@@ -500,7 +500,7 @@ def ms_ssim(
 # Lab, the 8-bit grid test); per compared value, the five moment maps, their filtering and the
 # terms of the SSIM map.
 _PREPARE_TEMPORARIES = {"grey": 6, "rgb": 3, "y": 6, "lab": 30}
-_MAP_TEMPORARIES = 24
+_MAP_TEMPORARIES = 32
 
 Prepare = Callable[[torch.Tensor], torch.Tensor]
 

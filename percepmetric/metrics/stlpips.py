@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -145,6 +145,10 @@ class STLPIPS(LPIPS):
     min_size = 21  # AlexNet's (VGG16: 18; per instance: ``self.min_size``)
     symmetric = True  # d(x, y) = d(y, x): distance matrices compute one triangle
     input_range_doc = "[0, 1] by default; input_range='-1,1' for the authors' [-1, 1]"
+    #: Measured peak over the activation model of :meth:`~.lpips.LPIPS.memory_needed`, rounded up:
+    #: alex 1.01-1.07; vgg 1.97-2.00, whose first tap (full size) is still held while the
+    #: stride-1 max pooling and the blur's padded copy make two more full-size tensors.
+    memory_factors: ClassVar[dict[str, float]] = {"alex": 1.15, "vgg": 2.2}
     shift: torch.Tensor  # the input scaling, (1,3,1,1) buffers (LPIPS registers them)
     scale: torch.Tensor
 
