@@ -39,12 +39,11 @@ CLOSEST = 5
 OUT_SUFFIXES = (".npy", ".csv")
 
 
-def list_images(folder: str, max_pixels: int | None = None) -> list[str]:
+def list_images(folder: str) -> list[str]:
     """Image files under ``folder`` (recursively; hidden files and folders left out), as sorted
-    relative paths with ``/`` separators. One :class:`InputError` line when there are none, for
-    an image name that is not a regular file (a FIFO: never opened), and for an image whose
-    header claims more than ``max_pixels`` pixels (:func:`percepmetric.io.max_pixels_limit`),
-    found from the headers before anything is decoded."""
+    relative paths with ``/`` separators. One :class:`InputError` line when there are none, and
+    for an image name that is not a regular file (a FIFO: never opened). The pixel limit is
+    checked from each header by :func:`percepmetric.pairwise`, before anything is decoded."""
     from .io import IMAGE_SUFFIXES, list_image_files
 
     root = Path(folder)
@@ -55,25 +54,7 @@ def list_images(folder: str, max_pixels: int | None = None) -> list[str]:
     found = list_image_files(root)
     if not found:
         raise InputError(f"{printable_path(folder)}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it or below it")
-    _check_headers(root, found, max_pixels_limit(max_pixels))
     return found
-
-
-def _check_headers(root: Path, names: list[str], limit: int) -> None:
-    """Each image's header within the pixel limit. ``percepmetric.pairwise`` sizes the files with
-    ``PIL.Image.open``, which refuses more than twice ``PIL.Image.MAX_IMAGE_PIXELS`` whatever
-    the limit here: such an image is refused in one line too, not in PIL's traceback."""
-    from PIL import Image
-
-    from .io import read_image_header
-
-    pil_cap = None if Image.MAX_IMAGE_PIXELS is None else 2 * Image.MAX_IMAGE_PIXELS
-    for name in names:
-        header = read_image_header(root / name, max_pixels=limit)
-        if pil_cap is not None and header.width * header.height > pil_cap:
-            raise InputError(f"{printable_path(root / name)}: {header.width}x{header.height} is more than the "
-                             f"{pil_cap:,} pixels `percepmetric matrix` can read (PIL's own limit); "
-                             "compare it with `percepmetric distance`, which can go beyond it")
 
 
 def names_path(target: Path) -> Path:
@@ -207,10 +188,10 @@ def matrix_command(folder, folder2, metrics, net, variant, weights, extra, devic
                          "run it once per metric, each with its own --out")
     target = check_outputs(out) if out is not None else None
     torch_device = distributed.rank_device(resolve_device(device))
-    limit = max_pixels_limit(max_pixels)
-    rows = list_images(folder, limit)
+    limit = max_pixels_limit(max_pixels)  # checked now; pairwise holds every header to it
+    rows = list_images(folder)
     same = folder2 is None
-    cols = rows if same else list_images(folder2, limit)
+    cols = rows if same else list_images(folder2)
     (metric,) = _build_matrix_metric(metrics, net, variant, weights, extra)
     row_files = [str(Path(folder) / name) for name in rows]
     col_files = None if same else [str(Path(folder2) / name) for name in cols]
