@@ -256,8 +256,21 @@ def list_image_files(folder: str | os.PathLike) -> list[str]:
     return sorted(found)
 
 
-def _digest_of(data: bytes) -> str:
+def content_digest(data: bytes) -> str:
+    """The content hash percepmetric keys resumed and cached work on: BLAKE2b of ``data``,
+    :data:`DIGEST_SIZE` bytes, in hex."""
     return hashlib.blake2b(data, digest_size=DIGEST_SIZE).hexdigest()
+
+
+def file_digest(handle: IO[bytes]) -> tuple[str, int]:
+    """:func:`content_digest` of what ``handle`` holds from its current position on, read a
+    megabyte at a time, and how many bytes that was."""
+    hasher = hashlib.blake2b(digest_size=DIGEST_SIZE)
+    size = 0
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        hasher.update(block)
+        size += len(block)
+    return hasher.hexdigest(), size
 
 
 @dataclass(frozen=True)
@@ -285,10 +298,7 @@ def read_image_header(path: str | os.PathLike, max_pixels: int | None = None,
         header = ImageHeader(img.width, img.height, str(img.format))
         if digest:
             f.seek(0)
-            hasher = hashlib.blake2b(digest_size=DIGEST_SIZE)
-            for block in iter(lambda: f.read(1 << 20), b""):
-                hasher.update(block)
-            header = ImageHeader(header.width, header.height, header.format, hasher.hexdigest())
+            header = ImageHeader(header.width, header.height, header.format, file_digest(f)[0])
     return header
 
 
@@ -376,7 +386,7 @@ def _read_image(path: str | os.PathLike, max_pixels: int | None, with_digest: bo
         if with_digest:  # the bytes decoded are the bytes hashed
             f.seek(0)
             data = f.read()
-            digest = _digest_of(data)
+            digest = content_digest(data)
             source = BytesIO(data)
             img = _open_checked(source, shown, limit)
         try:

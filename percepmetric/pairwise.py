@@ -43,7 +43,6 @@ Three ways of computing, chosen by the metric:
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -55,7 +54,7 @@ import torch
 from .distributed import Group, all_gather, shard
 from .errors import InputError
 from .functional import cached_metric
-from .io import UNIT_RANGE, ImageLike, as_batch, is_coded, read_image_header, to_value_range
+from .io import UNIT_RANGE, ImageLike, as_batch, content_digest, is_coded, read_image_header, to_value_range
 from .metrics.base import Metric, check_pair
 
 __all__ = ["pairwise", "ImageSet", "DEFAULT_MEMORY_BUDGET", "DEFAULT_FEATURE_BUDGET", "SYMMETRIC_METRICS"]
@@ -240,7 +239,7 @@ class _Images:
         for offset in range(flat.shape[0]):
             if self.digests[start + offset] is None:
                 data = flat[offset].numpy().tobytes() + str(tuple(flat[offset].shape)).encode()
-                self.digests[start + offset] = hashlib.blake2b(data, digest_size=16).hexdigest()
+                self.digests[start + offset] = content_digest(data)
 
 
 def _one_image(item: Any, name: str, value_range: tuple[float, float] = UNIT_RANGE) -> torch.Tensor:

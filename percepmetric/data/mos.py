@@ -62,6 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io import file_digest
 
 DATASET_KINDS = ("tid2013", "kadid10k", "live", "csiq", "pipal", "csv")
 
@@ -755,10 +756,6 @@ def _cpu_count() -> int:
     return os.cpu_count() or 1
 
 
-#: Bytes read at a time when an image is hashed.
-_READ_CHUNK = 1 << 20
-
-
 def _probe(path: Path) -> tuple[int, int, int, str] | str:
     """``(width, height, bytes, digest)``: the size from the file's header (no pixel decoding),
     its length, and the BLAKE2b digest of its bytes (hex, 16 bytes), from one read of the file;
@@ -767,17 +764,13 @@ def _probe(path: Path) -> tuple[int, int, int, str] | str:
 
     try:
         with open(path, "rb") as handle:
-            digest = hashlib.blake2b(digest_size=16)
-            size = 0
-            while chunk := handle.read(_READ_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
+            digest, size = file_digest(handle)
             handle.seek(0)
             with Image.open(handle) as img:
                 width, height = img.size
     except Exception as exc:  # noqa: BLE001 - anything PIL cannot open is "not a readable image"
         return exc.__class__.__name__
-    return width, height, size, digest.hexdigest()
+    return width, height, size, digest
 
 
 def _probe_all(paths: list[Path], workers: int | None) -> list[tuple[int, int, int, str] | str]:

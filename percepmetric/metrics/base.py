@@ -38,6 +38,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..options import Reduction, check_reduction, reduce_values
+from .budget import wants_grad
 
 
 def check_pair(
@@ -175,9 +176,7 @@ class Metric(nn.Module):
         check_pair(x, y, value_range=self.value_range, channels=self.channels, min_size=self.min_size, metric=self.name)
 
     def _wants_grad(self, *tensors: torch.Tensor) -> bool:
-        return torch.is_grad_enabled() and (
-            any(t.requires_grad for t in tensors) or any(p.requires_grad for p in self.parameters())
-        )
+        return wants_grad(*tensors, *self.parameters())
 
     def forward(self, x: Any, y: Any) -> torch.Tensor:
         """The metric's values :meth:`values` reduced by ``reduction``: ``(N,)`` for ``"none"``

@@ -252,8 +252,7 @@ class PSNR(Metric):
             rows = band_rows_for(x, "y", y)
             if rows is not None:  # a large image: in row bands (see the module docstring)
                 return psnr_from_mse(banded_mean(self._luma_squared_errors, (x, y), rows), 1.0)
-            rx, ry = (rgb_to_ycbcr_y(t / self.data_range, self.quantize) for t in (x, y))
-            return psnr(rx, ry, 1.0)
+            return psnr_from_mse(self._luma_squared_errors(x, y).flatten(1).mean(dim=1), 1.0)
         return psnr(x, y, self.data_range)
 
     def _luma_squared_errors(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
