@@ -45,7 +45,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import zipfile
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -68,6 +67,7 @@ from .io import (
     name_text,
     prepare_output_file,
     printable_path,
+    probe_writable,
     read_image_and_digest,
     read_image_header,
     to_value_range,
@@ -364,9 +364,7 @@ def check_outputs(out: str | os.PathLike) -> Path:
             raise InputError(f"--out {shown}: {printable_path(state)} (where a run keeps its finished chunks until "
                              "it completes) exists and is not a folder; remove it or choose another --out")
         try:
-            fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=state)
-            os.close(fd)
-            os.unlink(probe)
+            probe_writable(state)
         except OSError as exc:
             raise InputError(f"--out {shown}: cannot write in {printable_path(state)} "
                              f"({exc.strerror or type(exc).__name__})") from None

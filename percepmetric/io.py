@@ -687,13 +687,19 @@ def prepare_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
         raise InputError(f"{option} {path}: exists and is not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(path)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise InputError(f"{option} {path}: cannot write there ({reason})") from None
     return path
+
+
+def probe_writable(folder: str | os.PathLike) -> None:
+    """Create and remove a hidden file in ``folder``: the ``OSError`` a write there would meet,
+    raised now (permissions, a read-only file system), before any work."""
+    fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
 
 
 def prepare_output_file(path: str | os.PathLike, suffixes: tuple[str, ...], option: str = "--out") -> Path:
