@@ -172,8 +172,9 @@ def main() -> None:
     metrics = args.metric or ["lpips", "l2", "ssim"]
     if args.threads:
         torch.set_num_threads(args.threads)
-    # run_benchmark asks malloc to keep freed memory (see percepmetric.memory); set it for the
-    # whole process up front so that the reference pipeline (and its forked workers) has it too.
+    # The bench command asks malloc to keep freed memory (see percepmetric.memory and docs/bench.md,
+    # "Process settings"); set it for the whole process up front, for run_benchmark and for the
+    # reference pipeline (and its forked workers) alike.
     keep_freed_memory()
     work = Path(tempfile.mkdtemp(prefix="bench_pipeline."))
     root = args.keep or work / "bapps"

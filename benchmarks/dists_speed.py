@@ -100,12 +100,12 @@ def matrix_worker(path: str, n: int, size: int, threads: int) -> dict:
 
     import percepmetric
     from percepmetric.distributed import Group
-    from percepmetric.functional import cached_metric
+    from percepmetric.functional import private_metric
 
     pairwise_module = sys.modules["percepmetric.pairwise"]
     torch.set_num_threads(threads)
     x = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
-    m = cached_metric("dists", {}, torch.device("cpu"))
+    m = private_metric("dists", {}, torch.device("cpu"))
     trunk_images = [0]
     m.stages[0].register_forward_pre_hook(lambda _m, args: trunk_images.__setitem__(0, trunk_images[0] + len(args[0])))
     base = _rss_mb()

@@ -49,6 +49,7 @@ __all__ = [
     "InputError",
     "WeightsNotFoundError",
     "compare_folders",
+    "as_torchmetric",
 ]
 
 
@@ -77,14 +78,23 @@ def distance(x: ImageLike, y: ImageLike, metric: str = "lpips", **options: Any) 
     for PSNR itself.
 
     Gradients flow when an input requires grad, so the result can serve as a loss. The metric
-    is built once per (options, device) and reused (:func:`percepmetric.functional.cached_metric`).
+    is built once per (options, device, dtype) and reused, privately: see :mod:`percepmetric.functional`.
     """
-    device = next((t.device for t in (x, y) if isinstance(t, torch.Tensor)), torch.device("cpu"))
-    m = functional.cached_metric(metric, options, device)
-    # Integer codes (files, uint8 arrays and tensors) span the metric's declared input range.
-    xb, yb = as_batch(x, "x", m.value_range), as_batch(y, "y", m.value_range)
-    if isinstance(y, torch.Tensor) and not isinstance(x, torch.Tensor):
-        xb = xb.to(device=yb.device, dtype=yb.dtype)
-    elif isinstance(x, torch.Tensor) and not isinstance(y, torch.Tensor):
-        yb = yb.to(device=xb.device, dtype=xb.dtype)
-    return m.to_distance(m.values(xb, yb))
+    # Integer codes (files, uint8 arrays and tensors) span the metric's declared input range; a
+    # non-tensor input beside a tensor goes to the tensor's device and dtype.
+    tensors = [t for t in (x, y) if isinstance(t, torch.Tensor)]
+    if len(tensors) == 1:
+        like = tensors[0]
+        value_range = functional.private_metric(metric, options, like.device, like.dtype).value_range
+        x, y = (t if isinstance(t, torch.Tensor) else as_batch(t, label, value_range).to(like.device, like.dtype)
+                for t, label in ((x, "x"), (y, "y")))
+    return functional.values_for(metric, options, x, y, distance=True)
+
+
+def as_torchmetric(metric: str | Metric, **options: Any) -> Any:
+    """A ``torchmetrics.Metric`` of the mean per-image value of ``metric`` (a registry name with
+    its ``options``, or a metric object): for ``MetricCollection`` and Lightning's ``self.log``.
+    See :func:`percepmetric.torchmetric.as_torchmetric`."""
+    from .torchmetric import as_torchmetric as adapter
+
+    return adapter(metric, **options)

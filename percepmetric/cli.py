@@ -3,11 +3,13 @@
 Parse -> call the library -> format. :func:`main` is the one place that turns a
 :class:`PercepmetricError` (or a usage error) into one line on stderr and exit code 2.
 Command groups of later parts (bench, train, deepsim) live next to their code and are
-attached here.
+attached here, each imported when it is first used: the plain install (no extras) runs
+``distance``, ``score``, ``metrics`` and ``weights`` (percepmetric/extras.py).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import signal
@@ -29,10 +31,76 @@ from .cli_options import (
 )
 from .devices import resolve_device
 from .errors import InputError, PercepmetricError
+from .extras import MissingExtraError, missing_extra, require
 from .registry import distance_label, metric_label
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _missing_extra_command(name: str, error: MissingExtraError) -> click.Command:
+    """A stand-in for command ``name`` whose module needs an extra that is not installed: listed
+    in ``--help`` with the ``pip install`` line, and any call (``--help`` too) is that one line."""
+
+    def refuse(args) -> None:
+        raise error
+
+    return click.Command(name, callback=refuse, add_help_option=False, short_help=f"[{error}]",
+                         params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+
+
+class _LazyCommands(dict):
+    """The command table of :data:`cli`: a command of a later part (bench, train, deepsim, ...)
+    is imported when it is first looked up, so that ``distance``, ``score``, ``metrics`` and
+    ``weights`` never import the harness (whose modules need the ``bench`` extra). Each part
+    keeps its commands next to its code and lists them in ``COMMANDS``."""
+
+    def __missing__(self, name: str) -> click.Command:
+        module_name = _COMMAND_MODULES.get(name)
+        if module_name is None:
+            raise KeyError(name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            error = missing_extra(exc, f"`percepmetric {name}`", extra="bench")
+            if error is None:
+                raise
+            return _missing_extra_command(name, error)
+        for command in module.COMMANDS:
+            if command.name is not None:
+                self.setdefault(command.name, command)
+        return self[name]
+
+
+class _Cli(click.Group):
+    """The ``percepmetric`` group, its later parts' commands imported on first use (:class:`_LazyCommands`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = _LazyCommands(self.commands)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        try:
+            return self.commands[cmd_name]
+        except KeyError:
+            return None
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(_COMMAND_MODULES))
+
+
+#: Command name -> the module whose ``COMMANDS`` list holds it.
+_COMMAND_MODULES = {
+    "weights": "percepmetric.weights_command",
+    "matrix": "percepmetric.matrix_command",
+    "bench": "percepmetric.bench.commands",
+    "make-fixture": "percepmetric.bench.commands",
+    "download-bapps": "percepmetric.bench.commands",
+    "download-mos": "percepmetric.data.download_mos",
+    "train": "percepmetric.train.commands",
+    "deepsim": "percepmetric.deepsim.commands",
+}
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="percepmetric")
 def cli() -> None:
     """Perceptual image distances, and how well they agree with people."""
@@ -97,10 +165,13 @@ def _unavailable_rows(unavailable, fields: dict) -> list[dict]:
 
 
 def _short_reason(row: dict, unavailable) -> str:
-    """The reason a table shows for a metric that did not run: a missing weight file's long
-    message is said in full on stderr after the table (:func:`_explain_unavailable`)."""
-    if any(u.label == row["metric"] for u in unavailable):
-        return "its weights could not be loaded here (see below)"
+    """The reason a table shows for a metric that did not run: a missing weight file's (or
+    extra's) long message is said in full on stderr after the table (:func:`_explain_unavailable`)."""
+    for u in unavailable:
+        if u.label == row["metric"]:
+            if "pip install 'percepmetric[" in u.reason:
+                return "it needs an extra the plain install leaves out (see below)"
+            return "its weights could not be loaded here (see below)"
     return row["reason"]
 
 
@@ -203,6 +274,7 @@ def distance_command(image_a, image_b, metrics, net, variant, weights, extra, de
     docs/folders.md.
     """
     if Path(image_a).is_dir() or Path(image_b).is_dir():
+        require("pandas", "`percepmetric distance` of two folders")
         _distance_folders(image_a, image_b, build_available_metrics(metrics, net, variant, weights, extra),
                           device=device, map_path=map_path, as_json=as_json, out=out, match=match or "path",
                           allow_missing=allow_missing, size_mismatch=size_mismatch,
@@ -215,6 +287,7 @@ def distance_command(image_a, image_b, metrics, net, variant, weights, extra, de
         raise InputError(f"{given[0]} applies to two folders; {image_a} and {image_b} are files")
     torch_device = resolve_device(device)
     if map_path is not None:
+        require("matplotlib", "--map")
         map_target = _check_map_target(map_path)
         metrics = metrics or ("lpips",)
     if map_path is not None:  # the map needs its metric: absent weights are an error
@@ -414,6 +487,8 @@ def score_command(images, metrics, net, variant, weights, extra, device, demo, s
     if demo:
         if images:
             raise InputError("--demo takes no image paths")
+        for module in ("skimage", "scipy"):
+            require(module, "--demo", extra="bench")
         from .data.examples import example_triplet
 
         ref, a, b = example_triplet()
@@ -466,20 +541,13 @@ def score_command(images, metrics, net, variant, weights, extra, device, demo, s
     _explain_unavailable(unavailable)
 
 
-def _attach_commands() -> None:
-    # Each part keeps its commands next to its code and lists them in COMMANDS.
-    from . import matrix_command, weights_command
-    from .bench import commands as bench_commands
-    from .data import download_mos
-    from .deepsim import commands as deepsim_commands
-    from .train import commands as train_commands
-
-    for module in (weights_command, matrix_command, bench_commands, download_mos, train_commands, deepsim_commands):
-        for command in module.COMMANDS:
-            cli.add_command(command)
+#: The commands of the plain install (no extras); their options that need one say so themselves.
+_PLAIN_COMMANDS = ("distance", "score", "metrics", "weights", "matrix")
 
 
-_attach_commands()
+def _command_name(argv: list[str]) -> str:
+    """The command ``argv`` runs (its first word that is not an option), for messages."""
+    return next((arg for arg in argv if not arg.startswith("-")), "")
 
 
 def _interrupt(signum, frame) -> None:
@@ -512,6 +580,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except PercepmetricError as exc:
         click.echo(f"percepmetric: error: {exc}", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        # A harness path that needs an extra (e.g. `deepsim demo`, scikit-image's photos) the plain
+        # install leaves out: the one line with the `pip install`; any other missing module is a bug.
+        command = _command_name(sys.argv[1:] if argv is None else argv)
+        error = missing_extra(exc, f"`percepmetric {command}`",
+                              extra=None if command in _PLAIN_COMMANDS else "bench")
+        if error is None:
+            raise
+        click.echo(f"percepmetric: error: {error}", err=True)
         sys.exit(2)
     except (KeyboardInterrupt, BrokenPipeError):
         sys.exit(130)

@@ -242,10 +242,11 @@ class Unavailable:
 def build_available_metrics(names: Iterable[str], net, variant, weights, extra, default=DEFAULT_METRICS, *,
                             skip_missing: bool = True) -> tuple[list, list[Unavailable]]:
     """:func:`build_metrics`, but a metric whose pretrained weights (or the package carrying
-    them) are absent is set aside with its reason instead of stopping the others: ``(built,
+    them, or the extra it needs) are absent is set aside with its reason instead of stopping the others: ``(built,
     unavailable)``. Every option is still checked against every chosen metric first. A weight
     file the user named (``--weights``, ``weights=``) must be there: its absence is an error."""
     from .errors import WeightsNotFoundError
+    from .extras import MissingExtraError
     from .registry import create_metric
 
     built: list[tuple[MetricSpec, Any]] = []
@@ -253,7 +254,7 @@ def build_available_metrics(names: Iterable[str], net, variant, weights, extra, 
     for spec, chosen in metric_requests(names, net, variant, weights, extra, default):
         try:
             built.append((spec, create_metric(spec.name, **chosen)))
-        except WeightsNotFoundError as exc:
+        except (WeightsNotFoundError, MissingExtraError) as exc:
             if not skip_missing or chosen.get("weights") is not None:
                 raise
             unavailable.append(Unavailable(spec.text, str(exc)))

@@ -17,7 +17,8 @@ steps, each below in this file:
   beside the output (``OUT.partial/chunk-KEY.npz``). KEY hashes what the values depend on: the
   pairs' relative paths, what the files hold (a content hash of each file's bytes, taken when
   the folders are listed: a rewrite that keeps a file's size and modification time still
-  changes it), the size policy and each metric's ``cache_identity``. Each file is hashed again
+  changes it), the size policy and each metric's ``spec`` with the content hash of the weight
+  files it was built from (:func:`~percepmetric.weights.content_identity`). Each file is hashed again
   from the very bytes decoded, and a file that changed since the listing stops the run (its new
   values would be saved under its old content). An interrupted run (Ctrl-C, a kill) rerun with
   the same ``out`` computes only the chunks it lacks, and since chunks are cut the same way,
@@ -57,7 +58,7 @@ import numpy as np
 import torch
 
 from . import distributed, stats
-from .devices import resolve_device
+from .devices import resolve_device, usable_cpus
 from .errors import InputError
 from .io import (
     atomic_path,
@@ -73,7 +74,8 @@ from .io import (
     to_value_range,
 )
 from .metrics.base import Metric
-from .registry import create_metric, metric_label, number_repeats
+from .registry import create_metric, unique_labels
+from .weights import content_identity
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -407,7 +409,7 @@ def _write_chunk(folder: Path, chunk: Chunk, result: ChunkValues) -> None:
 # ---------------------------------------------------------------- the job
 
 def _decoders(workers: int | None) -> int:
-    return max(1, workers if workers is not None else min(8, os.cpu_count() or 1))
+    return max(1, workers if workers is not None else min(8, usable_cpus()))
 
 
 def _build_metrics(metrics: Sequence[str | Metric]) -> list[Metric]:
@@ -418,18 +420,6 @@ def _build_metrics(metrics: Sequence[str | Metric]) -> list[Metric]:
         if not isinstance(metric, Metric):
             raise InputError(f"compare_folders: metrics are names or Metric objects, got {type(metric).__name__}")
     return built
-
-
-def unique_labels(metrics: Sequence[Metric]) -> list[str]:
-    """Column names: each metric's label (:func:`percepmetric.registry.metric_label`); a label that
-    metrics of different options share becomes their full ``spec``, and a metric given twice is
-    numbered (``psnr#2``)."""
-    labels = [metric_label(m) for m in metrics]
-    specs: dict[str, set[str]] = {}
-    for metric, label in zip(metrics, labels):
-        specs.setdefault(label, set()).add(metric.spec)
-    labels = [m.spec if len(specs[label]) > 1 else label for m, label in zip(metrics, labels)]
-    return number_repeats(labels)
 
 
 def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
@@ -493,7 +483,7 @@ def compare_folders(dir_a: str | os.PathLike, dir_b: str | os.PathLike,
     size). ``out``: also write the table (``.csv``, or ``.json``) and the summary beside it
     (:func:`summary_path`), atomically; the run keeps finished chunks in
     :func:`resume_folder` and a rerun after an interruption computes only what is missing.
-    ``workers`` threads decode images (default: the CPU count, at most 8). ``max_pixels``: an
+    ``workers`` threads decode images (default: the usable CPUs, at most 8). ``max_pixels``: an
     image whose header claims more pixels is refused before decoding (default:
     :func:`percepmetric.io.max_pixels_limit`). The output paths (``out``, its summary and its
     resume folder) are checked before any work.
@@ -510,7 +500,7 @@ def compare_folders(dir_a: str | os.PathLike, dir_b: str | os.PathLike,
                           max_pixels=limit)
     _check_sizes(found.pairs, size_mismatch)
     built = [metric.to(torch_device).eval() for metric in built]
-    identities = [metric.cache_identity for metric in built]
+    identities = [content_identity(metric.spec, metric.weight_files) for metric in built]
     chunks = plan_chunks(found.pairs, batch_size, size_mismatch, identities)
     state = resume_folder(target) if target is not None else None
     with distributed.process_group(torch_device) as group:

@@ -1,17 +1,38 @@
-"""Which torch device a command or function runs on: one rule, one error message.
+"""Where work runs: which torch device (one rule, one error message) and how many CPUs.
 
 ``auto`` (or None) means CUDA when this machine has a usable GPU, else the CPU. ``cpu``,
 ``cuda`` and ``cuda:N`` are taken as given, after checking that they exist here, so that a
 typo or a missing GPU is one line naming the option, before anything is read or written.
+
+:func:`usable_cpus` is the one count of CPUs that thread pools (image decoding, header
+probing) are sized from.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
 from .errors import InputError
 
-__all__ = ["resolve_device"]
+__all__ = ["resolve_device", "usable_cpus"]
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on, at least 1: ``os.process_cpu_count()`` (Python 3.13+),
+    else the size of the affinity mask (``os.sched_getaffinity``, Linux), else ``os.cpu_count()``.
+
+    A job started with ``taskset``, in a container limited by cpuset, or by a scheduler that
+    pins it to a few cores sees the cores it may use, not every core of the machine: threads
+    beyond those only wait for each other.
+    """
+    process_cpu_count = getattr(os, "process_cpu_count", None)
+    if process_cpu_count is not None:
+        return process_cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 def resolve_device(spec: str | torch.device | None = "auto", option: str = "--device") -> torch.device:

@@ -27,7 +27,7 @@ import contextlib
 import itertools
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -37,6 +37,7 @@ import torch
 
 from .metrics.base import Metric
 from .metrics.eight_bit import triplet_values_8bit, values_8bit
+from .threads import side_by_side_pool, single_threaded_ops_available
 
 __all__ = ["Batch", "distances_in_batches", "metric_device", "metric_distances", "move_to"]
 
@@ -137,19 +138,18 @@ def _values(metric: Metric, batch: list[torch.Tensor], eight_bit: bool) -> tuple
 def _in_threads(compute: Callable[[int], T], starts: Sequence[int],
                 workers: int) -> Generator[tuple[int, T], None, None]:
     """``(start, compute(start))`` for each start, in order. With ``workers > 1`` the batches run
-    in that many threads at once, each op single-threaded (torch's thread count is 1 meanwhile,
-    restored after): small batches of elementwise steps waste much of their time in the
-    fork-join of multi-threaded ops, so whole batches side by side beat one batch split over
-    the threads (torch SSIM batches ran 1.2-1.5x faster this way), and the compiled SSIM loop,
+    in that many threads at once, each with single-threaded torch ops set in the worker thread
+    only (:func:`percepmetric.threads.side_by_side_pool`; the caller's thread count is left
+    alone): small batches of elementwise steps waste much of their time in the fork-join of
+    multi-threaded ops, so whole batches side by side beat one batch split over the threads
+    (torch SSIM batches ran 1.2-1.5x faster this way), and the compiled SSIM loop,
     single-threaded, releases the GIL and uses several cores only so. At most 2 x workers
     batches are in flight; closing the generator (the caller stopped or was interrupted)
-    cancels the rest."""
-    if workers <= 1:
+    cancels the rest. Where a thread cannot set its own op count, the batches run one by one."""
+    if workers <= 1 or not single_threaded_ops_available():
         yield from ((start, compute(start)) for start in starts)
         return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # also the count new threads start with
-    pool = ThreadPoolExecutor(max_workers=workers)
+    pool = side_by_side_pool(workers)
     try:
         pending = iter(starts)
         running: deque[tuple[int, Future[T]]] = deque(
@@ -161,4 +161,3 @@ def _in_threads(compute: Callable[[int], T], starts: Sequence[int],
             yield start, result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(threads)

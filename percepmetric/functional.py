@@ -1,142 +1,151 @@
 """One function per metric, for those who prefer ``psnr(x, y)`` to building a module.
 
-Each function takes the options of its metric class (same names, defaults and meaning: a test
-holds the signatures to the classes'), plus ``reduction``, and returns what the class's
-``forward`` returns: one value per image pair ``(N,)``, or one number with
-``reduction="mean"``/``"sum"``. Inputs are validated as the class validates them (an
-:class:`~percepmetric.errors.InputError` for anything out of shape, type or range).
+``functional.<name>(x, y, **options)`` is ``create_metric(name, **options)(x, y)``: the same
+options (names, defaults, meaning; each function's signature is its class's), plus
+``reduction`` (``"none"``: one value per image pair ``(N,)``; ``"mean"``/``"sum"``: one number)
+and ``validate_args``. There is one implementation, the metric classes: every function here is
+made from the registry's table, so a metric added there has its function without a line here.
 
-There is one implementation: each call runs the metric object :func:`cached_metric` keeps for
-its options and device. Building LPIPS reads its weight files, so ``lpips(x, y)`` in a loop
-builds it once and reuses it; the cache keys on the option values as given, so after changing
-a weight file on disk, call :func:`clear_cache`. Gradients flow to inputs that require grad, as
-through the classes.
+Building a metric may read weight files (LPIPS, DISTS), so the functions keep the metric they
+built, per (options, device, dtype), and reuse it. That metric is private to this module: no
+function hands it out, so nothing a user does to a metric object they hold (``.train()``, a
+hook, ``.to()``, changed parameters) changes what these functions return, and two threads may
+call them at once. The cache keys on the option values as given: after changing a weight file
+on disk, call :func:`clear_cache`. Gradients flow to inputs that require grad, as through the
+classes.
 """
 
 from __future__ import annotations
 
-import os
+import inspect
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from .io import ImageLike
 from .metrics.base import Metric
-from .metrics.stlpips import STNet
-from .options import (
-    Color,
-    L2Convention,
-    LumaColor,
-    MatlabConvention,
-    Net,
-    Precision,
-    PSNRColor,
-    Reduction,
-    SSIMConvention,
-    Variant,
-    check_reduction,
-    reduce_values,
-)
-from .registry import canonical_name, create_metric
+from .options import Reduction, check_reduction, reduce_values
+from .registry import METRICS, canonical_name, create_metric, metric_class
 
-__all__ = ["l2", "l1", "psnr", "ssim", "ms_ssim", "fsim", "lpips", "dists", "stlpips", "cached_metric", "clear_cache"]
+__all__ = ["clear_cache", *sorted(METRICS)]
 
-_CACHE: dict[tuple[str, tuple[tuple[str, str], ...], str], Metric] = {}
+
+class MetricFunction(Protocol):
+    """``f(x, y, **options) -> Tensor``: a metric as a function (see the module's doc)."""
+
+    def __call__(self, x: ImageLike, y: ImageLike, /, **options: Any) -> torch.Tensor: ...
+
+
+_CacheKey = tuple[str, tuple[tuple[str, str], ...], str, str]
+
+
+class _Entry:
+    """A private metric and whether its first call has run. The first call may adapt the metric
+    to its input (a deep metric's trunk dtype: see :meth:`Metric.follow_input`), so it runs
+    alone; later calls on the same key find it adapted and change nothing."""
+
+    def __init__(self, metric: Metric) -> None:
+        self.metric = metric
+        self.first_call = threading.Lock()
+        self.warm = False
+
+    def values(self, x: ImageLike, y: ImageLike) -> torch.Tensor:
+        if self.warm:
+            return self.metric.values(x, y)
+        with self.first_call:
+            values = self.metric.values(x, y)
+            self.warm = True
+            return values
+
+
+_CACHE: dict[_CacheKey, _Entry] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def cached_metric(name: str, options: dict[str, Any], device: torch.device | str = "cpu") -> Metric:
-    """The metric ``create_metric(name, **options)`` on ``device``, built once per (name,
-    options, device) in this process and reused by every later call."""
-    key = (canonical_name(name), tuple(sorted((k, repr(v)) for k, v in options.items())), str(torch.device(device)))
+def _private_metric(name: str, options: dict[str, Any], device: torch.device, dtype: torch.dtype | None) -> _Entry:
+    """The metric ``create_metric(name, **options)`` placed on ``device``, built once per (name,
+    options, device, input dtype) in this process, and never handed to callers.
+
+    Placed on the device (so it never moves between devices), not in a dtype: a metric computes
+    in its input's dtype by its own rules (LPIPS's ``precision``), and each input dtype has its
+    own instance."""
+    key = (canonical_name(name), tuple(sorted((k, repr(v)) for k, v in options.items())), str(device), str(dtype))
     with _CACHE_LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = create_metric(name, **options).to(device)
-        return _CACHE[key]
+        entry = _CACHE.get(key)
+        if entry is None:
+            entry = _CACHE[key] = _Entry(create_metric(name, **options).to(device))
+        return entry
+
+
+def private_metric(name: str, options: dict[str, Any], device: torch.device,
+                   dtype: torch.dtype | None = None) -> Metric:
+    """The private metric for ``name`` and ``options`` on ``device`` (for inputs of ``dtype``),
+    for this package's own callers that need more than its values (its ``value_range``,
+    :func:`percepmetric.pairwise`'s features) and never return it."""
+    floating = dtype if dtype is not None and dtype.is_floating_point else None
+    return _private_metric(name, options, device, floating).metric
 
 
 def clear_cache() -> None:
-    """Forget the metrics :func:`cached_metric` built (e.g. after a weight file changed on disk)."""
+    """Forget the metrics these functions built (e.g. after a weight file changed on disk)."""
     with _CACHE_LOCK:
         _CACHE.clear()
 
 
-def _run(name: str, x: ImageLike, y: ImageLike, reduction: Reduction, options: dict[str, Any]) -> torch.Tensor:
-    reduction = check_reduction(reduction)
-    device = next((t.device for t in (x, y) if isinstance(t, torch.Tensor)), torch.device("cpu"))
-    return reduce_values(cached_metric(name, options, device).values(x, y), reduction)
+def values_for(name: str, options: dict[str, Any], x: ImageLike, y: ImageLike,
+               distance: bool = False) -> torch.Tensor:
+    """``create_metric(name, **options).values(x, y)`` (its ``to_distance`` with ``distance``),
+    computed by the private metric for these inputs: on the device of the first tensor among
+    them (the CPU when none is), one per input dtype. For this package's entry points
+    (``functional.*``, :func:`percepmetric.distance`), which return values, never the metric."""
+    first = next((t for t in (x, y) if isinstance(t, torch.Tensor)), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None and first.is_floating_point() else None
+    entry = _private_metric(name, options, device, dtype)
+    values = entry.values(x, y)
+    return entry.metric.to_distance(values) if distance else values
 
 
-def l2(x: ImageLike, y: ImageLike, *, data_range: float = 1.0, color: Color = "rgb",
-       convention: L2Convention = "plain", reduction: Reduction = "none") -> torch.Tensor:
-    """Mean squared error per image pair (:class:`~percepmetric.metrics.pixel.L2`)."""
-    return _run("l2", x, y, reduction, {"data_range": data_range, "color": color, "convention": convention})
+def _function(name: str) -> MetricFunction:
+    """``functional.<name>``: ``create_metric(name, **options)(x, y)`` with its class's signature."""
+    cls = metric_class(name)
+    image = inspect.Parameter.POSITIONAL_ONLY
+    params = [inspect.Parameter(label, image, annotation="ImageLike") for label in ("x", "y")]
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.name in ("self", "reduction", "validate_args") or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            continue
+        params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+    params.append(inspect.Parameter("reduction", inspect.Parameter.KEYWORD_ONLY, default="none",
+                                    annotation="Reduction"))
+    params.append(inspect.Parameter("validate_args", inspect.Parameter.KEYWORD_ONLY, default=True,
+                                    annotation="bool"))
+    signature = inspect.Signature(params, return_annotation="torch.Tensor")
+
+    def metric_function(x: ImageLike, y: ImageLike, /, *, reduction: Reduction = "none", validate_args: bool = True,
+                        **options: Any) -> torch.Tensor:
+        reduced = check_reduction(reduction)
+        if validate_args is not True:
+            options["validate_args"] = validate_args
+        return reduce_values(values_for(name, options, x, y), reduced)
+
+    summary = (inspect.getdoc(cls) or name).splitlines()[0]
+    metric_function.__name__ = metric_function.__qualname__ = name
+    metric_function.__module__ = __name__
+    metric_function.__doc__ = (
+        f"{summary}\n\n``create_metric({name!r}, **options)(x, y)`` as a function: the options of "
+        f":class:`{cls.__module__}.{cls.__name__}`, plus ``reduction`` and ``validate_args``. "
+        "Returns ``(N,)`` values, or one number with ``reduction='mean'``/``'sum'``.")
+    metric_function.__signature__ = signature  # type: ignore[attr-defined]
+    return metric_function
 
 
-def l1(x: ImageLike, y: ImageLike, *, data_range: float = 1.0, color: Color = "rgb",
-       reduction: Reduction = "none") -> torch.Tensor:
-    """Mean absolute error per image pair (:class:`~percepmetric.metrics.pixel.L1`)."""
-    return _run("l1", x, y, reduction, {"data_range": data_range, "color": color})
-
-
-def psnr(x: ImageLike, y: ImageLike, *, data_range: float = 1.0, color: PSNRColor = "rgb", shave: int = 0,
-         quantize: bool = False, reduction: Reduction = "none") -> torch.Tensor:
-    """PSNR in dB per image pair (:class:`~percepmetric.metrics.pixel.PSNR`); +inf for identical images.
-    ``reduction="mean"`` averages the per-image dB values (not the PSNR of the pooled MSE).
-    ``color="y", shave=N``: the super-resolution convention (BT.601 luma, N border pixels removed)."""
-    return _run("psnr", x, y, reduction, {"data_range": data_range, "color": color, "shave": shave,
-                                          "quantize": quantize})
-
-
-def ssim(x: ImageLike, y: ImageLike, *, data_range: float = 1.0, convention: SSIMConvention = "matlab",
-         color: Color | LumaColor | None = None, downsample: bool = True, quantize: bool | str = "auto",
-         shave: int = 0, reduction: Reduction = "none") -> torch.Tensor:
-    """SSIM per image pair (:class:`~percepmetric.metrics.ssim.SSIM`): ``convention="matlab"``
-    (ssim.m, the default) or ``"lpips"`` (scikit-image, as the LPIPS code uses it); ``color="y",
-    shave=N``: the super-resolution convention (BT.601 luma, N border pixels removed)."""
-    return _run("ssim", x, y, reduction, {"data_range": data_range, "convention": convention, "color": color,
-                                          "downsample": downsample, "quantize": quantize, "shave": shave})
-
-
-def ms_ssim(x: ImageLike, y: ImageLike, *, data_range: float = 1.0, convention: MatlabConvention = "matlab",
-            color: Color = "grey", quantize: bool | str = "auto", scales: int = 5,
-            reduction: Reduction = "none") -> torch.Tensor:
-    """Multi-scale SSIM per image pair (:class:`~percepmetric.metrics.ssim.MSSSIM`)."""
-    return _run("ms_ssim", x, y, reduction, {"data_range": data_range, "convention": convention, "color": color,
-                                             "quantize": quantize, "scales": scales})
-
-
-def fsim(x: ImageLike, y: ImageLike, *, data_range: float = 1.0, chromatic: bool = False,
-         convention: MatlabConvention = "matlab", precision: Precision = "input",
-         reduction: Reduction = "none") -> torch.Tensor:
-    """FSIM per image pair, FSIMc with ``chromatic=True`` (:class:`~percepmetric.metrics.fsim.FSIM`)."""
-    return _run("fsim", x, y, reduction, {"data_range": data_range, "chromatic": chromatic,
-                                          "convention": convention, "precision": precision})
-
-
-def lpips(x: ImageLike, y: ImageLike, *, net: Net | None = None, variant: Variant | None = None,
-          weights: str | os.PathLike[str] | None = None, input_range: str | tuple[float, float] = "0,1",
-          spatial: bool = False, precision: Precision = "auto", data_range: float | None = None,
-          reduction: Reduction = "none") -> torch.Tensor:
-    """LPIPS distance per image pair (:class:`~percepmetric.metrics.lpips.LPIPS`; AlexNet, lin,
-    v0.1 weights by default). The model is built once per options and device and reused."""
-    return _run("lpips", x, y, reduction, {"net": net, "variant": variant, "weights": weights,
-                                           "input_range": input_range, "spatial": spatial,
-                                           "precision": precision, "data_range": data_range})
-
-
-def dists(x: ImageLike, y: ImageLike, *, resize: bool = False, data_range: float = 1.0,
-          reduction: Reduction = "none") -> torch.Tensor:
-    """DISTS distance per image pair (:class:`~percepmetric.metrics.dists.DISTS`); ``resize=True``
-    shrinks images whose shorter side exceeds 256 as piq does. Built once per options and device."""
-    return _run("dists", x, y, reduction, {"resize": resize, "data_range": data_range})
-
-
-def stlpips(x: ImageLike, y: ImageLike, *, net: STNet = "alex", input_range: str | tuple[float, float] = "0,1",
-            spatial: bool = False, precision: Precision = "auto", data_range: float | None = None,
-            reduction: Reduction = "none") -> torch.Tensor:
-    """Shift-tolerant LPIPS distance per image pair (:class:`~percepmetric.metrics.stlpips.STLPIPS`;
-    AlexNet by default, ``net="vgg"``). The model is built once per options and device and reused."""
-    return _run("stlpips", x, y, reduction, {"net": net, "input_range": input_range, "spatial": spatial,
-                                             "precision": precision, "data_range": data_range})
+l2 = _function("l2")
+l1 = _function("l1")
+psnr = _function("psnr")
+ssim = _function("ssim")
+ms_ssim = _function("ms_ssim")
+fsim = _function("fsim")
+lpips = _function("lpips")
+dists = _function("dists")
+stlpips = _function("stlpips")

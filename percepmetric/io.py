@@ -512,7 +512,9 @@ def _decode_deep_colour(data: bytes, file_format: str, shown: str) -> np.ndarray
     """A 16-bit colour (or grey + alpha) PNG or TIFF -> ``(H,W,C)`` uint16, C in {1, 3}
     (alpha dropped, as for 8-bit files), decoded by imagecodecs (libpng / libtiff), which
     refuses truncated data itself."""
-    import imagecodecs
+    from .extras import require
+
+    imagecodecs = require("imagecodecs", f"{shown}: a 16-bit colour {file_format}")
 
     decode = imagecodecs.png_decode if file_format == "PNG" else imagecodecs.tiff_decode
     try:

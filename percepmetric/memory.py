@@ -3,8 +3,9 @@
 glibc's malloc hands large freed blocks back to the kernel, so a loop whose every call allocates
 the same temporaries page-faults all of them in again, each call; worse, right after another
 library has freed its own memory, the next call starts from an empty heap.
-:func:`keep_freed_memory` keeps freed blocks in the process instead. The benchmark sets it for
-its batch loop, and FSIM when it is created (its temporaries are the largest of the metrics').
+:func:`keep_freed_memory` keeps freed blocks in the process instead. Only a command that owns
+the process calls it (``percepmetric bench``, for its batch loop); the library never does, so a
+metric used from someone else's program leaves that program's malloc settings alone.
 
 It is process-wide and lasts until the process exits: the peak memory of a loop is unchanged,
 but the memory freed after the peak stays with the process (up to the limit) rather than going
@@ -18,6 +19,8 @@ import ctypes
 import ctypes.util
 import os
 import sys
+
+from .options import parse_bool
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 OPT_OUT_VARIABLE = "PERCEPMETRIC_KEEP_FREED_MEMORY"
@@ -40,7 +43,7 @@ def keep_freed_memory(limit_bytes: int = 256 << 20) -> bool:
     global _applied
     if _applied:
         return True
-    if os.environ.get(OPT_OUT_VARIABLE, "").strip().lower() in ("0", "false", "no", "off"):
+    if parse_bool(os.environ.get(OPT_OUT_VARIABLE, "")) is False:
         return False
     if not sys.platform.startswith("linux"):
         return False

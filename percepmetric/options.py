@@ -37,12 +37,30 @@ L2Convention = Literal["plain", "lpips"]
 SSIMConvention = Literal["matlab", "lpips"]
 MatlabConvention = Literal["matlab"]
 
-# Booleans as people type them. The command line also takes yes/no and on/off for boolean
-# options; in Python a string there is more likely a mistake, which the metric then refuses.
-_TRUE_WORDS = ("true", "1")
-_FALSE_WORDS = ("false", "0")
-_COMMAND_LINE_TRUE_WORDS = _TRUE_WORDS + ("yes", "on")
-_COMMAND_LINE_FALSE_WORDS = _FALSE_WORDS + ("no", "off")
+#: Booleans as people type them (in any case) on the command line, in data files and in
+#: environment variables.
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+#: The words a boolean option takes in Python: there ``"yes"`` or ``"off"`` is more likely a
+#: mistake, which the metric then refuses.
+_PYTHON_BOOL_WORDS = ("true", "1", "false", "0")
+
+
+def parse_bool(text: object, words: tuple[str, ...] = TRUE_WORDS + FALSE_WORDS) -> bool | None:
+    """A boolean word -> True or False: :data:`TRUE_WORDS` and :data:`FALSE_WORDS` in any case,
+    around spaces ignored, among those in ``words``; None for any other text or object.
+
+    The one reader of yes/no words in percepmetric: option values
+    (:func:`parse_option_value`), the ``dmos`` column of a MOS CSV, environment variables.
+    """
+    if not isinstance(text, str):
+        return None
+    word = text.strip().lower()
+    if word not in words:
+        return None
+    if word in TRUE_WORDS:
+        return True
+    return False if word in FALSE_WORDS else None
 
 
 def parse_option_value(
@@ -65,12 +83,13 @@ def parse_option_value(
     """
     if not isinstance(value, str):
         return value
-    word = value.strip().lower()
     takes_bool = isinstance(default, bool) or any(isinstance(c, bool) for c in choices)
-    true_words = _COMMAND_LINE_TRUE_WORDS if command_line else _TRUE_WORDS
-    false_words = _COMMAND_LINE_FALSE_WORDS if command_line else _FALSE_WORDS
-    if word in ("true", "false") or (takes_bool and word in true_words + false_words):
-        return word in true_words
+    bool_words = ("true", "false") if not takes_bool else (
+        TRUE_WORDS + FALSE_WORDS if command_line else _PYTHON_BOOL_WORDS)
+    flag = parse_bool(value, bool_words)
+    if flag is not None:
+        return flag
+    word = value.strip().lower()
     for choice in choices:
         if isinstance(choice, str) and choice.lower() == word:
             return choice

@@ -53,7 +53,7 @@ import torch
 
 from .distributed import Group, all_gather, shard
 from .errors import InputError
-from .functional import cached_metric
+from .functional import private_metric
 from .io import UNIT_RANGE, ImageLike, as_batch, content_digest, is_coded, read_image_header, to_value_range
 from .metrics.base import Metric, check_pair
 
@@ -127,9 +127,14 @@ def pairwise(
     if isinstance(metric, Metric):
         if options:
             raise InputError(f"pairwise: options {sorted(options)} go with a metric name, not a built metric")
-        m = metric.to(target)
+        # The user's metric is used where they put it, never moved.
+        placed = metric.placement[0]
+        if placed is not None and device is not None and torch.device(device) != placed:
+            raise InputError(f"pairwise: device {device} differs from the device the metric was moved to ({placed})")
+        target = placed if placed is not None else target
+        m = metric
     else:
-        m = cached_metric(metric, options, target)
+        m = private_metric(metric, options, target)
     if getattr(m, "spatial", False):
         raise InputError("pairwise: option spatial gives a distance map per pair, not a number")
     rows.value_range = cols.value_range = m.value_range  # integer codes span the metric's input range

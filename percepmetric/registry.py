@@ -9,7 +9,9 @@ is written there (``tests/test_api.py`` checks the table against the classes in
 from __future__ import annotations
 
 import inspect
+import re
 import typing
+from collections.abc import Sequence
 from typing import Any, Literal, overload
 
 from .errors import InputError
@@ -35,8 +37,9 @@ METRICS: dict[str, type[Metric]] = {
 }
 
 # Options every metric takes through create_metric but that are not part of its identity
-# (``spec``): how forward's per-item values are reduced, and the loss form.
-API_OPTIONS = ("reduction", "as_loss")
+# (``spec``): how forward's per-item values are reduced, the loss form, and whether each call
+# checks the input's values (torchmetrics' ``validate_args``).
+API_OPTIONS = ("reduction", "as_loss", "validate_args")
 
 
 def list_metrics() -> list[str]:
@@ -90,16 +93,16 @@ def parse_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
 @overload
 def create_metric(name: str, *, reduction: Reduction | None = None, as_loss: Literal[False] = False,
-                  **options: Any) -> Metric: ...
+                  validate_args: bool = True, **options: Any) -> Metric: ...
 
 
 @overload
 def create_metric(name: str, *, reduction: Reduction | None = None, as_loss: Literal[True],
-                  **options: Any) -> MetricLoss: ...
+                  validate_args: bool = True, **options: Any) -> MetricLoss: ...
 
 
 def create_metric(name: str, *, reduction: Reduction | None = None, as_loss: bool = False,
-                  **options: Any) -> Metric | MetricLoss:
+                  validate_args: bool = True, **options: Any) -> Metric | MetricLoss:
     """Build the metric ``name`` (any case) with ``options``; unknown options raise :class:`InputError`.
 
     The result is a ``torch.nn.Module``: ``m(x, y)`` maps two ``(N,C,H,W)`` batches (or arrays,
@@ -111,14 +114,22 @@ def create_metric(name: str, *, reduction: Reduction | None = None, as_loss: boo
 
     ``as_loss=True`` returns ``m.as_loss(reduction)`` instead (reduction ``"mean"`` unless
     given): a module whose value is the metric's distance, to minimise.
+
+    ``validate_args=False`` skips the per-call checks of the input's values (finite, inside
+    the range: a device sync per call), for training loops and ``torch.compile``; shapes and
+    types are still checked, and files are still read into the declared range.
     """
     parsed = parse_options(name, options)
-    loss_form = parse_option_value(as_loss, False)
-    if not isinstance(loss_form, bool):
-        raise InputError(f"option as_loss must be True or False, got {as_loss!r}")
+    loss_form, checked = parse_option_value(as_loss, False), parse_option_value(validate_args, True)
+    for option, value, given in (("as_loss", loss_form, as_loss), ("validate_args", checked, validate_args)):
+        if not isinstance(value, bool):
+            raise InputError(f"option {option} must be True or False, got {given!r}")
+    checked = typing.cast(bool, checked)
     if loss_form:
-        return metric_class(name)(**parsed).as_loss(check_reduction("mean" if reduction is None else reduction))
-    return metric_class(name)(**parsed, reduction=check_reduction("none" if reduction is None else reduction))
+        metric = metric_class(name)(**parsed, validate_args=checked)
+        return metric.as_loss(check_reduction("mean" if reduction is None else reduction))
+    return metric_class(name)(**parsed, reduction=check_reduction("none" if reduction is None else reduction),
+                              validate_args=checked)
 
 
 def describe_metric(name: str) -> dict[str, Any]:
@@ -135,6 +146,10 @@ def describe_metric(name: str) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------- labels
+# The one policy for how tables, files, legends and reports name a metric: every command and
+# function that shows metrics takes its labels from here.
+
 def metric_label(metric: Metric) -> str:
     """Short name for tables: the metric's name and the options that differ from their defaults,
     e.g. ``ssim(convention=lpips)``; ``metric.spec`` stays the full identity.
@@ -148,8 +163,8 @@ def metric_label(metric: Metric) -> str:
     options shown imply it (SSIM's ``quantize=lpips_code`` under ``convention=lpips``).
     Those defaulting to None (e.g. LPIPS's net, variant, weights: "decided by the weight
     file") show what they resolved to. Two metrics of different ``spec`` can still share a
-    label; the command line refuses such a pair
-    (:func:`percepmetric.cli_options.check_unique_labels`).
+    label: :func:`unique_labels` tells them apart in one table, and the command line refuses
+    such a pair (:func:`percepmetric.cli_options.check_unique_labels`).
     """
     try:
         defaults = metric_options(metric.name)
@@ -170,18 +185,75 @@ def metric_label(metric: Metric) -> str:
     return f"{metric.name}(" + ",".join(f"{k}={v}" for k, v in changed.items()) + ")"
 
 
-def distance_label(metric: Metric | str) -> str:
+def distance_label(metric: Metric | str, label: str | None = None) -> str:
     """Label of ``metric.to_distance`` values (what :func:`percepmetric.distance` returns), for a
-    metric or a registry name: :func:`metric_label` when the metric's value is its distance (l2,
-    lpips); otherwise that label and what the distance is, e.g. ``psnr as mse`` (MSE of the
-    images scaled to [0, 1], ``10^(-PSNR/10)``), ``ssim as dssim`` (``(1 - SSIM) / 2``),
-    ``fsim as 1-fsim``, so that a column of MSE values is never headed "psnr".
+    metric or a registry name, so that a column of MSE values is never headed "psnr".
+
+    ``label`` names the metric (default: :func:`metric_label`, or the name as given; a table
+    passes its :func:`unique_labels` or :func:`short_labels`). It stands alone when the
+    metric's value is its distance (l2, lpips); otherwise it is followed by what the distance
+    is, the metric's ``distance_name``: ``psnr as mse`` (MSE of the images scaled to [0, 1],
+    ``10^(-PSNR/10)``), ``ssim as dssim`` (``(1 - SSIM) / 2``), ``fsim as 1-fsim``. A metric
+    whose value is a similarity but that names no distance is ``... as distance``.
     """
-    if isinstance(metric, str):
-        label, name = metric, metric_class(metric).distance_name
-    else:
-        label, name = metric_label(metric), getattr(metric, "distance_name", None)
+    source: Metric | type[Metric] = metric_class(metric) if isinstance(metric, str) else metric
+    if label is None:
+        label = metric if isinstance(metric, str) else metric_label(metric)
+    name = getattr(source, "distance_name", None)
+    if name is None and not getattr(source, "lower_is_better", True):
+        name = "distance"
     return label if name is None else f"{label} as {name}"
+
+
+def unique_labels(metrics: Sequence[Metric]) -> list[str]:
+    """The labels of metrics shown side by side (columns of one table, rows of one report):
+    each metric's :func:`metric_label`; a label that metrics of different options share becomes
+    their full ``spec``, and a metric given twice is numbered (``psnr``, ``psnr#2``)."""
+    labels = [metric_label(m) for m in metrics]
+    specs: dict[str, set[str]] = {}
+    for metric, label in zip(metrics, labels):
+        specs.setdefault(label, set()).add(metric.spec)
+    return number_repeats([m.spec if len(specs[label]) > 1 else label for m, label in zip(metrics, labels)])
+
+
+def label_metric_name(label: str) -> str | None:
+    """The registry name a label of this module starts with (``ssim(convention=lpips)``,
+    ``psnr#2``, a spec -> ``ssim``, ``psnr``), or None when it names no registry metric."""
+    name = canonical_name(label.split("(", 1)[0].split("#", 1)[0])
+    return name if name in METRICS else None
+
+
+def short_labels(labels: Sequence[str]) -> dict[str, str]:
+    """A short, unique name for each label, for narrow tables and figure legends (the bench
+    report lists each with its full label): the metric's name (``l2``, ``ssim``), LPIPS with
+    its net (``lpips-alex``; ``lpips-vgg-tune`` for variants other than lin); a short name
+    taken already is numbered (``ssim#2``)."""
+    names: dict[str, str] = {}
+    for label in labels:
+        short = label.split("(", 1)[0][:24]
+        if short == "lpips":
+            net = re.search(r"net=(\w+)", label)
+            variant = re.search(r"variant=(\w+)", label)
+            short += f"-{net.group(1)}" if net else ""
+            short += f"-{variant.group(1)}" if variant and variant.group(1) != "lin" else ""
+        unique, k = short, 2
+        while unique in names.values():
+            unique, k = f"{short}#{k}", k + 1
+        names[label] = unique
+    return names
+
+
+def short_distance_labels(labels: Sequence[str]) -> dict[str, str]:
+    """For each label, what a column of the metric's distances (``metric.to_distance``: what
+    the 2AFC and JND benchmarks compare) is, under its :func:`short_labels` name:
+    :func:`distance_label` with the short name (``l2``, ``lpips-alex``, ``psnr as mse``,
+    ``ssim as dssim``); a label naming no registry metric keeps its short name alone."""
+    short = short_labels(labels)
+    named = {}
+    for label in labels:
+        name = label_metric_name(label)
+        named[label] = distance_label(name, short[label]) if name is not None else short[label]
+    return named
 
 
 def number_repeats(labels: list[str]) -> list[str]:

@@ -1,9 +1,10 @@
-"""``percepmetric weights``: which weight files LPIPS, DISTS and ST-LPIPS use, which are present, and where the
-missing ones belong. Attached to ``percepmetric`` by ``percepmetric.cli``.
+"""``percepmetric weights``: which weight files LPIPS, DISTS and ST-LPIPS use, where each was found
+(which carrier distribution, or a user's variable), which are missing and how to get them.
+Attached to ``percepmetric`` by ``percepmetric.cli``.
 
-A command, so it lives beside the CLI rather than in ``nets/`` (the core, which never imports
-the command line); it reads the core's paths (:mod:`percepmetric.nets.backbones`,
-:mod:`percepmetric.metrics.lpips`)."""
+A command, so it lives beside the CLI rather than in the core, which never imports the command
+line; it reads the core's answers (:func:`percepmetric.weights.locate`,
+:func:`percepmetric.nets.backbones.trunk_weights_path`)."""
 
 from __future__ import annotations
 
@@ -16,31 +17,33 @@ def weights_table() -> list[dict]:
     """For each LPIPS net: the ImageNet trunk file (torchvision cache) and the v0.1 calibration
     file; then DISTS's: the VGG16 trunk (the same file as LPIPS vgg's) and its alpha/beta; then
     ST-LPIPS's: one complete network per net (kind ``network:<net>``), from the optional
-    ``stlpips-pytorch`` package."""
-    from .metrics.dists import dists_weights_path
-    from .metrics.lpips import official_calibration_path
-    from .metrics.stlpips import stlpips_weights_path
+    ``stlpips-pytorch`` package. Each row: ``net``, ``kind``, ``what``, ``path`` (the file read,
+    or where it was expected), ``present``, ``source`` (``"torchmetrics 1.9.0"``,
+    ``"$PERCEPMETRIC_LPIPS_WEIGHTS"``, ``"torchvision cache"``; empty when missing) and ``notes``
+    (carriers passed over, e.g. one whose copy has another SHA-256)."""
     from .nets.antialiased import ST_NETS
     from .nets.backbones import NETS, backbone_spec, trunk_weights_path
+    from .weights import dists_alpha_beta_file, locate, lpips_calibration_file, stlpips_network_file
+
+    def trunk_row(net: str, what: str) -> dict:
+        path = trunk_weights_path(net.replace("dists", "vgg"))
+        present = path.is_file()
+        return {"net": net, "kind": "trunk", "what": what, "path": str(path), "present": present,
+                "source": "torchvision cache" if present else "", "notes": []}
+
+    def published_row(net: str, kind: str, file) -> dict:
+        found = locate(file)
+        return {"net": net, "kind": kind, "what": file.what, "path": str(found.where), "present": found.found,
+                "source": found.source if found.found else "", "notes": list(found.passed_over)}
 
     rows = []
     for net in NETS:
-        trunk = trunk_weights_path(net)
-        calib = official_calibration_path(net)
-        rows.append({"net": net, "kind": "trunk", "what": f"{backbone_spec(net).builder} ImageNet (torchvision)",
-                     "path": str(trunk), "present": trunk.is_file()})
-        rows.append({"net": net, "kind": "calibration", "what": "LPIPS v0.1 lin (lpips package)",
-                     "path": str(calib), "present": calib.is_file()})
-    trunk, alpha_beta = trunk_weights_path("vgg"), dists_weights_path()
-    rows.append({"net": "dists", "kind": "trunk", "what": "vgg16 ImageNet (torchvision)",
-                 "path": str(trunk), "present": trunk.is_file()})
-    rows.append({"net": "dists", "kind": "alpha_beta", "what": "DISTS alpha/beta (dists-pytorch package, MIT)",
-                 "path": str(alpha_beta), "present": alpha_beta.is_file()})
+        rows.append(trunk_row(net, f"{backbone_spec(net).builder} ImageNet (torchvision)"))
+        rows.append(published_row(net, "calibration", lpips_calibration_file(net)))
+    rows.append(trunk_row("dists", "vgg16 ImageNet (torchvision)"))
+    rows.append(published_row("dists", "alpha_beta", dists_alpha_beta_file()))
     for net in ST_NETS:
-        network = stlpips_weights_path(net)
-        rows.append({"net": "stlpips", "kind": f"network:{net}",
-                     "what": f"ST-LPIPS {net} shift-tolerant network (stlpips-pytorch package, BSD-2, optional)",
-                     "path": str(network), "present": network.is_file()})
+        rows.append(published_row("stlpips", f"network:{net}", stlpips_network_file(net)))
     return rows
 
 
@@ -81,36 +84,45 @@ def missing_weights_advice(rows: list[dict]) -> list[str]:
         lines += _paragraph(f"from a machine that has them, or point TORCH_HOME at a folder holding "
                             f"hub/checkpoints/<file> ({home}).", INDENT)
     if any(r["kind"] == "calibration" and not r["present"] for r in rows):
-        lines += _paragraph("Missing calibration files ship with the lpips package: pip install lpips==0.1.4, or "
-                            "set PERCEPMETRIC_LPIPS_WEIGHTS to a folder holding v0.1/<net>.pth.")
+        lines += _paragraph("Missing calibration files ship with torchmetrics (pip install -U torchmetrics) and "
+                            "with the lpips package (pip install lpips==0.1.4), or set PERCEPMETRIC_LPIPS_WEIGHTS "
+                            "to a folder holding v0.1/<net>.pth.")
     if any(r["kind"] == "alpha_beta" and not r["present"] for r in rows):
-        lines += _paragraph("DISTS's alpha/beta ship with the dists-pytorch package (MIT): pip install "
-                            "dists-pytorch==0.1, or set PERCEPMETRIC_DISTS_WEIGHTS to the path of its weights.pt.")
+        lines += _paragraph("DISTS's alpha/beta ship with torchmetrics (pip install -U torchmetrics) and with the "
+                            "dists-pytorch package (MIT): pip install dists-pytorch==0.1, or set "
+                            "PERCEPMETRIC_DISTS_WEIGHTS to the path of its weights.pt.")
     if any(r["kind"].startswith("network:") and not r["present"] for r in rows):
         lines += _paragraph("ST-LPIPS's networks ship with the stlpips-pytorch package (BSD-2, 64 MB, optional): "
                             "pip install stlpips-pytorch==0.0.2 (from a clone: pip install -e '.[stlpips]'), or set "
                             "PERCEPMETRIC_STLPIPS_WEIGHTS to a folder holding <net>_shift_tolerant.pth.")
+    for r in rows:
+        # A carrier whose copy is not the published file (checked by SHA-256) is named: it was not used.
+        for note in r.get("notes", []):
+            if not r["present"] and "sha256" in note:
+                lines += _paragraph(f"{r['net']} {r['kind']}: {note}; it is not used.")
     return lines
 
 
 def table_lines(rows: list[dict]) -> list[str]:
     """The files of :func:`weights_table` grouped by folder, under a title line: each folder whole
     on a line of its own (a user copies it; folders come in the order of their first file), then
-    one indented line per file: net, kind, present or MISSING, file name. Lines fit
-    :data:`LINE_WIDTH` unless a folder's name alone is longer."""
+    one indented line per file: net, kind, present or MISSING, where it was found, file name.
+    Lines fit :data:`LINE_WIDTH` unless a folder's name alone is longer."""
     from pathlib import Path
 
     folders: dict[str, list[dict]] = {}
     for r in rows:
         folders.setdefault(str(Path(r["path"]).parent), []).append(r)
     kind_width = max(len(r["kind"]) for r in rows)
+    source_width = max(len(r.get("source", "")) for r in rows)
     missing = " (how to get the MISSING ones: below)" if not all(r["present"] for r in rows) else ""
     lines = [f"Weight files, under the folder holding them{missing}:"]
     for folder, found in folders.items():
         lines.append(f"{folder}/")
         for r in found:
             state = "present" if r["present"] else "MISSING"
-            lines.append(f"{INDENT}{r['net']:<8} {r['kind']:<{kind_width}}  {state:<8} {Path(r['path']).name}")
+            source = f"{r.get('source', ''):<{source_width}}  " if source_width else ""
+            lines.append(f"{INDENT}{r['net']:<8} {r['kind']:<{kind_width}}  {state:<8} {source}{Path(r['path']).name}")
     return lines
 
 

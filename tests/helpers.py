@@ -246,3 +246,110 @@ def write_split_folder(folder: Path, split: TwoAFCSplit) -> Path:
             Image.fromarray(getattr(split, sub)[i]).save(folder / sub / f"{i:06d}.png")
         np.save(folder / "judge" / f"{i:06d}.npy", split.judge[i:i + 1])
     return folder
+
+
+# ---------------------------------------------------------------- several processes
+
+#: What each process of :func:`run_ranks` runs: ``driver.py TESTS_DIR PART_FILE RANK WORLD INIT_FILE OUT_FILE``
+#: joins a gloo process group of WORLD processes through INIT_FILE, calls ``part(rank, world)`` of
+#: PART_FILE, leaves the group and writes the result as JSON to OUT_FILE.
+_RANK_DRIVER = """
+import datetime, json, runpy, sys
+import torch
+import torch.distributed as dist
+
+tests_dir, part_file, rank, world, init_file, out_file = sys.argv[1:]
+rank, world = int(rank), int(world)
+sys.path.insert(0, tests_dir)
+torch.set_num_threads(1)  # as the test process (conftest.py), so per-image values are bit for bit the same
+part = runpy.run_path(part_file)["part"]
+dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank, world_size=world,
+                        timeout=datetime.timedelta(minutes=10))
+try:
+    result = part(rank, world)
+    dist.barrier()
+finally:
+    dist.destroy_process_group()
+with open(out_file, "w") as f:
+    json.dump(result, f)
+"""
+
+
+def _part_file(code: str, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "part.py"
+    path.write_text(code)
+    return path
+
+
+#: The batches of the two-process tests (source for :func:`run_ranks`' code): five batches of
+#: 32x32 pairs, the same tensors in every process. With ``i % world == rank``, rank 0 of two
+#: holds 3 batches (8 images) and rank 1 holds 2 (4 images): ranks of unequal sizes.
+RANK_BATCHES = """
+import torch
+
+SIZES = (3, 2, 4, 2, 1)
+
+
+def batches():
+    generator = torch.Generator().manual_seed(0)
+    for size in SIZES:
+        x = torch.rand(size, 3, 32, 32, generator=generator)
+        y = (x + 0.1 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+        yield x, y
+"""
+
+
+def run_ranks(code: str, folder: Path, world: int = 2, timeout: float = 900) -> list[object]:
+    """``part(rank, world)`` of the Python source ``code`` in ``world`` fresh interpreters joined
+    in one ``torch.distributed`` gloo group (CPU, set up through a file in ``folder``, no port):
+    each rank's JSON-able result, in rank order.
+
+    A rank that fails stops the others (they would wait for it in a collective) and fails the
+    test with its stderr; ``timeout`` (seconds, for the whole run) only guards against a hang, as
+    a loaded machine may be slow.
+    """
+    import json
+    import os
+    import time
+
+    part = _part_file(code, folder)
+    driver = folder / "driver.py"
+    driver.write_text(_RANK_DRIVER)
+    init_file = folder / "gloo-init"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    logs = [(folder / f"rank{rank}.out", folder / f"rank{rank}.err") for rank in range(world)]
+    processes = []
+    for rank, (out, err) in enumerate(logs):
+        with open(out, "w") as stdout, open(err, "w") as stderr:
+            processes.append(subprocess.Popen(
+                [sys.executable, str(driver), str(Path(__file__).resolve().parent), str(part), str(rank),
+                 str(world), str(init_file), str(folder / f"rank{rank}.json")],
+                stdout=stdout, stderr=stderr, env=env))
+    deadline = time.monotonic() + timeout
+    failed: int | None = None
+    while any(p.poll() is None for p in processes):
+        failed = next((rank for rank, p in enumerate(processes) if p.poll() not in (None, 0)), None)
+        if failed is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    for p in processes:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+    if failed is None:
+        failed = next((rank for rank, p in enumerate(processes) if p.returncode != 0), None)
+    if failed is not None:
+        pytest.fail(f"rank {failed} of {world} failed (exit {processes[failed].returncode}):\n"
+                    + logs[failed][1].read_text())
+    return [json.loads((folder / f"rank{rank}.json").read_text()) for rank in range(world)]
+
+
+def run_alone(code: str, folder: Path) -> object:
+    """``part(0, 1)`` of the Python source ``code`` in this process, with no process group: the
+    one-process result :func:`run_ranks` is compared with."""
+    import runpy
+
+    return runpy.run_path(str(_part_file(code, folder)))["part"](0, 1)

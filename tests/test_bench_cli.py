@@ -248,9 +248,10 @@ def test_figures_keep_legends_and_titles_clear_and_curves_distinguishable(fixtur
     import matplotlib.pyplot as plt
 
     from percepmetric.bench import report
+    from percepmetric.registry import short_labels
 
     result = _result(fixture_root, tmp_path)
-    short = report.short_names(result.metrics)
+    short = short_labels(result.metrics)
     assert list(short.values()) == ["l2", "ssim", "psnr"]
     two_afc = report._plot_two_afc(plt, result, ["val/cnn", "val/color"], short, "")
     two_afc.canvas.draw()
@@ -319,3 +320,52 @@ def test_docs_name_what_the_code_accepts_and_writes(fixture_root, tmp_path, caps
     assert folders == ["jnd_val_traditional", "val_cnn"]
     assert all(f"distances/{name}/" in text for name in folders)
     assert "distances/<split>/" not in text
+
+
+# ---------------------------------------------------------------- process settings
+
+@pytest.fixture()
+def mallopt_calls(monkeypatch) -> list[tuple[int, int]]:
+    """Every glibc ``mallopt`` call made from here on (recorded, not made), whatever module makes
+    it: the library is looked up through ``ctypes.CDLL`` at each call."""
+    import ctypes
+
+    from percepmetric import memory
+
+    calls: list[tuple[int, int]] = []
+
+    class RecordingCDLL:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def mallopt(self, parameter: int, value: int) -> int:
+            calls.append((parameter, value))
+            return 1
+
+    monkeypatch.setattr(ctypes, "CDLL", RecordingCDLL)
+    monkeypatch.setattr(memory, "_applied", False)  # as in a fresh process
+    monkeypatch.delenv(memory.OPT_OUT_VARIABLE, raising=False)
+    return calls
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_run_benchmark_leaves_malloc_alone_and_the_bench_command_tunes_it(fixture_root, tmp_path, capsys,
+                                                                          mallopt_calls):
+    from percepmetric.bench import run_benchmark
+    from percepmetric.registry import create_metric
+
+    run_benchmark([create_metric("l2")], ["val/cnn"], fixture_root, n_boot=5, cache_dir=tmp_path / "cache")
+    assert mallopt_calls == [], "run_benchmark changed malloc's settings for the whole process"
+    code, _, err = run_cli(capsys, "bench", "-m", "l2", "--root", fixture_root, "-s", "val/cnn", "--no-progress",
+                           "--bootstrap", "5")
+    assert code == 0, err
+    assert len(mallopt_calls) == 2, mallopt_calls  # the mmap and trim thresholds, set by the command
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_the_bench_command_leaves_malloc_alone_when_told(fixture_root, capsys, monkeypatch, mallopt_calls):
+    monkeypatch.setenv("PERCEPMETRIC_KEEP_FREED_MEMORY", "Off")
+    code, _, err = run_cli(capsys, "bench", "-m", "l2", "--root", fixture_root, "-s", "val/cnn", "--no-progress",
+                           "--bootstrap", "5")
+    assert code == 0, err
+    assert mallopt_calls == []

@@ -15,6 +15,7 @@ import percepmetric
 from percepmetric import InputError, WeightsNotFoundError, create_metric
 from percepmetric.io import load_image
 from percepmetric.metrics.dists import DISTS, dists_weights_path, hann_pooling_window
+from percepmetric.weights import content_identity
 
 from helpers import requires_weights, run_cli, run_cli_subprocess, skip_without_weights
 
@@ -179,13 +180,14 @@ def test_a_missing_weight_file_names_it_and_how_to_get_it(tmp_path, monkeypatch)
 
 def test_weight_files_are_read_safely_and_key_the_cache(metric, tmp_path, monkeypatch):
     assert dists_weights_path().name == "weights.pt" and dists_weights_path().is_file()
-    identity = metric.cache_identity
+    identity = content_identity(metric.spec, metric.weight_files)
     assert identity.startswith(metric.spec + "|trunk=blake2b:") and ",alpha_beta=blake2b:" in identity
     # a file with other weights gives another identity
     other = tmp_path / "other.pt"
     torch.save({"alpha": metric.alpha.detach() * 2, "beta": metric.beta.detach()}, other)
     monkeypatch.setenv("PERCEPMETRIC_DISTS_WEIGHTS", str(other))
-    assert create_metric("dists").cache_identity != identity
+    other_metric = create_metric("dists")
+    assert content_identity(other_metric.spec, other_metric.weight_files) != identity
     # a foreign file is refused with one line naming it
     torch.save({"alpha": torch.ones(3)}, other)
     with pytest.raises(InputError, match=r"other\.pt: no alpha of 1475 values"):

@@ -164,3 +164,126 @@ def test_applications_do_not_import_each_other(application):
     forbidden = APPLICATION_RULES[application]
     found = violations(lambda name: application_of(name) == application, forbidden)
     assert not found, (f"{application} must not import {' or '.join(forbidden)}:\n" + "\n".join(found))
+
+
+
+# ---------------------------------------------------------------- no import cycles
+
+def runtime_tree(source: str) -> ast.Module:
+    """The AST of ``source`` without the bodies of ``if TYPE_CHECKING:`` (read by type checkers,
+    never run)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and (
+                (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
+                or (isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING")):
+            node.body = [ast.Pass()]
+    return tree
+
+
+def import_graph(sources: dict[str, tuple[str, bool]]) -> dict[str, set[str]]:
+    """Module -> the modules of ``sources`` that its statements import when they run, at module
+    level or inside a function (``sources``: name -> (source, is_package)).
+
+    ``from X import a`` is an edge to the module ``X.a`` when there is one (``from . import
+    sibling``), else to ``X`` (``from percepmetric import create_metric`` runs
+    ``percepmetric/__init__.py``). The parent packages Python initialises on the way to a module
+    are not edges: every module would then depend on ``percepmetric/__init__.py``, which imports
+    the API it re-exports.
+    """
+    graph: dict[str, set[str]] = {}
+    for name, (source, is_package) in sources.items():
+        package = name.split(".") if is_package else name.split(".")[:-1]
+        targets: set[str] = set()
+        for node in ast.walk(runtime_tree(source)):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = (".".join(package[: len(package) - (node.level - 1)] + ([node.module] if node.module else []))
+                        if node.level else node.module or "")
+                targets.update(f"{base}.{alias.name}" if f"{base}.{alias.name}" in sources else base
+                               for alias in node.names)
+            elif isinstance(node, ast.Call) and _called_name(node) == "import_module" and node.args:
+                first = node.args[0]
+                if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                    targets.add(first.value)
+        graph[name] = {t for t in targets if t in sources and t != name}
+    return graph
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle ``[a, b, ..., a]`` through each group of modules that import each other
+    (each strongly connected component of more than one module), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[set[str]] = []
+
+    def connect(node: str) -> None:  # Tarjan's algorithm
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                connect(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.add(member)
+                if member == node:
+                    break
+            components.append(component)
+
+    for node in sorted(graph):
+        if node not in index:
+            connect(node)
+    return sorted(_cycle_in(graph, component) for component in components if len(component) > 1)
+
+
+def _cycle_in(graph: dict[str, set[str]], component: set[str]) -> list[str]:
+    """A shortest cycle through the first module (by name) of ``component`` (breadth first)."""
+    start = min(component)
+    paths = {start: [start]}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for nxt in sorted(graph[node] & component):
+                if nxt == start:
+                    return paths[node] + [start]
+                if nxt not in paths:
+                    paths[nxt] = paths[node] + [nxt]
+                    following.append(nxt)
+        frontier = following
+    raise AssertionError(f"no cycle through {start}")  # a strongly connected component always has one
+
+
+def test_the_cycle_finder_names_each_cycle():
+    sources = {
+        "p": ("from . import a\nfrom .c import thing", True),
+        "p.a": ("from .b import x", False),
+        "p.b": ("def later():\n    from . import a\n", False),  # inside a function: it still counts
+        "p.c": ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import d\nthing = 1", False),
+        "p.d": ("from .c import thing", False),  # p.c imports it for type checkers only: no cycle
+        "p.e": ("from p import a, thing\nimport importlib\nimportlib.import_module('p.d')", False),
+    }
+    graph = import_graph(sources)
+    assert graph["p"] == {"p.a", "p.c"} and graph["p.c"] == set()
+    assert graph["p.e"] == {"p", "p.a", "p.d"}  # thing is not a module: p's __init__ gives it
+    assert find_cycles(graph) == [["p.a", "p.b", "p.a"]]
+    assert find_cycles({"x": {"y"}, "y": {"z"}, "z": {"x"}, "w": {"x"}}) == [["x", "y", "z", "x"]]
+
+
+def test_no_module_of_percepmetric_imports_itself_in_a_circle():
+    """Modules that import each other (at module level or inside a function) cannot be
+    understood, tested or replaced apart, and one of them meets the other half-initialised
+    when the import order changes. What two modules share belongs in a third."""
+    sources = {name: (path.read_text(encoding="utf-8"), path.name == "__init__.py") for name, path in modules().items()}
+    cycles = find_cycles(import_graph(sources))
+    assert not cycles, "modules that import each other:\n" + "\n".join(" -> ".join(c) for c in cycles)

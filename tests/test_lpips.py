@@ -18,9 +18,10 @@ from percepmetric.metrics.lpips import (
     LPIPS,
     ChannelNormalizedDistance,
     load_lpips_checkpoint,
-    save_lpips_checkpoint,
 )
 from percepmetric.nets.backbones import build_backbone, tap_channels, trunk_weights_path
+from percepmetric.train.checkpoint import save_lpips_checkpoint
+from percepmetric.weights import content_identity
 
 from helpers import alexnet_torch_home, pretrained_lpips, requires_weights, run_cli_subprocess
 
@@ -209,9 +210,15 @@ def test_bad_checkpoints(tmp_path):
         create_metric("lpips", weights=str(tmp_path / "missing.pt"))
 
 
-def test_cache_identity_is_the_content_of_every_weight_file(tmp_path, monkeypatch):
+def _identity(metric) -> str:
+    """What result caches key a metric on: its spec and the content of the files it reports."""
+    return content_identity(metric.spec, metric.weight_files)
+
+
+def test_the_cache_key_is_the_content_of_every_weight_file(tmp_path, monkeypatch):
     import shutil
 
+    from percepmetric import weights as weights_module
     from percepmetric.metrics import lpips as lpips_module
 
     official = lpips_module.official_calibration_path("alex")
@@ -221,11 +228,11 @@ def test_cache_identity_is_the_content_of_every_weight_file(tmp_path, monkeypatc
     calibration.parent.mkdir(parents=True)
     shutil.copyfile(official, calibration)
     first = create_metric("lpips")
-    identity = first.cache_identity
+    identity = _identity(first)
     assert identity.startswith(first.spec + "|") and "trunk=blake2b:" in identity and "calibration=blake2b:" in identity
     # Hashed once per file and process: a second model of the same files reads neither again.
-    monkeypatch.setattr(lpips_module, "open", lambda *a, **k: pytest.fail("hashed again"), raising=False)
-    assert create_metric("lpips").cache_identity == identity
+    monkeypatch.setattr(weights_module, "open", lambda *a, **k: pytest.fail("hashed again"), raising=False)
+    assert _identity(create_metric("lpips")) == identity
     monkeypatch.undo()
     monkeypatch.setenv("PERCEPMETRIC_LPIPS_WEIGHTS", str(tmp_path))
     state = torch.load(calibration, map_location="cpu", weights_only=True)
@@ -233,11 +240,11 @@ def test_cache_identity_is_the_content_of_every_weight_file(tmp_path, monkeypatc
     torch.save(state, calibration)  # same path, same size: only the content (and times) change
     second = create_metric("lpips")
     assert second.spec == first.spec  # readable names stay as they are ...
-    assert second.cache_identity not in (identity, first.cache_identity)  # ... the cache key does not
-    assert "calibration=changed-since-read" in first.cache_identity  # its bytes are not on disk anymore
+    assert _identity(second) not in (identity, _identity(first))  # ... the cache key does not
+    assert "calibration=changed-since-read" in _identity(first)  # its bytes are not on disk anymore
     # A --weights checkpoint counts with its content too.
     path = save_lpips_checkpoint(LPIPS.untrained("alex", "scratch", seed=1), tmp_path / "mine.pt")
-    assert "weights=blake2b:" in create_metric("lpips", weights=str(path)).cache_identity
+    assert "weights=blake2b:" in _identity(create_metric("lpips", weights=str(path)))
 
 
 # ---------------------------------------------------------------- backbones
@@ -263,7 +270,7 @@ def test_lpips_reads_only_the_convolutions_of_the_alexnet_file(tmp_path, monkeyp
     for classifier in ("zeros", "nonzero"):
         monkeypatch.setenv("TORCH_HOME", str(alexnet_torch_home(tmp_path / classifier, classifier)))
         metric = pretrained_lpips("alex")
-        distances[classifier], identities[classifier] = metric(x, y), metric.cache_identity
+        distances[classifier], identities[classifier] = metric(x, y), _identity(metric)
     assert identities["zeros"] != identities["nonzero"]  # each file was read: their hashes differ
     assert torch.equal(distances["zeros"], distances["nonzero"])
 
@@ -324,25 +331,29 @@ def test_cli_weights_file_and_errors(image_files, tmp_path):
 
 
 def test_cli_weights_listing():
+    from percepmetric.weights import locate, lpips_calibration_file
+
     out = run_cli_subprocess("weights")
     assert out.returncode == 0, out.stderr
-    # Each folder on a line of its own, then one indented row per file: net, kind, status, name.
+    # Each folder on a line of its own, then one indented row per file: net, kind, status, where
+    # it was found (words; none when missing), name.
     nets = ("alex", "vgg", "squeeze")
-    files: dict[tuple[str, str], tuple[str, str]] = {}
+    files: dict[tuple[str, str], tuple[str, str, str]] = {}
     folder = ""
     for line in out.stdout.splitlines():
         if line.endswith("/") and not line.startswith(" "):
             folder = line
-        elif line.startswith("  ") and line.split()[0] in nets and len(line.split()) == 4:
-            net, kind, status, name = line.split()
-            files[(net, kind)] = (status, folder + name)
+        elif line.startswith("  ") and line.split()[0] in nets:
+            net, kind, status, *source, name = line.split()
+            files[(net, kind)] = (status, folder + name, " ".join(source))
     assert len(files) == 2 * len(nets)  # a trunk and a calibration file per net
     for net in nets:
-        status, path = files[(net, "trunk")]
+        status, path, source = files[(net, "trunk")]
         assert path == str(trunk_weights_path(net))
         assert (status == "present") == trunk_weights_path(net).is_file()
-        status, path = files[(net, "calibration")]
-        assert status == "present" and path.endswith(f"v0.1/{net}.pth")
+        status, path, source = files[(net, "calibration")]
+        found = locate(lpips_calibration_file(net))
+        assert status == "present" and path == str(found.path) and source == found.source
 
 
 @requires_cuda()

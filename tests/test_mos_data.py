@@ -19,11 +19,10 @@ from percepmetric.data.mos import (
     OFFICIAL_COUNTS,
     TID2013_DISTORTIONS,
     MOSDataset,
-    embedded_mos_dataset,
     load_mos_dataset,
     parse_dataset_option,
 )
-from percepmetric.data.mos_fixtures import make_mos_fixture
+from percepmetric.data.mos_fixtures import embedded_mos_dataset, make_mos_fixture
 from percepmetric.errors import InputError
 
 REFS, DISTORTIONS = 3, 8  # 8 = the four types at levels 1 and 2

@@ -73,7 +73,7 @@ def test_identical_images_in_two_sets_are_exact_zeros(alex):
 
 def test_lpips_computes_each_images_features_once(alex, monkeypatch):
     """N trunk passes, not N^2: one pass per batch of images."""
-    metric = percepmetric.functional.cached_metric("lpips", {}, "cpu")
+    metric = percepmetric.functional.private_metric("lpips", {}, torch.device("cpu"))
     calls = []
     taps = metric.trunk.taps
     monkeypatch.setattr(metric.trunk, "taps", lambda z: calls.append(z.shape[0]) or taps(z))

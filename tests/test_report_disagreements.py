@@ -13,6 +13,7 @@ import pytest
 from percepmetric.bench import report
 from percepmetric.bench.runner import BenchResult
 from percepmetric.data.bapps import TwoAFCSplit
+from percepmetric.registry import short_distance_labels, short_labels
 
 matplotlib.use("Agg", force=True)
 import matplotlib.pyplot as plt  # noqa: E402
@@ -55,7 +56,7 @@ def _result() -> BenchResult:
 
 def test_disagreement_figure_shows_disagreements_labelled_as_distances():
     result = _result()
-    fig = report._plot_disagreements(plt, result, report.short_names(result.metrics))
+    fig = report._plot_disagreements(plt, result, short_labels(result.metrics))
     try:
         title = fig._suptitle.get_text() if fig._suptitle else ""
         panels = [ax for ax in fig.axes if ax.images]
@@ -78,7 +79,7 @@ def test_no_disagreement_at_all_is_said_not_drawn():
     split, distances = result.triplets["val/cnn"]
     result.triplets["val/cnn"] = (split, {"l2": distances["l2"]})
     result.metrics = ["l2"]
-    fig = report._plot_disagreements(plt, result, report.short_names(result.metrics))
+    fig = report._plot_disagreements(plt, result, short_labels(result.metrics))
     assert fig is not None
     try:
         assert not any(ax.images for ax in fig.axes)
@@ -91,4 +92,4 @@ def test_no_disagreement_at_all_is_said_not_drawn():
 @pytest.mark.parametrize("label, expected", [("psnr", "psnr as mse"), ("l2", "l2"), ("ssim", "ssim as dssim"),
                                              ("lpips(net=alex,variant=lin,weights=v0.1)", "lpips-alex")])
 def test_distance_labels_of_the_short_names(label, expected):
-    assert report.distance_labels([label])[label] == expected
+    assert short_distance_labels([label])[label] == expected

@@ -15,7 +15,8 @@ from percepmetric.bench import mos as mos_bench
 from percepmetric.bench import report
 from percepmetric.bench.runner import BenchResult
 from percepmetric.correlation import plcc
-from percepmetric.data.mos import embedded_mos_dataset
+from percepmetric.data.mos_fixtures import embedded_mos_dataset
+from percepmetric.registry import short_labels
 
 matplotlib.use("Agg", force=True)
 import matplotlib.pyplot as plt  # noqa: E402
@@ -124,7 +125,7 @@ def test_mos_figure_axes_carry_the_metric_unit(embedded):
                                     "higher_is_better": True}])
     for label, points in zip(labels, mos_bench.scatter_points(metrics, values, dataset)):
         result.scatter[(label, dataset.name)] = points
-    fig = report._plot_mos(plt, result, result.datasets[0], report.short_names(labels))
+    fig = report._plot_mos(plt, result, result.datasets[0], short_labels(labels))
     try:
         xlabels = {ax.get_title().split(":")[0]: ax.get_xlabel() for ax in fig.axes if ax.get_visible()}
     finally:
@@ -142,7 +143,7 @@ def test_mos_figure_says_when_the_scores_look_reversed():
             "value": value, "score": -value + rng.normal(size=40), "curve_value": np.linspace(20, 40, 200),
             "curve_score": -np.linspace(20, 40, 200), "form": "logistic5", "converged": True,
             "monotone_fallback": False, "unit": unit, "lower_is_better": False}
-    fig = report._plot_mos(plt, result, result.datasets[0], report.short_names(result.metrics))
+    fig = report._plot_mos(plt, result, result.datasets[0], short_labels(result.metrics))
     try:
         title = fig._suptitle.get_text()
     finally:

@@ -18,6 +18,7 @@ from percepmetric import InputError, WeightsNotFoundError, create_metric
 from percepmetric.io import load_image
 from percepmetric.metrics.stlpips import STLPIPS, load_stlpips_file, stlpips_weights_path
 from percepmetric.nets.antialiased import BlurPool, binomial_filter
+from percepmetric.weights import content_identity
 
 from helpers import run_cli, run_cli_subprocess
 
@@ -181,8 +182,8 @@ def test_an_absent_file_says_how_to_get_it(tmp_path, monkeypatch):
         create_metric("stlpips", net="vgg")
 
 
-def test_cache_identity_hashes_the_file(alex, tmp_path, monkeypatch):
-    identity = alex.cache_identity
+def test_the_cache_key_hashes_the_file(alex, tmp_path, monkeypatch):
+    identity = content_identity(alex.spec, alex.weight_files)
     assert identity.startswith(alex.spec + "|weights=blake2b:")
     assert alex.spec == "stlpips(input_range=0,1,net=alex,precision=auto,spatial=False)"
 
@@ -192,7 +193,7 @@ def test_cache_identity_hashes_the_file(alex, tmp_path, monkeypatch):
     _save_altered(tmp_path, "alex", scale_lin)
     monkeypatch.setenv("PERCEPMETRIC_STLPIPS_WEIGHTS", str(tmp_path))
     other = create_metric("stlpips")
-    assert other.spec == alex.spec and other.cache_identity != identity
+    assert other.spec == alex.spec and content_identity(other.spec, other.weight_files) != identity
 
 
 def test_options_and_sizes(alex, vgg):
@@ -201,8 +202,6 @@ def test_options_and_sizes(alex, vgg):
     assert create_metric("stlpips", net="VGG16").options["net"] == "vgg"
     with pytest.raises(InputError, match="either data_range or input_range"):
         create_metric("stlpips", data_range=255, input_range="-1,1")
-    with pytest.raises(InputError, match="only the authors' trained networks"):
-        STLPIPS.untrained()
     for metric, smallest in ((alex, 21), (vgg, 18)):
         assert metric.min_size == smallest
         x, y = _pair((1, 3, smallest, smallest + 3), seed=1)
@@ -212,6 +211,23 @@ def test_options_and_sizes(alex, vgg):
 
 
 # ------------------------------------------------------------------ properties
+
+
+def test_st_lpips_is_a_sibling_of_lpips_not_a_stand_in(alex, tmp_path):
+    """ST-LPIPS shares everything LPIPS does once built, but has no untrained form and no training
+    file: it is not an LPIPS, so code that needs one (training, its weight files) refuses it in
+    one line, and code that measures distances (matrices) takes both."""
+    from percepmetric.metrics.lpips import LPIPS, ChannelDistanceMetric
+    from percepmetric.pairwise import pairwise
+    from percepmetric.train.checkpoint import save_lpips_checkpoint
+
+    assert isinstance(alex, ChannelDistanceMetric) and not isinstance(alex, LPIPS)
+    assert not hasattr(alex, "untrained")
+    with pytest.raises(InputError, match="expected an LPIPS metric, got STLPIPS"):
+        save_lpips_checkpoint(alex, tmp_path / "st.pt")
+    images = _pair((3, 3, 32, 32), seed=4)[0]
+    matrix = pairwise(images, metric=alex)
+    torch.testing.assert_close(matrix[0, 1].float(), alex(images[:1], images[1:2])[0], rtol=1e-4, atol=1e-6)
 
 
 def test_identity_symmetry_batches_and_triplets(alex):

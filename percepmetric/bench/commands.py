@@ -185,14 +185,19 @@ def bench_command(splits, run_all, root, datasets, dmos, fit, models, data_dir, 
     if models:
         _bench_models(list(models), data_dir, built, out_dir, plot)
         return
+    from ..memory import keep_freed_memory
     from .report import format_report
     from .runner import run_benchmark
 
+    # This process runs the benchmark's loop and nothing else: every batch allocates the same
+    # temporaries, which glibc's malloc would hand back to the kernel and page-fault in again
+    # (docs/bench.md, "Process settings"). run_benchmark itself changes no process setting.
+    keep_freed_memory()
     path = None
     if names:
         path, embedded = _dataset_root(root, quiet=not main_rank)
         if embedded and not (splits or run_all):  # nothing named at all: both kinds of benchmark
-            from ..data.mos import embedded_mos_dataset
+            from ..data.mos_fixtures import embedded_mos_dataset
 
             mos_sets.append(embedded_mos_dataset())
     result = run_benchmark(built, names, path, out_dir, datasets=mos_sets, fit=fit, batch_size=batch_size,
@@ -229,7 +234,7 @@ def wrote_lines(files: list[Path], out_dir: str | os.PathLike) -> list[str]:
     for path in files:
         try:
             names.append(Path(path).relative_to(out_dir).as_posix())
-        except ValueError:  # not under OUT (not so today): its whole path
+        except ValueError:  # a file outside OUT (write_outputs writes none there): its whole path
             names.append(str(path))
     count = f"wrote {len(names)} file{'s' if len(names) != 1 else ''} to"
     head = f"{count} {out_dir}:"

@@ -12,9 +12,9 @@ decoded once and, for deep metrics, goes through the network once
 (:meth:`~percepmetric.metrics.base.Metric.values_to_reference`) for all its distortions; every
 metric of the run is computed on one decoded group before the next, so each image file is
 decoded once per run. Decoding runs ahead in threads. Values are kept per (metric, dataset) in
-the benchmark's :class:`~percepmetric.bench.runner.DistanceStore` (key ``value``, in processing
+the benchmark's :class:`~percepmetric.bench.store.DistanceStore` (key ``value``, in processing
 order), checkpointed and resumed exactly like BAPPS distances; under torchrun each rank takes a
-contiguous block of the processing order (:func:`percepmetric.bench.runner.shared_over_ranks`).
+contiguous block of the processing order (:func:`percepmetric.bench.store.shared_over_ranks`).
 
 **Scoring** (:func:`score_dataset`): a metric's values are oriented so that higher means better
 quality (negated for lower-is-better metrics), the scores likewise (a DMOS is negated), so a
@@ -25,7 +25,6 @@ by the largest finite PSNR of the dataset, which keeps its rank and keeps the fi
 from __future__ import annotations
 
 import contextlib
-import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,11 +37,11 @@ import torch
 
 from .. import correlation, distributed
 from ..data.mos import MOSDataset
-from ..devices import resolve_device
+from ..devices import resolve_device, usable_cpus
 from ..evaluation import Batch, metric_device
 from ..io import as_batch, read_image_array, to_value_range
 from ..metrics.base import Metric
-from .runner import (
+from .store import (
     CHECKPOINT_SECONDS,
     MOS_VALUE_KEY,
     DistanceStore,
@@ -143,13 +142,13 @@ def compute_mos_values(metrics: Sequence[Metric], dataset: MOSDataset, store: Di
     :func:`~percepmetric.bench.runner.compute_distances`). ``batch_size``: distorted images per
     forward of a metric with weights (default :data:`DEFAULT_MOS_BATCH_SIZE`; formula metrics:
     see :data:`FORMULA_BATCH_PIXELS`). ``workers``: decoding threads (default:
-    the CPU count, at most 8). ``device``: default where the first metric's parameters are.
+    the usable CPUs, at most 8). ``device``: default where the first metric's parameters are.
     """
     n = len(dataset)
     first, stop = items if items is not None else (0, n)
     dev = resolve_device(device, option="device") if device is not None else metric_device(metrics[0])
     batch_size = int(batch_size) if batch_size is not None else DEFAULT_MOS_BATCH_SIZE
-    workers = workers if workers is not None else min(8, os.cpu_count() or 1)
+    workers = workers if workers is not None else min(8, usable_cpus())
     entries = [store.entry(m, dataset, items) if store is not None else None for m in metrics]
     done: list[Any] = [e.finished() if e is not None else None for e in entries]
     runs = {i: ResumableDistances((MOS_VALUE_KEY,), stop - first, entries[i], checkpoint_seconds)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from ..data.bapps import JND_SPLITS, TRAIN_SPLITS, VAL_SPLITS
 from ..io import atomic_path, atomic_write_text
+from ..registry import short_distance_labels, short_labels
 
 HUMAN = "human (ceiling)"
 #: Kinds of the BAPPS rows (the others are MOS correlations, percepmetric.correlation.KINDS).
@@ -114,46 +115,6 @@ def _pct(value) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
 
-def short_names(labels: list[str]) -> dict[str, str]:
-    """A short, unique name for each metric label, for tables and figures: the metric's
-    name (``l2``, ``ssim``), LPIPS with its net (``lpips-alex``; ``lpips-vgg-tune`` for
-    variants other than lin). The report lists each short name with its full label."""
-    names: dict[str, str] = {}
-    for label in labels:
-        short = label.split("(", 1)[0][:24]
-        if short == "lpips":
-            net = re.search(r"net=(\w+)", label)
-            variant = re.search(r"variant=(\w+)", label)
-            short += f"-{net.group(1)}" if net else ""
-            short += f"-{variant.group(1)}" if variant and variant.group(1) != "lin" else ""
-        unique, k = short, 2
-        while unique in names.values():
-            unique, k = f"{short}#{k}", k + 1
-        names[label] = unique
-    return names
-
-
-def distance_labels(labels: list[str]) -> dict[str, str]:
-    """What a column of a metric's distances (``metric.to_distance``, what the 2AFC and JND
-    benchmarks compare) is, under the metric's short name (:func:`short_names`): the short name
-    when the metric's value is its distance (``l2``, ``lpips-alex``), else the short name and the
-    distance, as :func:`percepmetric.registry.distance_label` names it: ``psnr as mse`` (the MSE
-    of the [0, 1] images, not dB), ``ssim as dssim``."""
-    from ..errors import InputError
-    from ..registry import canonical_name, distance_label
-
-    short = short_names(labels)
-    named = {}
-    for label in labels:
-        name = canonical_name(label.split("(", 1)[0])
-        try:
-            as_distance = distance_label(name)  # "psnr as mse", or "l2"
-        except InputError:  # not a registry metric: its label is all that is known
-            as_distance = name
-        named[label] = short[label] + as_distance[len(name):]
-    return named
-
-
 def _wrap(text: str, indent: str = "") -> list[str]:
     return textwrap.wrap(text, width=LINE_WIDTH, initial_indent=indent, subsequent_indent=indent + "    ")
 
@@ -166,7 +127,7 @@ def _says_nothing(test: dict) -> bool:
 def format_results(result, verbose: bool = False) -> str:
     """Per (metric, split): score and its confidence interval, in percent; then paired tests
     (those of metrics that agree on every item only with ``verbose``)."""
-    short = short_names(result.metrics)
+    short = short_labels(result.metrics)
     w = max([len(HUMAN)] + list(map(len, short.values())))
     lines = [f"{'metric':<{w}} {'split':<20} {'n':>6} {'score %':>8}  {'95% CI':<14} status"]
     order = _column_order(result.splits)
@@ -202,7 +163,7 @@ def format_mos_results(result, verbose: bool = False) -> str:
     Then the paired tests (SRCC of the best metric minus each other one)."""
     if not result.datasets:
         return ""
-    short = short_names(result.metrics)
+    short = short_labels(result.metrics)
     w = max(len("metric"), *map(len, short.values()))
     names = [d["name"] for d in result.datasets]
     v = max(len("dataset"), *map(len, names))
@@ -416,7 +377,7 @@ def format_summary(table: pd.DataFrame, names: dict[str, str] | None = None,
     PLCC, three decimals, each with its 95% interval from ``intervals``: (label, column) ->
     (low, high); ``n/a`` for a score or interval that is not defined, and :data:`NOTE_MARK`
     after those in ``noted``, which a note under the MOS table explains). ``names``: label ->
-    short name of the rows (see :func:`short_names`)."""
+    short name of the rows (see :func:`~percepmetric.registry.short_labels`)."""
     mos_columns = [c for c in table.columns if c.endswith(tuple(f" {k}" for k in MOS_SUMMARY_KINDS))]
     shown = table.map(lambda v: "-" if pd.isna(v) else f"{100 * v:.1f}")
     for column in mos_columns:
@@ -472,7 +433,7 @@ def format_report(result, verbose: bool = False) -> str:
     for dataset in result.datasets:
         lines += _wrap(f"dataset: {dataset['description']}")
         lines += _wrap(f"  in {dataset['root']}")
-    short = short_names(result.metrics)
+    short = short_labels(result.metrics)
     if any(name != label for label, name in short.items()):
         lines.append("metrics:")
         for label, name in short.items():
@@ -688,10 +649,11 @@ def disagreement_triplets(d0: np.ndarray, d1: np.ndarray, judge: np.ndarray, k: 
 def _plot_disagreements(plt, result, short: dict[str, str]):
     """One row per metric: the 2AFC triplets (reference | p0 | p1) where its choice goes
     against most people, the most disputed first (:func:`disagreement_triplets`, over all its
-    2AFC splits), each with both distances (labelled by what they are: :func:`distance_labels`),
-    the metric's choice and the people's votes; a metric that never goes against most people
-    gets one line saying so instead of images."""
-    named = distance_labels(result.metrics)
+    2AFC splits), each with both distances (labelled by what they are:
+    :func:`~percepmetric.registry.short_distance_labels`), the metric's choice and the people's
+    votes; a metric that never goes against most people gets one line saying so instead of
+    images."""
+    named = short_distance_labels(result.metrics)
     rows = []  # (label, [(split name, index)], triplets, how many against)
     for label in result.metrics:
         splits = [(name, split, ds[label]) for name, (split, ds) in result.triplets.items() if label in ds]
@@ -742,7 +704,8 @@ def plot_results(result, out_dir: str | os.PathLike) -> list[Path]:
     ``jnd_pr.png``: precision-recall curve per JND split and metric; ``disagreements.png``: the
     2AFC triplets where each metric goes against most people; ``mos_<dataset>.png``: each
     metric's values against a MOS dataset's scores, with the fitted curve. Returns the files written.
-    Metrics appear under their short names (:func:`short_names`); the report lists the full ones."""
+    Metrics appear under their short names (:func:`~percepmetric.registry.short_labels`); the
+    report lists the full ones."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -751,7 +714,7 @@ def plot_results(result, out_dir: str | os.PathLike) -> list[Path]:
     out = Path(out_dir)
     files = []
     note = "\n(synthetic sentinels, not human judgments)" if result.synthetic else ""
-    short = short_names(result.metrics)
+    short = short_labels(result.metrics)
     order = _column_order(result.splits)
     two_afc = [s for s in order if not s.startswith("jnd/")]
     jnd = [s for s in order if s.startswith("jnd/")]

@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..devices import usable_cpus
 from ..errors import InputError
 
 try:  # releases the GIL while decoding; PIL decodes whatever it does not take (see _decode_image)
@@ -490,15 +491,6 @@ def _read_labels(entries: list[os.DirEntry], split: str, label_dir: str) -> np.n
     return values
 
 
-def _cpu_count() -> int:
-    """CPUs this process may use (the affinity mask, where the OS has one)."""
-    if hasattr(os, "process_cpu_count"):  # Python 3.13
-        return os.process_cpu_count() or 1
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
-
-
 def _decode_all(split: str, dirs: dict[str, list[os.DirEntry]], workers: int | None,
                 allocate=None) -> dict[str, np.ndarray]:
     """Decode every image of every image folder in parallel into ``(N,H,W,3)`` uint8 arrays.
@@ -506,8 +498,9 @@ def _decode_all(split: str, dirs: dict[str, list[os.DirEntry]], workers: int | N
     ``allocate(key, shape)`` makes each output array (default ``np.empty``; the cache passes a
     memory-mapped ``.npy`` file, so a training set is never held in RAM whole). The first image
     that decodes sets the size all must have; threads then decode the others into the outputs.
-    ``workers``: threads (default: one per CPU; decoding a PNG holds the GIL about a tenth of
-    the time, so up to about ten CPUs add speed).
+    ``workers``: threads (default: one per CPU the process may use,
+    :func:`~percepmetric.devices.usable_cpus`, at most 16; decoding a PNG holds the GIL about a
+    tenth of the time, so up to about ten CPUs add speed).
     """
     allocate = allocate or (lambda key, shape: np.empty(shape, dtype=np.uint8))
     jobs = [(d, i, e) for d, items in dirs.items() for i, e in enumerate(items)]
@@ -545,7 +538,7 @@ def _decode_all(split: str, dirs: dict[str, list[os.DirEntry]], workers: int | N
     # 64 files per task: one task per file spent more time in the pool than in decoding.
     rest = jobs[start:]
     chunks = [rest[k : k + 64] for k in range(0, len(rest), 64)]
-    with ThreadPoolExecutor(max_workers=workers or min(16, _cpu_count())) as pool:
+    with ThreadPoolExecutor(max_workers=workers or min(16, usable_cpus())) as pool:
         for _ in pool.map(decode_chunk, chunks):
             pass
     if bad:
@@ -563,7 +556,7 @@ def _checksum(array: np.ndarray) -> str:
 
 def _checksums(arrays: dict[str, np.ndarray]) -> dict[str, str]:
     """:func:`_checksum` of each array, the arrays in parallel threads."""
-    with ThreadPoolExecutor(max_workers=min(len(arrays), _cpu_count())) as pool:
+    with ThreadPoolExecutor(max_workers=min(len(arrays), usable_cpus())) as pool:
         return dict(zip(arrays, pool.map(_checksum, arrays.values())))
 
 

@@ -42,8 +42,9 @@ an image is read twice per run (here, and when the runner decodes it), never dec
 The content is the key, not the modification time: an image rewritten with other pixels of
 the same size and given back its old ``st_mtime_ns`` (``touch -r``, ``os.utime``, a restore)
 changes the fingerprint, and a file only touched or copied keeps it. What reading the bytes
-costs is measured in ``docs/mos.md`` ("Fingerprint"). Version 1 (size and ``st_mtime_ns``) is
-no longer used: its stored values are computed again once.
+costs is measured in ``docs/mos.md`` ("Fingerprint"). The fingerprint starts with
+:data:`FINGERPRINT_VERSION`, so values stored under another definition of it are computed
+again, never reused.
 """
 
 from __future__ import annotations
@@ -61,8 +62,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..devices import usable_cpus
 from ..errors import InputError
 from ..io import file_digest
+from ..options import FALSE_WORDS, TRUE_WORDS, parse_bool
 
 DATASET_KINDS = ("tid2013", "kadid10k", "live", "csiq", "pipal", "csv")
 
@@ -75,7 +78,7 @@ _ALIASES = {"kadid-10k": "kadid10k", "kadid": "kadid10k", "tid": "tid2013"}
 #: Marker file of a synthetic set (written by :mod:`.mos_fixtures`): the loaders set ``synthetic``.
 SYNTHETIC_MARKER = "SYNTHETIC_MOS.txt"
 
-FINGERPRINT_VERSION = 2  # bump when what the fingerprint covers changes (2: image bytes, not mtime)
+FINGERPRINT_VERSION = 2  # bump when what the fingerprint covers changes (the module docstring says what it covers)
 
 #: The 24 distortion types of TID2013, in the order of their two-digit codes 01..24, as the
 #: database's readme lists them (Ponomarenko et al. 2015, Table 1).
@@ -686,8 +689,15 @@ def _read_pipal(root: Path, finder: _Finder, name: str) -> _Listing:
     return out
 
 
-_TRUE = {"true", "1", "yes", "dmos"}
-_FALSE = {"false", "0", "no", "mos", ""}
+#: Words of the ``dmos`` column besides the boolean ones (:func:`percepmetric.options.parse_bool`):
+#: the direction by name, and an empty cell for a MOS.
+_DIRECTION_WORDS = {"dmos": True, "mos": False, "": False}
+
+
+def _dmos_flag(cell: str) -> bool | None:
+    """A cell of the ``dmos`` column -> True (DMOS), False (MOS), or None when it is neither."""
+    word = cell.strip().lower()
+    return _DIRECTION_WORDS[word] if word in _DIRECTION_WORDS else parse_bool(word)
 
 
 def _load_csv(path: Path, dmos: bool | None, workers: int | None) -> MOSDataset:
@@ -714,11 +724,12 @@ def _load_csv(path: Path, dmos: bool | None, workers: int | None) -> MOSDataset:
             bad_scores.append(f"line {number}: {_line_text(','.join(row))}")
             continue
         if "dmos" in header:
-            flag = _cell(row, header, "dmos").lower()
-            if flag not in _TRUE | _FALSE:
-                bad_flags.append(f"line {number}: {flag!r}")
+            cell = _cell(row, header, "dmos")
+            flag = _dmos_flag(cell)
+            if flag is None:
+                bad_flags.append(f"line {number}: {cell.lower()!r}")
                 continue
-            flags.append((flag in _TRUE, f"line {number}"))
+            flags.append((flag, f"line {number}"))
         out.refs.append(ref)
         out.dists.append(dist)
         out.scores.append(score)
@@ -732,7 +743,7 @@ def _load_csv(path: Path, dmos: bool | None, workers: int | None) -> MOSDataset:
         raise _fail(name, "rows have a score that is not a finite number (or a level that is not an integer)",
                     bad_scores)
     if bad_flags:
-        raise _fail(name, "dmos values are not true/1/yes or false/0/no", bad_flags)
+        raise _fail(name, f"dmos values are not {'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)}", bad_flags)
     column = None
     if flags:
         kinds = {f for f, _ in flags}
@@ -749,12 +760,6 @@ def _load_csv(path: Path, dmos: bool | None, workers: int | None) -> MOSDataset:
 
 
 # ---------------------------------------------------------------- checks common to every kind
-
-def _cpu_count() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
-
 
 def _probe(path: Path) -> tuple[int, int, int, str] | str:
     """``(width, height, bytes, digest)``: the size from the file's header (no pixel decoding),
@@ -779,7 +784,7 @@ def _probe_all(paths: list[Path], workers: int | None) -> list[tuple[int, int, i
     if len(paths) < 64:
         return [_probe(p) for p in paths]
     chunks = [paths[k : k + 256] for k in range(0, len(paths), 256)]
-    with ThreadPoolExecutor(max_workers=workers or min(16, _cpu_count())) as pool:
+    with ThreadPoolExecutor(max_workers=workers or min(16, usable_cpus())) as pool:
         return [r for chunk in pool.map(lambda c: [_probe(p) for p in c], chunks) for r in chunk]
 
 
@@ -855,11 +860,3 @@ def _finish(kind: str, name: str, root: Path, finder: _Finder, listing: _Listing
         group_index=group_index,
     )
 
-
-def embedded_mos_dataset(cache_dir: str | os.PathLike | None = None) -> MOSDataset:
-    """The small synthetic MOS set that ``percepmetric bench`` runs when given no dataset:
-    :func:`percepmetric.data.mos_fixtures.embedded_mos_root` (written once under the cache
-    folder) loaded through the generic CSV loader; ``synthetic`` is True."""
-    from .mos_fixtures import EMBEDDED_CSV, embedded_mos_root
-
-    return load_mos_dataset("csv", embedded_mos_root(cache_dir) / EMBEDDED_CSV)

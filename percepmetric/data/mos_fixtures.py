@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .fixtures import distort, photo_patches
-from .mos import CSIQ_TYPES, DATASET_KINDS, LIVE_FOLDERS, SYNTHETIC_MARKER
+from .mos import CSIQ_TYPES, DATASET_KINDS, LIVE_FOLDERS, SYNTHETIC_MARKER, MOSDataset, load_mos_dataset
 
 #: The four distortions of the fixtures (kinds of :func:`percepmetric.data.fixtures.distort`) and their slopes.
 FIXTURE_TYPES = ("noise", "blur", "jpeg", "photometric")
@@ -263,3 +263,10 @@ def embedded_mos_root(cache_dir: str | os.PathLike | None = None, seed: int = 0)
     return generated_once(f"mos-embedded-v{EMBEDDED_VERSION}-s{seed}", lambda folder: write_embedded_mos(folder, seed),
                           lambda folder: (folder / SYNTHETIC_MARKER).is_file() and (folder / EMBEDDED_CSV).is_file(),
                           cache_dir)
+
+
+def embedded_mos_dataset(cache_dir: str | os.PathLike | None = None) -> MOSDataset:
+    """The small synthetic MOS set that ``percepmetric bench`` runs when given no dataset:
+    :func:`embedded_mos_root` (written once under the cache folder) loaded through the generic
+    CSV loader; ``synthetic`` is True."""
+    return load_mos_dataset("csv", embedded_mos_root(cache_dir) / EMBEDDED_CSV)

@@ -6,8 +6,9 @@
 
 Each takes ``--device auto|cpu|cuda|cuda:N`` (default auto: CUDA when available, else the CPU).
 Flags mean what they mean in the other commands: ``--no-progress`` hides progress bars and
-``-o/--option KEY=VALUE`` passes an option to ``--metric``. The names this part used first,
-``--quiet`` and ``--metric-option``, still work (hidden from ``--help``), so old scripts run on.
+``-o/--option KEY=VALUE`` passes an option to ``--metric``. ``--quiet`` and
+``--metric-option`` are hidden aliases of those two (not in ``--help``), for scripts written
+with them.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ def _options(metric: str | None, items: tuple[str, ...]) -> dict[str, Any]:
 
 
 def progress_options(command):
-    """``--no-progress`` as every command has it, and ``--quiet``: its old name here, hidden,
-    kept so that old scripts still run."""
+    """``--no-progress`` as every command has it, and ``--quiet``, a hidden alias of it for
+    scripts written with that name."""
     command = click.option("--quiet", "quiet", is_flag=True, hidden=True)(command)
     return no_progress_option(command)
 

@@ -11,7 +11,8 @@
   reaches it through :data:`DEEPSIM_MODELS`, a plugin of :mod:`percepmetric.bench.models`.
 
 Every number of that table is a distance (``metric.to_distance``: lower = closer), so a metric
-whose own value is a similarity is labelled by what the number is (:func:`distance_label`):
+whose own value is a similarity is labelled by what the number is
+(:func:`percepmetric.registry.distance_label`, as every table of percepmetric labels distances):
 ``psnr as mse`` (not dB), ``ssim as dssim``, ``fsim as 1-fsim``; in the text table, the CSV,
 the JSON of the demo and the plots alike.
 
@@ -37,7 +38,7 @@ from ..devices import resolve_device
 from ..errors import InputError, PercepmetricError
 from ..evaluation import metric_device, metric_distances
 from ..io import atomic_path, atomic_write_text, prepare_output_dir, to_value_range
-from ..registry import number_repeats
+from ..registry import distance_label, number_repeats, unique_labels
 from ..stats import two_afc_credit
 from .networks import ReconstructionModel, build_comparator
 from .train import ImageCrops, load_deepsim_checkpoint, model_from_checkpoint
@@ -297,20 +298,6 @@ def _ci(values: np.ndarray) -> tuple[float, float]:
     return bootstrap_ci(np.mean, np.asarray(values, dtype=np.float64), n_boot=1000, level=0.95, seed=0)
 
 
-def distance_label(metric) -> str:
-    """What the table's numbers of ``metric`` are: the metric's label (``registry.metric_label``)
-    when its own value is a distance (l2, lpips); else that label and the distance its
-    ``to_distance`` gives (the metric's ``distance_name``): ``psnr as mse``, ``ssim as dssim``,
-    ``fsim as 1-fsim``, so that MSE values never appear under "psnr". The same form as the other
-    tables of percepmetric use."""
-    from ..registry import metric_label
-
-    label = metric_label(metric)
-    if metric.lower_is_better:
-        return label
-    return f"{label} as {getattr(metric, 'distance_name', None) or 'distance'}"
-
-
 def metrics_device(metrics: list) -> torch.device:
     """The device of the first metric holding a parameter or buffer; ``auto`` when none does
     (parameter-free metrics such as l2 compute wherever their input is)."""
@@ -329,7 +316,8 @@ def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: 
     scores on its own device.
     Returns a pandas DataFrame with one row per model x metric: ``model``, ``checkpoint``,
     ``task``, ``metric`` (its spec), ``metric_name``, ``distance`` (what the numbers are,
-    :func:`distance_label`, e.g. ``psnr as mse``), ``n_images``, ``mean_distance``,
+    :func:`~percepmetric.registry.distance_label` of the metric's
+    :func:`~percepmetric.registry.unique_labels` label, e.g. ``psnr as mse``), ``n_images``, ``mean_distance``,
     ``ci_low``, ``ci_high`` (95% percentile bootstrap over images), ``note`` (why a metric was
     skipped, e.g. images too small for MS-SSIM) and, with two or more models,
     ``closer_fraction`` with ``closer_ci_low/high``: the fraction of (image, other model) pairs
@@ -351,6 +339,7 @@ def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: 
                          "compare models of one size")
     images = ImageCrops.from_folder(data_dir, sizes.pop()).center_crops()
     labels = number_repeats([model_label(spec, ckpt) for spec, _, ckpt in loaded])
+    metric_labels = unique_labels(metrics)
     recons = [reconstruct(model, images) for _, model, _ in loaded]
 
     rows = []
@@ -359,7 +348,8 @@ def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: 
         for i, ((spec, model, ckpt), label, recon) in enumerate(zip(loaded, labels, recons)):
             row = {"model": label, "checkpoint": str(checkpoint_path(spec)), "task": model.task,
                    "loss": ckpt["config"].get("loss"), "metric": metric.spec, "metric_name": metric.name,
-                   "distance": distance_label(metric), "n_images": int(images.shape[0]), "note": ""}
+                   "distance": distance_label(metric, metric_labels[k]), "n_images": int(images.shape[0]),
+                   "note": ""}
             try:
                 # Reconstructions and images are in [0, 1]; the metric gets them in its declared range.
                 pair = tuple(to_value_range(t, metric.value_range) for t in (recon.clamp(0, 1), images))
@@ -425,10 +415,11 @@ def plot_bench(table, path: str | os.PathLike) -> Path:
 
 def bench_figure(plt, table):
     """The figure of a :func:`bench_models` table: one panel per metric, titled by what its
-    numbers are (:func:`distance_label`): mean distance per model with its 95% CI; a second row
-    with the closer-fraction when the table has it. A metric skipped for every model says "not
-    applicable" (its reason is in the table). A title says what is compared on how many
-    images; a legend gives each model's colour, the interval bars and the 0.5 line."""
+    numbers are (:func:`~percepmetric.registry.distance_label`): mean distance per model with its
+    95% CI; a second row with the closer-fraction when the table has it. A metric skipped for
+    every model says "not applicable" (its reason is in the table). A title says what is
+    compared on how many images; a legend gives each model's colour, the interval bars and the
+    0.5 line."""
     from matplotlib.artist import Artist
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch

@@ -31,6 +31,7 @@ computes and maps its value to a distance. :func:`check_8bit_pair` validates suc
 from __future__ import annotations
 
 import math
+import typing
 from typing import Any, ClassVar
 
 import torch
@@ -49,15 +50,20 @@ def check_pair(
     channels: tuple[int, ...] = (1, 3),
     min_size: int = 1,
     metric: str = "metric",
+    check_values: bool = True,
 ) -> None:
     """Raise :class:`InputError` unless ``x`` and ``y`` are a valid pair of image batches.
 
     Checks: tensors, floating dtype, 4 dimensions, equal shapes, accepted channel count,
-    ``H, W >= min_size``, finite values inside ``value_range`` (a relative slack of 1e-5
-    absorbs float rounding of e.g. ``x * 2 - 1``; anything beyond is refused rather than
-    silently giving a wrong number).
+    ``H, W >= min_size`` (metadata only, no device work); with ``check_values``, also finite
+    values inside ``value_range`` (a relative slack of 1e-5 absorbs float rounding of e.g.
+    ``x * 2 - 1``; anything beyond is refused rather than silently giving a wrong number).
+    The value check reads the data (a device sync per call on a GPU); a metric built with
+    ``validate_args=False`` skips it.
     """
     _check_batches(x, y, channels=channels, min_size=min_size, metric=metric, eight_bit=False)
+    if not check_values:
+        return
     lo, hi = value_range
     slack = 1e-5 * (hi - lo)
     for label, t in (("x", x), ("y", y)):
@@ -122,8 +128,28 @@ def check_choice(metric: str, option: str, value: Any, choices) -> None:
         raise InputError(f"{metric}: option {option} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
+#: The evaluation loop's states (:meth:`Metric.update`): what the mean and its t-interval need.
+STATE_NAMES = ("values_sum", "values_sum_sq", "values_count")
+
+
 class Metric(nn.Module):
-    """Base class: validated ``forward(x, y) -> (N,)``; subclasses implement ``compute``."""
+    """Base class: validated ``forward(x, y) -> (N,)``; subclasses implement ``formula``.
+
+    **Device and dtype.** A metric moved with ``.to(device)``, ``.to(dtype)``, ``.double()``,
+    ``.cuda()``, ... (directly or as part of a larger module) stays there and computes there:
+    floating inputs are cast to the dtype it was moved to, and an input on another device is
+    refused with one line naming both devices. A metric never moved follows its inputs.
+
+    **Evaluation loop.** ``update(x, y)`` adds each batch's values to three tensor states on the
+    metric's device (float64 sum, sum of squares, int64 count: constant memory, no host sync);
+    ``compute()`` summarises them (mean and 95% t-interval), summed across the ranks of an
+    initialised ``torch.distributed`` group with ``all_reduce``; ``reset()`` zeroes them. As in
+    torchmetrics, the states are not in ``state_dict`` unless :meth:`persistent` says so.
+
+    ``validate_args=False`` skips the per-call checks that read the input's values (finite, in
+    range: a device sync per call); shapes and types are still checked, and files are still
+    read into the declared range.
+    """
 
     name: ClassVar[str] = "metric"
     lower_is_better: ClassVar[bool] = True
@@ -137,17 +163,29 @@ class Metric(nn.Module):
     #: What :meth:`to_distance` gives, in short, for labels ("mse" for PSNR, "dssim" for SSIM);
     #: None when the value already is the distance. See ``registry.distance_label``.
     distance_name: ClassVar[str | None] = None
+    #: ``(role, path, stat key when read)`` of each weight file the metric was built from; what a
+    #: cache of its results is keyed on besides :attr:`spec` (``percepmetric.weights.content_identity``).
+    weight_files: tuple[tuple[str, str, tuple], ...] = ()
 
-    def __init__(self, data_range: float = 1.0, reduction: Reduction = "none") -> None:
+    def __init__(self, data_range: float = 1.0, reduction: Reduction = "none", validate_args: bool = True) -> None:
         super().__init__()
         if not isinstance(data_range, (int, float)) or not data_range > 0:
             raise InputError(f"{self.name}: data_range must be a positive number, got {data_range!r}")
+        if not isinstance(validate_args, bool):
+            raise InputError(f"{self.name}: validate_args must be True or False, got {validate_args!r}")
         self.data_range = float(data_range)
         # Resolved options, defaults included: they make ``spec``, the metric's identity.
-        # ``reduction`` is not among them: it changes what forward returns, not the values.
+        # ``reduction`` and ``validate_args`` are not among them: they change what forward
+        # returns or refuses, not the values.
         self.options: dict[str, Any] = {"data_range": self.data_range}
         self.reduction: Reduction = check_reduction(reduction)
-        self._accumulated: list[torch.Tensor] = []
+        self.validate_args = validate_args
+        # (device, dtype) the user moved the metric to; None where they did not say.
+        self._placement: tuple[torch.device | None, torch.dtype | None] = (None, None)
+        self._moving_itself = False
+        with torch.inference_mode(False):  # plain tensors, whatever mode the metric is built in
+            for state, dtype in zip(STATE_NAMES, (torch.float64, torch.float64, torch.int64)):
+                self.register_buffer(state, torch.zeros((), dtype=dtype), persistent=False)
 
     @property
     def value_range(self) -> tuple[float, float]:
@@ -163,17 +201,69 @@ class Metric(nn.Module):
         args = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
         return f"{self.name}({args})"
 
-    @property
-    def cache_identity(self) -> str:
-        """What keys cached results (the benchmark's distances): :attr:`spec`, extended by metrics
-        built from weight files with a hash of those files' content (``spec`` only names them)."""
-        return self.spec
-
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in sorted(self.options.items()))
 
+    # -- where the metric computes: the user's .to() is kept
+
+    @property
+    def placement(self) -> tuple[torch.device | None, torch.dtype | None]:
+        """``(device, dtype)`` the user moved this metric to with ``.to()`` & co. (None for what
+        they never set): there it stays, whatever the inputs."""
+        return self._placement
+
+    @property
+    def moved_by_user(self) -> bool:
+        return self._placement != (None, None)
+
+    def follow_input(self, device: torch.device, dtype: torch.dtype | None = None) -> None:
+        """Move the metric's parameters and buffers to ``device`` (and ``dtype``) for an input
+        there, unless the user placed the metric (then nothing moves). Not a placement: the
+        next input may move it again. Outside inference mode, so that the moved parameters are
+        plain tensors that may take part in a backward pass later."""
+        placed_device, placed_dtype = self._placement
+        device = placed_device if placed_device is not None else device
+        dtype = placed_dtype if placed_dtype is not None else dtype
+        self._moving_itself = True
+        try:
+            with torch.inference_mode(False), torch.no_grad():
+                self.to(device) if dtype is None else self.to(device=device, dtype=dtype)
+        finally:
+            self._moving_itself = False
+
+    def _apply(self, fn, recurse=True):
+        # The states keep float64/int64 whatever dtype the metric is moved to (a float16 sum
+        # would lose the values); they follow the device.
+        states = {name: self._buffers.pop(name) for name in STATE_NAMES if name in self._buffers}
+        try:
+            result = super()._apply(fn, recurse)
+        finally:
+            device, dtype = _conversion_target(fn)
+            for name, state in states.items():
+                self._buffers[name] = state if device is None or state is None else state.to(_state_device(device))
+        if not self._moving_itself:
+            old_device, old_dtype = self._placement
+            self._placement = (device if device is not None else old_device,
+                               dtype if dtype is not None else old_dtype)
+        return result
+
+    def _placed(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The inputs where a placed metric computes: cast to its dtype; on another device, refused."""
+        device, dtype = self._placement
+        if device is not None:
+            for t in tensors:
+                if t.device.type != device.type or (device.index is not None and t.device.index != device.index):
+                    raise InputError(f"{self.name}: the metric was moved to {device} but an input is on {t.device} "
+                                     f"(move the input with .to({str(device)!r}), or the metric)")
+        if dtype is not None:
+            tensors = tuple(t.to(dtype) if t.is_floating_point() and t.dtype != dtype else t for t in tensors)
+        return tensors
+
+    # -- validation and the values
+
     def check(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        check_pair(x, y, value_range=self.value_range, channels=self.channels, min_size=self.min_size, metric=self.name)
+        check_pair(x, y, value_range=self.value_range, channels=self.channels, min_size=self.min_size, metric=self.name,
+                   check_values=self.validate_args)
 
     def _wants_grad(self, *tensors: torch.Tensor) -> bool:
         return wants_grad(*tensors, *self.parameters())
@@ -190,7 +280,8 @@ class Metric(nn.Module):
         :func:`~percepmetric.io.as_batch` reads (NumPy arrays and PIL images, channel-last;
         image paths; their integer codes span :attr:`value_range`, so ``data_range=255``
         reads a file as 0..255), put on the other input's device when that one is a tensor.
-        Two float dtypes are brought to their common one.
+        Two float dtypes are brought to their common one, or to the dtype the metric was
+        moved to.
 
         Without inputs or parameters that require grad the formula runs under ``no_grad``
         (not ``inference_mode``): the result is an ordinary tensor that may enter an autograd
@@ -198,7 +289,7 @@ class Metric(nn.Module):
         """
         x, y = _as_tensors(("x", x), ("y", y), value_range=self.value_range)
         self.check(x, y)
-        x, y = promote_to_common_dtype(x, y)
+        x, y = self._placed(*promote_to_common_dtype(x, y))
         if self._wants_grad(x, y):
             return self.formula(x, y)
         with torch.no_grad():
@@ -214,7 +305,7 @@ class Metric(nn.Module):
         ref, p0, p1 = _as_tensors(("ref", ref), ("p0", p0), ("p1", p1), value_range=self.value_range)
         self.check(ref, p0)
         self.check(ref, p1)
-        ref, p0, p1 = promote_to_common_dtype(ref, p0, p1)
+        ref, p0, p1 = self._placed(*promote_to_common_dtype(ref, p0, p1))
         if self._wants_grad(ref, p0, p1):
             return self.compute_triplet(ref, p0, p1)
         with torch.no_grad():
@@ -237,7 +328,7 @@ class Metric(nn.Module):
             raise InputError(f"{self.name}: ref must be one image (1,C,H,W), got shape {tuple(ref.shape)}")
         expanded = ref.expand(others.shape[0], *ref.shape[1:])
         self.check(expanded, others)
-        expanded, others = promote_to_common_dtype(expanded, others)
+        expanded, others = self._placed(*promote_to_common_dtype(expanded, others))
         if self._wants_grad(expanded, others):
             return self.compute_to_reference(expanded, others)
         with torch.no_grad():
@@ -255,24 +346,63 @@ class Metric(nn.Module):
     # -- the evaluation loop: update(x, y) per batch, compute() at the end, reset() to start over
 
     def update(self, x: Any, y: Any) -> None:
-        """Keep the per-item values :meth:`values` gives for this batch (on the CPU, in float64,
-        detached), for :meth:`compute`."""
+        """Add this batch's values (:meth:`values`, detached) to the states: their float64 sum
+        and sum of squares and their count, on the metric's device. Constant memory, and no
+        host synchronisation beyond what :meth:`values` does."""
         values = self.values(x, y).detach()
         if values.ndim != 1:
             raise InputError(f"{self.name}: update needs one value per image, got shape {tuple(values.shape)} "
                              "(spatial maps have no single value: use spatial=False)")
-        self._accumulated.append(values.to("cpu", torch.float64))
+        states = self._states()
+        if not self.moved_by_user and states[0].device != _state_device(values.device):
+            # A metric the user never placed keeps its states where its values are computed.
+            with torch.inference_mode(False):
+                for name, state in zip(STATE_NAMES, states):
+                    self._buffers[name] = state.to(_state_device(values.device))
+            states = self._states()
+        v = values.to(device=states[0].device, dtype=torch.float64)
+        with torch.no_grad():
+            states[0].add_(v.sum())
+            states[1].add_((v * v).sum())
+            states[2].add_(v.numel())
+
+    def _states(self) -> list[torch.Tensor]:
+        """The evaluation-loop states, in :data:`STATE_NAMES` order."""
+        return [typing.cast(torch.Tensor, self._buffers[name]) for name in STATE_NAMES]
 
     def reset(self) -> None:
-        """Forget the values :meth:`update` kept."""
-        self._accumulated = []
+        """Zero the states :meth:`update` added to."""
+        with torch.no_grad():
+            for state in self._states():
+                state.zero_()
+
+    def persistent(self, mode: bool = True) -> None:
+        """Whether the evaluation-loop states go into ``state_dict`` (not by default, as in
+        torchmetrics). A ``state_dict`` without them (an older checkpoint, or saved with
+        ``persistent(False)``) still loads: the states are then left as they are."""
+        for name in STATE_NAMES:
+            if mode:
+                self._non_persistent_buffers_set.discard(name)
+            else:
+                self._non_persistent_buffers_set.add(name)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        before = set(missing_keys)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        optional = {prefix + name for name in STATE_NAMES}
+        missing_keys[:] = [k for k in missing_keys if k in before or k not in optional]
 
     def compute(self) -> dict[str, float]:
-        """The summary of every value :meth:`update` kept, as :func:`summarize_values` gives it
-        (``mean``, ``ci_low``, ``ci_high``, ``n``); under an initialised ``torch.distributed``
-        process group, of the values of every rank, so each rank gets the same numbers."""
-        local = torch.cat(self._accumulated) if self._accumulated else torch.empty(0, dtype=torch.float64)
-        return summarize_values(_gather_across_ranks(local), what=self.name)
+        """The summary of every value :meth:`update` added (``mean``, ``ci_low``, ``ci_high``,
+        ``n``; see :func:`summarize_moments`); under an initialised ``torch.distributed`` process
+        group, of the values of every rank (the states are summed with ``all_reduce``), so each
+        rank gets the same numbers."""
+        total, total_sq, count = self._states()
+        totals = torch.stack([total, total_sq, count.to(torch.float64)])
+        summed = _sum_across_ranks(totals).tolist()
+        return summarize_moments(summed[0], summed[1], int(summed[2]), what=self.name)
 
     def as_loss(self, reduction: Reduction = "mean") -> MetricLoss:
         """This metric as a loss: a module whose value is :meth:`to_distance` of the metric's
@@ -287,6 +417,30 @@ class Metric(nn.Module):
         if self.lower_is_better:
             return value
         raise NotImplementedError(f"{self.name} must define to_distance")
+
+
+def _conversion_target(fn: Any) -> tuple[torch.device | None, torch.dtype | None]:
+    """What a conversion ``Module._apply`` runs (``.to(...)``, ``.cuda()``, ``.double()``, ...)
+    does to tensors: the device it moves them to and the floating dtype it casts them to, each
+    None when the conversion leaves it alone. Found by converting empty probes: a tensor on
+    the meta device keeps its device under a pure dtype change and cannot be copied to a real
+    one; two probes of different dtypes end in one dtype only under a cast."""
+    moved = fn(torch.empty(0))
+    if not isinstance(moved, torch.Tensor):
+        return None, None
+    if moved.device.type != "cpu":
+        device: torch.device | None = moved.device
+    else:
+        try:
+            device = None if fn(torch.empty(0, device="meta")).device.type == "meta" else moved.device
+        except (NotImplementedError, RuntimeError):
+            device = moved.device
+    try:
+        single, double = fn(torch.empty(0, dtype=torch.float32)), fn(torch.empty(0, dtype=torch.float64))
+    except (NotImplementedError, RuntimeError, TypeError):
+        return device, None
+    dtype = single.dtype if single.dtype == double.dtype else None
+    return device, dtype
 
 
 class MetricLoss(nn.Module):
@@ -320,38 +474,46 @@ class MetricLoss(nn.Module):
         return f"reduction={self.reduction!r}"
 
 
-def summarize_values(values: torch.Tensor, what: str = "metric") -> dict[str, float]:
-    """Mean of per-item values ``(n,)`` with its 95% t-interval: ``{"mean", "ci_low", "ci_high", "n"}``.
+def summarize_moments(total: float, total_sq: float, n: int, what: str = "metric") -> dict[str, float]:
+    """Mean of ``n`` values from their sum and sum of squares, with its 95% t-interval:
+    ``{"mean", "ci_low", "ci_high", "n"}``.
 
-    The interval is Student's t (``mean +- t_{0.975, n-1} * sd / sqrt(n)``): exact under normal
-    values and close for evaluation-set means by the central limit theorem; deterministic and
-    closed-form, so every rank of a distributed run and every rerun gives the same numbers
-    without a resampling seed. NaN when ``n < 2`` (no spread to estimate) or when a value is
-    not finite (PSNR of identical images is +inf, so the mean is +inf).
+    The interval is Student's t (``mean +- t_{0.975, n-1} * sd / sqrt(n)``, ``sd`` the sample
+    standard deviation ``sqrt((S2 - S^2/n) / (n - 1))``): exact under normal values and close
+    for evaluation-set means by the central limit theorem; deterministic and closed-form, so
+    every rank of a distributed run and every rerun gives the same numbers without a
+    resampling seed. NaN when ``n < 2`` (no spread to estimate) or when a value is not finite
+    (PSNR of identical images is +inf, so the mean is +inf).
     """
-    from scipy import stats
+    from ..student_t import t_quantile
 
-    n = int(values.numel())
     if n == 0:
         raise InputError(f"{what}: compute() before any update(x, y): there are no values to summarise")
-    values = values.to(torch.float64)
-    mean = float(values.mean())
-    if n < 2 or not math.isfinite(mean):
+    mean = total / n
+    if n < 2 or not math.isfinite(mean) or not math.isfinite(total_sq):
         return {"mean": mean, "ci_low": math.nan, "ci_high": math.nan, "n": n}
-    half = float(stats.t.ppf(0.975, n - 1)) * float(values.std(unbiased=True)) / math.sqrt(n)
+    variance = max(total_sq - total * mean, 0.0) / (n - 1)
+    half = t_quantile(0.975, n - 1) * math.sqrt(variance / n)
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 
 
-def _gather_across_ranks(local: torch.Tensor) -> torch.Tensor:
-    """Every rank's values in rank order, on every rank (an initialised process group), else ``local``."""
+def _state_device(device: torch.device | str) -> torch.device:
+    """Where the evaluation-loop states live for a metric on ``device``: there, except on
+    Apple's MPS, which has no float64 (the states then stay on the CPU)."""
+    device = torch.device(device)
+    return torch.device("cpu") if device.type == "mps" else device
+
+
+def _sum_across_ranks(totals: torch.Tensor) -> torch.Tensor:
+    """``totals`` summed over the ranks of an initialised process group (``all_reduce``, a copy:
+    the local states are left as they are), else ``totals``."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return local
-    parts: list[Any] = [None] * dist.get_world_size()
-    # Objects, not tensors: ranks may hold different numbers of items, and any backend takes them.
-    dist.all_gather_object(parts, local)
-    return torch.cat([torch.as_tensor(p, dtype=torch.float64) for p in parts])
+        return totals
+    reduced = totals.clone()
+    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+    return reduced
 
 
 def _as_tensors(*named: tuple[str, Any], value_range: tuple[float, float]) -> list[torch.Tensor]:

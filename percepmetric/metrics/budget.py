@@ -211,10 +211,25 @@ def out_of_memory_as_input_error(metric: str, what: str, need: float | None, dev
         raise InputError(memory_message(metric, what, need, available, device, hint, failed=True)) from exc
 
 
+def memory_guard(metric: str, images: Sequence[torch.Tensor], need: float,
+                 hint: str = "") -> contextlib.AbstractContextManager[None]:
+    """A context for a computation on ``images`` (for the message and the device) that needs
+    ``need`` bytes: :func:`check_fits` on entering, :func:`out_of_memory_as_input_error` around
+    the block.
+
+    While ``torch.compile`` traces the call (``torch.compiler.is_compiling()``) it does nothing
+    (a ``nullcontext``): reading ``/proc`` or the CUDA allocator is no tensor operation and would
+    split the compiled graph on every call. A compiled caller loses nothing it needs: it chose
+    its shapes when it compiled (a new shape recompiles), and an image too large for memory
+    fails on the first call with the allocator's own error, as in any compiled code.
+    """
+    if torch.compiler.is_compiling():
+        return contextlib.nullcontext()
+    return _guarded(metric, images, need, hint)
+
+
 @contextlib.contextmanager
-def memory_guard(metric: str, images: Sequence[torch.Tensor], need: float, hint: str = "") -> Iterator[None]:
-    """:func:`check_fits` before, :func:`out_of_memory_as_input_error` around the block, for a
-    computation on ``images`` (for the message and the device) that needs ``need`` bytes."""
+def _guarded(metric: str, images: Sequence[torch.Tensor], need: float, hint: str) -> Iterator[None]:
     what, device = describe(images), images[0].device
     check_fits(metric, what, need, device, hint)
     with out_of_memory_as_input_error(metric, what, need, device, hint):

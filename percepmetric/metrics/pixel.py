@@ -163,8 +163,8 @@ class L2(Metric):
     lower_is_better = True
 
     def __init__(self, data_range: float = 1.0, color: Color = "rgb", convention: L2Convention = "plain",
-                 reduction: Reduction = "none") -> None:
-        super().__init__(data_range, reduction)
+                 reduction: Reduction = "none", validate_args: bool = True) -> None:
+        super().__init__(data_range, reduction, validate_args)
         check_choice(self.name, "color", color, COLORS)
         check_choice(self.name, "convention", convention, ("plain", "lpips"))
         if convention == "lpips" and color == "grey":
@@ -195,8 +195,9 @@ class L1(Metric):
     name = "l1"
     lower_is_better = True
 
-    def __init__(self, data_range: float = 1.0, color: Color = "rgb", reduction: Reduction = "none") -> None:
-        super().__init__(data_range, reduction)
+    def __init__(self, data_range: float = 1.0, color: Color = "rgb", reduction: Reduction = "none",
+                 validate_args: bool = True) -> None:
+        super().__init__(data_range, reduction, validate_args)
         check_choice(self.name, "color", color, COLORS)
         self.color = color
         self.options.update(color=color)
@@ -228,8 +229,8 @@ class PSNR(Metric):
     distance_name = "mse"  # MSE of the images scaled to [0, 1]: not PSNR, so never labelled "psnr"
 
     def __init__(self, data_range: float = 1.0, color: PSNRColor = "rgb", shave: int = 0, quantize: bool = False,
-                 reduction: Reduction = "none") -> None:
-        super().__init__(data_range, reduction)
+                 reduction: Reduction = "none", validate_args: bool = True) -> None:
+        super().__init__(data_range, reduction, validate_args)
         check_choice(self.name, "color", color, ("rgb", "y"))
         self.color, self.shave = color, check_shave(self.name, shave)
         if not isinstance(quantize, bool):

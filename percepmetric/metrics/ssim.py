@@ -46,12 +46,13 @@ be kept for the backward pass, saving nothing) nor for ``color="rgb_planes"``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..options import Color, LumaColor, MatlabConvention, Reduction, SSIMConvention
+from ..options import Color, LumaColor, MatlabConvention, Reduction, SSIMConvention, parse_bool
 from . import budget
 from .base import Metric, check_choice, check_pair, promote_to_common_dtype
 from .color import lab_over_100, lpips_code_8bit, rgb_to_grey_matlab, rgb_to_ycbcr_y, straight_through
@@ -85,6 +86,24 @@ _MATMUL_MAX_SIDE = 128
 
 
 # ---------------------------------------------------------------- windows and filtering
+
+class Window(NamedTuple):
+    """A separable SSIM window: its 1-D factor ``weights`` ``(k,)`` (the 2-D window is their outer
+    product) and whether it is a box (``uniform``: every weight ``1/k``).
+
+    ``uniform`` is known from how the window was built (:func:`uniform_window` or not), never
+    read from the weights: deciding the filtering path from tensor values would need them on
+    the host, a device sync per call and a graph break under ``torch.compile``.
+    """
+
+    weights: torch.Tensor
+    uniform: bool = False
+
+    @property
+    def size(self) -> int:
+        """``k``: the window covers ``k x k`` pixels."""
+        return self.weights.numel()
+
 
 def gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """1-D normalised Gaussian ``(size,)``. Its outer product with itself is exactly MATLAB's
@@ -138,36 +157,36 @@ def box_sum_valid(maps: torch.Tensor, k: int) -> torch.Tensor:
     return window_sums(window_sums(maps, k, -1), k, -2)
 
 
-def filter_valid(maps: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+def filter_valid(maps: torch.Tensor, window: Window) -> torch.Tensor:
     """Separable 'valid' filtering: ``(..., H, W) -> (..., H-k+1, W-k+1)``.
 
-    Equals ``filter2(window' * window, map, 'valid')`` for a 1-D ``window`` of size k (the
-    2-D windows used here are outer products of 1-D ones). Rows, then columns. A uniform
+    Equals ``filter2(w' * w, map, 'valid')`` for the 1-D weights ``w`` of size k of ``window``
+    (the 2-D windows used here are outer products of 1-D ones). Rows, then columns. A uniform
     window is a sliding sum. Other windows on small images:
     one matrix product per axis with the banded matrix of :func:`_valid_filter_matrix` (n
     multiply-adds per output instead of k, but BLAS runs them faster than a convolution
     runs its k). Larger ones: two depthwise 1-D convolutions over all maps at once.
     """
     h, w = maps.shape[-2:]
-    k = window.numel()
-    if bool((window == window[0]).all()):
+    weights, k = window.weights, window.size
+    if window.uniform:
         # Uniform window (scikit-image's 7x7): sliding sums, 2-4x faster than either path
         # below at every size measured (64 to 512 px).
-        return box_sum_valid(maps, k) * (window[0] * window[0])
+        return box_sum_valid(maps, k) * (weights[0] * weights[0])
     if max(h, w) <= _MATMUL_MAX_SIDE:
-        rows = maps @ _valid_filter_matrix(w, window)
-        return (rows.transpose(-1, -2) @ _valid_filter_matrix(h, window)).transpose(-1, -2)
+        rows = maps @ _valid_filter_matrix(w, weights)
+        return (rows.transpose(-1, -2) @ _valid_filter_matrix(h, weights)).transpose(-1, -2)
     flat = maps.reshape(1, -1, h, w)
     groups = flat.shape[1]
-    out = F.conv2d(flat, window.view(1, 1, 1, k).expand(groups, 1, 1, k), groups=groups)
-    out = F.conv2d(out, window.view(1, 1, k, 1).expand(groups, 1, k, 1), groups=groups)
+    out = F.conv2d(flat, weights.view(1, 1, 1, k).expand(groups, 1, 1, k), groups=groups)
+    out = F.conv2d(out, weights.view(1, 1, k, 1).expand(groups, 1, k, 1), groups=groups)
     return out.reshape(maps.shape[:-2] + out.shape[-2:])
 
 
 def ssim_maps(
     x: torch.Tensor,
     y: torch.Tensor,
-    window: torch.Tensor,
+    window: Window,
     dynamic_range: float = 1.0,
     sample_covariance: bool = False,
     with_ssim: bool = True,
@@ -187,7 +206,7 @@ def ssim_maps(
     var_sum = (xx - mu_xx) + (yy - mu_yy)
     cov = xy - mu_xy
     if sample_covariance:
-        n = window.numel() ** 2
+        n = window.size ** 2
         var_sum, cov = var_sum * (n / (n - 1.0)), cov * (n / (n - 1.0))
     cs = (2.0 * cov + c2) / (var_sum + c2)
     if not with_ssim:
@@ -264,8 +283,8 @@ def _resolve_quantize(metric: str, convention: str, quantize, color: str | None 
     given, = scikit-image) | ``"lpips_code"`` (:func:`lpips_code_8bit`); ``"auto"`` -> ``"lpips_code"``.
     With ``color="y"`` (resolved), ``"auto"`` -> False: the float Y of the Python SR toolboxes
     whatever the input; MATLAB's integer Y only when asked (True)."""
-    if isinstance(quantize, str) and quantize.lower() in ("true", "false"):
-        quantize = quantize.lower() == "true"
+    flag = parse_bool(quantize, ("true", "false"))
+    quantize = quantize if flag is None else flag
     choices = QUANTIZE if convention == "matlab" else ("auto", False, LPIPS_CODE)
     if quantize not in choices or isinstance(quantize, (int, float)) and not isinstance(quantize, bool):
         raise InputError(
@@ -302,10 +321,16 @@ def _representation(x: torch.Tensor, color: str, quantize: bool | str,
     return x
 
 
-def _window_for(convention: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _window_for(convention: str, dtype: torch.dtype, device: torch.device) -> Window:
+    """The convention's window: ssim.m's 11x11 Gaussian (sigma 1.5), or scikit-image's 7x7 box."""
     if convention == "matlab":
-        return gaussian_window(GAUSSIAN_SIZE, GAUSSIAN_SIGMA, dtype, device)
-    return uniform_window(UNIFORM_SIZE, dtype, device)
+        return _gaussian(dtype, device)
+    return Window(uniform_window(UNIFORM_SIZE, dtype, device), uniform=True)
+
+
+def _gaussian(dtype: torch.dtype, device: torch.device) -> Window:
+    """ssim.m's and msssim.m's window, ``fspecial('gaussian', 11, 1.5)``."""
+    return Window(gaussian_window(GAUSSIAN_SIZE, GAUSSIAN_SIGMA, dtype, device))
 
 
 def _too_small(metric: str, h: int, w: int, need: int, why: str) -> InputError:
@@ -333,8 +358,8 @@ def _ssim(x, y, data_range, convention, color, downsample, quantize, shave=0) ->
         x, y = box_downsample(x, f, "symmetric"), box_downsample(y, f, "symmetric")
     window = _window_for(convention, x.dtype, x.device)
     h, w = x.shape[-2:]
-    if min(h, w) < window.numel():
-        raise _too_small("ssim", h, w, window.numel(), f"window of the {convention} convention")
+    if min(h, w) < window.size:
+        raise _too_small("ssim", h, w, window.size, f"window of the {convention} convention")
     ssim_map, _ = ssim_maps(x, y, window, sample_covariance=convention == "lpips")
     assert ssim_map is not None  # with_ssim=True
     return ssim_map.mean(dim=(-1, -2)).mean(dim=1)
@@ -349,6 +374,7 @@ def ssim(
     downsample: bool = True,
     quantize: bool | str = "auto",
     shave: int = 0,
+    validate_args: bool = True,
 ) -> torch.Tensor:
     """Structural similarity ``(N,)`` in [-1, 1] (1 for ``x == y``) of ``(N,C,H,W)`` batches in
     ``[0, data_range]``, C = 1 or 3. Differentiable; device and dtype follow the input
@@ -378,6 +404,9 @@ def ssim(
     ``"auto"`` means False here), and never downsamples (``downsample`` does not apply, as
     BasicSR and the other SR toolboxes never do). ``shave`` removes that many pixels on every
     side first, whatever the colour.
+
+    ``validate_args=False`` skips the checks that read the input's values (finite, inside
+    ``[0, data_range]``: a device sync per call); shapes and types are still checked.
     """
     check_choice("ssim", "convention", convention, CONVENTIONS)
     _check_data_range("ssim", data_range)
@@ -386,7 +415,8 @@ def ssim(
     shave = check_shave("ssim", shave)
     if convention == "lpips" or color == LUMA_Y:
         downsample = False
-    check_pair(x, y, value_range=(0.0, float(data_range)), min_size=1 + 2 * shave, metric="ssim")
+    check_pair(x, y, value_range=(0.0, float(data_range)), min_size=1 + 2 * shave, metric="ssim",
+               check_values=validate_args)
     x, y = promote_to_common_dtype(x, y)
     return _ssim(x, y, float(data_range), convention, color, bool(downsample), quantize, shave)
 
@@ -443,7 +473,7 @@ def _ms_ssim(x, y, data_range, color, quantize, scales) -> torch.Tensor:
     if levels == 0:
         raise _too_small("ms_ssim", h, w, GAUSSIAN_SIZE, "window of MS-SSIM's finest scale")
     weights = ms_ssim_weights(levels)
-    window = gaussian_window(GAUSSIAN_SIZE, GAUSSIAN_SIGMA, x.dtype, x.device)
+    window = _gaussian(x.dtype, x.device)
     value: torch.Tensor | None = None
     for level, weight in enumerate(weights):
         if level > 0:
@@ -467,6 +497,7 @@ def ms_ssim(
     color: str = "grey",
     quantize: bool | str = "auto",
     scales: int = 5,
+    validate_args: bool = True,
 ) -> torch.Tensor:
     """Multi-scale SSIM ``(N,)`` in [0, 1] (1 for ``x == y``) of ``(N,C,H,W)`` batches in
     ``[0, data_range]``, as Wang et al.'s ``msssim.m`` computes it ('product' method)::
@@ -482,13 +513,15 @@ def ms_ssim(
     ``"rgb"`` or ``"lab"`` (per-channel MS-SSIM, then the mean over channels).
     Small images use fewer scales (:func:`ms_ssim_scales`, :func:`ms_ssim_weights`): 64x64
     gets 3; below 11x11 is an error. A scale whose mean is <= 0 makes the product 0.
+    ``validate_args=False`` skips the value checks, as for :func:`ssim`.
     """
     check_choice("ms_ssim", "convention", convention, ("matlab",))
     _check_data_range("ms_ssim", data_range)
     color = _resolve_color("ms_ssim", convention, color)
     quantize = _resolve_quantize("ms_ssim", convention, quantize)
     _check_scales(scales)
-    check_pair(x, y, value_range=(0.0, float(data_range)), min_size=1, metric="ms_ssim")
+    check_pair(x, y, value_range=(0.0, float(data_range)), min_size=1, metric="ms_ssim",
+               check_values=validate_args)
     x, y = promote_to_common_dtype(x, y)
     return _ms_ssim(x, y, float(data_range), color, quantize, scales)
 
@@ -592,15 +625,15 @@ def _grids(x: torch.Tensor, y: torch.Tensor, data_range: float, color: str, quan
     return _banded_grid(x, data_range, rows), _banded_grid(y, data_range, rows)
 
 
-def _banded_map_means(rows: _Rows, window: torch.Tensor, per_band: int, sample_covariance: bool = False,
+def _banded_map_means(rows: _Rows, window: Window, per_band: int, sample_covariance: bool = False,
                       with_ssim: bool = True) -> torch.Tensor:
     """``(N, C)`` means of the SSIM map (``with_ssim``) or of the contrast-structure map of the
     images ``rows`` makes, over bands of ``per_band`` map rows, each made from its rows plus the
     window's halo; the sums accumulate in float64 (:func:`~.budget.accumulator_dtype`)."""
-    k = window.numel()
+    k = window.size
     height, width = rows.height - k + 1, rows.width - k + 1
     total: torch.Tensor | None = None
-    dtype = window.dtype
+    dtype = window.weights.dtype
     for start, stop in budget.bands(height, per_band):
         xb, yb = rows(start, stop + k - 1)
         ssim_map, cs_map = ssim_maps(xb, yb, window, sample_covariance=sample_covariance, with_ssim=with_ssim)
@@ -660,7 +693,7 @@ def _banded_ms_ssim(x, y, data_range, color, quantize, scales) -> torch.Tensor |
     # The images of the current scale and the conversions still to apply to them (at the
     # finest scale: the inputs and their representation; then each coarser scale, materialised).
     current = (x, y, _prepare(data_range, color, quantize, grid_x), _prepare(data_range, color, quantize, grid_y))
-    window = gaussian_window(GAUSSIAN_SIZE, GAUSSIAN_SIGMA, x.dtype, x.device)
+    window = _gaussian(x.dtype, x.device)
     value: torch.Tensor | None = None
     for level, weight in enumerate(ms_ssim_weights(levels)):
         if level > 0:
@@ -709,8 +742,9 @@ class SSIM(_StructuralSimilarity):
         quantize: bool | str = "auto",
         shave: int = 0,
         reduction: Reduction = "none",
+        validate_args: bool = True,
     ) -> None:
-        super().__init__(data_range, reduction)
+        super().__init__(data_range, reduction, validate_args)
         check_choice(self.name, "convention", convention, CONVENTIONS)
         self.convention = convention
         self.color = _resolve_color(self.name, convention, color)
@@ -744,8 +778,9 @@ class MSSSIM(_StructuralSimilarity):
         quantize: bool | str = "auto",
         scales: int = 5,
         reduction: Reduction = "none",
+        validate_args: bool = True,
     ) -> None:
-        super().__init__(data_range, reduction)
+        super().__init__(data_range, reduction, validate_args)
         check_choice(self.name, "convention", convention, ("matlab",))
         _check_scales(scales)
         self.color = _resolve_color(self.name, convention, color)

@@ -15,7 +15,7 @@ ImageNet file is read: the whole network comes from one file per net.
 
 Weights: ``stlpips_pytorch/weights/vST0.0/{alex,vgg}_shift_tolerant.pth`` of the
 ``stlpips-pytorch`` 0.0.2 distribution (BSD 2-Clause, Copyright (c) 2022, Abhijay Ghildyal,
-Feng Liu), located with :mod:`importlib.metadata` and read as data with
+Feng Liu), located and checked by SHA-256 in :mod:`percepmetric.weights` and read as data with
 ``torch.load(weights_only=True)``; its Python code is never imported. Unlike the authors'
 loader (``strict=False``, where a tensor absent from the file would silently stay random),
 :func:`load_stlpips_file` requires every parameter and buffer of the network (convolutions,
@@ -34,16 +34,14 @@ import torch
 from ..errors import InputError
 from ..nets.antialiased import ST_NETS, ShiftTolerantTrunk, build_shift_tolerant_trunk, shift_tolerant_spec
 from ..options import Precision, Reduction
+from ..weights import ST_VERSION, loaded_file, locate, stlpips_network_file, stlpips_weights_path
 from .base import Metric
-from .lpips import LPIPS, _loaded_file, resolve_input_options
+from .lpips import ChannelDistanceMetric, resolve_input_options
 
 __all__ = ["STLPIPS", "STNet", "ST_VERSION", "stlpips_weights_path", "load_stlpips_file"]
 
 STNet = Literal["alex", "vgg"]
-ST_VERSION = "vST0.0"  # the folder of the released weights in the wheel
 ST_VARIANT = "shift_tolerant"
-DISTRIBUTION = "stlpips-pytorch"
-PIN = "stlpips-pytorch==0.0.2"
 _NET_ALIASES = {"alex": "alex", "alexnet": "alex", "vgg": "vgg", "vgg16": "vgg"}
 
 
@@ -52,25 +50,6 @@ def _canonical_st_net(net: Any) -> STNet:
     if key not in _NET_ALIASES:
         raise InputError(f"stlpips: unknown net {net!r} (choose one of: {', '.join(ST_NETS)})")
     return "alex" if _NET_ALIASES[key] == "alex" else "vgg"
-
-
-def stlpips_weights_path(net: str) -> Path:
-    """Where the network of ``net`` is read: ``$PERCEPMETRIC_STLPIPS_WEIGHTS/<net>_shift_tolerant.pth``
-    if that variable names a folder, else ``stlpips_pytorch/weights/vST0.0/<net>_shift_tolerant.pth``
-    of the installed ``stlpips-pytorch`` distribution (located with :mod:`importlib.metadata`; its
-    code is not imported). The file may not exist: see :func:`load_stlpips_file`."""
-    net = _canonical_st_net(net)
-    name = f"{net}_{ST_VARIANT}.pth"
-    override = os.environ.get("PERCEPMETRIC_STLPIPS_WEIGHTS")
-    if override:
-        return Path(override) / name
-    from importlib import metadata
-
-    try:
-        dist = metadata.distribution(DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        return Path(f"<{DISTRIBUTION} package not installed>") / "stlpips_pytorch" / "weights" / ST_VERSION / name
-    return Path(str(dist.locate_file(f"stlpips_pytorch/weights/{ST_VERSION}/{name}")))
 
 
 def _file_key(trunk: ShiftTolerantTrunk, key: str) -> str:
@@ -82,8 +61,8 @@ def _file_key(trunk: ShiftTolerantTrunk, key: str) -> str:
 
 def load_stlpips_file(net: str, path: str | os.PathLike | None = None
                       ) -> tuple[ShiftTolerantTrunk, list[torch.Tensor], torch.Tensor, torch.Tensor]:
-    """The complete ST-LPIPS network of ``net`` from its weight file (default
-    :func:`stlpips_weights_path`): ``(trunk, calibration, shift, scale)`` with ``calibration`` the
+    """The complete ST-LPIPS network of ``net`` from its weight file (default: the one
+    :func:`percepmetric.weights.locate` finds): ``(trunk, calibration, shift, scale)`` with ``calibration`` the
     five ``(C_l,)`` channel weights and ``shift``, ``scale`` the ``(1,3,1,1)`` input scaling.
 
     Every tensor of the network must be in the file with its shape (trunk ``net.slice<k>.<i>.*``,
@@ -92,13 +71,11 @@ def load_stlpips_file(net: str, path: str | os.PathLike | None = None
     :class:`WeightsNotFoundError` when the file is absent.
     """
     net = _canonical_st_net(net)
-    path = Path(path) if path is not None else stlpips_weights_path(net)
+    located = locate(stlpips_network_file(net))
+    path = Path(path) if path is not None else located.require()
     from ..checkpoints import load_weight_file  # weights_only: a pickled payload is refused, not run
 
-    state = load_weight_file(path, what="ST-LPIPS weight file", missing=(
-        f"ST-LPIPS weights for {net} not found at {path}: they ship with the `{DISTRIBUTION}` package "
-        f"(BSD-2-Clause, 64 MB): pip install '{PIN}' (from a clone: pip install -e '.[stlpips]'), or set "
-        f"PERCEPMETRIC_STLPIPS_WEIGHTS to a folder holding {net}_{ST_VARIANT}.pth"))
+    state = load_weight_file(path, what="ST-LPIPS weight file", missing=located.missing_message())
     trunk = build_shift_tolerant_trunk(net)
     spec = shift_tolerant_spec(net)
     # file key -> the shape our network needs there
@@ -124,7 +101,7 @@ def load_stlpips_file(net: str, path: str | os.PathLike | None = None
     return trunk.eval(), calibration, shift, scale
 
 
-class STLPIPS(LPIPS):
+class STLPIPS(ChannelDistanceMetric):
     """Shift-tolerant LPIPS (Ghildyal & Liu 2022): LPIPS on blur-pooled AlexNet/VGG16 trunks.
 
     ``STLPIPS(net="alex", input_range="0,1", spatial=False, precision="auto", data_range=None)``
@@ -137,8 +114,10 @@ class STLPIPS(LPIPS):
 
     Everything LPIPS offers after construction works the same (``layer_distances``,
     ``distance_map``, ``features``, ``distance_from_features``, ``pair_embedding``,
-    ``triplet_values``): the distance is LPIPS's Eq. 1, only the trunk differs.
-    ``variant`` is ``"shift_tolerant"``, the only one the wheel has weights for.
+    ``triplet_values``; :class:`~percepmetric.metrics.lpips.ChannelDistanceMetric`, their common
+    base): the distance is LPIPS's Eq. 1, only the trunk differs. It is not an ``LPIPS``
+    (no ``untrained`` form, no training-checkpoint file). ``variant`` is ``"shift_tolerant"``,
+    the only one the wheel has weights for.
     """
 
     name = "stlpips"
@@ -149,8 +128,6 @@ class STLPIPS(LPIPS):
     #: alex 1.01-1.07; vgg 1.97-2.00, whose first tap (full size) is still held while the
     #: stride-1 max pooling and the blur's padded copy make two more full-size tensors.
     memory_factors: ClassVar[dict[str, float]] = {"alex": 1.15, "vgg": 2.2}
-    shift: torch.Tensor  # the input scaling, (1,3,1,1) buffers (LPIPS registers them)
-    scale: torch.Tensor
 
     def __init__(
         self,
@@ -160,23 +137,19 @@ class STLPIPS(LPIPS):
         precision: Precision = "auto",
         data_range: float | None = None,
         reduction: Reduction = "none",
+        validate_args: bool = True,
     ) -> None:
         # Not LPIPS.__init__, which builds torchvision trunks: this network comes whole from one file.
-        Metric.__init__(self, reduction=reduction)
+        Metric.__init__(self, reduction=reduction, validate_args=validate_args)
         (lo, hi), precision = resolve_input_options(self.name, input_range, data_range, precision)
         net = _canonical_st_net(net)
-        path = stlpips_weights_path(net)
+        path = locate(stlpips_network_file(net)).require()
         trunk, calibration, shift, scale = load_stlpips_file(net, path)
         self._setup(net, ST_VARIANT, trunk, calibration, "file", (lo, hi), bool(spatial), precision, ST_VERSION,
-                    [_loaded_file("weights", path)])
+                    [loaded_file("weights", path)])
         # The scaling constants the authors' file holds (LPIPS v0.1's, to the last bit).
         self.shift.copy_(shift)
         self.scale.copy_(scale)
         self.min_size = shift_tolerant_spec(net).min_size
         self.options = {"net": net, "input_range": f"{lo:g},{hi:g}", "spatial": bool(spatial),
                         "precision": precision}
-
-    @classmethod
-    def untrained(cls, *args: Any, **kwargs: Any) -> LPIPS:
-        """Not available: ST-LPIPS exists only as the authors' trained network."""
-        raise InputError("stlpips: only the authors' trained networks exist; use create_metric('stlpips')")

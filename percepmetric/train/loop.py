@@ -73,7 +73,8 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "percepmetric-train"
-# 2: the NumPy RNG state is stored as a tensor and numbers (version 1 pickled it, so cannot be read safely).
+# The layout of a training checkpoint; a file of a later version is refused. Version 2 stores the NumPy
+# RNG state as a tensor and numbers, so the file loads with ``weights_only`` (no pickled objects).
 CHECKPOINT_VERSION = 2
 RESUME_FIELDS = ("version", "config", "data", "model", "optimizer", "epoch", "step", "global_step", "sums",
                  "history", "rng")

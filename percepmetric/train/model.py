@@ -143,12 +143,13 @@ class LPIPSTrainable(nn.Module):
 
 
 def export_metric(lp: LPIPSTrainable, path: Path, meta: dict[str, object]) -> Path:
-    """Write the trained metric as an LPIPS weight file (``save_lpips_checkpoint``), atomically.
+    """Write the trained metric as an LPIPS weight file (:func:`.checkpoint.save_lpips_checkpoint`),
+    atomically.
 
     ``lin`` files hold only w (the trunk is torchvision's ImageNet one); ``tune``/``scratch``
     files hold the trunk too.
     """
-    from ..metrics.lpips import save_lpips_checkpoint
+    from .checkpoint import save_lpips_checkpoint
 
     metric = lp.metric
     if lp.variant != "lin":
