@@ -18,10 +18,15 @@ from .errors import InputError
 from .metrics.base import Metric, MetricLoss
 from .metrics.dists import DISTS
 from .metrics.fsim import FSIM
+from .metrics.gmsd import GMSD, MSGMSD
+from .metrics.haarpsi import HaarPSI
 from .metrics.lpips import LPIPS
+from .metrics.mdsi import MDSI
 from .metrics.pixel import L1, L2, PSNR
+from .metrics.srsim import SRSIM
 from .metrics.ssim import MSSSIM, SSIM
 from .metrics.stlpips import STLPIPS
+from .metrics.vsi import VSI
 from .options import Reduction, check_reduction, literal_choices, parse_option_value
 
 METRICS: dict[str, type[Metric]] = {
@@ -31,6 +36,12 @@ METRICS: dict[str, type[Metric]] = {
     "ssim": SSIM,
     "ms_ssim": MSSSIM,
     "fsim": FSIM,  # FSIMc is fsim with chromatic=True
+    "gmsd": GMSD,
+    "ms_gmsd": MSGMSD,  # MS-GMSDc is ms_gmsd with chromatic=True
+    "haarpsi": HaarPSI,
+    "mdsi": MDSI,  # x is the reference: asymmetric
+    "srsim": SRSIM,
+    "vsi": VSI,
     "lpips": LPIPS,
     "dists": DISTS,
     "stlpips": STLPIPS,  # shift-tolerant LPIPS: its own anti-aliased trunks and weights
@@ -47,9 +58,17 @@ def list_metrics() -> list[str]:
     return sorted(METRICS)
 
 
+#: Names as the papers spell them, where the table's name (piq's and pyiqa's) drops a hyphen.
+_PAPER_NAMES = {"sr_sim": "srsim", "haar_psi": "haarpsi"}
+
+
 def canonical_name(name: str) -> str:
-    """A metric name as users type it (``SSIM``, ``MS-SSIM``) -> its table name (``ssim``, ``ms_ssim``)."""
-    return name.strip().lower().replace("-", "_") if isinstance(name, str) else name
+    """A metric name as users type it (``SSIM``, ``MS-SSIM``, ``SR-SIM``) -> its table name
+    (``ssim``, ``ms_ssim``, ``srsim``)."""
+    if not isinstance(name, str):
+        return name
+    typed = name.strip().lower().replace("-", "_")
+    return _PAPER_NAMES.get(typed, typed)
 
 
 def metric_class(name: str) -> type[Metric]:

@@ -1,0 +1,138 @@
+"""Speed and peak memory of the classic full-reference metrics against piq, in the same run.
+
+The metrics of the classic suite (GMSD, MS-GMSD, HaarPSI, MDSI, SR-SIM, VSI, ... as they land
+in the registry) on CPU, float32, for the two workloads of the issue that asked for them: 64
+images of 64x64 and 8 images of 512x384. Timing is interleaved with piq in every round (load
+from other processes hits both alike; ``traditional_speed.py``'s loop and printout), median of
+``--repeats``; the ratio is piq's time over ours (>= 1.0: at least as fast), at the median and
+per round. Peak memory is measured apart: each (implementation, workload) runs once in a fresh
+interpreter, which reports the growth of its peak RSS (``ru_maxrss``) over the call.
+
+Values: each side computes in its own convention (piq converts RGB to the Y of YIQ where the
+authors' code uses MATLAB's ``rgb2gray``, and differs in details docs/metrics.md lists), so the
+printed ``|d|`` is the gap between the libraries, not an error of either.
+
+Usage: ``python benchmarks/classic_speed.py [--repeats 5] [--threads N] [--metrics gmsd,vsi] [--no-memory]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+
+import torch
+from traditional_speed import print_row, time_once
+
+WORKLOADS = (("64 x 64x64", 64, 64, 64), ("8 x 512x384", 8, 384, 512))
+
+#: Registry name -> (options of ours, piq function name, piq keyword arguments).
+PEERS = {
+    "gmsd": ({}, "gmsd", {}),
+    "ms_gmsd": ({}, "multi_scale_gmsd", {"chromatic": False}),
+    "haarpsi": ({}, "haarpsi", {}),
+    "mdsi": ({}, "mdsi", {}),
+    "srsim": ({}, "srsim", {"chromatic": False}),
+    "vsi": ({}, "vsi", {}),
+}
+
+
+def make_pair(n: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smooth content plus noise (values far from a metric's extremes), the same for every side."""
+    gen = torch.Generator().manual_seed(0)
+    base = torch.rand(n, 3, height // 4, width // 4, generator=gen)
+    x = torch.nn.functional.interpolate(base, size=(height, width), mode="bilinear", align_corners=False)
+    y = (x + 0.05 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    return x.contiguous(), y.contiguous()
+
+
+def implementations(name: str):
+    """{label: callable(x, y) -> (N,)} for ``name``: ours, then piq's when it has the metric."""
+    import piq
+
+    import percepmetric
+
+    options, piq_name, piq_options = PEERS[name]
+    ours = percepmetric.create_metric(name, **options)
+    impls = {"percepmetric": ours}
+    if hasattr(piq, piq_name):
+        function = getattr(piq, piq_name)
+        impls["piq"] = lambda x, y: function(x, y, data_range=1.0, reduction="none", **piq_options)
+    return impls
+
+
+def time_metric(name: str, label: str, n: int, height: int, width: int, repeats: int) -> dict[str, object]:
+    x, y = make_pair(n, height, width)
+    impls = implementations(name)
+    values = {k: time_once(fn, x, y)[1].flatten().double() for k, fn in impls.items()}  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in impls}
+    for _ in range(repeats):
+        for k, fn in impls.items():
+            times[k].append(time_once(fn, x, y)[0])
+    speed = {k: n / statistics.median(t) for k, t in times.items()}
+    peers = [k for k in speed if k != "percepmetric"]
+    ratios = [min(times[k][r] for k in peers) / times["percepmetric"][r] for r in range(repeats)] if peers else []
+    return {"workload": label, "metric": name, "speed": speed, "best_peer": peers[0] if peers else None,
+            "ratio": speed["percepmetric"] / speed[peers[0]] if peers else None, "ratios": ratios,
+            "max_diff": {k: float((values[k] - values["percepmetric"]).abs().max()) for k in peers}}
+
+
+MEMORY_PROBE = textwrap.dedent("""
+    import json, resource, sys, torch
+    sys.path.insert(0, {folder!r})
+    from classic_speed import implementations, make_pair
+    x, y = make_pair({n}, {height}, {width})
+    fn = implementations({name!r})[{impl!r}]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.inference_mode():
+        fn(x, y)
+    print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024))
+""")
+
+
+def peak_memory_mb(name: str, impl: str, n: int, height: int, width: int) -> float | None:
+    """Peak RSS growth (MB) of one call of ``impl``'s ``name`` in a fresh interpreter."""
+    code = MEMORY_PROBE.format(folder=os.path.dirname(os.path.abspath(__file__)), n=n, height=height, width=width,
+                               name=name, impl=impl)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode != 0:
+        return None
+    return float(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    import percepmetric
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--metrics", default=None, help="comma-separated subset (default: every one registered)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    registered = set(percepmetric.list_metrics())
+    wanted = args.metrics.split(",") if args.metrics else list(PEERS)
+    names = [m for m in wanted if m in registered]
+    for missing in sorted(set(wanted) - set(names)):
+        print(f"{missing}: not in percepmetric's registry here: skipped")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, float32, median of {args.repeats}; "
+          f"load average {load:.1f} on {os.cpu_count()} cores")
+    for label, n, height, width in WORKLOADS:
+        for name in names:
+            row = time_metric(name, label, n, height, width, args.repeats)
+            print_row(row)
+            if not args.no_memory:
+                memory = {impl: peak_memory_mb(name, impl, n, height, width) for impl in row["speed"]}
+                shown = ", ".join(f"{impl} {mb:.0f} MB" if mb is not None else f"{impl} failed"
+                                  for impl, mb in memory.items())
+                print(f"{'':>13}  {'':<8} peak RSS growth of one call: {shown}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
