@@ -5,8 +5,9 @@ in the registry) on CPU, float32, for the two workloads of the issue that asked 
 images of 64x64 and 8 images of 512x384. Timing is interleaved with piq in every round (load
 from other processes hits both alike; ``traditional_speed.py``'s loop and printout), median of
 ``--repeats``; the ratio is piq's time over ours (>= 1.0: at least as fast), at the median and
-per round. Peak memory is measured apart: each (implementation, workload) runs once in a fresh
-interpreter, which reports the growth of its peak RSS (``ru_maxrss``) over the call.
+per round. Peak memory is measured apart: each (implementation, workload) runs in a fresh
+interpreter, which samples its resident set (``/proc/self/statm``, every 0.5 ms) during a call
+after a warm-up call and reports the peak above the RSS before it (Linux only).
 
 Values: each side computes in its own convention (piq converts RGB to the Y of YIQ where the
 authors' code uses MATLAB's ``rgb2gray``, and differs in details docs/metrics.md lists), so the
@@ -82,20 +83,37 @@ def time_metric(name: str, label: str, n: int, height: int, width: int, repeats:
 
 
 MEMORY_PROBE = textwrap.dedent("""
-    import json, resource, sys, torch
+    import json, os, sys, threading, torch
     sys.path.insert(0, {folder!r})
     from classic_speed import implementations, make_pair
+
+    def rss():
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
     x, y = make_pair({n}, {height}, {width})
     fn = implementations({name!r})[{impl!r}]
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.inference_mode():
+        fn(x, y)  # warm-up: caches and lazily built tables are not the call's memory
+    base, peak, done = rss(), [0], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            done.wait(0.0005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     with torch.inference_mode():
         fn(x, y)
-    print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024))
+    done.set()
+    watcher.join()
+    print(json.dumps(max(peak[0] - base, 0) / 2**20))
 """)
 
 
 def peak_memory_mb(name: str, impl: str, n: int, height: int, width: int) -> float | None:
-    """Peak RSS growth (MB) of one call of ``impl``'s ``name`` in a fresh interpreter."""
+    """Peak RSS growth (MB) during one call of ``impl``'s ``name`` in a fresh interpreter."""
     code = MEMORY_PROBE.format(folder=os.path.dirname(os.path.abspath(__file__)), n=n, height=height, width=width,
                                name=name, impl=impl)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -131,7 +149,7 @@ def main() -> None:
                 memory = {impl: peak_memory_mb(name, impl, n, height, width) for impl in row["speed"]}
                 shown = ", ".join(f"{impl} {mb:.0f} MB" if mb is not None else f"{impl} failed"
                                   for impl, mb in memory.items())
-                print(f"{'':>13}  {'':<8} peak RSS growth of one call: {shown}", flush=True)
+                print(f"{'':>13}  {'':<8} peak RSS growth during a call: {shown}", flush=True)
 
 
 if __name__ == "__main__":

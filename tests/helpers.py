@@ -353,3 +353,14 @@ def run_alone(code: str, folder: Path) -> object:
     import runpy
 
     return runpy.run_path(str(_part_file(code, folder)))["part"](0, 1)
+
+
+def cli_distance_value(reference: Path, distorted: Path, metric: str) -> float:
+    """The number ``percepmetric distance REFERENCE DISTORTED -m METRIC`` prints for ``metric``
+    (run as a user runs it, in a subprocess; a failure fails the test with its stderr)."""
+    done = subprocess.run([sys.executable, "-m", "percepmetric.cli", "distance", str(reference), str(distorted),
+                           "-m", metric], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.strip().splitlines()[-1]
+    assert line.startswith(metric), done.stdout
+    return float(line.split()[-1])

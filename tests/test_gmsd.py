@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,6 +13,8 @@ from percepmetric import InputError, create_metric, distance, functional
 from percepmetric.io import load_image
 from percepmetric.metrics.eight_bit import values_8bit
 from percepmetric.metrics.gmsd import RGB2GRAY_EXACT, gms_map, gmsd, matlab_rgb2gray_255
+
+from helpers import cli_distance_value
 
 # GMSD.m's values are std2 of a similarity map in [0, 1]: 1e-4 absolute is the issue's parity
 # target. Measured: float64 within 3e-16, float32 within 5e-8.
@@ -107,79 +107,12 @@ def test_identity_is_zero_and_symmetric():
     assert m.lower_is_better and m.to_distance(torch.tensor([0.1])).item() == pytest.approx(0.1)
 
 
-def test_batch_equals_single_images():
-    g = torch.Generator().manual_seed(2)
-    x = torch.rand(5, 3, 33, 40, generator=g)
-    y = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
-    m = create_metric("gmsd")
-    batched = m(x, y)
-    single = torch.cat([m(x[i : i + 1], y[i : i + 1]) for i in range(5)])
-    torch.testing.assert_close(batched, single, rtol=0, atol=1e-7)
-    torch.testing.assert_close(functional.gmsd(x, y), batched, rtol=0, atol=0)
-
-
-def test_dtype_promotion_and_float32_vs_float64():
-    g = torch.Generator().manual_seed(3)
-    x = torch.rand(3, 3, 48, 50, generator=g, dtype=torch.float64)
-    y = (x + 0.1 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
-    m = create_metric("gmsd")
-    mixed = m(x.float(), y)
-    assert mixed.dtype == torch.float64
-    v32 = m(x.float(), y.float())
-    assert v32.dtype == torch.float32
-    torch.testing.assert_close(v32.double(), m(x, y), rtol=0, atol=1e-5)
-
-
-@pytest.mark.parametrize("channels", [1, 3])
-def test_finite_gradients(channels):
-    g = torch.Generator().manual_seed(5)
-    x = torch.rand(2, channels, 24, 21, generator=g)
-    m = create_metric("gmsd")
-    pairs = {
-        "x == y": (x, x.clone()),
-        "random": (x, torch.rand(x.shape, generator=g)),
-        "flat images": (torch.full_like(x, 0.5), torch.full_like(x, 0.5)),
-        "different flat images": (torch.full_like(x, 0.2), torch.full_like(x, 0.7)),
-        "black vs random": (torch.zeros_like(x), x),
-    }
-    for label, (a, b) in pairs.items():
-        a, b = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
-        value = m(a, b)
-        assert torch.isfinite(value).all(), label
-        value.sum().backward()
-        assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all(), label
-    a = x.clone().requires_grad_(True)
-    m(a, x).sum().backward()
-    assert a.grad.abs().max() == 0  # the minimum: the gradient vanishes
-    loss = create_metric("gmsd", as_loss=True)
-    b = torch.rand(x.shape, generator=g).requires_grad_(True)
-    loss(x, b).backward()
-    assert torch.isfinite(b.grad).all() and b.grad.abs().max() > 0
-
-
-def test_gradcheck_tiny_image():
-    g = torch.Generator().manual_seed(6)
-    x = torch.rand(1, 3, 6, 7, generator=g, dtype=torch.float64, requires_grad=True)
-    y = torch.rand(1, 3, 6, 7, generator=g, dtype=torch.float64)
-    m = create_metric("gmsd", quantize=False)  # rounding is straight-through: checked unrounded
-    assert torch.autograd.gradcheck(lambda a: m(a, y), (x,), eps=1e-6, atol=1e-6)
-
-
 def test_bad_inputs():
     m = create_metric("gmsd")
-    ok = torch.rand(1, 3, 16, 16)
     with pytest.raises(InputError, match="smaller than the 3x3") as info:
         m(torch.rand(1, 3, 2, 16), torch.rand(1, 3, 2, 16))
     assert "\n" not in str(info.value)
     m(torch.rand(1, 3, 3, 3), torch.rand(1, 3, 3, 3))  # the minimum works
-    nan = ok.clone()
-    nan[0, 0, 3, 3] = float("nan")
-    with pytest.raises(InputError, match="NaN"):
-        m(nan, ok)
-    with pytest.raises(InputError, match="outside"):
-        m(ok * 2, ok)
-    with pytest.raises(InputError, match="channels"):
-        m(torch.rand(1, 2, 16, 16), torch.rand(1, 2, 16, 16))
     for option, value in (("convention", "piq"), ("quantize", "sometimes")):
         with pytest.raises(InputError, match=option):
             create_metric("gmsd", **{option: value})
@@ -192,15 +125,6 @@ def test_registry_round_trip():
     assert m.options == {"data_range": 1.0, "convention": "matlab", "quantize": False}
     assert create_metric("gmsd").spec == "gmsd(convention=matlab,data_range=1.0,quantize=auto)"
     assert m.lower_is_better and m.differentiable and m.symmetric
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_matches_cpu():
-    g = torch.Generator().manual_seed(7)
-    x = torch.rand(3, 3, 45, 52, generator=g)
-    y = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
-    m = create_metric("gmsd")
-    torch.testing.assert_close(m(x.cuda(), y.cuda()).cpu(), m(x, y), rtol=0, atol=1e-6)
 
 
 def test_against_piq(reference_dir):
@@ -218,15 +142,8 @@ def test_against_piq(reference_dir):
 
 def test_cli_distance(reference_dir):
     row = next(r for r in reference_rows(reference_dir) if r["distorted"].endswith("i01_01_5.bmp"))
-    out = subprocess.run(
-        [sys.executable, "-m", "percepmetric.cli", "distance", str(reference_dir / row["reference"]),
-         str(reference_dir / row["distorted"]), "-m", "gmsd"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    line = out.stdout.strip().splitlines()[-1]
-    assert line.startswith("gmsd")
-    assert abs(float(line.split()[-1]) - float(row["value"])) < 1e-6
+    printed = cli_distance_value(reference_dir / row["reference"], reference_dir / row["distorted"], "gmsd")
+    assert abs(printed - float(row["value"])) < 1e-6
 
 
 # ---------------------------------------------------------------- MS-GMSD / MS-GMSDc (no authors' code: piq)

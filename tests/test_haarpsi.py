@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +11,9 @@ from scipy.signal import convolve2d
 
 from percepmetric import InputError, create_metric, distance, functional
 from percepmetric.io import load_image
-from percepmetric.metrics.haarpsi import haar_bank, haarpsi
+from percepmetric.metrics.haarpsi import haar_bank
+
+from helpers import cli_distance_value
 
 FOLDER = "haarpsi"
 
@@ -73,32 +73,6 @@ def test_identity_distance_and_symmetry():
     assert create_metric("haarpsi")(black, black).item() == pytest.approx(1.0)
 
 
-def test_batch_equals_single_images():
-    g = torch.Generator().manual_seed(2)
-    x = torch.rand(5, 3, 33, 40, generator=g)
-    y = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
-    m = create_metric("haarpsi")
-    batched = m(x, y)
-    single = torch.cat([m(x[i : i + 1], y[i : i + 1]) for i in range(5)])
-    torch.testing.assert_close(batched, single, rtol=0, atol=1e-6)
-
-
-def test_dtype_promotion_and_precision():
-    g = torch.Generator().manual_seed(3)
-    x = torch.rand(3, 3, 48, 41, generator=g, dtype=torch.float64)
-    y = (x + 0.1 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
-    m = create_metric("haarpsi")
-    v64 = m(x, y)
-    mixed = m(x.float(), y)
-    assert v64.dtype == torch.float64 and mixed.dtype == torch.float64
-    torch.testing.assert_close(mixed, m(x.float().double(), y), rtol=0, atol=1e-12)
-    v32 = m(x.float(), y.float())
-    assert v32.dtype == torch.float32
-    torch.testing.assert_close(v32.double(), v64, rtol=0, atol=1e-6)
-    half = m(x.half(), y.half())
-    assert half.dtype == torch.float16 and torch.isfinite(half).all()
-
-
 def test_data_range_255_matches_scaled_input():
     g = torch.Generator().manual_seed(4)
     x = torch.rand(2, 3, 32, 32, generator=g, dtype=torch.float64)
@@ -108,55 +82,11 @@ def test_data_range_255_matches_scaled_input():
     torch.testing.assert_close(one, byte, rtol=0, atol=1e-10)
 
 
-def test_finite_gradients():
-    g = torch.Generator().manual_seed(5)
-    x = torch.rand(2, 3, 24, 24, generator=g)
-    m = create_metric("haarpsi")
-    pairs = {
-        "x == y": (x, x.clone()),
-        "random": (x, torch.rand(2, 3, 24, 24, generator=g)),
-        "flat images": (torch.full_like(x, 0.5), torch.full_like(x, 0.5)),
-        "different flat images": (torch.full_like(x, 0.2), torch.full_like(x, 0.7)),
-        "black vs random": (torch.zeros_like(x), x),
-        "black vs black": (torch.zeros_like(x), torch.zeros_like(x)),
-    }
-    for label, (a, b) in pairs.items():
-        a, b = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
-        value = m(a, b)
-        assert torch.isfinite(value).all(), label
-        (1 - value).sum().backward()
-        assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all(), label
-    a = x.clone().requires_grad_(True)
-    m(a, x).sum().backward()
-    assert a.grad.abs().max() < 1e-5  # at x == y the score is at its maximum
-    loss = create_metric("haarpsi", as_loss=True)
-    a = x.clone().requires_grad_(True)
-    loss(a, torch.rand(2, 3, 24, 24, generator=g)).backward()
-    assert torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
-
-
-def test_gradcheck_small_image():
-    g = torch.Generator().manual_seed(6)
-    x = torch.rand(1, 3, 16, 17, generator=g, dtype=torch.float64, requires_grad=True)
-    y = torch.rand(1, 3, 16, 17, generator=g, dtype=torch.float64)
-    m = create_metric("haarpsi")
-    assert torch.autograd.gradcheck(lambda a: m(a, y), (x,), eps=1e-6, atol=1e-5, fast_mode=True)
-
-
 def test_bad_inputs():
     m = create_metric("haarpsi")
-    ok = torch.rand(1, 3, 16, 16)
     with pytest.raises(InputError, match=r"smaller than the 16x16") as info:
         m(torch.rand(1, 3, 15, 16), torch.rand(1, 3, 15, 16))
     assert "\n" not in str(info.value)
-    nan = ok.clone()
-    nan[0, 0, 3, 3] = float("nan")
-    with pytest.raises(InputError, match="NaN"):
-        m(nan, ok)
-    with pytest.raises(InputError, match="outside"):
-        m(ok * 2, ok)
-    with pytest.raises(InputError, match="channels"):
-        m(torch.rand(1, 2, 16, 16), torch.rand(1, 2, 16, 16))
     for option, value in (("subsample", "maybe"), ("convention", "piq")):
         with pytest.raises(InputError, match=option):
             create_metric("haarpsi", **{option: value})
@@ -195,22 +125,8 @@ def test_haar_bank_is_conv2_same():
     assert bank.shape == (6, 1, 8, 8)
 
 
-def test_cuda_matches_cpu():
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-    g = torch.Generator().manual_seed(7)
-    x, y = torch.rand(2, 3, 40, 36, generator=g), torch.rand(2, 3, 40, 36, generator=g)
-    torch.testing.assert_close(haarpsi(x.cuda(), y.cuda()).cpu(), haarpsi(x, y), rtol=0, atol=1e-5)
-
-
 def test_cli_prints_the_reference_value(reference_dir):
     row = reference_rows(reference_dir)[0]
     folder = reference_dir / FOLDER
-    out = subprocess.run(
-        [sys.executable, "-m", "percepmetric.cli", "distance", str(folder / f"{row['reference']}.png"),
-         str(folder / f"{row['distorted']}.png"), "-m", "haarpsi"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    line = out.stdout.strip().splitlines()[-1]
-    assert abs(float(line.split()[-1]) - float(row["haarpsi_m"])) < 1e-5, out.stdout
+    printed = cli_distance_value(folder / f"{row['reference']}.png", folder / f"{row['distorted']}.png", "haarpsi")
+    assert abs(printed - float(row["haarpsi_m"])) < 1e-5

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,6 +10,8 @@ import torch
 from percepmetric import InputError, create_metric, distance, functional
 from percepmetric.io import load_image
 from percepmetric.metrics.mdsi import mdsi
+
+from helpers import cli_distance_value
 
 
 def reference_rows(reference_dir) -> list[dict[str, str]]:
@@ -81,17 +81,6 @@ def test_grey_is_three_equal_channels():
     torch.testing.assert_close(mdsi(x, y), mdsi(x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1)), rtol=0, atol=0)
 
 
-def test_batch_equals_single_images():
-    g = torch.Generator().manual_seed(2)
-    x = torch.rand(5, 3, 33, 40, generator=g)
-    y = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
-    for combination in ("sum", "mult"):
-        m = create_metric("mdsi", combination=combination)
-        batched = m(x, y)
-        single = torch.cat([m(x[i : i + 1], y[i : i + 1]) for i in range(5)])
-        torch.testing.assert_close(batched, single, rtol=0, atol=1e-6)
-
-
 def test_dtype_promotion_and_data_range():
     g = torch.Generator().manual_seed(3)
     x = torch.rand(3, 3, 48, 41, generator=g, dtype=torch.float64)
@@ -133,27 +122,19 @@ def test_finite_gradients(combination):
     assert torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
 
 
-def test_gradcheck_small_image():
-    g = torch.Generator().manual_seed(6)
-    x = torch.rand(1, 3, 9, 11, generator=g, dtype=torch.float64, requires_grad=True)
-    y = torch.rand(1, 3, 9, 11, generator=g, dtype=torch.float64)
-    for combination in ("sum", "mult"):
-        m = create_metric("mdsi", combination=combination)
-        assert torch.autograd.gradcheck(lambda a, m=m: m(a, y), (x,), eps=1e-6, atol=1e-5, fast_mode=True)
-
-
 def test_negative_gcs_takes_matlabs_complex_branch(reference_dir):
     """Reds against shifted cyans make CS and GS_HVS negative: MATLAB's powers of them are complex.
     The authors' value (last row of expected.csv) and one computed with torch's complex powers
     (principal branch, as MATLAB's) agree with the module's real/imaginary-part arithmetic."""
     from percepmetric.metrics import mdsi as module
+    from percepmetric.metrics.gmsd import prewitt_magnitude
 
     row = reference_rows(reference_dir)[-1]
     assert row["reference"] == "mdsi/red_21x20.png"
     x, y = load_pair(reference_dir, row, torch.float64)
     pair = torch.cat((x, y)) * 255
     lhm = torch.einsum("kc,nchw->nkhw", torch.tensor(module.LHM_MATRIX, dtype=torch.float64), pair)
-    g1, g2, gf = module._gradient_magnitude(torch.cat((lhm[:, :1], lhm[:, :1].mean(dim=0, keepdim=True))))
+    g1, g2, gf = prewitt_magnitude(torch.cat((lhm[:, :1], lhm[:, :1].mean(dim=0, keepdim=True))))
     gs = module._similarity(g1, g2, 140) + module._similarity(g2, gf, 55) - module._similarity(g1, gf, 55)
     h, mm = lhm[:, 1], lhm[:, 2]
     cs = (2 * (h[0] * h[1] + mm[0] * mm[1]) + 550) / (h[0] ** 2 + h[1] ** 2 + mm[0] ** 2 + mm[1] ** 2 + 550)
@@ -169,14 +150,6 @@ def test_negative_gcs_takes_matlabs_complex_branch(reference_dir):
 def test_bad_inputs():
     m = create_metric("mdsi")
     ok = torch.rand(1, 3, 16, 16)
-    nan = ok.clone()
-    nan[0, 0, 3, 3] = float("nan")
-    with pytest.raises(InputError, match="NaN"):
-        m(nan, ok)
-    with pytest.raises(InputError, match="outside"):
-        m(ok * 2, ok)
-    with pytest.raises(InputError, match="channels"):
-        m(torch.rand(1, 2, 16, 16), torch.rand(1, 2, 16, 16))
     with pytest.raises(InputError, match="differ in shape"):
         m(ok, torch.rand(1, 3, 16, 17))
     for option, value in (("combination", "prod"), ("convention", "piq")):
@@ -197,21 +170,7 @@ def test_registry_round_trip():
     torch.testing.assert_close(m.to_distance(m(x, y)), m(x, y))
 
 
-def test_cuda_matches_cpu():
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-    g = torch.Generator().manual_seed(7)
-    x, y = torch.rand(2, 3, 40, 36, generator=g), torch.rand(2, 3, 40, 36, generator=g)
-    torch.testing.assert_close(mdsi(x.cuda(), y.cuda()).cpu(), mdsi(x, y), rtol=0, atol=1e-5)
-
-
 def test_cli_prints_the_reference_value(reference_dir):
     row = reference_rows(reference_dir)[10]  # the whole TID2013 pair
-    out = subprocess.run(
-        [sys.executable, "-m", "percepmetric.cli", "distance", str(reference_dir / row["reference"]),
-         str(reference_dir / row["distorted"]), "-m", "mdsi"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    line = out.stdout.strip().splitlines()[-1]
-    assert abs(float(line.split()[-1]) - float(row["mdsi_sum"])) < 1e-5, out.stdout
+    printed = cli_distance_value(reference_dir / row["reference"], reference_dir / row["distorted"], "mdsi")
+    assert abs(printed - float(row["mdsi_sum"])) < 1e-5

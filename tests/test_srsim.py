@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from percepmetric import InputError, create_metric, distance, functional
 from percepmetric.io import load_image
-from percepmetric.metrics.srsim import spectral_residual_saliency, srsim
+from percepmetric.metrics.srsim import spectral_residual_saliency
+
+from helpers import cli_distance_value
 
 
 def reference_rows(reference_dir):
@@ -79,29 +79,6 @@ def test_symmetric_and_bounded():
     assert ((a > 0) & (a < 1)).all()
 
 
-def test_batch_equals_single_images():
-    g = torch.Generator().manual_seed(2)
-    x = torch.rand(4, 3, 37, 50, generator=g)
-    y = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
-    m = create_metric("srsim")
-    single = torch.cat([m(x[i : i + 1], y[i : i + 1]) for i in range(4)])
-    torch.testing.assert_close(m(x, y), single, rtol=0, atol=1e-6)
-
-
-def test_dtype_promotion_and_precision():
-    g = torch.Generator().manual_seed(3)
-    x = torch.rand(2, 3, 48, 40, generator=g, dtype=torch.float64)
-    y = (x + 0.1 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
-    v64 = srsim(x, y)
-    mixed = create_metric("srsim")(x.float(), y)
-    assert v64.dtype == torch.float64 and mixed.dtype == torch.float64
-    torch.testing.assert_close(mixed, v64, rtol=0, atol=1e-6)  # x rounded to float32 first
-    v32 = srsim(x.float(), y.float())
-    assert v32.dtype == torch.float32
-    torch.testing.assert_close(v32.double(), v64, rtol=0, atol=1e-5)
-    torch.testing.assert_close(srsim(x.float(), y.float(), precision="float64").double(), v64, rtol=0, atol=1e-6)
-
-
 def test_data_range_and_8bit():
     g = torch.Generator().manual_seed(4)
     x = torch.randint(0, 256, (2, 3, 32, 32), generator=g, dtype=torch.uint8)
@@ -119,36 +96,6 @@ def test_grey_equals_three_equal_channels():
     torch.testing.assert_close(m(x, y), m(x.repeat(1, 3, 1, 1), y.repeat(1, 3, 1, 1)), rtol=0, atol=1e-5)
 
 
-def test_finite_gradients():
-    g = torch.Generator().manual_seed(6)
-    x = torch.rand(2, 3, 24, 28, generator=g)
-    m = create_metric("srsim")
-    pairs = {
-        "x == y": (x, x.clone()),
-        "random": (x, torch.rand(x.shape, generator=g)),
-        "flat images": (torch.full_like(x, 0.5), torch.full_like(x, 0.5)),
-        "black vs random": (torch.zeros_like(x), x),
-    }
-    for label, (a, b) in pairs.items():
-        a, b = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
-        value = m(a, b)
-        assert torch.isfinite(value).all(), label
-        (1 - value).sum().backward()
-        assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all(), label
-    loss = create_metric("srsim").as_loss()
-    a = x.clone().requires_grad_(True)
-    loss(a, x).backward()
-    assert torch.isfinite(a.grad).all()
-
-
-def test_gradcheck_small_image():
-    g = torch.Generator().manual_seed(7)
-    x = torch.rand(1, 1, 12, 13, generator=g, dtype=torch.float64, requires_grad=True)
-    y = torch.rand(1, 1, 12, 13, generator=g, dtype=torch.float64)
-    m = create_metric("srsim")
-    assert torch.autograd.gradcheck(lambda a: m(a, y), (x,), eps=1e-6, atol=1e-5, fast_mode=True)
-
-
 def test_saliency_in_unit_range_at_full_size():
     g = torch.Generator().manual_seed(8)
     y = torch.rand(3, 1, 45, 61, generator=g, dtype=torch.float64) * 255
@@ -159,13 +106,8 @@ def test_saliency_in_unit_range_at_full_size():
 
 def test_bad_inputs():
     m = create_metric("srsim")
-    ok = torch.rand(1, 3, 16, 16)
     with pytest.raises(InputError, match="smaller than the 8x8"):
         m(torch.rand(1, 3, 7, 16), torch.rand(1, 3, 7, 16))
-    with pytest.raises(InputError, match="outside"):
-        m(ok * 2, ok)
-    with pytest.raises(InputError, match="channels"):
-        m(torch.rand(1, 2, 16, 16), torch.rand(1, 2, 16, 16))
     for option, value in (("convention", "piq"), ("precision", "half")):
         with pytest.raises(InputError, match=option):
             create_metric("srsim", **{option: value})
@@ -178,25 +120,10 @@ def test_registry_round_trip():
     torch.testing.assert_close(m.to_distance(torch.tensor([0.75])), torch.tensor([0.25]))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_matches_cpu():
-    g = torch.Generator().manual_seed(9)
-    x, y = torch.rand(2, 3, 40, 40, generator=g), torch.rand(2, 3, 40, 40, generator=g)
-    m = create_metric("srsim")
-    torch.testing.assert_close(m(x.cuda(), y.cuda()).cpu(), m(x, y), rtol=0, atol=1e-5)
-
-
 def test_cli_distance(reference_dir):
     row = reference_rows(reference_dir)[0]
-    out = subprocess.run(
-        [sys.executable, "-m", "percepmetric.cli", "distance", str(reference_dir / row["reference"]),
-         str(reference_dir / row["distorted"]), "-m", "srsim"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    line = out.stdout.strip().splitlines()[-1]
-    assert line.startswith("srsim")
-    assert abs(float(row["value"]) - float(line.split()[-1])) < 1e-5  # the score itself, as fsim
+    printed = cli_distance_value(reference_dir / row["reference"], reference_dir / row["distorted"], "srsim")
+    assert abs(float(row["value"]) - printed) < 1e-5
 
 
 def test_close_to_piq(reference_dir):

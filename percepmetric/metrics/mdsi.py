@@ -39,12 +39,12 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import InputError
 from ..options import MatlabConvention, Reduction
 from .base import Metric, check_choice
 from .color import as_rgb
+from .gmsd import prewitt_magnitude  # MDSI.m's dx, dy are GMSD.m's Prewitt kernels / 3
 from .matlab import box_downsample, downsample_factor
 
 # ---------------------------------------------------------------- constants of MDSI.m
@@ -61,8 +61,6 @@ LHM_MATRIX = (
     (0.30, 0.04, -0.35),
     (0.34, -0.60, 0.17),
 )
-PREWITT_X = ((1.0, 0.0, -1.0), (1.0, 0.0, -1.0), (1.0, 0.0, -1.0))  # MDSI.m's dx, times 3
-PREWITT_SCALE = 3.0
 
 CONVENTIONS = ("matlab",)
 COMBINATIONS = ("sum", "mult")
@@ -75,15 +73,6 @@ def _safe_root(t: torch.Tensor, power: float) -> torch.Tensor:
     changed); the branch not taken sees a clamped input, so its gradient stays finite."""
     tiny = torch.finfo(t.dtype).tiny
     return torch.where(t > 0, t.clamp(min=tiny).pow(power), torch.zeros((), dtype=t.dtype, device=t.device))
-
-
-def _gradient_magnitude(planes: torch.Tensor) -> torch.Tensor:
-    """``(M,1,h,w) -> (M,1,h,w)``: ``sqrt(Ix^2 + Iy^2)`` with MDSI.m's ``dx``, ``dy = dx'``
-    (``conv2 'same'``, zero padding; the flip of ``conv2`` only changes signs)."""
-    kx = torch.tensor(PREWITT_X, dtype=planes.dtype, device=planes.device) / PREWITT_SCALE
-    kernels = torch.stack((kx, kx.T))[:, None]  # (2,1,3,3)
-    grad = F.conv2d(planes, kernels, padding=1)
-    return _safe_root(grad.pow(2).sum(dim=1, keepdim=True), 0.5)
 
 
 def _similarity(a: torch.Tensor, b: torch.Tensor, constant: float) -> torch.Tensor:
@@ -105,7 +94,7 @@ def mdsi(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, combination:
     matrix = torch.tensor(LHM_MATRIX, dtype=work, device=pair.device)
     lhm = torch.einsum("kc,nchw->nkhw", matrix, pair)  # (2N, 3, h, w): L, H, M
     l1, l2 = lhm[:n, :1], lhm[n:, :1]
-    g1, g2, gf = _gradient_magnitude(torch.cat((l1, l2, 0.5 * (l1 + l2)))).split(n)
+    g1, g2, gf = prewitt_magnitude(torch.cat((l1, l2, 0.5 * (l1 + l2)))).split(n)
     gs_hvs = _similarity(g1, g2, C1) + _similarity(g2, gf, C2) - _similarity(g1, gf, C2)
     h1, m1, h2, m2 = lhm[:n, 1:2], lhm[:n, 2:], lhm[n:, 1:2], lhm[n:, 2:]
     cs = (2.0 * (h1 * h2 + m1 * m2) + C3) / (h1 * h1 + h2 * h2 + m1 * m1 + m2 * m2 + C3)

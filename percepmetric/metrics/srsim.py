@@ -122,20 +122,13 @@ def srsim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, precision: 
     return score.to(out_dtype)
 
 
-class SRSIM(Metric):
-    """Spectral-residual similarity SR-SIM, as the authors' MATLAB code; higher is better.
+class SaliencyWeightedSimilarity(Metric):
+    """A similarity index pooled with a saliency map, 1 for identical images (SR-SIM, VSI): the
+    options they share and ``to_distance(s) = 1 - s``. Subclasses give ``index(x, y,
+    data_range, precision)``, the function of their module."""
 
-    Options: ``data_range`` (1 or 255, ...), ``convention="matlab"`` (SR_SIM.m: its own luma
-    ``0.299 R + 0.587 G + 0.114 B``, its downsampling and MATLAB's ``imresize``),
-    ``precision`` (``"input"``: compute in the input dtype, the default; ``"float64"``).
-    ``to_distance(s) = 1 - s``.
-    """
-
-    name = "srsim"
     lower_is_better = False
-    distance_name = "1-srsim"
     differentiable = True
-    min_size = MIN_SIZE
     channels = (1, 3)
 
     def __init__(
@@ -153,9 +146,28 @@ class SRSIM(Metric):
         self.convention, self.precision = convention, precision
         self.options.update(convention=convention, precision=precision)
 
+    @staticmethod
+    def index(x: torch.Tensor, y: torch.Tensor, data_range: float, precision: str) -> torch.Tensor:
+        raise NotImplementedError
+
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return srsim(x, y, self.data_range, self.precision)
+        return self.index(x, y, self.data_range, self.precision)
 
     def to_distance(self, value: torch.Tensor) -> torch.Tensor:
-        """``1 - SR-SIM``: 0 for identical images (SR-SIM is 1 at best)."""
+        """``1 - index``: 0 for identical images (the index is 1 at best)."""
         return 1.0 - value
+
+
+class SRSIM(SaliencyWeightedSimilarity):
+    """Spectral-residual similarity SR-SIM, as the authors' MATLAB code; higher is better.
+
+    Options: ``data_range`` (1 or 255, ...), ``convention="matlab"`` (SR_SIM.m: its own luma
+    ``0.299 R + 0.587 G + 0.114 B``, its downsampling and MATLAB's ``imresize``),
+    ``precision`` (``"input"``: compute in the input dtype, the default; ``"float64"``).
+    ``to_distance(s) = 1 - s``.
+    """
+
+    name = "srsim"
+    distance_name = "1-srsim"
+    min_size = MIN_SIZE
+    index = staticmethod(srsim)

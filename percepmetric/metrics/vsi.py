@@ -33,12 +33,11 @@ import math
 
 import torch
 
-from ..options import MatlabConvention, Precision, Reduction
-from .base import Metric, check_choice
 from .color import as_rgb
 from .fsim import scharr_gradient_magnitude, similarity
 from .matlab import box_downsample, downsample_factor
 from .resize import imresize
+from .srsim import SaliencyWeightedSimilarity
 
 # ---------------------------------------------------------------- constants of VSI.m
 
@@ -61,8 +60,6 @@ WHITE_D50 = (0.9642, 1.0, 0.8251)
 LAB_EPSILON = 0.008856
 LAB_KAPPA = 903.3
 
-CONVENTIONS = ("matlab",)
-PRECISIONS = ("input", "float64")
 
 #: Smallest side: VSI's gradient and similarity maps need a 3x3 neighbourhood.
 MIN_SIZE = 3
@@ -189,7 +186,7 @@ def vsi(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, precision: st
     return score.to(out_dtype)
 
 
-class VSI(Metric):
+class VSI(SaliencyWeightedSimilarity):
     """Visual saliency-induced index VSI, as the authors' MATLAB code; higher is better.
 
     Takes RGB (grey as three equal channels). Options: ``data_range``, ``convention="matlab"``
@@ -198,30 +195,6 @@ class VSI(Metric):
     """
 
     name = "vsi"
-    lower_is_better = False
     distance_name = "1-vsi"
-    differentiable = True
     min_size = MIN_SIZE
-    channels = (1, 3)
-
-    def __init__(
-        self,
-        data_range: float = 1.0,
-        convention: MatlabConvention = "matlab",
-        precision: Precision = "input",
-        reduction: Reduction = "none",
-        validate_args: bool = True,
-    ) -> None:
-        super().__init__(data_range, reduction, validate_args)
-        precision = "input" if precision == "auto" else precision
-        check_choice(self.name, "convention", convention, CONVENTIONS)
-        check_choice(self.name, "precision", precision, PRECISIONS)
-        self.convention, self.precision = convention, precision
-        self.options.update(convention=convention, precision=precision)
-
-    def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return vsi(x, y, self.data_range, self.precision)
-
-    def to_distance(self, value: torch.Tensor) -> torch.Tensor:
-        """``1 - VSI``: 0 for identical images (VSI is 1 at best)."""
-        return 1.0 - value
+    index = staticmethod(vsi)
