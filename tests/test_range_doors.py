@@ -25,12 +25,18 @@ RANGE_OPTIONS = [
     ("ssim", {"data_range": 255}),
     ("ms_ssim", {"data_range": 255}),
     ("fsim", {"data_range": 255}),
+    ("gmsd", {"data_range": 255}),
+    ("ms_gmsd", {"data_range": 255}),
+    ("haarpsi", {"data_range": 255}),
+    ("mdsi", {"data_range": 255}),
+    ("srsim", {"data_range": 255}),
+    ("vsi", {"data_range": 255}),
     ("lpips", {"data_range": 255}),
     ("lpips", {"input_range": (-1, 1)}),
     ("stlpips", {"input_range": (-1, 1)}),
     ("dists", {"data_range": 2}),
 ]
-FORMULA_METRICS = ("l2", "l1", "psnr", "ssim", "ms_ssim", "fsim")
+FORMULA_METRICS = ("l2", "l1", "psnr", "ssim", "ms_ssim", "fsim", "gmsd", "ms_gmsd", "haarpsi", "mdsi", "srsim", "vsi")
 SIZE = 48
 
 
