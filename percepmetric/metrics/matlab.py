@@ -77,10 +77,10 @@ def box_downsample(x: torch.Tensor, factor: int, border: Border) -> torch.Tensor
         return x
     before, after = same_offsets(factor)
     h, w = x.shape[-2:]
-    if border == "zeros":
-        x = F.pad(x, (before, after, before, after))
-    elif before or h % factor or w % factor:  # otherwise the pooling blocks never reach the border
-        x = pad_symmetric(x, before, after)
+    # With nothing taken before (f = 2) and sides divisible by f, the pooling blocks never reach
+    # the border: the padding (a copy of the whole batch) would change no value.
+    if before or h % factor or w % factor:
+        x = F.pad(x, (before, after, before, after)) if border == "zeros" else pad_symmetric(x, before, after)
     return F.avg_pool2d(x, factor, stride=factor)
 
 
