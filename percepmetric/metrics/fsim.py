@@ -23,7 +23,7 @@ Everything is batched: one FFT of the whole batch, one inverse FFT of all 16 fil
 responses of all images at once; the filter bank is built once per image size, device and
 dtype and cached. The few places where the MATLAB formula has an infinite slope (square
 roots and ``|v|^lambda`` at 0) are guarded so that gradients stay finite, e.g. at ``x == y``,
-without changing values (see :func:`_safe_sqrt`).
+without changing values (see :func:`safe_sqrt`).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ MIN_SIZE = int(MIN_WAVELENGTH)
 # ---------------------------------------------------------------- helpers
 
 
-def _safe_sqrt(t: torch.Tensor) -> torch.Tensor:
+def safe_sqrt(t: torch.Tensor) -> torch.Tensor:
     """``sqrt(t)`` for ``t >= 0`` with a finite gradient at 0.
 
     The clamp at the dtype's smallest normal number changes a value only where ``t`` is
@@ -103,7 +103,7 @@ def scharr_gradient_magnitude(y: torch.Tensor) -> torch.Tensor:
     kx = torch.tensor(SCHARR_X, dtype=y.dtype, device=y.device) / SCHARR_SCALE
     kernels = torch.stack((kx, kx.T))[:, None].repeat(n, 1, 1, 1)  # (2N,1,3,3): Ix, Iy of each image
     grad = F.conv2d(y.reshape(1, n, h, w), kernels, padding=1, groups=n).view(n, 2, h, w)
-    return _safe_sqrt(grad.pow(2).sum(dim=1, keepdim=True))
+    return safe_sqrt(grad.pow(2).sum(dim=1, keepdim=True))
 
 
 def similarity(a: torch.Tensor, b: torch.Tensor, constant: float) -> torch.Tensor:
@@ -244,10 +244,10 @@ def _phase_congruency_chunk(y: torch.Tensor, bank: torch.Tensor, noise_factor: t
     even, odd = eo.real, eo.imag
     power = even * even + odd * odd
     # (sqrt of the power rather than complex abs(): same value, several times faster on CPU)
-    total_amplitude = _safe_sqrt(power).sum(dim=(1, 2))  # (B, H, W)
+    total_amplitude = safe_sqrt(power).sum(dim=(1, 2))  # (B, H, W)
 
     summed = eo.sum(dim=2, keepdim=True)  # (B, O, 1, H, W)
-    norm = _safe_sqrt(summed.real.pow(2) + summed.imag.pow(2)) + PC_EPSILON
+    norm = safe_sqrt(summed.real.pow(2) + summed.imag.pow(2)) + PC_EPSILON
     mean_phase = summed / norm  # mE + i mO
     # sum_s (E mE + O mO) = |sum_s EO|^2 / norm needs no per-scale tensor; the deviation term
     # E mO - O mE is minus the imaginary part of conj(mean) * EO.
@@ -256,7 +256,7 @@ def _phase_congruency_chunk(y: torch.Tensor, bank: torch.Tensor, noise_factor: t
     energy = along - across  # (B, O, H, W)
 
     median_power = _median_last_dim(power[:, :, 0].flatten(2))  # (B, O), finest scale
-    threshold = _THRESHOLD_PER_TAU * _safe_sqrt(median_power * noise_factor)
+    threshold = _THRESHOLD_PER_TAU * safe_sqrt(median_power * noise_factor)
     energy = torch.relu(energy - threshold[..., None, None])
 
     # A is 0 only where every response vanishes (a constant image); energy is 0 there too.

@@ -37,6 +37,7 @@ from ..errors import InputError
 from ..options import MatlabConvention, Reduction
 from .base import Metric, check_choice
 from .color import rgb_to_yiq, straight_through
+from .fsim import safe_sqrt
 from .matlab import box_downsample, matlab_round
 
 # ---------------------------------------------------------------- constants of GMSD.m
@@ -94,12 +95,6 @@ def matlab_rgb2gray_255(x: torch.Tensor, data_range: float, quantize: bool | str
     return torch.where(on_8bit_grid(x, data_range).view(-1, 1, 1, 1), rounded, grey)
 
 
-def _safe_sqrt(t: torch.Tensor) -> torch.Tensor:
-    """``sqrt(t)`` for ``t >= 0`` with a finite gradient at 0; the clamp at the dtype's smallest
-    normal number changes a value only where ``t`` is below it (flat regions: 1e-154 in float64)."""
-    return torch.sqrt(t.clamp(min=torch.finfo(t.dtype).tiny))
-
-
 def prewitt_magnitude(y: torch.Tensor) -> torch.Tensor:
     """``(..., H, W) -> (..., H, W)``: ``sqrt(Ix^2 + Iy^2)`` with GMSD.m's kernels ``dx`` and
     ``dy = dx'``, ``conv2 'same'`` (zero padding).
@@ -114,7 +109,7 @@ def prewitt_magnitude(y: torch.Tensor) -> torch.Tensor:
     drow = p[..., 2:, :] - p[..., :-2, :]  # (H, W+2)
     ix = dcol[..., :-2, :] + dcol[..., 1:-1, :] + dcol[..., 2:, :]
     iy = drow[..., :, :-2] + drow[..., :, 1:-1] + drow[..., :, 2:]
-    return _safe_sqrt((ix * ix + iy * iy) * (1.0 / PREWITT_SCALE**2))
+    return safe_sqrt((ix * ix + iy * iy) * (1.0 / PREWITT_SCALE**2))
 
 
 def gms_map(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, quantize: bool | str = "auto") -> torch.Tensor:
@@ -136,7 +131,7 @@ def gmsd(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, quantize: bo
     """
     q = gms_map(x, y, data_range, quantize).flatten(1)
     var = q.var(dim=1, correction=1)
-    return torch.where(var > 0, _safe_sqrt(var), torch.zeros_like(var))
+    return torch.where(var > 0, safe_sqrt(var), torch.zeros_like(var))
 
 
 def _resolve_quantize(quantize: object) -> bool | str:
@@ -191,11 +186,11 @@ def ms_gmsd(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, chromatic
         prod = m1 * m2
         gms = ((2.0 - MS_ALPHA) * prod + T_GMS) / (m1 * m1 + m2 * m2 - MS_ALPHA * prod + T_GMS)
         total = total + w * gms.flatten(1).var(dim=1, correction=0)
-    score = torch.where(total > 0, _safe_sqrt(total), torch.zeros_like(total))
+    score = torch.where(total > 0, safe_sqrt(total), torch.zeros_like(total))
     if not chromatic:
         return score
     diff = (yiq[:n, 1:] - yiq[n:, 1:]).flatten(2).pow(2).mean(dim=2).sum(dim=1)
-    chroma = torch.where(diff > 0, _safe_sqrt(diff), torch.zeros_like(diff))
+    chroma = torch.where(diff > 0, safe_sqrt(diff), torch.zeros_like(diff))
     gamma = 2.0 / (1.0 + MS_BETA2 * torch.exp(-MS_BETA3 * score)) - 1.0
     return gamma * score + (1.0 - gamma) * MS_BETA1 * chroma
 

@@ -44,6 +44,7 @@ from ..errors import InputError
 from ..options import MatlabConvention, Reduction
 from .base import Metric, check_choice
 from .color import as_rgb
+from .fsim import similarity
 from .gmsd import prewitt_magnitude  # MDSI.m's dx, dy are GMSD.m's Prewitt kernels / 3
 from .matlab import box_downsample, downsample_factor
 
@@ -75,10 +76,6 @@ def _safe_root(t: torch.Tensor, power: float) -> torch.Tensor:
     return torch.where(t > 0, t.clamp(min=tiny).pow(power), torch.zeros((), dtype=t.dtype, device=t.device))
 
 
-def _similarity(a: torch.Tensor, b: torch.Tensor, constant: float) -> torch.Tensor:
-    return (2.0 * a * b + constant) / (a * a + b * b + constant)
-
-
 def mdsi(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, combination: str = "sum") -> torch.Tensor:
     """MDSI of two batches as MDSI.m computes it; ``x`` the reference, lower is better.
 
@@ -95,7 +92,7 @@ def mdsi(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, combination:
     lhm = torch.einsum("kc,nchw->nkhw", matrix, pair)  # (2N, 3, h, w): L, H, M
     l1, l2 = lhm[:n, :1], lhm[n:, :1]
     g1, g2, gf = prewitt_magnitude(torch.cat((l1, l2, 0.5 * (l1 + l2)))).split(n)
-    gs_hvs = _similarity(g1, g2, C1) + _similarity(g2, gf, C2) - _similarity(g1, gf, C2)
+    gs_hvs = similarity(g1, g2, C1) + similarity(g2, gf, C2) - similarity(g1, gf, C2)
     h1, m1, h2, m2 = lhm[:n, 1:2], lhm[:n, 2:], lhm[n:, 1:2], lhm[n:, 2:]
     cs = (2.0 * (h1 * h2 + m1 * m2) + C3) / (h1 * h1 + h2 * h2 + m1 * m1 + m2 * m2 + C3)
     # GCS as modulus and phase (MATLAB's powers of negative numbers are complex, principal branch).

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from ..options import MatlabConvention, Precision, Reduction
 from .base import Metric, check_choice
 from .color import rgb_to_yiq
-from .fsim import scharr_gradient_magnitude, similarity
+from .fsim import safe_sqrt, scharr_gradient_magnitude, similarity
 from .matlab import box_downsample, downsample_factor
 from .resize import imresize
 
@@ -68,17 +68,13 @@ def _gaussian(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         return (g / g.sum()).to(device=device, dtype=dtype)[None, None]
 
 
-def _safe_sqrt(t: torch.Tensor) -> torch.Tensor:
-    return torch.sqrt(t.clamp(min=torch.finfo(t.dtype).tiny))
-
-
 def spectral_residual_saliency(y: torch.Tensor) -> torch.Tensor:
     """``(B,1,H,W) -> (B,1,H,W)``: SR_SIM.m's ``spectralResidueSaliency`` of luma on 0..255,
     values in [0, 1] up to the bicubic overshoot of the final resize (see the module doc)."""
     h, w = y.shape[-2:]
     small = imresize(y, scale=SALIENCY_SCALE)
     spectrum = torch.fft.fft2(small)
-    log_amplitude = torch.log(_safe_sqrt(spectrum.real.pow(2) + spectrum.imag.pow(2)))
+    log_amplitude = torch.log(safe_sqrt(spectrum.real.pow(2) + spectrum.imag.pow(2)))
     # imfilter(logA, fspecial('average', 3), 'replicate')
     local_mean = F.avg_pool2d(F.pad(log_amplitude, (1, 1, 1, 1), mode="replicate"), RESIDUAL_BOX, stride=1)
     back = torch.fft.ifft2(spectrum * torch.exp(-local_mean))

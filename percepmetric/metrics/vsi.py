@@ -34,7 +34,7 @@ import math
 import torch
 
 from .color import as_rgb
-from .fsim import scharr_gradient_magnitude, similarity
+from .fsim import safe_sqrt, scharr_gradient_magnitude, similarity
 from .matlab import box_downsample, downsample_factor
 from .resize import imresize
 from .srsim import SaliencyWeightedSimilarity
@@ -63,10 +63,6 @@ LAB_KAPPA = 903.3
 
 #: Smallest side: VSI's gradient and similarity maps need a 3x3 neighbourhood.
 MIN_SIZE = 3
-
-
-def _safe_sqrt(t: torch.Tensor) -> torch.Tensor:
-    return torch.sqrt(t.clamp(min=torch.finfo(t.dtype).tiny))
 
 
 def _cube_root_difference(p: torch.Tensor, q: torch.Tensor, fp: torch.Tensor, fq: torch.Tensor,
@@ -143,7 +139,7 @@ def sdsp_saliency(rgb: torch.Tensor) -> torch.Tensor:
     # real(ifft2(fft2(Lab) .* LG)) through the real FFT: LG is real and even (LG(k) = LG(-k))
     half = SDSP_SIZE // 2 + 1
     band = torch.fft.irfft2(torch.fft.rfft2(lab) * lg[:, :half], s=(SDSP_SIZE, SDSP_SIZE))
-    sf = _safe_sqrt(band.pow(2).sum(dim=1, keepdim=True))
+    sf = safe_sqrt(band.pow(2).sum(dim=1, keepdim=True))
     vs = imresize(sf * sd * sc, size=(h, w), kernel="bilinear")
     return _unit_range(vs)
 
