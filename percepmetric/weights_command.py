@@ -103,12 +103,36 @@ def missing_weights_advice(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _site_packages_roots() -> list[str]:
+    """The folders installed distributions live in (the venv's and the user's site-packages),
+    longest first, so that a folder is shown relative to the deepest one holding it."""
+    import site
+    import sysconfig
+
+    roots = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    roots.update(getattr(site, "getsitepackages", list)())
+    roots.add(site.getusersitepackages())
+    return sorted((r.rstrip("/") for r in roots if r), key=len, reverse=True)
+
+
 def table_lines(rows: list[dict]) -> list[str]:
-    """The files of :func:`weights_table` grouped by folder, under a title line: each folder whole
-    on a line of its own (a user copies it; folders come in the order of their first file), then
-    one indented line per file: net, kind, present or MISSING, where it was found, file name.
-    Lines fit :data:`LINE_WIDTH` unless a folder's name alone is longer."""
+    """The files of :func:`weights_table` grouped by folder, under a title line: each folder on a
+    line of its own (folders come in the order of their first file), then one indented line per
+    file: net, kind, present or MISSING, where it was found, file name.
+
+    A folder inside a site-packages folder (a carrier distribution's) is shown from there on,
+    ``site-packages/torchmetrics/...``, and the site-packages folder once, whole, on a line that
+    says so: a venv's path is often long, and repeating it would push carrier folders past
+    :data:`LINE_WIDTH`. Lines fit it unless a folder's name alone is longer (paths are never cut)."""
     from pathlib import Path
+
+    roots = _site_packages_roots()
+
+    def shown(folder: str) -> tuple[str, str | None]:
+        for root in roots:
+            if folder.startswith(root + "/"):
+                return "site-packages/" + folder[len(root) + 1:], root
+        return folder, None
 
     folders: dict[str, list[dict]] = {}
     for r in rows:
@@ -117,8 +141,14 @@ def table_lines(rows: list[dict]) -> list[str]:
     source_width = max(len(r.get("source", "")) for r in rows)
     missing = " (how to get the MISSING ones: below)" if not all(r["present"] for r in rows) else ""
     lines = [f"Weight files, under the folder holding them{missing}:"]
+    used_roots = []
     for folder, found in folders.items():
-        lines.append(f"{folder}/")
+        name, root = shown(folder)
+        if root is not None and root not in used_roots:
+            used_roots.append(root)
+            legend = f"site-packages/ is {root}/"
+            lines += [legend] if len(legend) <= LINE_WIDTH else ["site-packages/ is", f"{INDENT}{root}/"]
+        lines.append(f"{name}/")
         for r in found:
             state = "present" if r["present"] else "MISSING"
             source = f"{r.get('source', ''):<{source_width}}  " if source_width else ""

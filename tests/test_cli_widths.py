@@ -37,6 +37,38 @@ def _weight_rows() -> list[dict]:
     return weights_table()
 
 
+def _from_site_packages(folder: Path, lines: list[str]) -> bool:
+    """``folder`` is shown as ``site-packages/REST/`` under a legend naming its site-packages."""
+    for i, line in enumerate(lines):
+        if line.startswith("site-packages/ is"):
+            root = (line.removeprefix("site-packages/ is").strip() or lines[i + 1].strip()).rstrip("/")
+            rest = str(folder).removeprefix(root + "/")
+            if rest != str(folder) and f"site-packages/{rest}/" in lines:
+                return True
+    return False
+
+
+def test_weights_in_a_deep_venv_fit_99_columns(deep, monkeypatch, capsys):
+    """A venv as deep as a CI clone's (/tmp/noshare.XXXX/main/.venv-ci/...): carrier folders are
+    shown from site-packages on, the site-packages folder once, whole; nothing passes 99 columns."""
+    import percepmetric.weights_command as command
+
+    site = deep.parents[5] / "noshare.AbCd" / "main" / ".venv-ci" / "lib" / "python3.12" / "site-packages"
+    carrier = site / "torchmetrics" / "functional" / "image" / "lpips_models"
+    rows = [{"net": net, "kind": "calibration", "what": "LPIPS v0.1", "path": str(carrier / f"{net}.pth"),
+             "present": True, "source": "torchmetrics 1.9.0", "notes": []} for net in ("alex", "vgg")]
+    monkeypatch.setattr(command, "weights_table", lambda: rows)
+    monkeypatch.setattr(command, "_site_packages_roots", lambda: [str(site)])
+    assert len(f"{carrier}/") > WIDTH  # the old display, the folder whole, could not fit
+    code, out, err = run_cli(capsys, "weights")
+    assert code == 0, err
+    assert not _too_long(out), "\n".join(_too_long(out))
+    lines = out.splitlines()
+    assert _from_site_packages(carrier, lines), out
+    assert "site-packages/torchmetrics/functional/image/lpips_models/" in lines
+    assert f"site-packages/ is {site}/" in lines or f"  {site}/" in lines
+
+
 def test_weights_present_with_torch_home_fits_99_columns(deep, monkeypatch, capsys):
     home = deep / "torch_home"
     checkpoints = home / "hub" / "checkpoints"
@@ -49,11 +81,12 @@ def test_weights_present_with_torch_home_fits_99_columns(deep, monkeypatch, caps
     code, out, err = run_cli(capsys, "weights")
     assert code == 0, err
     assert not _too_long(out), "\n".join(_too_long(out))
-    # every file is listed, under its folder, which is printed whole (a user copies it)
+    # every file is listed, under its folder, printed whole or from a site-packages folder that
+    # is itself printed whole (a user copies it)
     lines = out.splitlines()
     for row in rows:
         path = Path(row["path"])
-        assert f"{path.parent}/" in lines, (path.parent, out)
+        assert f"{path.parent}/" in lines or _from_site_packages(path.parent, lines), (path.parent, out)
         assert any(line.split()[-1:] == [path.name] and row["kind"] in line.split() for line in lines), (row, out)
     assert "MISSING" not in out or not all(r["present"] for r in rows)
 
