@@ -1,13 +1,14 @@
-"""Speed and peak memory of the classic full-reference metrics against piq, in the same run.
+"""Speed and peak memory of the classic full-reference metrics against piq and pyiqa, in the same run.
 
 The metrics of the classic suite (GMSD, MS-GMSD, HaarPSI, MDSI, SR-SIM, VSI, ... as they land
 in the registry) on CPU, float32, for the two workloads of the issue that asked for them: 64
-images of 64x64 and 8 images of 512x384. Timing is interleaved with piq in every round (load
-from other processes hits both alike; ``traditional_speed.py``'s loop and printout), median of
-``--repeats``; the ratio is piq's time over ours (>= 1.0: at least as fast), at the median and
-per round. Peak memory is measured apart: each (implementation, workload) runs in a fresh
-interpreter, which samples its resident set (``/proc/self/statm``, every 0.5 ms) during a call
-after a warm-up call and reports the peak above the RSS before it (Linux only).
+images of 64x64 and 8 images of 512x384. Timing is interleaved with piq and pyiqa in every
+round (load from other processes hits all alike; ``traditional_speed.py``'s loop and printout),
+median of ``--repeats``; the ratio is the peer's time over ours (>= 1.0: at least as fast), at
+the median and per round, against piq where piq has the metric, else against pyiqa. Peak memory
+is measured apart: each (implementation, workload) runs in a fresh interpreter, which samples
+its resident set (``/proc/self/statm``, every 0.5 ms) during a call after a warm-up call and
+reports the peak above the RSS before it (Linux only).
 
 Values: each side computes in its own convention (piq converts RGB to the Y of YIQ where the
 authors' code uses MATLAB's ``rgb2gray``, and differs in details docs/metrics.md lists), so the
@@ -31,14 +32,15 @@ from traditional_speed import print_row, time_once
 
 WORKLOADS = (("64 x 64x64", 64, 64, 64), ("8 x 512x384", 8, 384, 512))
 
-#: Registry name -> (options of ours, piq function name, piq keyword arguments).
+#: Registry name -> (options of ours, {peer: (its name for the metric, its keyword arguments)}).
+#: The ratio is against piq where piq has the metric, else against pyiqa (the issue's rule).
 PEERS = {
-    "gmsd": ({}, "gmsd", {}),
-    "ms_gmsd": ({}, "multi_scale_gmsd", {"chromatic": False}),
-    "haarpsi": ({}, "haarpsi", {}),
-    "mdsi": ({}, "mdsi", {}),
-    "srsim": ({}, "srsim", {"chromatic": False}),
-    "vsi": ({}, "vsi", {}),
+    "gmsd": ({}, {"piq": ("gmsd", {}), "pyiqa": ("gmsd", {})}),
+    "ms_gmsd": ({}, {"piq": ("multi_scale_gmsd", {"chromatic": False})}),
+    "haarpsi": ({}, {"piq": ("haarpsi", {})}),
+    "mdsi": ({}, {"piq": ("mdsi", {})}),
+    "srsim": ({}, {"piq": ("srsim", {"chromatic": False})}),
+    "vsi": ({}, {"piq": ("vsi", {}), "pyiqa": ("vsi", {})}),
 }
 
 
@@ -52,17 +54,30 @@ def make_pair(n: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def implementations(name: str):
-    """{label: callable(x, y) -> (N,)} for ``name``: ours, then piq's when it has the metric."""
-    import piq
-
+    """{label: callable(x, y) -> (N,)} for ``name``: ours, then piq's and pyiqa's where they have
+    the metric and are installed (pyiqa 0.1.16 installs with ``pip install --no-deps pyiqa`` plus
+    pyyaml, opencv-python-headless, requests and huggingface_hub; its formula metrics need no
+    download)."""
     import percepmetric
 
-    options, piq_name, piq_options = PEERS[name]
-    ours = percepmetric.create_metric(name, **options)
-    impls = {"percepmetric": ours}
-    if hasattr(piq, piq_name):
-        function = getattr(piq, piq_name)
-        impls["piq"] = lambda x, y: function(x, y, data_range=1.0, reduction="none", **piq_options)
+    options, peers = PEERS[name]
+    impls = {"percepmetric": percepmetric.create_metric(name, **options)}
+    if "piq" in peers:
+        try:
+            import piq
+        except ImportError:
+            piq = None
+        if piq is not None and hasattr(piq, peers["piq"][0]):
+            function, kwargs = getattr(piq, peers["piq"][0]), peers["piq"][1]
+            impls["piq"] = lambda x, y: function(x, y, data_range=1.0, reduction="none", **kwargs)
+    if "pyiqa" in peers:
+        try:
+            import pyiqa
+        except ImportError:
+            pyiqa = None
+        if pyiqa is not None:
+            metric = pyiqa.create_metric(peers["pyiqa"][0], device="cpu", as_loss=False, **peers["pyiqa"][1])
+            impls["pyiqa"] = lambda x, y: metric(x, y).reshape(-1)
     return impls
 
 
@@ -75,8 +90,8 @@ def time_metric(name: str, label: str, n: int, height: int, width: int, repeats:
         for k, fn in impls.items():
             times[k].append(time_once(fn, x, y)[0])
     speed = {k: n / statistics.median(t) for k, t in times.items()}
-    peers = [k for k in speed if k != "percepmetric"]
-    ratios = [min(times[k][r] for k in peers) / times["percepmetric"][r] for r in range(repeats)] if peers else []
+    peers = [k for k in speed if k != "percepmetric"]  # piq first when it runs
+    ratios = [times[peers[0]][r] / times["percepmetric"][r] for r in range(repeats)] if peers else []
     return {"workload": label, "metric": name, "speed": speed, "best_peer": peers[0] if peers else None,
             "ratio": speed["percepmetric"] / speed[peers[0]] if peers else None, "ratios": ratios,
             "max_diff": {k: float((values[k] - values["percepmetric"]).abs().max()) for k in peers}}

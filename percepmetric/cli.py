@@ -226,15 +226,17 @@ def metrics_command(as_json: bool) -> None:
         return
     import textwrap
 
-    # Two lines a metric, wrapped at 100 columns: what it is, then its direction and input range.
+    # Two lines a metric, wrapped at 100 columns: what it is, then its direction, whether x is the
+    # reference, its input range and what it does with colour.
     width = max(len(r["name"]) for r in rows)
     indent = " " * (width + 2)
     for r in rows:
         direction = "lower is better" if r["lower_is_better"] else "higher is better"
         click.echo(textwrap.fill(r["summary"], width=99, initial_indent=f"{r['name']:<{width}}  ",
                                  subsequent_indent=indent))
-        click.echo(textwrap.fill(f"{direction}; input {r['input_range']}", width=99, initial_indent=indent,
-                                 subsequent_indent=indent))
+        order = "symmetric" if r["symmetric"] else "x is the reference"
+        click.echo(textwrap.fill(f"{direction}, {order}; input {r['input_range']}; {r['accepts']}", width=99,
+                                 initial_indent=indent, subsequent_indent=indent))
 
 
 @cli.command("distance")

@@ -5,9 +5,10 @@
 form* (``metric.to_distance`` of its value: LPIPS as it is, DSSIM ``(1 - SSIM) / 2`` for SSIM,
 the MSE of the images scaled to [0, 1] for PSNR), so that a matrix entry and a ``distance``
 call on the same pair agree (within 1e-6). ``y=None`` compares ``x`` with itself: ``N x N``,
-with a diagonal of exact zeros, and for the symmetric metrics (all the registered ones) only the
-upper triangle is computed and mirrored, so the matrix is exactly symmetric. Pairs of identical
-images are exact zeros wherever they are.
+with a diagonal of exact zeros, and for a symmetric metric (``metric.symmetric``) only the
+upper triangle is computed and mirrored, so the matrix is exactly symmetric (for one whose ``x``
+is the reference, entry ``[i, j]`` has image ``i`` as reference). Pairs of identical images are
+exact zeros wherever they are.
 
 Three ways of computing, chosen by the metric:
 
@@ -57,14 +58,12 @@ from .functional import private_metric
 from .io import UNIT_RANGE, ImageLike, as_batch, content_digest, is_coded, read_image_header, to_value_range
 from .metrics.base import Metric, check_pair
 
-__all__ = ["pairwise", "ImageSet", "DEFAULT_MEMORY_BUDGET", "DEFAULT_FEATURE_BUDGET", "SYMMETRIC_METRICS"]
+__all__ = ["pairwise", "ImageSet", "DEFAULT_MEMORY_BUDGET", "DEFAULT_FEATURE_BUDGET"]
 
 #: What one tile of the computation may hold, in bytes (see the module docstring).
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 #: What the kept per-image rows of a feature-statistics metric (DISTS) may hold, in bytes.
 DEFAULT_FEATURE_BUDGET = 2**30
-#: Metrics whose distance is symmetric in (x, y): the upper triangle of x against itself suffices.
-SYMMETRIC_METRICS = frozenset({"l2", "l1", "psnr", "ssim", "ms_ssim", "fsim", "lpips", "dists"})
 #: Bytes a formula metric holds per pair, as a multiple of the two images' bytes (SSIM's
 #: filtered maps are the largest of the registered metrics' temporaries).
 FORMULA_OVERHEAD = 12
@@ -138,7 +137,8 @@ def pairwise(
     if getattr(m, "spatial", False):
         raise InputError("pairwise: option spatial gives a distance map per pair, not a number")
     rows.value_range = cols.value_range = m.value_range  # integer codes span the metric's input range
-    symmetric = same and bool(getattr(m, "symmetric", m.name in SYMMETRIC_METRICS))
+    # a symmetric distance (Metric.symmetric): the upper triangle of x against itself suffices
+    symmetric = same and m.symmetric
     if hasattr(m, "pair_embedding"):
         matrix = _embedding_matrix(m, rows, cols, same, symmetric, target, batch_size, tile_size,
                                    memory_budget, progress, split or Group())

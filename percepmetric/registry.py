@@ -161,6 +161,8 @@ def describe_metric(name: str) -> dict[str, Any]:
         "lower_is_better": cls.lower_is_better,
         "differentiable": cls.differentiable,
         "input_range": cls.input_range_doc,
+        "accepts": cls.colour_doc,
+        "symmetric": cls.symmetric,
         "options": {k: v for k, v in metric_options(name).items()},
     }
 

@@ -301,6 +301,21 @@ def test_option_values_parse_as_typed():
 # ------------------------------------------------------------------ 7. one table
 
 
+@pytest.mark.parametrize("name", metric_params(sorted(SMALL)))
+def test_metadata_says_what_a_metric_takes_and_whether_it_is_symmetric(name):
+    """``symmetric`` (a distance matrix computes one triangle of a symmetric metric) is true of
+    the values; ``colour_doc`` says what the metric does with RGB and grey."""
+    m = create_metric(name, **SMALL[name])
+    x, y = _pair(size=max(32, m.min_size))
+    if m.symmetric:
+        torch.testing.assert_close(m(x, y), m(y, x), rtol=1e-5, atol=1e-6)
+    assert m.colour_doc and ("RGB" in m.colour_doc or "grey" in m.colour_doc)
+    from percepmetric.registry import describe_metric
+
+    described = describe_metric(name)
+    assert described["symmetric"] is m.symmetric and described["accepts"] == m.colour_doc
+
+
 def test_the_table_lists_every_metric_class():
     import percepmetric.metrics as package
 

@@ -10,6 +10,8 @@ can treat all of them alike:
 ``differentiable``     gradients flow to the inputs
 ``min_size``           smallest H and W the metric accepts
 ``channels``           accepted channel counts
+``colour_doc``         what it does with RGB and grey, in words, for listings
+``symmetric``          m(x, y) == m(y, x); False means x is the reference (or not known)
 ``input_range_doc``    the input range, in words, for listings
 
 Subclasses write their formula as ``formula(self, x, y)`` (inputs already validated) and,
@@ -158,6 +160,11 @@ class Metric(nn.Module):
     min_size: int = 1
     channels: ClassVar[tuple[int, ...]] = (1, 3)
     input_range_doc: ClassVar[str] = "[0, data_range], data_range=1 by default"
+    #: What the metric does with RGB and grey input, in words, for listings.
+    colour_doc: ClassVar[str] = "RGB or grey"
+    #: ``m(x, y) == m(y, x)`` (to rounding): a distance matrix of a set against itself then
+    #: computes one triangle. False for metrics where ``x`` is the reference, and by default.
+    symmetric: ClassVar[bool] = False
     #: Unit of the metric's own value, for tables ("dB" for PSNR); empty when it has none.
     unit: ClassVar[str] = ""
     #: What :meth:`to_distance` gives, in short, for labels ("mse" for PSNR, "dssim" for SSIM);

@@ -153,10 +153,11 @@ class DISTS(Metric):
     """
 
     name = "dists"
+    symmetric = True
+    colour_doc = "RGB (grey repeated to three channels)"
     lower_is_better = True
     differentiable = True
     channels = (1, 3)
-    input_range_doc = "[0, data_range] RGB, data_range=1 by default"
     #: Channels of one :meth:`pair_distances` tile's per-channel terms (1475): what sizes its tiles.
     pair_channels = sum(DISTS_CHANNELS)
     #: The peak memory of a call measured over :meth:`memory_needed`'s activation model, rounded

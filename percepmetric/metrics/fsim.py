@@ -366,7 +366,7 @@ def _fsim(x: torch.Tensor, y: torch.Tensor, data_range: float, chromatic: bool, 
 
 
 class FSIM(Metric):
-    """Feature similarity FSIM / FSIMc (chromatic=True), as the authors' MATLAB code; higher is better.
+    """Feature similarity FSIM / FSIMc (chromatic=True), as the authors' MATLAB code (1 at best).
 
     Options: ``data_range`` (1 or 255, ...), ``chromatic`` (FSIMc, RGB only),
     ``convention="matlab"`` (FeatureSIM.m), ``precision`` (``"input"``: compute in the input
@@ -374,6 +374,8 @@ class FSIM(Metric):
     """
 
     name = "fsim"
+    symmetric = True
+    colour_doc = "RGB or grey; FSIM on the Y of YIQ, FSIMc (chromatic=True) needs RGB"
     lower_is_better = False
     distance_name = "1-fsim"
     differentiable = True

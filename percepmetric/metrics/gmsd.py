@@ -196,7 +196,7 @@ def ms_gmsd(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, chromatic
 
 
 class GMSD(Metric):
-    """GMSD (Xue et al. 2014): deviation of the gradient magnitude similarity; 0 for identical images, lower is better.
+    """GMSD (Xue et al. 2014): deviation of the gradient magnitude similarity (0 for identical images).
 
     Reproduces the authors' ``GMSD.m`` (see the module's doc): grey input as it is, RGB through
     MATLAB's ``rgb2gray`` (rounded to uint8 as MATLAB does for 8-bit images), a 2x2 mean and
@@ -210,6 +210,7 @@ class GMSD(Metric):
     """
 
     name = "gmsd"
+    colour_doc = "RGB or grey; RGB made grey by MATLAB's rgb2gray"
     lower_is_better = True
     differentiable = True
     symmetric = True
@@ -235,7 +236,7 @@ class GMSD(Metric):
 
 
 class MSGMSD(Metric):
-    """MS-GMSD / MS-GMSDc (Zhang, Sander, Bermak 2017): GMSD on four scales (+ chroma); 0 at best, lower is better.
+    """MS-GMSD / MS-GMSDc (Zhang, Sander, Bermak 2017): GMSD on four scales (+ chroma); 0 at best.
 
     No code of the authors is public: this follows the paper as piq's ``multi_scale_gmsd``
     implements it (YIQ of the float RGB, no 8-bit rounding; see :func:`ms_gmsd`) and matches it.
@@ -244,6 +245,7 @@ class MSGMSD(Metric):
     """
 
     name = "ms_gmsd"
+    colour_doc = "RGB or grey; the Y of YIQ, plus I and Q with chromatic=True (RGB)"
     lower_is_better = True
     differentiable = True
     symmetric = True

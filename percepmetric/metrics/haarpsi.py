@@ -132,7 +132,7 @@ def haarpsi(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, subsample
 
 
 class HaarPSI(Metric):
-    """HaarPSI, the Haar wavelet-based perceptual similarity index, as the authors' MATLAB code; higher is better.
+    """HaarPSI, the Haar wavelet-based perceptual similarity index, as the authors' MATLAB code (1 at best).
 
     Takes RGB (YIQ, with the chroma term) or grey. Options: ``data_range`` (1 or 255, ...),
     ``subsample`` (HaarPSI.m's ``preprocessWithSubsampling``: the 2x2 mean and every second
@@ -140,6 +140,7 @@ class HaarPSI(Metric):
     """
 
     name = "haarpsi"
+    colour_doc = "RGB (Y of YIQ plus its chroma term) or grey"
     lower_is_better = False
     distance_name = "1-haarpsi"
     differentiable = True

@@ -620,6 +620,8 @@ class LPIPS(ChannelDistanceMetric):
     """
 
     name = "lpips"
+    symmetric = True
+    colour_doc = "RGB (grey repeated to three channels)"
     min_size = 31  # AlexNet's; VGG needs 16, SqueezeNet 17 (per instance: ``self.min_size``)
     input_range_doc = "[0, 1] by default; input_range='-1,1' for LPIPS's own [-1, 1]"
     #: Per net, the peak memory of a call measured over :meth:`memory_needed`'s activation model,

@@ -113,7 +113,7 @@ def mdsi(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, combination:
 
 
 class MDSI(Metric):
-    """MDSI, the mean deviation similarity index, as the authors' MATLAB code; lower is better (0 for identical images).
+    """MDSI, the mean deviation similarity index, as the authors' MATLAB code (0 for identical images).
 
     Takes RGB (a grey image as three equal channels). Options: ``data_range`` (1 or 255, ...),
     ``combination`` (MDSI.m's ``combMethod``: ``"sum"``, the default, or ``"mult"``),
@@ -122,6 +122,7 @@ class MDSI(Metric):
     """
 
     name = "mdsi"
+    colour_doc = "RGB (grey as three equal channels)"
     lower_is_better = True
     differentiable = True
     symmetric = False  # GS_HVS = GS(x, y) + GS(y, F) - GS(x, F): x is the reference

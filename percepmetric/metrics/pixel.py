@@ -160,6 +160,8 @@ class L2(Metric):
     """Mean squared error in RGB, grey or Lab; conventions plain or lpips (the LPIPS code's L2)."""
 
     name = "l2"
+    symmetric = True
+    colour_doc = "RGB or grey; compared in RGB, grey (rgb2gray) or Lab (option color)"
     lower_is_better = True
 
     def __init__(self, data_range: float = 1.0, color: Color = "rgb", convention: L2Convention = "plain",
@@ -193,6 +195,8 @@ class L1(Metric):
     """Mean absolute error mean(|f(x) - f(y)|) in RGB, grey or Lab (f as for l2, plain convention)."""
 
     name = "l1"
+    symmetric = True
+    colour_doc = "RGB or grey; compared in RGB, grey (rgb2gray) or Lab (option color)"
     lower_is_better = True
 
     def __init__(self, data_range: float = 1.0, color: Color = "rgb", reduction: Reduction = "none",
@@ -215,7 +219,7 @@ class L1(Metric):
 
 
 class PSNR(Metric):
-    """Peak signal-to-noise ratio in dB (higher is better); distance = MSE / data_range^2.
+    """Peak signal-to-noise ratio in dB; distance = MSE / data_range^2.
 
     ``color="rgb"`` (default): over all channels as given. ``color="y"``: on the BT.601 luma
     ``Y`` of :func:`~.color.rgb_to_ycbcr_y` (float; MATLAB's integer Y with ``quantize=True``),
@@ -224,6 +228,7 @@ class PSNR(Metric):
     """
 
     name = "psnr"
+    symmetric = True
     lower_is_better = False
     unit = "dB"
     distance_name = "mse"  # MSE of the images scaled to [0, 1]: not PSNR, so never labelled "psnr"

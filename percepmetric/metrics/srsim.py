@@ -155,7 +155,7 @@ class SaliencyWeightedSimilarity(Metric):
 
 
 class SRSIM(SaliencyWeightedSimilarity):
-    """Spectral-residual similarity SR-SIM, as the authors' MATLAB code; higher is better.
+    """Spectral-residual similarity SR-SIM, as the authors' MATLAB code (1 at best).
 
     Options: ``data_range`` (1 or 255, ...), ``convention="matlab"`` (SR_SIM.m: its own luma
     ``0.299 R + 0.587 G + 0.114 B``, its downsampling and MATLAB's ``imresize``),
@@ -164,6 +164,8 @@ class SRSIM(SaliencyWeightedSimilarity):
     """
 
     name = "srsim"
+    symmetric = True
+    colour_doc = "RGB or grey; RGB made grey as SR_SIM.m (0.299 R + 0.587 G + 0.114 B)"
     distance_name = "1-srsim"
     min_size = MIN_SIZE
     index = staticmethod(srsim)

@@ -719,7 +719,6 @@ class _StructuralSimilarity(Metric):
     lower_is_better = False
     channels = (1, 3)
     min_size = GAUSSIAN_SIZE
-    input_range_doc = "[0, data_range], data_range=1 by default; RGB or grey"
 
     def to_distance(self, value: torch.Tensor) -> torch.Tensor:
         """DSSIM = ``(1 - value) / 2``, the distance the LPIPS paper (Zhang et al. 2018) uses
@@ -731,6 +730,8 @@ class SSIM(_StructuralSimilarity):
     """Structural similarity (Wang et al. 2004); conventions matlab (default) and lpips (skimage)."""
 
     name = "ssim"
+    symmetric = True
+    colour_doc = "RGB or grey; RGB made grey by MATLAB's rgb2gray (matlab), per channel (lpips)"
     distance_name = "dssim"
 
     def __init__(
@@ -768,6 +769,8 @@ class MSSSIM(_StructuralSimilarity):
     """Multi-scale SSIM (Wang et al. 2003, msssim.m); fewer scales for small images."""
 
     name = "ms_ssim"
+    symmetric = True
+    colour_doc = "RGB or grey; RGB made grey by MATLAB's rgb2gray"
     distance_name = "ms_dssim"
 
     def __init__(

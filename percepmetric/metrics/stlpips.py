@@ -121,6 +121,7 @@ class STLPIPS(ChannelDistanceMetric):
     """
 
     name = "stlpips"
+    colour_doc = "RGB (grey repeated to three channels)"
     min_size = 21  # AlexNet's (VGG16: 18; per instance: ``self.min_size``)
     symmetric = True  # d(x, y) = d(y, x): distance matrices compute one triangle
     input_range_doc = "[0, 1] by default; input_range='-1,1' for the authors' [-1, 1]"

@@ -183,7 +183,7 @@ def vsi(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, precision: st
 
 
 class VSI(SaliencyWeightedSimilarity):
-    """Visual saliency-induced index VSI, as the authors' MATLAB code; higher is better.
+    """Visual saliency-induced index VSI, as the authors' MATLAB code (1 at best).
 
     Takes RGB (grey as three equal channels). Options: ``data_range``, ``convention="matlab"``
     (VSI.m: its SDSP saliency, opponent colours, downsampling and MATLAB's ``imresize``),
@@ -191,6 +191,8 @@ class VSI(SaliencyWeightedSimilarity):
     """
 
     name = "vsi"
+    symmetric = True
+    colour_doc = "RGB (grey as three equal channels)"
     distance_name = "1-vsi"
     min_size = MIN_SIZE
     index = staticmethod(vsi)
