@@ -128,8 +128,21 @@ def _unit_range(t: torch.Tensor) -> torch.Tensor:
     return (t - low) / (high - low).clamp(min=torch.finfo(t.dtype).tiny)
 
 
+#: Images whose SDSP saliency is computed at once: each is worked on at 256x256 whatever its size
+#: (about 30 float maps of 256 KiB in float32 at the peak), so a batch of many small images would
+#: otherwise hold hundreds of MB; 16 at a time costs no speed.
+SDSP_CHUNK = 16
+
+
 def sdsp_saliency(rgb: torch.Tensor) -> torch.Tensor:
-    """``(B,3,H,W)`` RGB on 0..255 -> ``(B,1,H,W)`` SDSP saliency in [0, 1], as VSI.m's ``SDSP``."""
+    """``(B,3,H,W)`` RGB on 0..255 -> ``(B,1,H,W)`` SDSP saliency in [0, 1], as VSI.m's ``SDSP``
+    (:data:`SDSP_CHUNK` images at a time)."""
+    if rgb.shape[0] > SDSP_CHUNK:
+        return torch.cat([_sdsp_saliency(part) for part in rgb.split(SDSP_CHUNK)])
+    return _sdsp_saliency(rgb)
+
+
+def _sdsp_saliency(rgb: torch.Tensor) -> torch.Tensor:
     h, w = rgb.shape[-2:]
     small = imresize(rgb, size=(SDSP_SIZE, SDSP_SIZE), kernel="bilinear")
     lab = rgb_to_lab_vsi(small)
