@@ -226,8 +226,8 @@ def metrics_command(as_json: bool) -> None:
         return
     import textwrap
 
-    # Two lines a metric, wrapped at 100 columns: what it is, then its direction, whether x is the
-    # reference, its input range and what it does with colour.
+    # A metric's summary, then its direction, whether x is the reference, its input range and
+    # what it does with colour, each wrapped under 100 columns.
     width = max(len(r["name"]) for r in rows)
     indent = " " * (width + 2)
     for r in rows:

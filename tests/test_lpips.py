@@ -338,11 +338,14 @@ def test_cli_weights_listing():
     # Each folder on a line of its own, then one indented row per file: net, kind, status, where
     # it was found (words; none when missing), name.
     nets = ("alex", "vgg", "squeeze")
+    # A carrier's folder is shown from site-packages on, under a line naming that folder.
     files: dict[tuple[str, str], tuple[str, str, str]] = {}
-    folder = ""
+    folder = site = ""
     for line in out.stdout.splitlines():
-        if line.endswith("/") and not line.startswith(" "):
-            folder = line
+        if line.startswith("site-packages/ is "):
+            site = line.removeprefix("site-packages/ is ")
+        elif line.endswith("/") and not line.startswith(" "):
+            folder = site + line.removeprefix("site-packages/") if line.startswith("site-packages/") else line
         elif line.startswith("  ") and line.split()[0] in nets:
             net, kind, status, *source, name = line.split()
             files[(net, kind)] = (status, folder + name, " ".join(source))

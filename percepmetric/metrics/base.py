@@ -159,7 +159,7 @@ class Metric(nn.Module):
     # Not a ClassVar: a metric may set its own per instance (LPIPS per net, SSIM per convention).
     min_size: int = 1
     channels: ClassVar[tuple[int, ...]] = (1, 3)
-    input_range_doc: ClassVar[str] = "[0, data_range], data_range=1 by default"
+    input_range_doc: ClassVar[str] = "[0, data_range], data_range=1"
     #: What the metric does with RGB and grey input, in words, for listings.
     colour_doc: ClassVar[str] = "RGB or grey"
     #: ``m(x, y) == m(y, x)`` (to rounding): a distance matrix of a set against itself then

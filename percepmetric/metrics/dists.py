@@ -154,7 +154,7 @@ class DISTS(Metric):
 
     name = "dists"
     symmetric = True
-    colour_doc = "RGB (grey repeated to three channels)"
+    colour_doc = "RGB (grey -> three equal channels)"
     lower_is_better = True
     differentiable = True
     channels = (1, 3)

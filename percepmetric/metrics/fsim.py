@@ -375,7 +375,7 @@ class FSIM(Metric):
 
     name = "fsim"
     symmetric = True
-    colour_doc = "RGB or grey; FSIM on the Y of YIQ, FSIMc (chromatic=True) needs RGB"
+    colour_doc = "RGB or grey (Y of YIQ; FSIMc needs RGB)"
     lower_is_better = False
     distance_name = "1-fsim"
     differentiable = True

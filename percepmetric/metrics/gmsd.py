@@ -210,7 +210,7 @@ class GMSD(Metric):
     """
 
     name = "gmsd"
-    colour_doc = "RGB or grey; RGB made grey by MATLAB's rgb2gray"
+    colour_doc = "RGB or grey (RGB -> MATLAB rgb2gray)"
     lower_is_better = True
     differentiable = True
     symmetric = True
@@ -245,7 +245,7 @@ class MSGMSD(Metric):
     """
 
     name = "ms_gmsd"
-    colour_doc = "RGB or grey; the Y of YIQ, plus I and Q with chromatic=True (RGB)"
+    colour_doc = "RGB or grey (Y of YIQ; chromatic: I, Q too)"
     lower_is_better = True
     differentiable = True
     symmetric = True

@@ -140,7 +140,7 @@ class HaarPSI(Metric):
     """
 
     name = "haarpsi"
-    colour_doc = "RGB (Y of YIQ plus its chroma term) or grey"
+    colour_doc = "RGB (YIQ, with chroma) or grey"
     lower_is_better = False
     distance_name = "1-haarpsi"
     differentiable = True

@@ -621,9 +621,9 @@ class LPIPS(ChannelDistanceMetric):
 
     name = "lpips"
     symmetric = True
-    colour_doc = "RGB (grey repeated to three channels)"
+    colour_doc = "RGB (grey -> three equal channels)"
     min_size = 31  # AlexNet's; VGG needs 16, SqueezeNet 17 (per instance: ``self.min_size``)
-    input_range_doc = "[0, 1] by default; input_range='-1,1' for LPIPS's own [-1, 1]"
+    input_range_doc = "[0, 1], or [-1, 1] with input_range='-1,1'"
     #: Per net, the peak memory of a call measured over :meth:`memory_needed`'s activation model,
     #: rounded up (docs/metrics.md, "Large images: memory": alex 0.97-1.07, vgg 1.00-1.01 at
     #: 800-4000 px); the estimate is that model times this factor (1.25 for a net not measured).

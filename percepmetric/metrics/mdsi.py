@@ -122,7 +122,7 @@ class MDSI(Metric):
     """
 
     name = "mdsi"
-    colour_doc = "RGB (grey as three equal channels)"
+    colour_doc = "RGB (grey -> three equal channels)"
     lower_is_better = True
     differentiable = True
     symmetric = False  # GS_HVS = GS(x, y) + GS(y, F) - GS(x, F): x is the reference

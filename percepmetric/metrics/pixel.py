@@ -161,7 +161,7 @@ class L2(Metric):
 
     name = "l2"
     symmetric = True
-    colour_doc = "RGB or grey; compared in RGB, grey (rgb2gray) or Lab (option color)"
+    colour_doc = "RGB or grey (compared in RGB, grey or Lab: option color)"
     lower_is_better = True
 
     def __init__(self, data_range: float = 1.0, color: Color = "rgb", convention: L2Convention = "plain",
@@ -196,7 +196,7 @@ class L1(Metric):
 
     name = "l1"
     symmetric = True
-    colour_doc = "RGB or grey; compared in RGB, grey (rgb2gray) or Lab (option color)"
+    colour_doc = "RGB or grey (compared in RGB, grey or Lab: option color)"
     lower_is_better = True
 
     def __init__(self, data_range: float = 1.0, color: Color = "rgb", reduction: Reduction = "none",

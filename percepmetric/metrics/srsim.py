@@ -165,7 +165,7 @@ class SRSIM(SaliencyWeightedSimilarity):
 
     name = "srsim"
     symmetric = True
-    colour_doc = "RGB or grey; RGB made grey as SR_SIM.m (0.299 R + 0.587 G + 0.114 B)"
+    colour_doc = "RGB or grey (RGB -> Y of YIQ)"
     distance_name = "1-srsim"
     min_size = MIN_SIZE
     index = staticmethod(srsim)

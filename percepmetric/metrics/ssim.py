@@ -731,7 +731,7 @@ class SSIM(_StructuralSimilarity):
 
     name = "ssim"
     symmetric = True
-    colour_doc = "RGB or grey; RGB made grey by MATLAB's rgb2gray (matlab), per channel (lpips)"
+    colour_doc = "RGB or grey (matlab: rgb2gray; lpips: per channel)"
     distance_name = "dssim"
 
     def __init__(
@@ -770,7 +770,7 @@ class MSSSIM(_StructuralSimilarity):
 
     name = "ms_ssim"
     symmetric = True
-    colour_doc = "RGB or grey; RGB made grey by MATLAB's rgb2gray"
+    colour_doc = "RGB or grey (RGB -> MATLAB rgb2gray)"
     distance_name = "ms_dssim"
 
     def __init__(

@@ -121,10 +121,10 @@ class STLPIPS(ChannelDistanceMetric):
     """
 
     name = "stlpips"
-    colour_doc = "RGB (grey repeated to three channels)"
+    colour_doc = "RGB (grey -> three equal channels)"
     min_size = 21  # AlexNet's (VGG16: 18; per instance: ``self.min_size``)
     symmetric = True  # d(x, y) = d(y, x): distance matrices compute one triangle
-    input_range_doc = "[0, 1] by default; input_range='-1,1' for the authors' [-1, 1]"
+    input_range_doc = "[0, 1], or [-1, 1] with input_range='-1,1'"
     #: Measured peak over the activation model of :meth:`~.lpips.LPIPS.memory_needed`, rounded up:
     #: alex 1.01-1.07; vgg 1.97-2.00, whose first tap (full size) is still held while the
     #: stride-1 max pooling and the blur's padded copy make two more full-size tensors.

@@ -205,7 +205,7 @@ class VSI(SaliencyWeightedSimilarity):
 
     name = "vsi"
     symmetric = True
-    colour_doc = "RGB (grey as three equal channels)"
+    colour_doc = "RGB (grey -> three equal channels)"
     distance_name = "1-vsi"
     min_size = MIN_SIZE
     index = staticmethod(vsi)
