@@ -171,10 +171,12 @@ def ms_gmsd(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, chromatic
     Q, ``g = 2 / (1 + beta2 exp(-beta3 MS)) - 1`` and ``g MS + (1 - g) beta1 c``.
     """
     n = x.shape[0]
-    both = torch.cat((x, y))
-    if both.shape[1] == 3:  # the matrix is linear: scaled after it, on the 1 or 3 planes kept
-        both = rgb_to_yiq(both, 3 if chromatic else 1)
-    yiq = both * (255.0 / data_range)
+    if x.shape[1] == 3:  # each image to the 1 or 3 planes kept first: the RGB pair is never copied
+        planes = 3 if chromatic else 1
+        yiq = torch.cat((rgb_to_yiq(x, planes), rgb_to_yiq(y, planes)))
+    else:
+        yiq = torch.cat((x, y))
+    yiq.mul_(255.0 / data_range)  # a fresh tensor: scaled in place
     luma = yiq[:, :1]
     total = torch.zeros(n, dtype=x.dtype, device=x.device)
     for scale, w in enumerate(MS_SCALE_WEIGHTS):
