@@ -7,10 +7,12 @@ the markdown table of docs/metrics.md (``metric | pair | authors' code | percepm
 pyiqa``), then, per metric, the largest difference of each library from the authors' code.
 A library without the metric, or not installed, shows ``-``.
 
-Peers are called as their users call them, on ``[0, 1]`` floats:
-``piq.<fn>(x, y, data_range=1.0, reduction="none")`` on the file's channels (a grey file repeated
-to three channels only where piq refuses one, as its VSI does) and
-``pyiqa.create_metric(name, as_loss=False)(x, y)`` on RGB (it refuses one channel). Their own
+Peers are called as their users call them, on ``[0, 1]`` floats, the distorted image first and
+the reference second (both libraries' order: piq's ``x`` is the prediction and ``y`` the target,
+pyiqa's FR metrics take ``(distorted, reference)``; it matters for VIF-P, IW-SSIM, MDSI, MAD):
+``piq.<fn>(dist, ref, data_range=1.0, reduction="none")`` on the file's channels (a grey file
+repeated to three channels only where piq refuses one, as its VSI does) and
+``pyiqa.create_metric(name, as_loss=False)(dist, ref)`` on RGB (it refuses one channel). Their own
 conventions (colour conversion, resizing, rounding) are what the differences measure.
 
 Usage: ``python benchmarks/classic_peers.py [--metrics gmsd,vsi]``.
@@ -35,7 +37,18 @@ PEERS: dict[str, tuple[tuple[str, dict] | None, str | None]] = {
     "mdsi": (("mdsi", {}), None),
     "srsim": (("srsim", {"chromatic": False}), None),
     "vsi": (("vsi", {}), "vsi"),
+    "vif": (None, "vif"),
+    "vifp": (("vif_p", {}), None),
+    "iw_ssim": (("information_weighted_ssim", {}), None),
+    "cw_ssim": (None, "cw_ssim"),
+    "nlpd": (None, "nlpd"),
+    "dss": (("dss", {}), None),
+    "mad": (None, "mad"),
 }
+#: Unbounded metrics, compared in relative terms (the issue's parity target: 1e-4 relative).
+UNBOUNDED = {"mad", "nlpd"}
+#: Metrics whose reference values live in another metric's folder (a ``metric`` column says which).
+FOLDER = {"vifp": "vif"}
 
 
 def _rows(name: str) -> Iterator[tuple[Path, Path, float]]:
@@ -53,8 +66,8 @@ def _rows(name: str) -> Iterator[tuple[Path, Path, float]]:
             if (r["first_row"], r["last_row"], r["first_col"], r["last_col"]) == ("1", "0", "1", "0"):
                 yield DATA / r["reference"], DATA / r["distorted"], float(r["mdsi_sum"])
     else:
-        for r in csv.DictReader(open(DATA / name / "expected.csv")):
-            if not r.get("crop"):
+        for r in csv.DictReader(open(DATA / FOLDER.get(name, name) / "expected.csv")):
+            if not r.get("crop") and r.get("metric", name) == name:
                 yield DATA / r["reference"], DATA / r["distorted"], float(r["value"])
 
 
@@ -102,7 +115,7 @@ def compare(name: str) -> list[dict]:
         x, y = load_image(ref), load_image(dist)
         values = {"authors": authors, "percepmetric": float(ours(x, y)[0])}
         for peer, fn in peers.items():
-            values[peer] = fn(x, y) if fn is not None else None
+            values[peer] = fn(y, x) if fn is not None else None  # (distorted, reference)
         label = f"{ref.parent.name}/{ref.name} / {dist.name}"
         rows.append({"metric": name, "pair": label, **values})
     return rows
@@ -129,9 +142,12 @@ def main() -> None:
                 for k in ("percepmetric", "piq", "pyiqa"):
                     if row[k] is not None:
                         gap = abs(row[k] - row["authors"])
+                        if name in UNBOUNDED and row["authors"] != 0:  # MAD is exactly 0 where HI is
+                            gap /= abs(row["authors"])
                         worst.setdefault(name, {})[k] = max(worst.get(name, {}).get(k, 0.0), gap)
     print()
-    print("Largest difference from the authors' code over these pairs:")
+    print("Largest difference from the authors' code over these pairs (relative for "
+          f"{', '.join(sorted(UNBOUNDED))}, absolute for the others):")
     for name, gaps in worst.items():
         print(f"  {name:<8} " + ", ".join(f"{k} {v:.1e}" for k, v in gaps.items()))
 

@@ -41,6 +41,13 @@ PEERS = {
     "mdsi": ({}, {"piq": ("mdsi", {})}),
     "srsim": ({}, {"piq": ("srsim", {"chromatic": False})}),
     "vsi": ({}, {"piq": ("vsi", {}), "pyiqa": ("vsi", {})}),
+    "vif": ({}, {"pyiqa": ("vif", {})}),
+    "vifp": ({}, {"piq": ("vif_p", {})}),
+    "nlpd": ({}, {"pyiqa": ("nlpd", {})}),
+    "mad": ({}, {"pyiqa": ("mad", {})}),
+    "cw_ssim": ({}, {"pyiqa": ("cw_ssim", {})}),
+    "dss": ({}, {"piq": ("dss", {})}),
+    "iw_ssim": ({}, {"piq": ("information_weighted_ssim", {})}),
 }
 
 
@@ -156,8 +163,12 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, float32, median of {args.repeats}; "
           f"load average {load:.1f} on {os.cpu_count()} cores")
-    for label, n, height, width in WORKLOADS:
+    for workload, n, rows, cols in WORKLOADS:
         for name in names:
+            side = percepmetric.create_metric(name).min_size
+            height, width, label = max(rows, side), max(cols, side), workload
+            if min(rows, cols) < side:  # IW-SSIM's 176: the same count of its smallest images
+                label = f"{n} x {width}x{height}"
             row = time_metric(name, label, n, height, width, args.repeats)
             print_row(row)
             if not args.no_memory:

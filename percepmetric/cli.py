@@ -226,8 +226,8 @@ def metrics_command(as_json: bool) -> None:
         return
     import textwrap
 
-    # A metric's summary, then its direction, whether x is the reference, its input range and
-    # what it does with colour, each wrapped under 100 columns.
+    # A metric's summary, then its direction, whether x is the reference, its input range, what
+    # it does with colour and its smallest size (default options), each wrapped under 100 columns.
     width = max(len(r["name"]) for r in rows)
     indent = " " * (width + 2)
     for r in rows:
@@ -235,8 +235,9 @@ def metrics_command(as_json: bool) -> None:
         click.echo(textwrap.fill(r["summary"], width=99, initial_indent=f"{r['name']:<{width}}  ",
                                  subsequent_indent=indent))
         order = "symmetric" if r["symmetric"] else "x is the reference"
-        click.echo(textwrap.fill(f"{direction}, {order}; input {r['input_range']}; {r['accepts']}", width=99,
-                                 initial_indent=indent, subsequent_indent=indent))
+        size = f"; at least {r['min_size']}x{r['min_size']}" if r["min_size"] > 1 else ""
+        click.echo(textwrap.fill(f"{direction}, {order}; input {r['input_range']}; {r['accepts']}{size}", width=99,
+                                 initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False))
 
 
 @cli.command("distance")

@@ -16,16 +16,22 @@ from typing import Any, Literal, overload
 
 from .errors import InputError
 from .metrics.base import Metric, MetricLoss
+from .metrics.cwssim import CWSSIM
 from .metrics.dists import DISTS
+from .metrics.dss import DSS
 from .metrics.fsim import FSIM
 from .metrics.gmsd import GMSD, MSGMSD
 from .metrics.haarpsi import HaarPSI
+from .metrics.iwssim import IWSSIM
 from .metrics.lpips import LPIPS
+from .metrics.mad import MAD
 from .metrics.mdsi import MDSI
+from .metrics.nlpd import NLPD
 from .metrics.pixel import L1, L2, PSNR
 from .metrics.srsim import SRSIM
 from .metrics.ssim import MSSSIM, SSIM
 from .metrics.stlpips import STLPIPS
+from .metrics.vif import VIF, VIFP
 from .metrics.vsi import VSI
 from .options import Reduction, check_reduction, literal_choices, parse_option_value
 
@@ -40,8 +46,15 @@ METRICS: dict[str, type[Metric]] = {
     "ms_gmsd": MSGMSD,  # MS-GMSDc is ms_gmsd with chromatic=True
     "haarpsi": HaarPSI,
     "mdsi": MDSI,  # x is the reference: asymmetric
+    "mad": MAD,  # x is the reference: asymmetric
     "srsim": SRSIM,
     "vsi": VSI,
+    "vif": VIF,  # x is the reference: asymmetric
+    "vifp": VIFP,  # x is the reference: asymmetric
+    "iw_ssim": IWSSIM,  # x is the reference: asymmetric
+    "cw_ssim": CWSSIM,
+    "nlpd": NLPD,
+    "dss": DSS,
     "lpips": LPIPS,
     "dists": DISTS,
     "stlpips": STLPIPS,  # shift-tolerant LPIPS: its own anti-aliased trunks and weights
@@ -163,6 +176,7 @@ def describe_metric(name: str) -> dict[str, Any]:
         "input_range": cls.input_range_doc,
         "accepts": cls.colour_doc,
         "symmetric": cls.symmetric,
+        "min_size": cls.min_size,  # with default options (LPIPS's depends on the net)
         "options": {k: v for k, v in metric_options(name).items()},
     }
 

@@ -12,14 +12,20 @@ import torch
 from percepmetric import create_metric
 from percepmetric.errors import InputError
 
-CLASSIC = ("gmsd", "ms_gmsd", "haarpsi", "mdsi", "srsim", "vsi")
-#: A size every one of them takes (MS-GMSD needs 17x17), odd and non-square.
-HEIGHT, WIDTH = 33, 40
+CLASSIC = ("gmsd", "ms_gmsd", "haarpsi", "mdsi", "srsim", "vsi", "nlpd", "dss", "mad", "vif", "vifp", "iw_ssim",
+           "cw_ssim")
+#: An odd, non-square size most of them take (MAD needs 34x34); a metric that needs more (VIF
+#: 72, CW-SSIM 64, IW-SSIM 176) gets its smallest size by one more column.
+HEIGHT, WIDTH = 35, 40
 
 
-def _pair(n: int = 4, channels: int = 3, dtype: torch.dtype = torch.float32, seed: int = 0):
+def _size(metric) -> tuple[int, int]:
+    return (HEIGHT, WIDTH) if metric.min_size <= HEIGHT else (metric.min_size, metric.min_size + 1)
+
+
+def _pair(metric, n: int = 4, channels: int = 3, dtype: torch.dtype = torch.float32, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, channels, HEIGHT, WIDTH, generator=g, dtype=dtype)
+    x = torch.rand(n, channels, *_size(metric), generator=g, dtype=dtype)
     y = (x + 0.1 * torch.randn(x.shape, generator=g, dtype=dtype)).clamp(0, 1)
     return x, y
 
@@ -33,7 +39,7 @@ def _ideal(metric) -> float:
 @pytest.mark.parametrize("channels", [1, 3])
 def test_identical_images_give_the_ideal_value(name, channels):
     m = create_metric(name)
-    x, _ = _pair(channels=channels)
+    x, _ = _pair(m, channels=channels)
     torch.testing.assert_close(m(x, x.clone()), torch.full((4,), _ideal(m)), rtol=0, atol=1e-6)
     torch.testing.assert_close(m.to_distance(m(x, x)), torch.zeros(4), rtol=0, atol=1e-6)
 
@@ -41,7 +47,7 @@ def test_identical_images_give_the_ideal_value(name, channels):
 @pytest.mark.parametrize("name", CLASSIC)
 def test_a_batch_gives_each_pair_its_own_value(name):
     m = create_metric(name)
-    x, y = _pair(n=5)
+    x, y = _pair(m, n=5)
     single = torch.cat([m(x[i : i + 1], y[i : i + 1]) for i in range(5)])
     torch.testing.assert_close(m(x, y), single, rtol=0, atol=1e-6)
 
@@ -49,7 +55,7 @@ def test_a_batch_gives_each_pair_its_own_value(name):
 @pytest.mark.parametrize("name", CLASSIC)
 def test_two_float_dtypes_compute_in_their_common_one(name):
     m = create_metric(name)
-    x, y = _pair(n=2, dtype=torch.float64)
+    x, y = _pair(m, n=2, dtype=torch.float64)
     v64 = m(x, y)
     mixed = m(x.float(), y)
     assert v64.dtype == mixed.dtype == torch.float64
@@ -62,7 +68,7 @@ def test_two_float_dtypes_compute_in_their_common_one(name):
 @pytest.mark.parametrize("name", CLASSIC)
 def test_gradients_are_finite_where_images_are_equal_flat_or_black(name):
     m = create_metric(name)
-    x, y = _pair(n=2)
+    x, y = _pair(m, n=2)
     pairs = {"x == y": (x, x.clone()), "noisy": (x, y), "flat": (torch.full_like(x, 0.5), torch.full_like(x, 0.5)),
              "black vs image": (torch.zeros_like(x), x)}
     for label, (a, b) in pairs.items():
@@ -74,16 +80,17 @@ def test_gradients_are_finite_where_images_are_equal_flat_or_black(name):
 @pytest.mark.parametrize("name", CLASSIC)
 def test_gradients_match_finite_differences(name):
     g = torch.Generator().manual_seed(1)
-    x = torch.rand(1, 3, 18, 19, generator=g, dtype=torch.float64, requires_grad=True)
-    y = torch.rand(1, 3, 18, 19, generator=g, dtype=torch.float64)
     m = create_metric(name)
+    h, w = max(18, m.min_size), max(19, m.min_size + 1)  # 18x19, or the smallest a metric takes (DSS: 32)
+    x = torch.rand(1, 3, h, w, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(1, 3, h, w, generator=g, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda a: m(a, y), (x,), eps=1e-6, atol=1e-5, fast_mode=True)
 
 
 @pytest.mark.parametrize("name", CLASSIC)
 def test_bad_input_is_refused_in_one_line(name):
     m = create_metric(name)
-    x, y = _pair(n=1)
+    x, y = _pair(m, n=1)
     nan = x.clone()
     nan[0, 0, 3, 3] = float("nan")
     too_small = m.min_size - 1
@@ -100,5 +107,5 @@ def test_bad_input_is_refused_in_one_line(name):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_gives_the_cpu_values(name):
     m = create_metric(name)
-    x, y = _pair(n=2)
+    x, y = _pair(m, n=2)
     torch.testing.assert_close(m(x.cuda(), y.cuda()).cpu(), m(x, y), rtol=0, atol=1e-5)

@@ -375,7 +375,7 @@ def test_embedded_set_is_synthetic_small_and_deterministic(tmp_path, monkeypatch
     from PIL import Image
 
     sizes = {Image.open(p).size for p in ds.references}
-    assert min(min(s) for s in sizes) == 64 and max(max(s) for s in sizes) == 96
+    assert min(min(s) for s in sizes) == 176 and max(max(s) for s in sizes) == 208
 
 
 def test_fixture_writer_is_deterministic(tmp_path):

@@ -29,15 +29,24 @@ RANGE_OPTIONS = [
     ("ms_gmsd", {"data_range": 255}),
     ("haarpsi", {"data_range": 255}),
     ("mdsi", {"data_range": 255}),
+    ("mad", {"data_range": 255}),
     ("srsim", {"data_range": 255}),
     ("vsi", {"data_range": 255}),
+    ("vifp", {"data_range": 255}),
+    ("nlpd", {"data_range": 255}),
+    ("dss", {"data_range": 255}),
+    ("vif", {"data_range": 255}),
+    ("iw_ssim", {"data_range": 255}),
+    ("cw_ssim", {"data_range": 255}),
     ("lpips", {"data_range": 255}),
     ("lpips", {"input_range": (-1, 1)}),
     ("stlpips", {"input_range": (-1, 1)}),
     ("dists", {"data_range": 2}),
 ]
-FORMULA_METRICS = ("l2", "l1", "psnr", "ssim", "ms_ssim", "fsim", "gmsd", "ms_gmsd", "haarpsi", "mdsi", "srsim", "vsi")
-SIZE = 48
+FORMULA_METRICS = ("l2", "l1", "psnr", "ssim", "ms_ssim", "fsim", "gmsd", "ms_gmsd", "haarpsi", "mdsi", "srsim", "vsi",
+                   "nlpd", "vifp", "dss", "mad", "vif", "iw_ssim", "cw_ssim")
+#: Images every metric takes (IW-SSIM needs 176x176).
+SIZE = 176
 
 
 def _needs(name: str):
@@ -55,7 +64,7 @@ def _cli_spec(name: str, options: dict) -> str:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    """Two 48x48 RGB PNGs (a smooth scene and a noisy, shifted copy), their codes, and folders
+    """Two SIZE x SIZE RGB PNGs (a smooth scene and a noisy, shifted copy), their codes, and folders
     holding them as a pair of folders."""
     from PIL import Image
 
@@ -215,14 +224,20 @@ def test_deepsim_generator_evaluation(tmp_path):
     test.mkdir()
     rng = np.random.default_rng(9)
     for k in range(2):
-        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(train / f"t{k}.png")
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(test / f"v{k}.png")
-    config = DeepSimConfig(task="autoencoder", size=32, data=str(train), out=str(tmp_path / "run"), iterations=1,
+        Image.fromarray(rng.integers(0, 256, (SIZE + 8, SIZE + 8, 3), dtype=np.uint8)).save(train / f"t{k}.png")
+        Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(test / f"v{k}.png")
+    config = DeepSimConfig(task="autoencoder", size=SIZE, data=str(train), out=str(tmp_path / "run"), iterations=1,
                            batch_size=2, width=0.125, discriminator_width=0.125, comparator_pretrained=False,
                            checkpoint_every=1, seed=3, loss="image")
     checkpoint = train_generator(config, progress=False)
+    names = [name for name, _ in RANGE_OPTIONS if name in FORMULA_METRICS]
     metrics = [create_metric(n, **o) for name, options in RANGE_OPTIONS if name in FORMULA_METRICS
                for n, o in ((name, {}), (name, options))]
     table = bench_models([f"deepsim:{checkpoint}"], str(test), metrics, None, plot=False, device="cpu")
     means = table["mean_distance"].to_numpy()
-    np.testing.assert_allclose(means[1::2], means[0::2], rtol=1e-5)
+    # An untrained generator's outputs are nearly flat, where VIF's and VIF-P's ratios of small
+    # variances amplify the float32 rounding of ``x * 255`` (1e-7) about 1000-fold, IW-SSIM's
+    # information weights about 100-fold; the others keep 1e-5.
+    ill_conditioned = {"vif": 1e-3, "vifp": 1e-3, "iw_ssim": 1e-4}
+    rtol = np.array([ill_conditioned.get(name, 1e-5) for name in names])
+    np.testing.assert_array_less(np.abs(means[1::2] - means[0::2]), rtol * np.abs(means[0::2]) + 1e-9)

@@ -279,7 +279,7 @@ def scatter_points(metrics: Sequence[Metric], values: Sequence[np.ndarray], data
                    fit: str = "logistic5") -> list[dict[str, Any]]:
     """Per metric, what its scatter plot shows, in the metric's and the score file's own units:
     ``value`` and ``score`` (one point per pair), and the fitted logistic as ``curve_value``,
-    ``curve_score`` (200 points over the values' range), with ``form``, ``converged`` and
+    ``curve_score`` (200 even steps over the values' range and each pair's value), with ``form``, ``converged`` and
     ``monotone_fallback`` (the 5-parameter fit was not monotone: this is the 4-parameter one).
 
     The curve is the one :func:`score_dataset` computes PLCC and RMSE after the fit from
@@ -294,7 +294,9 @@ def scatter_points(metrics: Sequence[Metric], values: Sequence[np.ndarray], data
     for metric, v in zip(metrics, values):
         quality = oriented_quality(metric, v)
         curve = correlation.fit_logistic(quality, mos, form=fit)
-        grid = np.linspace(quality.min(), quality.max(), 200)
+        # 200 even steps plus every pair's own value: where values crowd (L2 near 0) a steep fit
+        # would otherwise be drawn as a chord that misses the pairs it was fitted to
+        grid = np.union1d(np.linspace(quality.min(), quality.max(), 200), quality)
         value_sign = -1.0 if metric.lower_is_better else 1.0
         points.append({"value": value_sign * quality, "score": score_sign * mos, "curve_value": value_sign * grid,
                        "curve_score": score_sign * curve(grid), "form": curve.form, "converged": curve.converged,

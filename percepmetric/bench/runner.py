@@ -188,6 +188,18 @@ class BenchResult:
         return summary_table(self)
 
 
+def _check_patch_sizes(metrics: Sequence, loaded: dict) -> None:
+    """Refuse, before any work, a metric whose smallest size exceeds a BAPPS split's patches
+    (BAPPS's are 64x64: VIF needs 72, IW-SSIM 176), saying where it can be benchmarked."""
+    for name, split in loaded.items():
+        height, width = split.p0.shape[1:3]
+        for metric in metrics:
+            if min(height, width) < metric.min_size:
+                raise InputError(
+                    f"{metric.name} needs {metric.min_size}x{metric.min_size} images, BAPPS patches ({name}) are "
+                    f"{width}x{height}: benchmark it on MOS datasets alone (--dataset, no --split)")
+
+
 def run_benchmark(metrics: Sequence, splits: Sequence[str], root: str | os.PathLike | None = None,
                   out_dir: str | os.PathLike | None = None, *, datasets: Sequence[MOSDataset] = (),
                   fit: str = "logistic5", batch_size: int | None = None,
@@ -236,6 +248,7 @@ def run_benchmark(metrics: Sequence, splits: Sequence[str], root: str | os.PathL
     out_path = Path(out_dir) if out_dir is not None else None
     store = _distance_store(out_path, cache_root)
     loaded = {name: load_split(bapps_root, name, cache_dir=cache_root) for name in names}  # validate all first
+    _check_patch_sizes(metrics, loaded)
     labels = unique_labels(metrics)
     result = BenchResult(root=bapps_root, splits=names, metrics=labels,
                          synthetic=bapps_root is not None and is_synthetic(bapps_root),

@@ -49,10 +49,11 @@ in the layout of {layout}. Scores are a function of the distortion strength, not
 they test the software, not how human-like a metric is.
 """
 
-EMBEDDED_VERSION = 2  # bump when the embedded set's output changes (2: named synthetic-mos)
+EMBEDDED_VERSION = 3  # bump when the embedded set's output changes (2: named synthetic-mos; 3: 176 px and up)
 EMBEDDED_CSV = "synthetic-mos.csv"  # its stem names the dataset in every table: synthetic
 #: The embedded set: (width, height) of each of its 8 references, and its strengths (levels).
-EMBEDDED_SIZES = ((64, 64), (80, 64), (64, 80), (96, 64), (64, 96), (80, 80), (96, 80), (96, 96))
+#: 176x176 and up, so that every registered metric runs on it (IW-SSIM needs 176, VIF 72).
+EMBEDDED_SIZES = ((176, 176), (192, 176), (176, 192), (208, 176), (176, 208), (192, 192), (208, 192), (208, 208))
 EMBEDDED_LEVELS = (1, 3, 5)
 
 
@@ -237,7 +238,7 @@ _WRITERS = {"tid2013": _write_tid2013, "kadid10k": _write_kadid10k, "live": _wri
 def write_embedded_mos(directory: str | os.PathLike, seed: int = 0) -> Path:
     """Write the embedded MOS set into ``directory``; return the folder.
 
-    8 references (64x64 to 96x96, :data:`EMBEDDED_SIZES`) x 12 distortions (the four
+    8 references (176x176 to 208x208, :data:`EMBEDDED_SIZES`) x 12 distortions (the four
     :data:`FIXTURE_TYPES` at levels 1, 3, 5): 96 pairs, listed in :data:`EMBEDDED_CSV` with
     MOS ``1 + 4 q`` (module docstring), plus the synthetic marker.
     """
