@@ -78,6 +78,23 @@ def test_gradients_are_finite_where_images_are_equal_flat_or_black(name):
 
 
 @pytest.mark.parametrize("name", CLASSIC)
+def test_a_first_call_under_inference_mode_does_not_stop_later_training(name):
+    """Cached constant tensors (filter banks, pyramid matrices) built during an evaluation under
+    ``torch.inference_mode()`` must still enter a training step's graph later in the process (a
+    size no other test uses, so the caches are built here)."""
+    m = create_metric(name)
+    h, w = _size(m)
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(1, 3, h + 3, w + 5, generator=g)
+    y = (x + 0.1 * torch.rand(x.shape, generator=g)).clamp(0, 1)
+    with torch.inference_mode():
+        m(x, y)
+    a = x.clone().requires_grad_(True)
+    m.as_loss()(a, y).backward()
+    assert torch.isfinite(a.grad).all()
+
+
+@pytest.mark.parametrize("name", CLASSIC)
 def test_gradients_match_finite_differences(name):
     g = torch.Generator().manual_seed(1)
     m = create_metric(name)

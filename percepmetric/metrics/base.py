@@ -32,6 +32,7 @@ computes and maps its value to a distance. :func:`check_8bit_pair` validates suc
 
 from __future__ import annotations
 
+import functools
 import math
 import typing
 from typing import Any, ClassVar
@@ -122,6 +123,21 @@ def _check_batches(x, y, *, channels, min_size, metric, eight_bit: bool) -> None
             f"{metric}: expected {' or '.join(map(str, channels))} channels, got {c} (shape {tuple(x.shape)})")
     if h < min_size or w < min_size:
         raise InputError(f"{metric}: images of {h}x{w} are smaller than the {min_size}x{min_size} this metric needs")
+
+
+def cached_table(maxsize: int | None = 16):
+    """``functools.lru_cache`` for the functions that build a metric's constant tensors (filter
+    banks, resize and pyramid matrices): each is built outside inference mode and without
+    autograd, because the cache outlives the call, and a tensor first made under
+    ``torch.inference_mode()`` (an evaluation loop) could not enter a later autograd graph (a
+    training loop)."""
+    def decorate(build):
+        @functools.wraps(build)
+        def outside_inference(*args):
+            with torch.inference_mode(False), torch.no_grad():
+                return build(*args)
+        return functools.lru_cache(maxsize=maxsize)(outside_inference)
+    return decorate
 
 
 def check_choice(metric: str, option: str, value: Any, choices) -> None:

@@ -27,12 +27,10 @@ The value is returned in the input's dtype. CW-SSIM is symmetric in its inputs (
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from ..options import MatlabConvention, Reduction
-from .base import Metric, check_choice
+from .base import Metric, cached_table, check_choice
 from .fsim import safe_sqrt
 from .gmsd import matlab_rgb2gray_255
 from .iwssim import resolve_quantize
@@ -48,7 +46,7 @@ MIN_SIZE = 2 ** (LEVEL + 2)
 CONVENTIONS = ("matlab",)
 
 
-@functools.lru_cache(maxsize=16)
+@cached_table(16)
 def _pool_weights64(h: int, w: int, device: torch.device) -> torch.Tensor:
     """``fspecial('gaussian', [h w] - 6, h / 4)`` (float64): ``exp(-(x^2 + y^2) / (2 sigma^2))``
     on the centred grid, values below ``eps * max`` zeroed, normalised to sum 1."""

@@ -48,7 +48,6 @@ flow through the neighbourhoods, the gain and the SSIM maps, not through ``C_u``
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -56,7 +55,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..options import MatlabConvention, Reduction
-from .base import Metric, check_choice
+from .base import Metric, cached_table, check_choice
 from .gmsd import matlab_rgb2gray_255
 from .pyramids import laplacian_pyramid
 from .resize import resize_matrix
@@ -94,7 +93,7 @@ def resolve_quantize(metric: str, quantize: object) -> bool | str:
     return quantize
 
 
-@functools.lru_cache(maxsize=32)
+@cached_table(32)
 def _enlarge_matrix64(m: int, device: torch.device) -> torch.Tensor:
     """``(2m, m)``: imenlarge2.m along one axis. ``imresize(im, 4m-3, 'bilinear')`` (MATLAB's,
     :mod:`.resize`), a linear extrapolation of one sample before and after

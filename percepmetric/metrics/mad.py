@@ -65,7 +65,6 @@ per 16x16 block (Chan et al.'s pairwise update of central moments, stable in flo
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -73,7 +72,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..options import MatlabConvention, Reduction
-from .base import Metric, check_choice
+from .base import Metric, cached_table, check_choice
 from .color import straight_through
 from .fsim import safe_sqrt
 from .gmsd import RGB2GRAY_EXACT, on_8bit_grid
@@ -116,7 +115,7 @@ CONVENTIONS = ("matlab",)
 
 # ---------------------------------------------------------------- filters (float64, cached per size)
 
-@functools.lru_cache(maxsize=4)
+@cached_table(4)
 def _csf_even(rows: int, cols: int) -> torch.Tensor:
     """The CSF of lines 155-157 as a multiplier of ``rfft2``: ``(rows, cols // 2 + 1)`` float64.
 
@@ -138,7 +137,7 @@ def _csf_even(rows: int, cols: int) -> torch.Tensor:
     return ((h + mirrored) / 2.0)[:, : cols // 2 + 1].contiguous()
 
 
-@functools.lru_cache(maxsize=4)
+@cached_table(4)
 def _log_gabor_bank(rows: int, cols: int) -> torch.Tensor:
     """gaborconvolve's filters (lines 541-610), ``fftshift``-ed: ``(N_SCALES, N_ORIENT, rows, cols)`` float64."""
     x = ((torch.arange(cols, dtype=torch.float64) - cols / 2.0) / (cols / 2.0))[None, :].expand(rows, cols)

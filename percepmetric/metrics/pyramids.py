@@ -22,10 +22,11 @@ columns; the band is ``im - expand(reduce(im))`` and the last level the low-pass
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
+
+from .base import cached_table
 
 #: ``binom5``: ``sqrt(2) * binomialFilter(5)`` (matlabPyrTools ``namedFilter.m``).
 BINOM5 = tuple(math.sqrt(2.0) * c / 16.0 for c in (1.0, 4.0, 6.0, 4.0, 1.0))
@@ -72,13 +73,13 @@ def _expand_axis(lo: torch.Tensor, n: int, dim: int) -> torch.Tensor:
     return _correlate5(_mirror2(up, dim), n, dim, 1)
 
 
-@functools.lru_cache(maxsize=64)
+@cached_table(64)
 def _reduce_matrix64(n: int, device: torch.device) -> torch.Tensor:
     """``(ceil(n/2), n)``: :func:`_reduce_axis` as a matrix (applied to the identity)."""
     return _reduce_axis(torch.eye(n, dtype=torch.float64, device=device), -2)
 
 
-@functools.lru_cache(maxsize=64)
+@cached_table(64)
 def _expand_matrix64(n: int, device: torch.device) -> torch.Tensor:
     """``(n, ceil(n/2))``: :func:`_expand_axis` as a matrix (applied to the identity)."""
     return _expand_axis(torch.eye((n + 1) // 2, dtype=torch.float64, device=device), n, -2)
@@ -178,7 +179,7 @@ def _central_crop(h: int, w: int) -> tuple[int, int, int, int]:
     return out[0][0], out[1][0], out[0][1], out[1][1]
 
 
-@functools.lru_cache(maxsize=16)
+@cached_table(16)
 def scf_level_masks(h: int, w: int, level: int, orientations: int,
                     device: torch.device) -> tuple[tuple[int, int, int, int], torch.Tensor]:
     """The oriented bands of level ``level`` (1 = finest) of ``buildSCFpyr(im, ht >= level,
