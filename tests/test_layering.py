@@ -145,10 +145,11 @@ def test_the_core_is_what_the_layout_says():
         module = f"percepmetric.{expected}"
         if (PACKAGE / f"{expected.replace('.', '/')}.py").exists() or (PACKAGE / expected).is_dir():
             assert module in core, f"{module} should be core"
-    # nets/ holds the LPIPS family's trunks only (ImageNet and shift-tolerant): DeePSiM's networks live
-    # in deepsim/, commands beside the CLI
+    # nets/ holds the metrics' networks only: the LPIPS family's trunks (ImageNet and shift-tolerant)
+    # and FID's Inception v3; DeePSiM's networks live in deepsim/, commands beside the CLI
     assert sorted(n for n in names if is_within(n, "percepmetric.nets")) == [
-        "percepmetric.nets", "percepmetric.nets.antialiased", "percepmetric.nets.backbones"]
+        "percepmetric.nets", "percepmetric.nets.antialiased", "percepmetric.nets.backbones",
+        "percepmetric.nets.inception"]
     assert "percepmetric.deepsim.networks" in names
 
 
