@@ -32,8 +32,7 @@ import torch
 from ..options import MatlabConvention, Reduction
 from .base import Metric, cached_table, check_choice
 from .fsim import safe_sqrt
-from .gmsd import matlab_rgb2gray_255
-from .iwssim import resolve_quantize
+from .gmsd import matlab_rgb2gray_255, resolve_quantize
 from .pyramids import scf_bands
 
 #: ``cwssim_index(img1, img2, level, or, guardb, K)`` as called: ``4, 8, 0, 0``.

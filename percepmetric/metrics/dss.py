@@ -42,9 +42,8 @@ import torch.nn.functional as F
 from ..options import MatlabConvention, Reduction
 from .base import Metric, check_choice
 from .fsim import safe_sqrt
-from .gmsd import matlab_rgb2gray_255
+from .gmsd import matlab_rgb2gray_255, resolve_quantize
 from .matlab import matlab_round
-from .nlpd import resolve_quantize
 
 # ---------------------------------------------------------------- constants of dss_index.m
 
@@ -203,7 +202,7 @@ class DSS(Metric):
         super().__init__(data_range, reduction, validate_args)
         check_choice(self.name, "convention", convention, CONVENTIONS)
         self.convention = convention
-        self.quantize = resolve_quantize(quantize, self.name)
+        self.quantize = resolve_quantize(self.name, quantize)
         self.options.update(convention=convention, quantize=self.quantize)
 
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

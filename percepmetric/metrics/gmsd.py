@@ -134,11 +134,14 @@ def gmsd(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, quantize: bo
     return torch.where(var > 0, safe_sqrt(var), torch.zeros_like(var))
 
 
-def _resolve_quantize(quantize: object) -> bool | str:
+def resolve_quantize(metric: str, quantize: object) -> bool | str:
+    """The ``quantize`` option of the metrics fed :func:`matlab_rgb2gray_255` (GMSD, VIF, VIF-P,
+    IW-SSIM, CW-SSIM, NLPD, DSS, MAD): ``"auto"``, True or False ("true"/"false" as typed on a
+    command line), else :class:`InputError` naming ``metric``."""
     if isinstance(quantize, str) and quantize.strip().lower() in ("true", "false"):
         quantize = quantize.strip().lower() == "true"
     if not (quantize == "auto" or isinstance(quantize, bool)):
-        raise InputError(f"gmsd: option quantize must be one of 'auto', True, False, got {quantize!r}")
+        raise InputError(f"{metric}: option quantize must be one of 'auto', True, False, got {quantize!r}")
     return quantize
 
 
@@ -230,7 +233,7 @@ class GMSD(Metric):
         super().__init__(data_range, reduction, validate_args)
         check_choice(self.name, "convention", convention, CONVENTIONS)
         self.convention = convention
-        self.quantize = _resolve_quantize(quantize)
+        self.quantize = resolve_quantize(self.name, quantize)
         self.options.update(convention=convention, quantize=self.quantize)
 
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

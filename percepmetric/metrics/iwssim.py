@@ -53,10 +53,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
 from ..options import MatlabConvention, Reduction
 from .base import Metric, cached_table, check_choice
-from .gmsd import matlab_rgb2gray_255
+from .gmsd import matlab_rgb2gray_255, resolve_quantize
 from .pyramids import laplacian_pyramid
 from .resize import resize_matrix
 from .ssim import Window, filter_valid, gaussian_window
@@ -82,15 +81,6 @@ BOUND1 = BOUND - (BLOCK - 1) // 2
 MIN_SIZE = WIN_SIZE * 2 ** (LEVELS - 1)
 
 CONVENTIONS = ("matlab",)
-
-
-def resolve_quantize(metric: str, quantize: object) -> bool | str:
-    """``quantize`` as given (``"auto"``, True, False; "true"/"false" from the CLI) -> its value."""
-    if isinstance(quantize, str) and quantize.strip().lower() in ("true", "false"):
-        quantize = quantize.strip().lower() == "true"
-    if not (quantize == "auto" or isinstance(quantize, bool)):
-        raise InputError(f"{metric}: option quantize must be one of 'auto', True, False, got {quantize!r}")
-    return quantize
 
 
 @cached_table(32)

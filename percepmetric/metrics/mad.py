@@ -70,12 +70,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
 from ..options import MatlabConvention, Reduction
 from .base import Metric, cached_table, check_choice
 from .color import straight_through
 from .fsim import safe_sqrt
-from .gmsd import RGB2GRAY_EXACT, on_8bit_grid
+from .gmsd import RGB2GRAY_EXACT, on_8bit_grid, resolve_quantize
 from .matlab import matlab_round
 
 # ---------------------------------------------------------------- constants of MAD_index.m
@@ -404,14 +403,6 @@ def mad(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, quantize: boo
     return mad_indices(x, y, data_range, quantize)[0]
 
 
-def _resolve_quantize(quantize: object) -> bool | str:
-    if isinstance(quantize, str) and quantize.strip().lower() in ("true", "false"):
-        quantize = quantize.strip().lower() == "true"
-    if not (quantize == "auto" or isinstance(quantize, bool)):
-        raise InputError(f"mad: option quantize must be one of 'auto', True, False, got {quantize!r}")
-    return quantize
-
-
 class MAD(Metric):
     """MAD (Larson & Chandler 2010): Most Apparent Distortion (0 for identical images, unbounded).
 
@@ -446,7 +437,7 @@ class MAD(Metric):
         super().__init__(data_range, reduction, validate_args)
         check_choice(self.name, "convention", convention, CONVENTIONS)
         self.convention = convention
-        self.quantize = _resolve_quantize(quantize)
+        self.quantize = resolve_quantize(self.name, quantize)
         self.options.update(convention=convention, quantize=self.quantize)
 
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

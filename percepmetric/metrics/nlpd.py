@@ -35,11 +35,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
 from ..options import MatlabConvention, Reduction
 from .base import Metric, check_choice
 from .fsim import safe_sqrt
-from .gmsd import matlab_rgb2gray_255
+from .gmsd import matlab_rgb2gray_255, resolve_quantize
 
 # ---------------------------------------------------------------- constants of NLP_dist.m
 
@@ -157,16 +156,6 @@ def nlpd(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, quantize: bo
     return total / N_LEVELS
 
 
-def resolve_quantize(quantize: object, metric: str = "nlpd") -> bool | str:
-    """The ``quantize`` option (``"auto"``, True, False; "True"/"False" as typed on a command
-    line) of the metrics fed MATLAB's ``rgb2gray`` (NLPD, DSS), else :class:`InputError`."""
-    if isinstance(quantize, str) and quantize.strip().lower() in ("true", "false"):
-        quantize = quantize.strip().lower() == "true"
-    if not (quantize == "auto" or isinstance(quantize, bool)):
-        raise InputError(f"{metric}: option quantize must be one of 'auto', True, False, got {quantize!r}")
-    return quantize
-
-
 class NLPD(Metric):
     """NLPD (Laparra et al. 2016): normalized Laplacian pyramid distance (0 for identical images).
 
@@ -202,7 +191,7 @@ class NLPD(Metric):
         super().__init__(data_range, reduction, validate_args)
         check_choice(self.name, "convention", convention, CONVENTIONS)
         self.convention = convention
-        self.quantize = resolve_quantize(quantize)
+        self.quantize = resolve_quantize(self.name, quantize)
         self.options.update(convention=convention, quantize=self.quantize)
 
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

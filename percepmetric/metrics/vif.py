@@ -65,10 +65,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
 from ..options import MatlabConvention, Reduction
 from .base import Metric, check_choice
-from .gmsd import matlab_rgb2gray_255
+from .gmsd import matlab_rgb2gray_255, resolve_quantize
 from .steerable import steerable_pyramid
 
 # ---------------------------------------------------------------- constants of vifvec.m
@@ -298,14 +297,6 @@ def vifp(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, quantize: bo
     return ((num + RATIO_EPS) / (den + RATIO_EPS)).to(x.dtype)
 
 
-def _resolve_quantize(name: str, quantize: object) -> bool | str:
-    if isinstance(quantize, str) and quantize.strip().lower() in ("true", "false"):
-        quantize = quantize.strip().lower() == "true"
-    if not (quantize == "auto" or isinstance(quantize, bool)):
-        raise InputError(f"{name}: option quantize must be one of 'auto', True, False, got {quantize!r}")
-    return quantize
-
-
 class _VisualInformationFidelity(Metric):
     """What VIF and VIF-P share: options, metadata, ``to_distance``."""
 
@@ -326,7 +317,7 @@ class _VisualInformationFidelity(Metric):
         super().__init__(data_range, reduction, validate_args)
         check_choice(self.name, "convention", convention, CONVENTIONS)
         self.convention = convention
-        self.quantize = _resolve_quantize(self.name, quantize)
+        self.quantize = resolve_quantize(self.name, quantize)
         self.options.update(convention=convention, quantize=self.quantize)
 
     def to_distance(self, value: torch.Tensor) -> torch.Tensor:
