@@ -29,10 +29,9 @@ from __future__ import annotations
 
 import torch
 
-from ..options import MatlabConvention, Reduction
-from .base import Metric, cached_table, check_choice
+from .base import cached_table
 from .fsim import safe_sqrt
-from .gmsd import matlab_rgb2gray_255, resolve_quantize
+from .gmsd import MatlabGreyMetric, matlab_rgb2gray_255
 from .pyramids import scf_bands
 
 #: ``cwssim_index(img1, img2, level, or, guardb, K)`` as called: ``4, 8, 0, 0``.
@@ -42,7 +41,6 @@ WIN_SIZE = 7
 #: buildSCFpyr refuses ``ht > floor(log2(min(size(im)))) - 2``: 4 levels need 64 pixels.
 MIN_SIZE = 2 ** (LEVEL + 2)
 
-CONVENTIONS = ("matlab",)
 
 
 @cached_table(16)
@@ -92,7 +90,7 @@ def cw_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, quantize:
     return cw_ssim_255(grey_x, grey_y).to(x.dtype)
 
 
-class CWSSIM(Metric):
+class CWSSIM(MatlabGreyMetric):
     """CW-SSIM (Sampat et al. 2009): SSIM of complex steerable pyramid bands, tolerant of small shifts; 1 at best.
 
     Reproduces the authors' ``cwssim_index.m`` with ``level = 4, or = 8, guardb = 0, K = 0`` (see
@@ -110,22 +108,8 @@ class CWSSIM(Metric):
     symmetric = True
     min_size = MIN_SIZE
     channels = (1, 3)
-    colour_doc = "RGB or grey (RGB -> MATLAB rgb2gray)"
     distance_name = "1-cw_ssim"
 
-    def __init__(
-        self,
-        data_range: float = 1.0,
-        convention: MatlabConvention = "matlab",
-        quantize: bool | str = "auto",
-        reduction: Reduction = "none",
-        validate_args: bool = True,
-    ) -> None:
-        super().__init__(data_range, reduction, validate_args)
-        check_choice(self.name, "convention", convention, CONVENTIONS)
-        self.convention = convention
-        self.quantize = resolve_quantize(self.name, quantize)
-        self.options.update(convention=convention, quantize=self.quantize)
 
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return cw_ssim(x, y, self.data_range, self.quantize)

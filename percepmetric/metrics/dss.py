@@ -39,10 +39,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..options import MatlabConvention, Reduction
-from .base import Metric, check_choice
 from .fsim import safe_sqrt
-from .gmsd import matlab_rgb2gray_255, resolve_quantize
+from .gmsd import MatlabGreyMetric, matlab_rgb2gray_255
 from .matlab import matlab_round
 
 # ---------------------------------------------------------------- constants of dss_index.m
@@ -62,7 +60,6 @@ WINDOW_SIGMA = 1.5
 #: worst scores averaged.
 PERCENTILE = 0.05
 
-CONVENTIONS = ("matlab",)
 
 #: Smallest H and W: ``round(0.05 * blocks)`` must be at least 1 (else the code averages an empty
 #: list, NaN), i.e. 10 whole blocks; 32x32 (16 blocks) is the smallest square size that has them.
@@ -168,7 +165,7 @@ def dss(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, quantize: boo
     return (similarity @ weights).to(x.dtype)
 
 
-class DSS(Metric):
+class DSS(MatlabGreyMetric):
     """DSS (Balanov et al. 2015): DCT subband similarity (1 for identical images).
 
     Reproduces the authors' ``dss_index.m`` (see the module's doc): grey input as it is, RGB
@@ -183,7 +180,6 @@ class DSS(Metric):
     """
 
     name = "dss"
-    colour_doc = "RGB or grey (RGB -> MATLAB rgb2gray)"
     lower_is_better = False
     differentiable = True
     symmetric = True
@@ -191,19 +187,6 @@ class DSS(Metric):
     min_size = MIN_SIZE
     channels = (1, 3)
 
-    def __init__(
-        self,
-        data_range: float = 1.0,
-        convention: MatlabConvention = "matlab",
-        quantize: bool | str = "auto",
-        reduction: Reduction = "none",
-        validate_args: bool = True,
-    ) -> None:
-        super().__init__(data_range, reduction, validate_args)
-        check_choice(self.name, "convention", convention, CONVENTIONS)
-        self.convention = convention
-        self.quantize = resolve_quantize(self.name, quantize)
-        self.options.update(convention=convention, quantize=self.quantize)
 
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return dss(x, y, self.data_range, self.quantize)

@@ -200,7 +200,31 @@ def ms_gmsd(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, chromatic
     return gamma * score + (1.0 - gamma) * MS_BETA1 * chroma
 
 
-class GMSD(Metric):
+class MatlabGreyMetric(Metric):
+    """What the metrics fed MATLAB's ``rgb2gray`` of the 8-bit image share (GMSD, VIF, VIF-P,
+    IW-SSIM, CW-SSIM, NLPD, DSS, MAD): the options ``data_range``, ``convention="matlab"`` (the
+    authors' code, the only convention) and ``quantize`` (``"auto"``: round the grey of images on
+    the 8-bit grid as ``rgb2gray`` of a uint8 image does; True: always; False: never; see
+    :func:`matlab_rgb2gray_255`), and the metadata that follows from them."""
+
+    colour_doc = "RGB or grey (RGB -> MATLAB rgb2gray)"
+
+    def __init__(
+        self,
+        data_range: float = 1.0,
+        convention: MatlabConvention = "matlab",
+        quantize: bool | str = "auto",
+        reduction: Reduction = "none",
+        validate_args: bool = True,
+    ) -> None:
+        super().__init__(data_range, reduction, validate_args)
+        check_choice(self.name, "convention", convention, CONVENTIONS)
+        self.convention = convention
+        self.quantize = resolve_quantize(self.name, quantize)
+        self.options.update(convention=convention, quantize=self.quantize)
+
+
+class GMSD(MatlabGreyMetric):
     """GMSD (Xue et al. 2014): deviation of the gradient magnitude similarity (0 for identical images).
 
     Reproduces the authors' ``GMSD.m`` (see the module's doc): grey input as it is, RGB through
@@ -222,19 +246,6 @@ class GMSD(Metric):
     min_size = MIN_SIZE
     channels = (1, 3)
 
-    def __init__(
-        self,
-        data_range: float = 1.0,
-        convention: MatlabConvention = "matlab",
-        quantize: bool | str = "auto",
-        reduction: Reduction = "none",
-        validate_args: bool = True,
-    ) -> None:
-        super().__init__(data_range, reduction, validate_args)
-        check_choice(self.name, "convention", convention, CONVENTIONS)
-        self.convention = convention
-        self.quantize = resolve_quantize(self.name, quantize)
-        self.options.update(convention=convention, quantize=self.quantize)
 
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return gmsd(x, y, self.data_range, self.quantize)

@@ -53,9 +53,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..options import MatlabConvention, Reduction
-from .base import Metric, cached_table, check_choice
-from .gmsd import matlab_rgb2gray_255, resolve_quantize
+from .base import cached_table
+from .gmsd import MatlabGreyMetric, matlab_rgb2gray_255
 from .pyramids import laplacian_pyramid
 from .resize import resize_matrix
 from .ssim import Window, filter_valid, gaussian_window
@@ -80,7 +79,6 @@ BOUND1 = BOUND - (BLOCK - 1) // 2
 #: iwssim.m refuses ``min(size(oimg)) < win_size * 2^(Nsc-1)`` = 176.
 MIN_SIZE = WIN_SIZE * 2 ** (LEVELS - 1)
 
-CONVENTIONS = ("matlab",)
 
 
 @cached_table(32)
@@ -215,7 +213,7 @@ def iw_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, quantize:
     return iw_ssim_255(grey_x, grey_y).to(x.dtype)
 
 
-class IWSSIM(Metric):
+class IWSSIM(MatlabGreyMetric):
     """IW-SSIM (Wang & Li 2011): SSIM on a Laplacian pyramid pooled with information content weights; 1 at best.
 
     Reproduces the authors' ``iwssim.m`` with its defaults (see the module's doc): grey input as
@@ -234,22 +232,8 @@ class IWSSIM(Metric):
     symmetric = False
     min_size = MIN_SIZE
     channels = (1, 3)
-    colour_doc = "RGB or grey (RGB -> MATLAB rgb2gray)"
     distance_name = "1-iw_ssim"
 
-    def __init__(
-        self,
-        data_range: float = 1.0,
-        convention: MatlabConvention = "matlab",
-        quantize: bool | str = "auto",
-        reduction: Reduction = "none",
-        validate_args: bool = True,
-    ) -> None:
-        super().__init__(data_range, reduction, validate_args)
-        check_choice(self.name, "convention", convention, CONVENTIONS)
-        self.convention = convention
-        self.quantize = resolve_quantize(self.name, quantize)
-        self.options.update(convention=convention, quantize=self.quantize)
 
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return iw_ssim(x, y, self.data_range, self.quantize)

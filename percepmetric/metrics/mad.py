@@ -70,11 +70,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..options import MatlabConvention, Reduction
-from .base import Metric, cached_table, check_choice
+from .base import cached_table
 from .color import straight_through
 from .fsim import safe_sqrt
-from .gmsd import RGB2GRAY_EXACT, on_8bit_grid, resolve_quantize
+from .gmsd import RGB2GRAY_EXACT, MatlabGreyMetric, on_8bit_grid
 from .matlab import matlab_round
 
 # ---------------------------------------------------------------- constants of MAD_index.m
@@ -109,7 +108,6 @@ THRESH1, THRESH2 = 2.55, 3.35
 #: Smallest H and W: ``mp(17:end-17, 17:end-17)`` (lines 188, 259) keeps ``H - 33`` rows.
 MIN_SIZE = 2 * BSIZE + 2
 
-CONVENTIONS = ("matlab",)
 
 
 # ---------------------------------------------------------------- filters (float64, cached per size)
@@ -403,7 +401,7 @@ def mad(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, quantize: boo
     return mad_indices(x, y, data_range, quantize)[0]
 
 
-class MAD(Metric):
+class MAD(MatlabGreyMetric):
     """MAD (Larson & Chandler 2010): Most Apparent Distortion (0 for identical images, unbounded).
 
     Reproduces the authors' ``MAD_index.m`` (2011) with ``ical_std.c`` / ``ical_stat.c`` (see the
@@ -419,26 +417,12 @@ class MAD(Metric):
     """
 
     name = "mad"
-    colour_doc = "RGB or grey (RGB -> MATLAB rgb2gray)"
     lower_is_better = True
     differentiable = True
     symmetric = False
     min_size = MIN_SIZE
     channels = (1, 3)
 
-    def __init__(
-        self,
-        data_range: float = 1.0,
-        convention: MatlabConvention = "matlab",
-        quantize: bool | str = "auto",
-        reduction: Reduction = "none",
-        validate_args: bool = True,
-    ) -> None:
-        super().__init__(data_range, reduction, validate_args)
-        check_choice(self.name, "convention", convention, CONVENTIONS)
-        self.convention = convention
-        self.quantize = resolve_quantize(self.name, quantize)
-        self.options.update(convention=convention, quantize=self.quantize)
 
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return mad(x, y, self.data_range, self.quantize)

@@ -35,10 +35,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..options import MatlabConvention, Reduction
-from .base import Metric, check_choice
 from .fsim import safe_sqrt
-from .gmsd import matlab_rgb2gray_255, resolve_quantize
+from .gmsd import MatlabGreyMetric, matlab_rgb2gray_255
 
 # ---------------------------------------------------------------- constants of NLP_dist.m
 
@@ -61,7 +59,6 @@ DN_FILTERS = (
     ((3, 2, 0.2215), (3, 4, 0.0717)),
 )
 
-CONVENTIONS = ("matlab",)
 
 
 def _symmetric_index(n: int, before: int, after: int, device: torch.device) -> torch.Tensor:
@@ -156,7 +153,7 @@ def nlpd(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, quantize: bo
     return total / N_LEVELS
 
 
-class NLPD(Metric):
+class NLPD(MatlabGreyMetric):
     """NLPD (Laparra et al. 2016): normalized Laplacian pyramid distance (0 for identical images).
 
     Reproduces the authors' ``NLP_dist.m`` (see the module's doc): grey input as it is, RGB
@@ -173,26 +170,12 @@ class NLPD(Metric):
     """
 
     name = "nlpd"
-    colour_doc = "RGB or grey (RGB -> MATLAB rgb2gray)"
     lower_is_better = True
     differentiable = True
     symmetric = True
     min_size = 1
     channels = (1, 3)
 
-    def __init__(
-        self,
-        data_range: float = 1.0,
-        convention: MatlabConvention = "matlab",
-        quantize: bool | str = "auto",
-        reduction: Reduction = "none",
-        validate_args: bool = True,
-    ) -> None:
-        super().__init__(data_range, reduction, validate_args)
-        check_choice(self.name, "convention", convention, CONVENTIONS)
-        self.convention = convention
-        self.quantize = resolve_quantize(self.name, quantize)
-        self.options.update(convention=convention, quantize=self.quantize)
 
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return nlpd(x, y, self.data_range, self.quantize)

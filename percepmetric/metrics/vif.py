@@ -65,9 +65,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..options import MatlabConvention, Reduction
-from .base import Metric, check_choice
-from .gmsd import matlab_rgb2gray_255, resolve_quantize
+from .gmsd import MatlabGreyMetric, matlab_rgb2gray_255
 from .steerable import steerable_pyramid
 
 # ---------------------------------------------------------------- constants of vifvec.m
@@ -103,7 +101,6 @@ RATIO_EPS = 1e-10
 #: Added to the diagonal of ``C_U`` before solving (see the module's doc).
 COV_RIDGE = 1e-20
 
-CONVENTIONS = ("matlab",)
 _LN2 = math.log(2.0)
 _LN10 = math.log(10.0)
 
@@ -297,28 +294,14 @@ def vifp(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, quantize: bo
     return ((num + RATIO_EPS) / (den + RATIO_EPS)).to(x.dtype)
 
 
-class _VisualInformationFidelity(Metric):
+class _VisualInformationFidelity(MatlabGreyMetric):
     """What VIF and VIF-P share: options, metadata, ``to_distance``."""
 
     lower_is_better = False
     differentiable = True
     symmetric = False  # x is the reference
     channels = (1, 3)
-    colour_doc = "RGB or grey (RGB -> MATLAB rgb2gray)"
 
-    def __init__(
-        self,
-        data_range: float = 1.0,
-        convention: MatlabConvention = "matlab",
-        quantize: bool | str = "auto",
-        reduction: Reduction = "none",
-        validate_args: bool = True,
-    ) -> None:
-        super().__init__(data_range, reduction, validate_args)
-        check_choice(self.name, "convention", convention, CONVENTIONS)
-        self.convention = convention
-        self.quantize = resolve_quantize(self.name, quantize)
-        self.options.update(convention=convention, quantize=self.quantize)
 
     def to_distance(self, value: torch.Tensor) -> torch.Tensor:
         """``1 - value``: 0 for identical images, up to 1 as information is lost (negative for a
