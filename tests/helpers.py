@@ -364,3 +364,27 @@ def cli_distance_value(reference: Path, distorted: Path, metric: str) -> float:
     line = done.stdout.strip().splitlines()[-1]
     assert line.startswith(metric), done.stdout
     return float(line.split()[-1])
+
+
+# ---------------------------------------------------------------- reference values of the authors' code
+
+def reference_rows(reference_dir: Path, folder: str) -> list[dict[str, str]]:
+    """The rows of ``tests/data/<folder>/expected.csv`` (``reference``, ``distorted``, ``crop``,
+    ``value``, ...), as the classic metrics' reference scripts write them."""
+    import csv
+
+    with open(reference_dir / folder / "expected.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def load_reference_pair(reference_dir: Path, row: Mapping[str, str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The row's two images, ``(1,C,H,W)`` in [0, 1], cropped as its ``crop`` (``r0 c0 h w``,
+    0-based, both images) says."""
+    from percepmetric.io import load_image
+
+    x = load_image(reference_dir / row["reference"])
+    y = load_image(reference_dir / row["distorted"])
+    if row.get("crop"):
+        r0, c0, h, w = map(int, row["crop"].split())
+        x, y = x[..., r0 : r0 + h, c0 : c0 + w], y[..., r0 : r0 + h, c0 : c0 + w]
+    return x, y

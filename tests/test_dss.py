@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 
 import numpy as np
@@ -11,11 +10,10 @@ import torch
 from scipy.ndimage import correlate
 
 from percepmetric import InputError, create_metric, distance, functional
-from percepmetric.io import load_image
 from percepmetric.metrics.dss import MIN_SIZE, dct_matrix, dct_subbands, kept_subbands, local_moments
 from percepmetric.metrics.eight_bit import values_8bit
 
-from helpers import cli_distance_value
+from helpers import cli_distance_value, load_reference_pair, reference_rows
 
 # DSS is at most 1: 1e-4 absolute is the issue's parity target. Measured on expected.csv: float64
 # within 1.8e-8, float32 inputs within 2.9e-8 (the subbands are computed in float64 either way).
@@ -25,23 +23,12 @@ TOLERANCE = 1e-4
 MEASURED = 5e-8
 
 
-def reference_rows(reference_dir) -> list[dict[str, str]]:
-    """Rows of tests/data/dss/expected.csv (made by tests/reference/dss/make_reference.py)."""
-    with open(reference_dir / "dss" / "expected.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
-def load_pair(reference_dir, row):
-    x = load_image(reference_dir / row["reference"])
-    y = load_image(reference_dir / row["distorted"])
-    if row["crop"]:
-        r0, c0, h, w = map(int, row["crop"].split())
-        x, y = x[..., r0 : r0 + h, c0 : c0 + w], y[..., r0 : r0 + h, c0 : c0 + w]
-    return x, y
 
 
 def test_reference_covers_sizes_and_colours(reference_dir):
-    shapes = {tuple(load_pair(reference_dir, r)[0].shape[1:]) for r in reference_rows(reference_dir)}
+    shapes = {tuple(load_reference_pair(reference_dir, r)[0].shape[1:]) for r in reference_rows(reference_dir, "dss")}
     assert {c for c, _, _ in shapes} == {1, 3}
     assert any(h != w for _, h, w in shapes) and any(h % 8 and w % 8 for _, h, w in shapes)  # cropped to blocks
     assert any(min(h, w) >= 384 for _, h, w in shapes)
@@ -52,8 +39,8 @@ def test_reference_covers_sizes_and_colours(reference_dir):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_parity_with_authors_code(reference_dir, dtype):
     m = create_metric("dss")
-    for row in reference_rows(reference_dir):
-        x, y = load_pair(reference_dir, row)
+    for row in reference_rows(reference_dir, "dss"):
+        x, y = load_reference_pair(reference_dir, row)
         got = m(x.to(dtype), y.to(dtype))
         assert got.shape == (1,) and got.dtype == dtype
         err = abs(got.item() - float(row["value"]))
@@ -63,8 +50,8 @@ def test_parity_with_authors_code(reference_dir, dtype):
 
 def test_parity_from_8bit_codes_255_range_and_batches(reference_dir):
     """The benchmark's uint8 path, data_range=255 and a batch of same-sized pairs give the same numbers."""
-    rows = [r for r in reference_rows(reference_dir) if r["reference"].startswith("gmsd/rgb_61x79")]
-    pairs = [load_pair(reference_dir, r) for r in rows]
+    rows = [r for r in reference_rows(reference_dir, "dss") if r["reference"].startswith("gmsd/rgb_61x79")]
+    pairs = [load_reference_pair(reference_dir, r) for r in rows]
     x, y = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
     want = torch.tensor([float(r["value"]) for r in rows], dtype=torch.float64)
     torch.testing.assert_close(create_metric("dss")(x.double(), y.double()), want, rtol=0, atol=MEASURED)
@@ -165,8 +152,8 @@ def test_against_piq(reference_dir):
     i01_01_5); and Python's round(0.05 * blocks), which rounds halves to even (k = 2 instead
     of 3 for 50 blocks: 5e-3 on the 40x80 crop). Grey pairs agree to 5e-8."""
     piq = pytest.importorskip("piq")
-    for row in reference_rows(reference_dir):
-        x, y = (t.double() for t in load_pair(reference_dir, row))
+    for row in reference_rows(reference_dir, "dss"):
+        x, y = (t.double() for t in load_reference_pair(reference_dir, row))
         diff = abs(piq.dss(y, x, reduction="none").item() - float(row["value"]))
         if x.shape[1] == 1:
             assert diff < 1e-7, row
@@ -175,6 +162,7 @@ def test_against_piq(reference_dir):
 
 
 def test_cli_distance(reference_dir):
-    row = next(r for r in reference_rows(reference_dir) if r["distorted"].endswith("i01_01_5.bmp") and not r["crop"])
+    rows = reference_rows(reference_dir, "dss")
+    row = next(r for r in rows if r["distorted"].endswith("i01_01_5.bmp") and not r["crop"])
     printed = cli_distance_value(reference_dir / row["reference"], reference_dir / row["distorted"], "dss")
     assert abs(printed - float(row["value"])) < 1e-6

@@ -7,20 +7,17 @@ properties are checked here at 176 and more.
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 import pytest
 import torch
 
 from percepmetric import InputError, create_metric, distance, functional
-from percepmetric.io import load_image
 from percepmetric.metrics.eight_bit import values_8bit
 from percepmetric.metrics.iwssim import MIN_SIZE, _enlarge_matrix64
 from percepmetric.metrics.pyramids import BINOM5, laplacian_pyramid
 from percepmetric.metrics.resize import imresize
 
-from helpers import cli_distance_value
+from helpers import cli_distance_value, load_reference_pair, reference_rows
 
 # iwssim.m's values are products of pooled SSIM terms in [0, 1]: 1e-4 absolute is the issue's
 # parity target. Measured: float64 within 2e-15, float32 input within 5e-8.
@@ -29,18 +26,8 @@ MEASURED_F64 = 1e-12
 MEASURED_F32 = 2e-7
 
 
-def reference_rows(reference_dir) -> list[dict[str, str]]:
-    with open(reference_dir / "iw_ssim" / "expected.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
-def load_pair(reference_dir, row) -> tuple[torch.Tensor, torch.Tensor]:
-    x = load_image(reference_dir / row["reference"])
-    y = load_image(reference_dir / row["distorted"])
-    if row["crop"]:
-        r0, c0, h, w = map(int, row["crop"].split())
-        x, y = x[..., r0 : r0 + h, c0 : c0 + w], y[..., r0 : r0 + h, c0 : c0 + w]
-    return x, y
 
 
 def _pair(n: int = 2, channels: int = 3, h: int = 176, w: int = 181, dtype=torch.float32, seed: int = 0):
@@ -52,7 +39,7 @@ def _pair(n: int = 2, channels: int = 3, h: int = 176, w: int = 181, dtype=torch
 
 
 def test_reference_covers_sizes_and_colours(reference_dir):
-    shapes = {tuple(load_pair(reference_dir, r)[0].shape) for r in reference_rows(reference_dir)}
+    shapes = {tuple(load_reference_pair(reference_dir, r)[0].shape) for r in reference_rows(reference_dir, "iw_ssim")}
     assert any(s[1] == 1 for s in shapes) and any(s[1] == 3 for s in shapes)
     assert any(s[2] != s[3] for s in shapes)  # non-square
     assert any(s[2] % 2 or s[3] % 2 for s in shapes)  # odd sizes: the pyramid's edges
@@ -62,8 +49,8 @@ def test_reference_covers_sizes_and_colours(reference_dir):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_parity_with_authors_code(reference_dir, dtype):
-    for row in reference_rows(reference_dir):
-        x, y = (t.to(dtype) for t in load_pair(reference_dir, row))
+    for row in reference_rows(reference_dir, "iw_ssim"):
+        x, y = (t.to(dtype) for t in load_reference_pair(reference_dir, row))
         got = create_metric("iw_ssim")(x, y)
         assert got.shape == (1,) and got.dtype == dtype
         err = abs(got.item() - float(row["value"]))
@@ -73,9 +60,10 @@ def test_parity_with_authors_code(reference_dir, dtype):
 
 def test_parity_from_8bit_codes_and_255_range(reference_dir):
     """The benchmark's uint8 path and data_range=255 give the same numbers; so does a batch."""
-    rows = [r for r in reference_rows(reference_dir) if r["crop"] == "100 37 177 203" or "179x197" in r["reference"]]
+    rows = [r for r in reference_rows(reference_dir, "iw_ssim")
+            if r["crop"] == "100 37 177 203" or "179x197" in r["reference"]]
     for row in rows:
-        x, y = load_pair(reference_dir, row)
+        x, y = load_reference_pair(reference_dir, row)
         codes = [(t * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous() for t in (x, y)]
         got = values_8bit(create_metric("iw_ssim"), *codes)
         assert abs(got.item() - float(row["value"])) < MEASURED_F32, row
@@ -195,8 +183,8 @@ def test_against_piq(reference_dir):
     differs by up to 3e-5 (odd sizes: its pyramid's edges); on RGB by up to 2e-4 more (it takes
     the unrounded Y of YIQ, 0.299 R + 0.587 G + 0.114 B, where iwssim.m is fed rgb2gray's uint8)."""
     piq = pytest.importorskip("piq")
-    for row in reference_rows(reference_dir):
-        x, y = (t.double() for t in load_pair(reference_dir, row))
+    for row in reference_rows(reference_dir, "iw_ssim"):
+        x, y = (t.double() for t in load_reference_pair(reference_dir, row))
         want = float(row["value"])
         assert abs(piq.information_weighted_ssim(y, x, data_range=1.0, reduction="none").item() - want) < 3e-4
         if x.shape[1] == 1:
@@ -204,6 +192,6 @@ def test_against_piq(reference_dir):
 
 
 def test_cli_distance(reference_dir):
-    row = reference_rows(reference_dir)[-1]
+    row = reference_rows(reference_dir, "iw_ssim")[-1]
     printed = cli_distance_value(reference_dir / row["reference"], reference_dir / row["distorted"], "iw_ssim")
     assert abs(printed - float(row["value"])) < 1e-6  # the value itself, printed to 6 digits

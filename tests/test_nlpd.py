@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 import pytest
 import torch
 from scipy.ndimage import convolve, correlate
 
 from percepmetric import InputError, create_metric, distance, functional
-from percepmetric.io import load_image
 from percepmetric.metrics.eight_bit import values_8bit
 from percepmetric.metrics.nlpd import DN_FILTERS, SIGMAS, divisive_normalization, laplacian_pyramid
 
-from helpers import cli_distance_value
+from helpers import cli_distance_value, load_reference_pair, reference_rows
 
 # NLPD is unbounded: the issue's parity target is 1e-4 relative. Measured on expected.csv:
 # float64 within 4e-14; float32 within 1.1e-6, except the 1x1 and 2x3 crops (3.1e-5, 4.3e-6:
@@ -24,23 +21,12 @@ MEASURED_F64 = 1e-12
 MEASURED_F32 = 4e-5
 
 
-def reference_rows(reference_dir) -> list[dict[str, str]]:
-    """Rows of tests/data/nlpd/expected.csv (made by tests/reference/nlpd/make_reference.py)."""
-    with open(reference_dir / "nlpd" / "expected.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
-def load_pair(reference_dir, row):
-    x = load_image(reference_dir / row["reference"])
-    y = load_image(reference_dir / row["distorted"])
-    if row["crop"]:
-        r0, c0, h, w = map(int, row["crop"].split())
-        x, y = x[..., r0 : r0 + h, c0 : c0 + w], y[..., r0 : r0 + h, c0 : c0 + w]
-    return x, y
 
 
 def test_reference_covers_sizes_and_colours(reference_dir):
-    shapes = {tuple(load_pair(reference_dir, r)[0].shape[1:]) for r in reference_rows(reference_dir)}
+    shapes = {tuple(load_reference_pair(reference_dir, r)[0].shape[1:]) for r in reference_rows(reference_dir, "nlpd")}
     assert {c for c, _, _ in shapes} == {1, 3}
     assert any(h != w for _, h, w in shapes) and any(h % 2 and w % 2 for _, h, w in shapes)
     assert any(min(h, w) >= 384 for _, h, w in shapes)
@@ -50,8 +36,8 @@ def test_reference_covers_sizes_and_colours(reference_dir):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_parity_with_authors_code(reference_dir, dtype):
     m = create_metric("nlpd")
-    for row in reference_rows(reference_dir):
-        x, y = load_pair(reference_dir, row)
+    for row in reference_rows(reference_dir, "nlpd"):
+        x, y = load_reference_pair(reference_dir, row)
         got = m(x.to(dtype), y.to(dtype))
         assert got.shape == (1,) and got.dtype == dtype
         want = float(row["value"])
@@ -62,8 +48,8 @@ def test_parity_with_authors_code(reference_dir, dtype):
 
 def test_parity_from_8bit_codes_255_range_and_batches(reference_dir):
     """The benchmark's uint8 path, data_range=255 and a batch of same-sized pairs give the same numbers."""
-    rows = [r for r in reference_rows(reference_dir) if r["reference"].startswith("gmsd/rgb_61x79")]
-    pairs = [load_pair(reference_dir, r) for r in rows]
+    rows = [r for r in reference_rows(reference_dir, "nlpd") if r["reference"].startswith("gmsd/rgb_61x79")]
+    pairs = [load_reference_pair(reference_dir, r) for r in rows]
     x, y = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
     want = torch.tensor([float(r["value"]) for r in rows], dtype=torch.float64)
     torch.testing.assert_close(create_metric("nlpd")(x.double(), y.double()), want, rtol=1e-12, atol=0)
@@ -174,8 +160,8 @@ def test_against_pyiqa(reference_dir):
     pyiqa = pytest.importorskip("pyiqa")
     metric = pyiqa.create_metric("nlpd", device="cpu", as_loss=False)
     diffs = []
-    for row in reference_rows(reference_dir):
-        x, y = (t.expand(-1, 3, -1, -1) for t in load_pair(reference_dir, row))  # pyiqa takes RGB only
+    for row in reference_rows(reference_dir, "nlpd"):
+        x, y = (t.expand(-1, 3, -1, -1) for t in load_reference_pair(reference_dir, row))  # pyiqa takes RGB only
         if min(x.shape[-2:]) < 3:  # pyiqa's symmetric padding needs 3 pixels
             continue
         diffs.append(abs(metric(y, x).item() - float(row["value"])) / float(row["value"]))
@@ -183,6 +169,7 @@ def test_against_pyiqa(reference_dir):
 
 
 def test_cli_distance(reference_dir):
-    row = next(r for r in reference_rows(reference_dir) if r["distorted"].endswith("i01_01_5.bmp") and not r["crop"])
+    rows = reference_rows(reference_dir, "nlpd")
+    row = next(r for r in rows if r["distorted"].endswith("i01_01_5.bmp") and not r["crop"])
     printed = cli_distance_value(reference_dir / row["reference"], reference_dir / row["distorted"], "nlpd")
     assert abs(printed - float(row["value"])) / float(row["value"]) < 1e-5

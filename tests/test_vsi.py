@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-import csv
-
 import pytest
 import torch
 
 from percepmetric import InputError, create_metric, distance, functional
-from percepmetric.io import load_image
 from percepmetric.metrics.vsi import rgb_to_lab_vsi, sdsp_saliency
 
-from helpers import cli_distance_value
-
-
-def reference_rows(reference_dir):
-    """Rows of tests/data/vsi/expected.csv (made by tests/reference/vsi/make_reference.py)."""
-    with open(reference_dir / "vsi" / "expected.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def load_pair(reference_dir, row):
-    x = load_image(reference_dir / row["reference"])
-    y = load_image(reference_dir / row["distorted"])
-    if row["crop"]:
-        r0, c0, h, w = map(int, row["crop"].split())
-        x, y = x[..., r0 : r0 + h, c0 : c0 + w], y[..., r0 : r0 + h, c0 : c0 + w]
-    return x, y
+from helpers import cli_distance_value, load_reference_pair, reference_rows
 
 
 def test_reference_set_covers_sizes_and_colours(reference_dir):
-    shapes = {tuple(load_pair(reference_dir, r)[0].shape[1:]) for r in reference_rows(reference_dir)}
+    shapes = {tuple(load_reference_pair(reference_dir, r)[0].shape[1:]) for r in reference_rows(reference_dir, "vsi")}
     assert {c for c, _, _ in shapes} == {1, 3}
     assert any(h % 2 and w % 2 for _, h, w in shapes) and any(h != w for _, h, w in shapes)
     assert any(min(h, w) >= 384 for _, h, w in shapes) and any(max(h, w) < 256 for _, h, w in shapes)
@@ -39,16 +21,16 @@ def test_reference_set_covers_sizes_and_colours(reference_dir):
 @pytest.mark.parametrize("precision,tolerance", [("input", 1e-5), ("float64", 1e-7)])  # measured 3.3e-6, 4.9e-9
 def test_authors_values(reference_dir, precision, tolerance):
     m = create_metric("vsi", precision=precision)
-    for row in reference_rows(reference_dir):
-        x, y = load_pair(reference_dir, row)
+    for row in reference_rows(reference_dir, "vsi"):
+        x, y = load_reference_pair(reference_dir, row)
         got = m(x, y)
         assert got.shape == (1,) and got.dtype == torch.float32
         assert abs(got.item() - float(row["value"])) < tolerance, row
 
 
 def test_batched_equals_reference_values(reference_dir):
-    rows = [r for r in reference_rows(reference_dir) if r["reference"].startswith("srsim/grey_121x88")]
-    pairs = [load_pair(reference_dir, r) for r in rows]
+    rows = [r for r in reference_rows(reference_dir, "vsi") if r["reference"].startswith("srsim/grey_121x88")]
+    pairs = [load_reference_pair(reference_dir, r) for r in rows]
     x, y = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
     expected = torch.tensor([float(r["value"]) for r in rows])
     torch.testing.assert_close(create_metric("vsi")(x, y), expected, rtol=0, atol=1e-5)
@@ -126,6 +108,6 @@ def test_registry_round_trip():
 
 
 def test_cli_distance(reference_dir):
-    row = reference_rows(reference_dir)[0]
+    row = reference_rows(reference_dir, "vsi")[0]
     printed = cli_distance_value(reference_dir / row["reference"], reference_dir / row["distorted"], "vsi")
     assert abs(float(row["value"]) - printed) < 1e-5
