@@ -435,11 +435,24 @@ class Metric(nn.Module):
     def to_distance(self, value: torch.Tensor) -> torch.Tensor:
         """Map the metric's own value to a distance: lower means more alike, 0 for x == y.
 
-        Identity for metrics whose value already is a distance; similarity metrics override it.
+        Identity for metrics whose value already is a distance; similarity indices in [0, 1]
+        derive from :class:`SimilarityIndex` (``1 - value``), others override it.
         """
         if self.lower_is_better:
             return value
         raise NotImplementedError(f"{self.name} must define to_distance")
+
+
+class SimilarityIndex(Metric):
+    """A similarity index that is 1 for identical images (FSIM, HaarPSI, SR-SIM, VSI, VIF,
+    VIF-P, IW-SSIM, CW-SSIM, DSS): higher is better, and its distance is ``1 - value`` (0 for
+    identical images; negative where an index exceeds 1, as VIF does for a contrast
+    enhancement). Subclasses name it in ``distance_name`` (``"1-fsim"``)."""
+
+    lower_is_better = False
+
+    def to_distance(self, value: torch.Tensor) -> torch.Tensor:
+        return 1.0 - value
 
 
 def _conversion_target(fn: Any) -> tuple[torch.device | None, torch.dtype | None]:

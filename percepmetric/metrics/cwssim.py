@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import cached_table
+from .base import SimilarityIndex, cached_table
 from .fsim import safe_sqrt
 from .gmsd import MatlabGreyMetric, matlab_rgb2gray_255
 from .pyramids import scf_bands
@@ -40,7 +40,6 @@ LEVEL, ORIENTATIONS, GUARDB, K_CONST = 4, 8, 0, 0.0
 WIN_SIZE = 7
 #: buildSCFpyr refuses ``ht > floor(log2(min(size(im)))) - 2``: 4 levels need 64 pixels.
 MIN_SIZE = 2 ** (LEVEL + 2)
-
 
 
 @cached_table(16)
@@ -90,7 +89,7 @@ def cw_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, quantize:
     return cw_ssim_255(grey_x, grey_y).to(x.dtype)
 
 
-class CWSSIM(MatlabGreyMetric):
+class CWSSIM(MatlabGreyMetric, SimilarityIndex):
     """CW-SSIM (Sampat et al. 2009): SSIM of complex steerable pyramid bands, tolerant of small shifts; 1 at best.
 
     Reproduces the authors' ``cwssim_index.m`` with ``level = 4, or = 8, guardb = 0, K = 0`` (see
@@ -103,7 +102,6 @@ class CWSSIM(MatlabGreyMetric):
     """
 
     name = "cw_ssim"
-    lower_is_better = False
     differentiable = True
     symmetric = True
     min_size = MIN_SIZE
@@ -114,6 +112,4 @@ class CWSSIM(MatlabGreyMetric):
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return cw_ssim(x, y, self.data_range, self.quantize)
 
-    def to_distance(self, value: torch.Tensor) -> torch.Tensor:
-        return 1.0 - value
 

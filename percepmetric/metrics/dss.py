@@ -39,6 +39,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .base import SimilarityIndex
 from .fsim import safe_sqrt
 from .gmsd import MatlabGreyMetric, matlab_rgb2gray_255
 from .matlab import matlab_round
@@ -165,7 +166,7 @@ def dss(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, quantize: boo
     return (similarity @ weights).to(x.dtype)
 
 
-class DSS(MatlabGreyMetric):
+class DSS(MatlabGreyMetric, SimilarityIndex):
     """DSS (Balanov et al. 2015): DCT subband similarity (1 for identical images).
 
     Reproduces the authors' ``dss_index.m`` (see the module's doc): grey input as it is, RGB
@@ -180,7 +181,6 @@ class DSS(MatlabGreyMetric):
     """
 
     name = "dss"
-    lower_is_better = False
     differentiable = True
     symmetric = True
     distance_name = "1-dss"
@@ -191,6 +191,3 @@ class DSS(MatlabGreyMetric):
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return dss(x, y, self.data_range, self.quantize)
 
-    def to_distance(self, value: torch.Tensor) -> torch.Tensor:
-        """``1 - DSS``: 0 for identical images (DSS is 1 at best)."""
-        return 1.0 - value

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..options import MatlabConvention, Precision, Reduction
 from ..threads import map_side_by_side
-from .base import Metric, check_choice
+from .base import SimilarityIndex, check_choice
 from .budget import memory_guard
 from .color import rgb_to_yiq
 from .matlab import box_downsample, downsample_factor
@@ -365,7 +365,7 @@ def _fsim(x: torch.Tensor, y: torch.Tensor, data_range: float, chromatic: bool, 
     return score.to(out_dtype)
 
 
-class FSIM(Metric):
+class FSIM(SimilarityIndex):
     """Feature similarity FSIM / FSIMc (chromatic=True), as the authors' MATLAB code (1 at best).
 
     Options: ``data_range`` (1 or 255, ...), ``chromatic`` (FSIMc, RGB only),
@@ -376,7 +376,6 @@ class FSIM(Metric):
     name = "fsim"
     symmetric = True
     colour_doc = "RGB or grey (Y of YIQ; FSIMc needs RGB)"
-    lower_is_better = False
     distance_name = "1-fsim"
     differentiable = True
     min_size = MIN_SIZE
@@ -409,6 +408,3 @@ class FSIM(Metric):
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return fsim(x, y, self.data_range, self.chromatic, self.precision)
 
-    def to_distance(self, value: torch.Tensor) -> torch.Tensor:
-        """``1 - FSIM``: 0 for identical images, grows as they differ (FSIM is 1 at best)."""
-        return 1.0 - value

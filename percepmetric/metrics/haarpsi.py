@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..options import MatlabConvention, Reduction
-from .base import Metric, check_choice
+from .base import SimilarityIndex, check_choice
 from .color import rgb_to_yiq
 from .matlab import box_downsample
 
@@ -131,7 +131,7 @@ def haarpsi(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, subsample
     return score.to(out_dtype)
 
 
-class HaarPSI(Metric):
+class HaarPSI(SimilarityIndex):
     """HaarPSI, the Haar wavelet-based perceptual similarity index, as the authors' MATLAB code (1 at best).
 
     Takes RGB (YIQ, with the chroma term) or grey. Options: ``data_range`` (1 or 255, ...),
@@ -141,7 +141,6 @@ class HaarPSI(Metric):
 
     name = "haarpsi"
     colour_doc = "RGB (YIQ, with chroma) or grey"
-    lower_is_better = False
     distance_name = "1-haarpsi"
     differentiable = True
     symmetric = True  # every term is symmetric in (x, y), to the last bit
@@ -166,6 +165,3 @@ class HaarPSI(Metric):
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return haarpsi(x, y, self.data_range, self.subsample)
 
-    def to_distance(self, value: torch.Tensor) -> torch.Tensor:
-        """``1 - HaarPSI``: 0 for identical images, grows as they differ (HaarPSI is 1 at best)."""
-        return 1.0 - value

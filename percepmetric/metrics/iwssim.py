@@ -53,7 +53,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .base import cached_table
+from .base import SimilarityIndex, cached_table
 from .gmsd import MatlabGreyMetric, matlab_rgb2gray_255
 from .pyramids import laplacian_pyramid
 from .resize import resize_matrix
@@ -78,7 +78,6 @@ BOUND = math.ceil((WIN_SIZE - 1) / 2)
 BOUND1 = BOUND - (BLOCK - 1) // 2
 #: iwssim.m refuses ``min(size(oimg)) < win_size * 2^(Nsc-1)`` = 176.
 MIN_SIZE = WIN_SIZE * 2 ** (LEVELS - 1)
-
 
 
 @cached_table(32)
@@ -213,7 +212,7 @@ def iw_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, quantize:
     return iw_ssim_255(grey_x, grey_y).to(x.dtype)
 
 
-class IWSSIM(MatlabGreyMetric):
+class IWSSIM(MatlabGreyMetric, SimilarityIndex):
     """IW-SSIM (Wang & Li 2011): SSIM on a Laplacian pyramid pooled with information content weights; 1 at best.
 
     Reproduces the authors' ``iwssim.m`` with its defaults (see the module's doc): grey input as
@@ -227,7 +226,6 @@ class IWSSIM(MatlabGreyMetric):
     """
 
     name = "iw_ssim"
-    lower_is_better = False
     differentiable = True
     symmetric = False
     min_size = MIN_SIZE
@@ -238,5 +236,3 @@ class IWSSIM(MatlabGreyMetric):
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return iw_ssim(x, y, self.data_range, self.quantize)
 
-    def to_distance(self, value: torch.Tensor) -> torch.Tensor:
-        return 1.0 - value

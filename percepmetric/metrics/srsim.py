@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..options import MatlabConvention, Precision, Reduction
-from .base import Metric, check_choice
+from .base import SimilarityIndex, check_choice
 from .color import rgb_to_yiq
 from .fsim import safe_sqrt, scharr_gradient_magnitude, similarity
 from .matlab import box_downsample, downsample_factor
@@ -118,12 +118,11 @@ def srsim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, precision: 
     return score.to(out_dtype)
 
 
-class SaliencyWeightedSimilarity(Metric):
+class SaliencyWeightedSimilarity(SimilarityIndex):
     """A similarity index pooled with a saliency map, 1 for identical images (SR-SIM, VSI): the
-    options they share and ``to_distance(s) = 1 - s``. Subclasses give ``index(x, y,
+    options they share. Subclasses give ``index(x, y,
     data_range, precision)``, the function of their module."""
 
-    lower_is_better = False
     differentiable = True
     channels = (1, 3)
 
@@ -148,10 +147,6 @@ class SaliencyWeightedSimilarity(Metric):
 
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.index(x, y, self.data_range, self.precision)
-
-    def to_distance(self, value: torch.Tensor) -> torch.Tensor:
-        """``1 - index``: 0 for identical images (the index is 1 at best)."""
-        return 1.0 - value
 
 
 class SRSIM(SaliencyWeightedSimilarity):

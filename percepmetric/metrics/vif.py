@@ -65,6 +65,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .base import SimilarityIndex
 from .gmsd import MatlabGreyMetric, matlab_rgb2gray_255
 from .steerable import steerable_pyramid
 
@@ -294,19 +295,12 @@ def vifp(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, quantize: bo
     return ((num + RATIO_EPS) / (den + RATIO_EPS)).to(x.dtype)
 
 
-class _VisualInformationFidelity(MatlabGreyMetric):
-    """What VIF and VIF-P share: options, metadata, ``to_distance``."""
+class _VisualInformationFidelity(MatlabGreyMetric, SimilarityIndex):
+    """What VIF and VIF-P share: options and metadata."""
 
-    lower_is_better = False
     differentiable = True
     symmetric = False  # x is the reference
     channels = (1, 3)
-
-
-    def to_distance(self, value: torch.Tensor) -> torch.Tensor:
-        """``1 - value``: 0 for identical images, up to 1 as information is lost (negative for a
-        contrast enhancement, whose VIF exceeds 1)."""
-        return 1.0 - value
 
 
 class VIF(_VisualInformationFidelity):
