@@ -11,6 +11,9 @@ Public surface::
     percepmetric.create_metric("ssim", as_loss=True)           # the distance as a loss (mean)
     m.update(x, y); m.compute()                                # evaluation loop: mean and 95% interval
     percepmetric.compare_folders("gt/", "out/", ["psnr", "ssim", "lpips"])  # DataFrame, a row per pair
+    float(percepmetric.fid("generated/", "real/"))            # FID (clean-fid's "clean" mode)
+    percepmetric.kid("generated/", "real/").mean               # KID; .std over its subsets
+    percepmetric.precision_recall("generated/", "real/")       # .precision, .recall (k = 3)
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .registry import create_metric, describe_metric, distance_label, list_metri
 
 if TYPE_CHECKING:
     from .compare import compare_folders
+    from .metrics.distribution import fid, kid, precision_recall
 
 __version__ = "0.1.0"
 
@@ -50,15 +54,23 @@ __all__ = [
     "WeightsNotFoundError",
     "compare_folders",
     "as_torchmetric",
+    "fid",
+    "kid",
+    "precision_recall",
 ]
+
+#: Names read on first use (:func:`__getattr__`): their modules import what plain metric users
+#: do not need (pandas and tqdm; the FID network's loader).
+_LAZY = {"compare_folders": "compare", "fid": "metrics.distribution", "kid": "metrics.distribution",
+         "precision_recall": "metrics.distribution"}
 
 
 def __getattr__(name: str) -> Any:
-    """``compare_folders`` on first use: ``import percepmetric`` stays free of pandas and tqdm."""
-    if name == "compare_folders":
-        from .compare import compare_folders
+    """The names of :data:`_LAZY` on first use: ``import percepmetric`` stays light."""
+    if name in _LAZY:
+        import importlib
 
-        return compare_folders
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

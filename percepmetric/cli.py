@@ -91,6 +91,7 @@ class _Cli(click.Group):
 _COMMAND_MODULES = {
     "weights": "percepmetric.weights_command",
     "matrix": "percepmetric.matrix_command",
+    "fid": "percepmetric.fid_command",
     "bench": "percepmetric.bench.commands",
     "make-fixture": "percepmetric.bench.commands",
     "download-bapps": "percepmetric.bench.commands",
@@ -545,7 +546,7 @@ def score_command(images, metrics, net, variant, weights, extra, device, demo, s
 
 
 #: The commands of the plain install (no extras); their options that need one say so themselves.
-_PLAIN_COMMANDS = ("distance", "score", "metrics", "weights", "matrix")
+_PLAIN_COMMANDS = ("distance", "score", "metrics", "weights", "matrix", "fid")
 
 
 def _command_name(argv: list[str]) -> str:

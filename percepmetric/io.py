@@ -60,6 +60,18 @@ ImageLike = Union[torch.Tensor, np.ndarray, "PIL.Image.Image", str, "os.PathLike
 #: The range images decoded from integer codes are in unless a metric declares another.
 UNIT_RANGE: tuple[float, float] = (0.0, 1.0)
 
+#: Where percepmetric keeps what it can compute again (decoded BAPPS splits, FID features).
+ENV_CACHE = "PERCEPMETRIC_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """``$PERCEPMETRIC_CACHE``, else ``$XDG_CACHE_HOME/percepmetric``, else ``~/.cache/percepmetric``."""
+    env = os.environ.get(ENV_CACHE)
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "percepmetric"
+
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 
 #: The most pixels (width x height) an image file may claim before it is decoded: 100 million,

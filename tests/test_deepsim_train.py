@@ -267,7 +267,7 @@ def test_cli_demo_tiny(tmp_path):
 def test_bench_command_with_two_models(two_runs, folders, tmp_path):
     result = run_cli_subprocess("bench", "--model", f"deepsim:{two_runs[0]}", "--model", f"deepsim:{two_runs[1]}",
                                 "--data", folders / "test", "-m", "l2", "-m", "psnr", "--out", tmp_path, "--plot",
-                                env=_env())
+                                "--no-fid", env=_env())  # FID/KID: tests/test_bench_model_fid.py
     assert result.returncode == 0, result.stderr
     assert "image_loss" in result.stdout and "closer" in result.stdout and "95% CI" in result.stdout
     assert (tmp_path / "deepsim_bench.csv").is_file() and (tmp_path / "deepsim_bench.png").is_file()

@@ -24,7 +24,7 @@ PACKAGE = ROOT / "percepmetric"
 
 #: The applications: packages and modules above the core. Everything else is core.
 APPLICATIONS = ("bench", "train", "deepsim", "data", "cli", "cli_options", "weights_command", "matrix_command",
-                "__main__")
+                "fid_command", "__main__")
 #: Modules that must be in the core (those that exist); a rename that drops one from it fails here.
 CORE_MODULES = ("errors", "io", "registry", "devices", "checkpoints", "memory", "stats", "functional", "options",
                 "metrics", "nets.backbones", "pairwise")

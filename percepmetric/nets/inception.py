@@ -48,11 +48,14 @@ from torch import nn
 from ..errors import WeightsNotFoundError
 
 __all__ = [
+    "MODES",
     "FEATURE_DIM",
     "FIDInceptionV3",
     "fid_network_path",
     "load_fid_inception",
+    "network_input",
     "read_torchscript_tensors",
+    "resize_tf1_bilinear",
 ]
 
 FEATURE_DIM = 2048
@@ -447,3 +450,62 @@ def load_fid_inception(path: str | Path | None = None, device: torch.device | st
             if isinstance(module, ConvBN):
                 module.fold()
     return model.to(device=device, dtype=dtype)
+
+
+# ---------------------------------------------------------------- the three input pipelines
+
+#: The input pipelines in front of the network, each a library's (see
+#: :mod:`percepmetric.metrics.distribution` for the table of what each does and equals).
+MODES = ("clean", "legacy_tensorflow", "legacy_pytorch")
+
+
+def resize_tf1_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """TF1's ``tf.image.resize_bilinear(x, size)`` (``align_corners=False``,
+    ``half_pixel_centers=False``) of an (N, C, H, W) float tensor: output pixel ``i`` samples
+    the input at ``i * (H / out_h)``, interpolating with the next pixel (the last one repeated).
+    As TF's kernel: the scale and the source positions in float32, interpolation along x first,
+    then along y."""
+    _, _, h, w = x.shape
+    out_h, out_w = size
+
+    def axis(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        scale = torch.tensor(n_in / n_out, dtype=torch.float32)
+        src = torch.arange(n_out, dtype=torch.float32) * scale
+        lo = src.floor()
+        i0 = lo.long().clamp(max=n_in - 1)
+        i1 = (i0 + 1).clamp(max=n_in - 1)
+        return i0.to(x.device), i1.to(x.device), (src - lo).to(device=x.device, dtype=x.dtype)
+
+    y0, y1, fy = axis(h, out_h)
+    x0, x1, fx = axis(w, out_w)
+    top, bottom = x[:, :, y0, :], x[:, :, y1, :]
+    top = top[..., x0] + (top[..., x1] - top[..., x0]) * fx
+    bottom = bottom[..., x0] + (bottom[..., x1] - bottom[..., x0]) * fx
+    return top + (bottom - top) * fy[:, None]
+
+
+def _resize_clean(image: np.ndarray) -> np.ndarray:
+    """clean-fid's ``mode="clean"`` resize of one (3, H, W) float32 0..255 image: each channel a
+    PIL ``"F"`` image, bicubic to 299x299, clipped to [0, 255]."""
+    from PIL import Image
+
+    channels = []
+    for channel in image:
+        resized = Image.fromarray(np.ascontiguousarray(channel, dtype=np.float32)).resize(
+            (INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC)
+        channels.append(np.asarray(resized, dtype=np.float32).clip(0, 255))
+    return np.stack(channels)
+
+
+def network_input(image: torch.Tensor, mode: str) -> torch.Tensor:
+    """One (3, H, W) float32 image of 0..255 values (on the CPU) -> the network's (3, 299, 299)
+    float32 input in ``mode``: the mode's resize, then its scaling."""
+    if mode == "clean":
+        return (torch.from_numpy(_resize_clean(image.numpy())) - 128) / 128
+    x = image[None]
+    if mode == "legacy_tensorflow":
+        return ((resize_tf1_bilinear(x, (INPUT_SIZE, INPUT_SIZE)) - 128) / 128)[0]
+    if mode == "legacy_pytorch":
+        x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False).clamp(0, 255)
+        return (x / 255 * 2 - 1)[0]
+    raise ValueError(f"unknown FID mode {mode!r}")
