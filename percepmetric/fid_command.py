@@ -124,11 +124,12 @@ def _json_ready(document: Any) -> Any:
                    "legacy_pytorch = pytorch-fid's.")
 @click.option("--save-stats", "save_stats", default=None, metavar="FILE.npz",
               help="Write B's statistics (with one set: A's) for later runs: percepmetric fid GEN/ FILE.npz.")
-@click.option("--no-interval", is_flag=True, help="Skip FID's bootstrap interval (it resamples the features).")
+@click.option("--no-interval", is_flag=True, help="Skip FID's interval (a bootstrap below 2048 images per set, a jackknife above: seconds to "
+                   "minutes; docs/fid.md).")
 @click.option("--confidence", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True,
               max_open=True), help="Confidence of the interval.")
 @click.option("--resamples", default=200, show_default=True, type=click.IntRange(min=10),
-              help="Bootstrap resamples of the interval.")
+              help="Bootstrap resamples of the interval (sets below 2048 images).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--workers", default=None, type=click.IntRange(min=1), metavar="N",
               help="Threads decoding images ahead (default: the usable CPUs, at most 8).")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import requires_cuda
 from PIL import Image
 
 from percepmetric import set_features
@@ -292,3 +293,16 @@ def test_unwritable_cache_costs_speed_not_the_result(sets, network, tmp_path, ca
     assert torch.equal(_features(sets[0], network, cache), _features(sets[0], network, None))
     err = capsys.readouterr().err
     assert err.count("could not save features in the cache") == 1, err  # said once, not per chunk
+
+
+@requires_cuda()
+def test_cuda_features_agree_with_the_cpu(sets, network):
+    """The device a user gives is where the network runs; the numbers agree with the CPU's
+    (convolution algorithms differ: 1e-4 relative to the largest feature)."""
+    cpu = _features(sets[0], network, None)
+    settings = set_features.ExtractionSettings(device=torch.device("cuda"), batch_size=2)
+    cuda = set_features.set_features(sets[0], settings, network.to("cuda"), D.fid_network_sha256())
+    network.to("cpu")
+    assert cuda.device.type == "cpu" and float((cuda - cpu).abs().max() / cpu.abs().max()) < 1e-4
+    result = D.compare_sets(*sets, device="cuda")
+    assert result.fid.value == pytest.approx(D.compare_sets(*sets, device="cpu").fid.value, rel=1e-4)

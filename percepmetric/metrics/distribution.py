@@ -140,7 +140,7 @@ def _settings(mode: str, device: torch.device | str | None, dtype: torch.dtype, 
         raise InputError(f"batch_size {batch_size!r}: must be a whole number of at least 1")
     return ExtractionSettings(mode=mode, device=distributed.rank_device(resolve_device(device, option="device")),
                               dtype=dtype, batch_size=batch_size, workers=workers,
-                              cache=Path(cache) if cache is not None else None, progress=progress,
+                              cache=Path(cache).expanduser() if cache is not None else None, progress=progress,
                               max_pixels=max_pixels)
 
 
