@@ -124,7 +124,8 @@ def _json_ready(document: Any) -> Any:
                    "legacy_pytorch = pytorch-fid's.")
 @click.option("--save-stats", "save_stats", default=None, metavar="FILE.npz",
               help="Write B's statistics (with one set: A's) for later runs: percepmetric fid GEN/ FILE.npz.")
-@click.option("--no-interval", is_flag=True, help="Skip FID's interval (a bootstrap below 2048 images per set, a jackknife above: seconds to "
+@click.option("--no-interval", is_flag=True,
+              help="Skip FID's interval (a bootstrap below 2048 images per set, a jackknife above: seconds to "
                    "minutes; docs/fid.md).")
 @click.option("--confidence", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True,
               max_open=True), help="Confidence of the interval.")
