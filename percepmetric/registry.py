@@ -16,6 +16,7 @@ from typing import Any, Literal, overload
 
 from .errors import InputError
 from .metrics.base import Metric, MetricLoss
+from .metrics.butteraugli import Butteraugli
 from .metrics.cwssim import CWSSIM
 from .metrics.dists import DISTS
 from .metrics.dss import DSS
@@ -58,6 +59,7 @@ METRICS: dict[str, type[Metric]] = {
     "lpips": LPIPS,
     "dists": DISTS,
     "stlpips": STLPIPS,  # shift-tolerant LPIPS: its own anti-aliased trunks and weights
+    "butteraugli": Butteraugli,  # x is the reference: asymmetric (libjxl's psychovisual distance)
 }
 
 # Options every metric takes through create_metric but that are not part of its identity

@@ -59,3 +59,22 @@ def test_a_metric_larger_than_bapps_patches_is_refused_up_front(fixture_root, ca
                            "-m", "iw_ssim", "--no-progress")
     assert code == 2 and err.count("\n") == 1, err
     assert "iw_ssim needs 176x176 images, BAPPS patches (val/traditional) are 64x64" in err and "--dataset" in err
+
+
+#: The compression and rendering metrics (issue 24), those in the registry so far.
+COMPRESSION = ("ssimulacra2", "butteraugli", "flip", "cvvdp")
+
+
+def test_compression_metrics_correlate_on_the_embedded_mos_set(tmp_path, cache, capsys):
+    """``bench --dataset csv:FILE -m ssimulacra2 -m butteraugli -m flip -m cvvdp`` on the built-in
+    MOS set: each agrees with its scores."""
+    wanted = [name for name in COMPRESSION if name in list_metrics()]
+    root = write_embedded_mos(tmp_path / "embedded")
+    code, out, err = run_cli(capsys, "bench", "--dataset", f"csv:{root / EMBEDDED_CSV}",
+                             *[a for name in wanted for a in ("-m", name)], "--bootstrap", N_BOOT, "--json",
+                             "--no-progress")
+    assert code == 0, err
+    payload = json.loads(out)
+    split = next(r["split"] for r in payload["results"] if r["kind"] == "srcc")
+    srcc = _srcc_by_metric(out, split)
+    assert sorted(srcc) == sorted(wanted) and all(v > 0.3 for v in srcc.values()), srcc
