@@ -31,6 +31,7 @@ from .metrics.nlpd import NLPD
 from .metrics.pixel import L1, L2, PSNR
 from .metrics.srsim import SRSIM
 from .metrics.ssim import MSSSIM, SSIM
+from .metrics.ssimulacra2 import SSIMULACRA2
 from .metrics.stlpips import STLPIPS
 from .metrics.vif import VIF, VIFP
 from .metrics.vsi import VSI
@@ -60,6 +61,7 @@ METRICS: dict[str, type[Metric]] = {
     "dists": DISTS,
     "stlpips": STLPIPS,  # shift-tolerant LPIPS: its own anti-aliased trunks and weights
     "butteraugli": Butteraugli,  # x is the reference: asymmetric (libjxl's psychovisual distance)
+    "ssimulacra2": SSIMULACRA2,  # x is the reference: asymmetric; 100 for identical images
 }
 
 # Options every metric takes through create_metric but that are not part of its identity

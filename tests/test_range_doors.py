@@ -39,13 +39,15 @@ RANGE_OPTIONS = [
     ("iw_ssim", {"data_range": 255}),
     ("cw_ssim", {"data_range": 255}),
     ("butteraugli", {"data_range": 255}),
+    ("ssimulacra2", {"data_range": 255}),
     ("lpips", {"data_range": 255}),
     ("lpips", {"input_range": (-1, 1)}),
     ("stlpips", {"input_range": (-1, 1)}),
     ("dists", {"data_range": 2}),
 ]
 FORMULA_METRICS = ("l2", "l1", "psnr", "ssim", "ms_ssim", "fsim", "gmsd", "ms_gmsd", "haarpsi", "mdsi", "srsim", "vsi",
-                   "nlpd", "vifp", "dss", "mad", "vif", "iw_ssim", "cw_ssim", "butteraugli")
+                   "nlpd", "vifp", "dss", "mad", "vif", "iw_ssim", "cw_ssim", "butteraugli",
+                   "ssimulacra2")
 #: Images every metric takes (IW-SSIM needs 176x176).
 SIZE = 176
 
