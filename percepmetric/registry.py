@@ -17,6 +17,7 @@ from typing import Any, Literal, overload
 from .errors import InputError
 from .metrics.base import Metric, MetricLoss
 from .metrics.butteraugli import Butteraugli
+from .metrics.cvvdp import CVVDP
 from .metrics.cwssim import CWSSIM
 from .metrics.dists import DISTS
 from .metrics.dss import DSS
@@ -62,6 +63,7 @@ METRICS: dict[str, type[Metric]] = {
     "stlpips": STLPIPS,  # shift-tolerant LPIPS: its own anti-aliased trunks and weights
     "butteraugli": Butteraugli,  # x is the reference: asymmetric (libjxl's psychovisual distance)
     "ssimulacra2": SSIMULACRA2,  # x is the reference: asymmetric; 100 for identical images
+    "cvvdp": CVVDP,  # ColorVideoVDP for images, in JOD (10 for identical images) on a named display
 }
 
 # Options every metric takes through create_metric but that are not part of its identity

@@ -40,6 +40,7 @@ RANGE_OPTIONS = [
     ("cw_ssim", {"data_range": 255}),
     ("butteraugli", {"data_range": 255}),
     ("ssimulacra2", {"data_range": 255}),
+    ("cvvdp", {"data_range": 255}),
     ("lpips", {"data_range": 255}),
     ("lpips", {"input_range": (-1, 1)}),
     ("stlpips", {"input_range": (-1, 1)}),
@@ -47,7 +48,7 @@ RANGE_OPTIONS = [
 ]
 FORMULA_METRICS = ("l2", "l1", "psnr", "ssim", "ms_ssim", "fsim", "gmsd", "ms_gmsd", "haarpsi", "mdsi", "srsim", "vsi",
                    "nlpd", "vifp", "dss", "mad", "vif", "iw_ssim", "cw_ssim", "butteraugli",
-                   "ssimulacra2")
+                   "ssimulacra2", "cvvdp")
 #: Images every metric takes (IW-SSIM needs 176x176).
 SIZE = 176
 
