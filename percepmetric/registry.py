@@ -21,6 +21,7 @@ from .metrics.cvvdp import CVVDP
 from .metrics.cwssim import CWSSIM
 from .metrics.dists import DISTS
 from .metrics.dss import DSS
+from .metrics.flip import FLIP
 from .metrics.fsim import FSIM
 from .metrics.gmsd import GMSD, MSGMSD
 from .metrics.haarpsi import HaarPSI
@@ -64,6 +65,7 @@ METRICS: dict[str, type[Metric]] = {
     "butteraugli": Butteraugli,  # x is the reference: asymmetric (libjxl's psychovisual distance)
     "ssimulacra2": SSIMULACRA2,  # x is the reference: asymmetric; 100 for identical images
     "cvvdp": CVVDP,  # ColorVideoVDP for images, in JOD (10 for identical images) on a named display
+    "flip": FLIP,  # NVIDIA's FLIP: LDR (symmetric) or HDR (linear tensors; x is the reference)
 }
 
 # Options every metric takes through create_metric but that are not part of its identity

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"l2": {}, "l1": {}, "psnr": {}, "ssim": {}, "ms_ssim": {}, "fsim": {}, "lpips": {"variant": "baseline"},
          "dists": {}, "stlpips": {}, "gmsd": {}, "ms_gmsd": {}, "haarpsi": {}, "mdsi": {}, "srsim": {}, "vsi": {},
          "nlpd": {}, "vif": {}, "vifp": {}, "dss": {}, "mad": {}, "iw_ssim": {}, "cw_ssim": {},
-         "butteraugli": {}, "ssimulacra2": {}, "cvvdp": {}}
+         "butteraugli": {}, "ssimulacra2": {}, "cvvdp": {}, "flip": {}}
 
 
 def _pair(n: int = 3, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -41,6 +41,7 @@ RANGE_OPTIONS = [
     ("butteraugli", {"data_range": 255}),
     ("ssimulacra2", {"data_range": 255}),
     ("cvvdp", {"data_range": 255}),
+    ("flip", {"data_range": 255}),
     ("lpips", {"data_range": 255}),
     ("lpips", {"input_range": (-1, 1)}),
     ("stlpips", {"input_range": (-1, 1)}),
@@ -48,7 +49,7 @@ RANGE_OPTIONS = [
 ]
 FORMULA_METRICS = ("l2", "l1", "psnr", "ssim", "ms_ssim", "fsim", "gmsd", "ms_gmsd", "haarpsi", "mdsi", "srsim", "vsi",
                    "nlpd", "vifp", "dss", "mad", "vif", "iw_ssim", "cw_ssim", "butteraugli",
-                   "ssimulacra2", "cvvdp")
+                   "ssimulacra2", "cvvdp", "flip")
 #: Images every metric takes (IW-SSIM needs 176x176).
 SIZE = 176
 

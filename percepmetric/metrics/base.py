@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import math
 import typing
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -310,7 +311,7 @@ class Metric(nn.Module):
         (not ``inference_mode``): the result is an ordinary tensor that may enter an autograd
         graph later, e.g. ``(metric(x, y) * w).sum().backward()`` with ``w`` requiring grad.
         """
-        x, y = _as_tensors(("x", x), ("y", y), value_range=self.value_range)
+        x, y = _as_tensors(("x", x), ("y", y), coded_range=lambda: self.value_range)
         self.check(x, y)
         x, y = self._placed(*promote_to_common_dtype(x, y))
         if self._wants_grad(x, y):
@@ -325,7 +326,7 @@ class Metric(nn.Module):
         Validated like :meth:`forward`. Metrics that can reuse work on ``ref`` (its colour
         conversion, its network features) override :meth:`compute_triplet`.
         """
-        ref, p0, p1 = _as_tensors(("ref", ref), ("p0", p0), ("p1", p1), value_range=self.value_range)
+        ref, p0, p1 = _as_tensors(("ref", ref), ("p0", p0), ("p1", p1), coded_range=lambda: self.value_range)
         self.check(ref, p0)
         self.check(ref, p1)
         ref, p0, p1 = self._placed(*promote_to_common_dtype(ref, p0, p1))
@@ -346,7 +347,7 @@ class Metric(nn.Module):
         distortions. Validated like :meth:`forward`. Metrics that can reuse work on ``ref`` (its
         network features) override :meth:`compute_to_reference`.
         """
-        ref, others = _as_tensors(("ref", ref), ("others", others), value_range=self.value_range)
+        ref, others = _as_tensors(("ref", ref), ("others", others), coded_range=lambda: self.value_range)
         if ref.shape[0] != 1:
             raise InputError(f"{self.name}: ref must be one image (1,C,H,W), got shape {tuple(ref.shape)}")
         expanded = ref.expand(others.shape[0], *ref.shape[1:])
@@ -552,17 +553,18 @@ def _sum_across_ranks(totals: torch.Tensor) -> torch.Tensor:
     return reduced
 
 
-def _as_tensors(*named: tuple[str, Any], value_range: tuple[float, float]) -> list[torch.Tensor]:
+def _as_tensors(*named: tuple[str, Any], coded_range: Callable[[], tuple[float, float]]) -> list[torch.Tensor]:
     """Each input as a tensor: tensors untouched (the checks judge them), anything else read by
-    :func:`~percepmetric.io.as_batch` (integer codes spanning the metric's ``value_range``) and
-    put on the device of the first input that is a tensor."""
+    :func:`~percepmetric.io.as_batch` (integer codes spanning the range ``coded_range()`` gives,
+    the metric's ``value_range``, asked only then: a metric that takes no coded images, such as
+    HDR-FLIP, refuses there) and put on the device of the first input that is a tensor."""
     from ..io import as_batch
 
     device = next((value.device for _, value in named if isinstance(value, torch.Tensor)), None)
     tensors = []
     for label, value in named:
         if not isinstance(value, torch.Tensor):
-            value = as_batch(value, label, value_range)
+            value = as_batch(value, label, coded_range())
             value = value if device is None else value.to(device)
         tensors.append(value)
     return tensors

@@ -539,7 +539,7 @@ class Butteraugli(Metric):
         return pnorm_of_map(dmap, self.p).to(x.dtype)
 
     def _validated(self, x, y) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = _as_tensors(("x", x), ("y", y), value_range=self.value_range)
+        x, y = _as_tensors(("x", x), ("y", y), coded_range=lambda: self.value_range)
         self.check(x, y)
         x, y = self._placed(*promote_to_common_dtype(x, y))
         return x, y

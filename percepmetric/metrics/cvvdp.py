@@ -539,7 +539,7 @@ class CVVDP(Metric):
         ``1 - JOD/10`` of each pixel's pooled difference). Validated like :meth:`values`."""
         from .base import _as_tensors, promote_to_common_dtype
 
-        x, y = _as_tensors(("x", x), ("y", y), value_range=self.value_range)
+        x, y = _as_tensors(("x", x), ("y", y), coded_range=lambda: self.value_range)
         self.check(x, y)
         x, y = self._placed(*promote_to_common_dtype(x, y))
         dtype = x.dtype

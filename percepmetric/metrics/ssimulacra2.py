@@ -347,13 +347,16 @@ def ssimulacra2(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, blur:
     work = torch.promote_types(out_dtype, torch.float32)
     h, w = x.shape[-2:]
     per_chunk = max(1, BATCH_CHUNK_BYTES // (3 * h * w * work.itemsize))
+    recording = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
+    workers = 1 if recording or x.device.type != "cpu" else torch.get_num_threads()
+    if workers > 1:  # at least one chunk per thread
+        per_chunk = min(per_chunk, -(-x.shape[0] // workers))
     if x.device.type == "cpu" and x.shape[0] > per_chunk:
         # Chunks side by side, each with single-threaded ops (the caller's thread settings left
         # alone): as one multi-threaded stream of small ops, a loaded 2-core machine ran 3.7x
-        # slower with two threads than with one (percepmetric.threads). A graph keeps the loop.
+        # (8 x 512x384) to 14x (16 x 128x128) slower with two threads than with one
+        # (percepmetric.threads). A graph keeps the plain loop.
         pairs = list(zip(x.split(per_chunk), y.split(per_chunk)))
-        recording = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
-        workers = 1 if recording else torch.get_num_threads()
         return torch.cat(list(map_side_by_side(lambda pair: ssimulacra2(*pair, data_range, blur), pairs, workers)))
     scales = scale_count(h, w, blur)
     # x and y go through the colour conversions separately, in tensors of one shape: the same
