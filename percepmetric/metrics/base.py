@@ -311,13 +311,20 @@ class Metric(nn.Module):
         (not ``inference_mode``): the result is an ordinary tensor that may enter an autograd
         graph later, e.g. ``(metric(x, y) * w).sum().backward()`` with ``w`` requiring grad.
         """
+        return self.validated_call(self.formula, x, y)
+
+    def validated_call(self, compute: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: Any,
+                       y: Any) -> torch.Tensor:
+        """``compute(x, y)`` on the inputs as :meth:`values` takes them: read, checked, placed on
+        the metric's device and common dtype, under ``no_grad`` unless a graph is wanted. For a
+        metric's other outputs, e.g. a ``distance_map``."""
         x, y = _as_tensors(("x", x), ("y", y), coded_range=lambda: self.value_range)
         self.check(x, y)
         x, y = self._placed(*promote_to_common_dtype(x, y))
         if self._wants_grad(x, y):
-            return self.formula(x, y)
+            return compute(x, y)
         with torch.no_grad():
-            return self.formula(x, y)
+            return compute(x, y)
 
     def triplet_values(self, ref: torch.Tensor, p0: torch.Tensor,
                        p1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

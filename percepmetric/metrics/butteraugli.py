@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..options import Reduction
-from .base import Metric, _as_tensors, cached_table, check_choice, promote_to_common_dtype
+from .base import Metric, cached_table, check_choice
 from .fsim import safe_sqrt
 
 # ---------------------------------------------------------------- constants (butteraugli.cc, v0.7.0)
@@ -538,19 +538,9 @@ class Butteraugli(Metric):
             return dmap.flatten(1).amax(dim=1)
         return pnorm_of_map(dmap, self.p).to(x.dtype)
 
-    def _validated(self, x, y) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = _as_tensors(("x", x), ("y", y), coded_range=lambda: self.value_range)
-        self.check(x, y)
-        x, y = self._placed(*promote_to_common_dtype(x, y))
-        return x, y
-
     def distance_map(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The ``(N,1,H,W)`` per-pixel Butteraugli map (its maximum is the distance)."""
-        x, y = self._validated(x, y)
-        if self._wants_grad(x, y):
-            return self._map(x, y)
-        with torch.no_grad():
-            return self._map(x, y)
+        return self.validated_call(self._map, x, y)
 
     def max_and_pnorm(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Both of the tool's numbers, ``(N,)`` each: the max-norm distance and the ``p``-norm."""

@@ -537,17 +537,10 @@ class CVVDP(Metric):
     def distance_map(self, x: Any, y: Any) -> torch.Tensor:
         """Per-pixel difference ``(N,1,H,W)``, cvvdp's raw heatmap (0 where nothing differs;
         ``1 - JOD/10`` of each pixel's pooled difference). Validated like :meth:`values`."""
-        from .base import _as_tensors, promote_to_common_dtype
+        def heatmap(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return cvvdp_map(*self._prepare(x, y), self.display).to(x.dtype)
 
-        x, y = _as_tensors(("x", x), ("y", y), coded_range=lambda: self.value_range)
-        self.check(x, y)
-        x, y = self._placed(*promote_to_common_dtype(x, y))
-        dtype = x.dtype
-        xs, ys = self._prepare(x, y)
-        if self._wants_grad(x, y):
-            return cvvdp_map(xs, ys, self.display).to(dtype)
-        with torch.no_grad():
-            return cvvdp_map(xs, ys, self.display).to(dtype)
+        return self.validated_call(heatmap, x, y)
 
     def to_distance(self, value: torch.Tensor) -> torch.Tensor:
         """``10 - JOD``: 0 for identical images, larger is worse."""

@@ -526,12 +526,4 @@ class FLIP(Metric):
     def distance_map(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The per-pixel FLIP error ``(N,1,H,W)`` in [0, 1] (its mean is the value), validated
         like :meth:`forward`."""
-        from .base import _as_tensors, promote_to_common_dtype
-
-        x, y = _as_tensors(("x", x), ("y", y), coded_range=lambda: self.value_range)
-        self.check(x, y)
-        x, y = self._placed(*promote_to_common_dtype(x, y))
-        if self._wants_grad(x, y):
-            return self._map(x, y)
-        with torch.no_grad():
-            return self._map(x, y)
+        return self.validated_call(self._map, x, y)
