@@ -180,7 +180,7 @@ def test_option_values_parse_as_users_type_them(images, capsys):
     [
         (("distance", "{ref}", "{near}", "-m", "lpips", "-o", "spatial=true"), "--map MAP.png"),
         (("distance", "{ref}", "{near}", "-m", "ssim", "--map", "out.png"),
-         "has no per-pixel distance map (metrics with one: lpips, stlpips)"),
+         "has no per-pixel distance map (metrics with one: butteraugli, cvvdp, flip, lpips, stlpips)"),
         (("distance", "{ref}", "{near}", "--map", "out.jpg"), "ending in .png"),
         (("distance", "{ref}", "{near}", "-m", "l2", "--device", "foo"), "--device 'foo'"),
         (("score", "{ref}", "{near}", "{far}", "-m", "l2", "--save", "somewhere"), "use it with --demo"),

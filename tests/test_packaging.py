@@ -10,8 +10,10 @@ from conftest import ROOT
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
 
 # Exact pins a user's resolver must accept, each for a reason pyproject.toml states beside it.
-# They carry the LPIPS v0.1 calibration, DISTS's alpha-beta, ST-LPIPS's networks: the files are the data.
-DATA_PINS = {"lpips", "dists-pytorch", "stlpips-pytorch"}
+# They carry the LPIPS v0.1 calibration, DISTS's alpha-beta, ST-LPIPS's networks: the files are the data;
+# and, in the test extra only, the reference releases whose numbers the parity tests reproduce
+# (the compression and rendering metrics').
+DATA_PINS = {"lpips", "dists-pytorch", "stlpips-pytorch", "ssimulacra2", "flip-evaluator", "cvvdp"}
 
 
 def _requirements() -> list[str]:
