@@ -201,7 +201,8 @@ def test_mos_benchmark(name, options, tmp_path):
     np.testing.assert_allclose(ranged, default, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize(("name", "options"), [r for r in RANGE_OPTIONS if r[0] in ("l2", "psnr", "ssim", "lpips")])
+@pytest.mark.parametrize(("name", "options"), [r for r in RANGE_OPTIONS if r[0] in (
+    "l2", "psnr", "ssim", "lpips", "ssimulacra2", "butteraugli", "flip", "cvvdp")])
 def test_bapps_benchmark(name, options, fixture_root, tmp_path, capsys):
     """bench on BAPPS: the range option changes no 2AFC or JND score (8-bit codes span the range)."""
     _needs(name)
@@ -246,3 +247,12 @@ def test_deepsim_generator_evaluation(tmp_path):
     ill_conditioned = {"vif": 1e-3, "vifp": 1e-3, "iw_ssim": 1e-4}
     rtol = np.array([ill_conditioned.get(name, 1e-5) for name in names])
     np.testing.assert_array_less(np.abs(means[1::2] - means[0::2]), rtol * np.abs(means[0::2]) + 1e-9)
+
+
+@pytest.mark.parametrize("name", ["flip", "butteraugli", "cvvdp"])
+def test_distance_map_of_the_metrics_that_draw_one(name, images, tmp_path, capsys):
+    """``distance A B -m NAME --map MAP.png``: the metrics whose reference tool gives an error map."""
+    target = tmp_path / f"{name}.png"
+    code, out, err = run_cli(capsys, "distance", images["path_a"], images["path_b"], "-m", name, "--map", target)
+    assert code == 0 and target.stat().st_size > 0, err
+
