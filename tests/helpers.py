@@ -388,3 +388,24 @@ def load_reference_pair(reference_dir: Path, row: Mapping[str, str]) -> tuple[to
         r0, c0, h, w = map(int, row["crop"].split())
         x, y = x[..., r0 : r0 + h, c0 : c0 + w], y[..., r0 : r0 + h, c0 : c0 + w]
     return x, y
+
+
+def reference_shapes(reference_dir: Path, folder: str) -> set[tuple[int, ...]]:
+    """The ``(1, C, H, W)`` shapes of the reference pairs of ``tests/data/<folder>`` (as cropped)."""
+    return {tuple(load_reference_pair(reference_dir, r)[0].shape) for r in reference_rows(reference_dir, folder)}
+
+
+def reference_errors(reference_dir: Path, folder: str, metric: str, dtype: torch.dtype,
+                     relative: bool = False) -> Iterable[tuple[dict[str, str], float]]:
+    """Each reference row of ``tests/data/<folder>`` with the difference between ``metric``'s
+    value (default options, inputs in ``dtype``) and the authors' value: absolute, or relative
+    to the authors' value. The value's shape and dtype are asserted on the way."""
+    from percepmetric import create_metric
+
+    m = create_metric(metric)
+    for row in reference_rows(reference_dir, folder):
+        x, y = load_reference_pair(reference_dir, row)
+        got = m(x.to(dtype), y.to(dtype))
+        assert got.shape == (1,) and got.dtype == dtype
+        want = float(row["value"])
+        yield row, abs(got.item() - want) / (abs(want) if relative else 1.0)

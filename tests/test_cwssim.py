@@ -18,7 +18,7 @@ from percepmetric.metrics.cwssim import MIN_SIZE, _pool_weights64
 from percepmetric.metrics.eight_bit import values_8bit
 from percepmetric.metrics.pyramids import point_op, scf_bands
 
-from helpers import cli_distance_value, load_reference_pair, reference_rows
+from helpers import cli_distance_value, load_reference_pair, reference_errors, reference_rows, reference_shapes
 
 # cwssim_index.m's values are means of pooled maps in [0, 1]: 1e-4 absolute is the issue's
 # parity target. Measured: float64 within 5e-15, float32 input within 3e-8.
@@ -40,7 +40,7 @@ def _pair(n: int = 3, channels: int = 3, h: int = 64, w: int = 71, dtype=torch.f
 
 
 def test_reference_covers_sizes_and_colours(reference_dir):
-    shapes = {tuple(load_reference_pair(reference_dir, r)[0].shape) for r in reference_rows(reference_dir, "cw_ssim")}
+    shapes = reference_shapes(reference_dir, "cw_ssim")
     assert any(s[1] == 1 for s in shapes) and any(s[1] == 3 for s in shapes)
     assert any(s[2] != s[3] for s in shapes)  # non-square
     assert any(s[2] % 2 or s[3] % 2 for s in shapes)  # odd sizes: the spectrum's centre
@@ -50,11 +50,7 @@ def test_reference_covers_sizes_and_colours(reference_dir):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_parity_with_authors_code(reference_dir, dtype):
-    for row in reference_rows(reference_dir, "cw_ssim"):
-        x, y = (t.to(dtype) for t in load_reference_pair(reference_dir, row))
-        got = create_metric("cw_ssim")(x, y)
-        assert got.shape == (1,) and got.dtype == dtype
-        err = abs(got.item() - float(row["value"]))
+    for row, err in reference_errors(reference_dir, "cw_ssim", "cw_ssim", dtype):
         assert err < TOLERANCE, row
         assert err < (MEASURED_F64 if dtype == torch.float64 else MEASURED_F32), (row, err)
 

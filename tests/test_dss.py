@@ -13,7 +13,7 @@ from percepmetric import InputError, create_metric, distance, functional
 from percepmetric.metrics.dss import MIN_SIZE, dct_matrix, dct_subbands, kept_subbands, local_moments
 from percepmetric.metrics.eight_bit import values_8bit
 
-from helpers import cli_distance_value, load_reference_pair, reference_rows
+from helpers import cli_distance_value, load_reference_pair, reference_errors, reference_rows, reference_shapes
 
 # DSS is at most 1: 1e-4 absolute is the parity target. Measured on expected.csv: float64
 # within 1.8e-8, float32 inputs within 2.9e-8 (the subbands are computed in float64 either way).
@@ -28,7 +28,7 @@ MEASURED = 5e-8
 
 
 def test_reference_covers_sizes_and_colours(reference_dir):
-    shapes = {tuple(load_reference_pair(reference_dir, r)[0].shape[1:]) for r in reference_rows(reference_dir, "dss")}
+    shapes = {s[1:] for s in reference_shapes(reference_dir, "dss")}
     assert {c for c, _, _ in shapes} == {1, 3}
     assert any(h != w for _, h, w in shapes) and any(h % 8 and w % 8 for _, h, w in shapes)  # cropped to blocks
     assert any(min(h, w) >= 384 for _, h, w in shapes)
@@ -38,12 +38,7 @@ def test_reference_covers_sizes_and_colours(reference_dir):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_parity_with_authors_code(reference_dir, dtype):
-    m = create_metric("dss")
-    for row in reference_rows(reference_dir, "dss"):
-        x, y = load_reference_pair(reference_dir, row)
-        got = m(x.to(dtype), y.to(dtype))
-        assert got.shape == (1,) and got.dtype == dtype
-        err = abs(got.item() - float(row["value"]))
+    for row, err in reference_errors(reference_dir, "dss", "dss", dtype):
         assert err < TOLERANCE, row
         assert err < MEASURED, (row, err)
 

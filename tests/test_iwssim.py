@@ -17,7 +17,7 @@ from percepmetric.metrics.iwssim import MIN_SIZE, _enlarge_matrix64
 from percepmetric.metrics.pyramids import BINOM5, laplacian_pyramid
 from percepmetric.metrics.resize import imresize
 
-from helpers import cli_distance_value, load_reference_pair, reference_rows
+from helpers import cli_distance_value, load_reference_pair, reference_errors, reference_rows, reference_shapes
 
 # iwssim.m's values are products of pooled SSIM terms in [0, 1]: 1e-4 absolute is the issue's
 # parity target. Measured: float64 within 2e-15, float32 input within 5e-8.
@@ -39,7 +39,7 @@ def _pair(n: int = 2, channels: int = 3, h: int = 176, w: int = 181, dtype=torch
 
 
 def test_reference_covers_sizes_and_colours(reference_dir):
-    shapes = {tuple(load_reference_pair(reference_dir, r)[0].shape) for r in reference_rows(reference_dir, "iw_ssim")}
+    shapes = reference_shapes(reference_dir, "iw_ssim")
     assert any(s[1] == 1 for s in shapes) and any(s[1] == 3 for s in shapes)
     assert any(s[2] != s[3] for s in shapes)  # non-square
     assert any(s[2] % 2 or s[3] % 2 for s in shapes)  # odd sizes: the pyramid's edges
@@ -49,11 +49,7 @@ def test_reference_covers_sizes_and_colours(reference_dir):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_parity_with_authors_code(reference_dir, dtype):
-    for row in reference_rows(reference_dir, "iw_ssim"):
-        x, y = (t.to(dtype) for t in load_reference_pair(reference_dir, row))
-        got = create_metric("iw_ssim")(x, y)
-        assert got.shape == (1,) and got.dtype == dtype
-        err = abs(got.item() - float(row["value"]))
+    for row, err in reference_errors(reference_dir, "iw_ssim", "iw_ssim", dtype):
         assert err < TOLERANCE, row
         assert err < (MEASURED_F64 if dtype == torch.float64 else MEASURED_F32), (row, err)
 

@@ -11,7 +11,7 @@ from percepmetric import InputError, create_metric, distance, functional
 from percepmetric.metrics.eight_bit import values_8bit
 from percepmetric.metrics.nlpd import DN_FILTERS, SIGMAS, divisive_normalization, laplacian_pyramid
 
-from helpers import cli_distance_value, load_reference_pair, reference_rows
+from helpers import cli_distance_value, load_reference_pair, reference_errors, reference_rows, reference_shapes
 
 # NLPD is unbounded: the parity target is 1e-4 relative. Measured on expected.csv:
 # float64 within 4e-14; float32 within 1.1e-6, except the 1x1 and 2x3 crops (3.1e-5, 4.3e-6:
@@ -26,7 +26,7 @@ MEASURED_F32 = 4e-5
 
 
 def test_reference_covers_sizes_and_colours(reference_dir):
-    shapes = {tuple(load_reference_pair(reference_dir, r)[0].shape[1:]) for r in reference_rows(reference_dir, "nlpd")}
+    shapes = {s[1:] for s in reference_shapes(reference_dir, "nlpd")}
     assert {c for c, _, _ in shapes} == {1, 3}
     assert any(h != w for _, h, w in shapes) and any(h % 2 and w % 2 for _, h, w in shapes)
     assert any(min(h, w) >= 384 for _, h, w in shapes)
@@ -35,13 +35,7 @@ def test_reference_covers_sizes_and_colours(reference_dir):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_parity_with_authors_code(reference_dir, dtype):
-    m = create_metric("nlpd")
-    for row in reference_rows(reference_dir, "nlpd"):
-        x, y = load_reference_pair(reference_dir, row)
-        got = m(x.to(dtype), y.to(dtype))
-        assert got.shape == (1,) and got.dtype == dtype
-        want = float(row["value"])
-        err = abs(got.item() - want) / want
+    for row, err in reference_errors(reference_dir, "nlpd", "nlpd", dtype, relative=True):
         assert err < TOLERANCE, row
         assert err < (MEASURED_F64 if dtype == torch.float64 else MEASURED_F32), (row, err)
 
