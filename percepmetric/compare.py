@@ -58,7 +58,7 @@ import numpy as np
 import torch
 
 from . import distributed, stats
-from .devices import resolve_device, usable_cpus
+from .devices import decoding_threads, resolve_device
 from .errors import InputError
 from .io import (
     atomic_path,
@@ -189,7 +189,7 @@ def match_folders(dir_a: str | os.PathLike, dir_b: str | os.PathLike, *, match: 
         raise InputError(f"no image pairs: {printable_path(folder_a)} has {len(keyed_a)} images, "
                          f"{printable_path(folder_b)} has {len(keyed_b)}, and no relative path is in both"
                          + (" (try --match stem)" if match == "path" else ""))
-    with ThreadPoolExecutor(max_workers=_decoders(workers)) as pool:
+    with ThreadPoolExecutor(max_workers=decoding_threads(workers)) as pool:
         described_a = list(pool.map(lambda k: _describe(folder_a, keyed_a[k], limit), common))
         described_b = list(pool.map(lambda k: _describe(folder_b, keyed_b[k], limit), common))
     return FolderPairs(list(zip(described_a, described_b)), only_a, only_b)
@@ -408,10 +408,6 @@ def _write_chunk(folder: Path, chunk: Chunk, result: ChunkValues) -> None:
 
 # ---------------------------------------------------------------- the job
 
-def _decoders(workers: int | None) -> int:
-    return max(1, workers if workers is not None else min(8, usable_cpus()))
-
-
 def _build_metrics(metrics: Sequence[str | Metric]) -> list[Metric]:
     built = [create_metric(m) if isinstance(m, str) else m for m in metrics]
     if not built:
@@ -506,7 +502,7 @@ def compare_folders(dir_a: str | os.PathLike, dir_b: str | os.PathLike,
     with distributed.process_group(torch_device) as group:
         mine = distributed.shard(list(enumerate(chunks)), group)
         part = distributed.run_part(group, lambda: _compute_part(
-            mine, found.pairs, built, size_mismatch, torch_device, _decoders(workers), state,
+            mine, found.pairs, built, size_mismatch, torch_device, decoding_threads(workers), state,
             progress and group.is_main, limit))
         values = np.full((len(found.pairs), len(built)), np.nan)
         reasons: list[str | None] = [None] * len(built)

@@ -16,7 +16,7 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["resolve_device", "usable_cpus"]
+__all__ = ["decoding_threads", "resolve_device", "usable_cpus"]
 
 
 def usable_cpus() -> int:
@@ -33,6 +33,12 @@ def usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0)) or 1
     return os.cpu_count() or 1
+
+
+def decoding_threads(workers: int | None) -> int:
+    """How many threads read and decode images: ``workers`` as given (at least 1), by default
+    the usable CPUs, at most 8 (beyond that, decoding outruns any metric or network)."""
+    return max(1, workers if workers is not None else min(8, usable_cpus()))
 
 
 def resolve_device(spec: str | torch.device | None = "auto", option: str = "--device") -> torch.device:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from . import distributed
-from .devices import usable_cpus
+from .devices import decoding_threads
 from .errors import InputError
 from .io import (
     atomic_path,
@@ -151,7 +151,8 @@ def _source(images: ImageSet, name: str, settings: ExtractionSettings) -> _Sourc
     else:
         raise InputError(f"{name}: expected a folder, a list of image files, an image tensor or saved statistics, "
                          f"got {type(images).__name__}")
-    digests = _digests(files, _workers(settings), settings.max_pixels) if settings.cache is not None else ()
+    digests = () if settings.cache is None else _digests(files, decoding_threads(settings.workers),
+                                                         settings.max_pixels)
     return _Source(name, files, digests)
 
 
@@ -159,10 +160,6 @@ def check_image_set(images: ImageSet, name: str) -> int:
     """How many images a set holds, checked without decoding anything (a folder is listed, a
     tensor's shape and range are checked): bad input is one line before the network is loaded."""
     return len(_source(images, name, ExtractionSettings()))
-
-
-def _workers(settings: ExtractionSettings) -> int:
-    return max(1, settings.workers if settings.workers is not None else min(8, usable_cpus()))
 
 
 # ---------------------------------------------------------------- chunks and their cache
@@ -263,7 +260,7 @@ def _run(chunks: Sequence[_Chunk], source: _Source, settings: ExtractionSettings
     (each with single-threaded torch ops: :mod:`percepmetric.threads`) while the network runs."""
     pending: deque[tuple[_Chunk, list[Future]]] = deque()
     upcoming = iter(chunks)
-    with side_by_side_pool(_workers(settings)) as pool:
+    with side_by_side_pool(decoding_threads(settings.workers)) as pool:
         def submit_next() -> None:
             chunk = next(upcoming, None)
             if chunk is not None:

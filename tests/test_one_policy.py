@@ -112,7 +112,7 @@ def test_the_dmos_column_reads_the_same_words_as_options(tmp_path):
 def test_thread_pools_are_sized_by_the_cpus_this_process_may_use(monkeypatch):
     import os
 
-    from percepmetric import compare, devices
+    from percepmetric import devices
 
     if hasattr(os, "process_cpu_count"):
         monkeypatch.setattr(os, "process_cpu_count", lambda: 3)
@@ -120,4 +120,4 @@ def test_thread_pools_are_sized_by_the_cpus_this_process_may_use(monkeypatch):
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 64)  # the machine's, not the process's
     assert devices.usable_cpus() == 3
-    assert compare._decoders(None) == 3
+    assert devices.decoding_threads(None) == 3  # what compare.py and set_features.py size their pools by
